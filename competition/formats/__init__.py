@@ -1,0 +1,1 @@
+"""Readers and writers of the file formats people download and submit (pure, bytes in)."""

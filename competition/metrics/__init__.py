@@ -1,0 +1,1 @@
+"""Official metrics: pure functions, arrays in, numbers out (definitions: METRICS.md)."""

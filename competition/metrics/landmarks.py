@@ -1,0 +1,51 @@
+"""Landmark errors against manual placement and the win rate against a reference (§5).
+
+RMSE is over points (sqrt of the mean squared Euclidean distance), not per coordinate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def distances(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Euclidean distance per point; inputs (..., dim) of equal shape."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    if pred.shape != truth.shape:
+        raise ValueError(f"shape mismatch {pred.shape} vs {truth.shape}")
+    return np.sqrt(((pred - truth) ** 2).sum(axis=-1))
+
+
+def rmse(d: np.ndarray) -> float:
+    d = np.asarray(d, np.float64)
+    return float(np.sqrt(np.mean(d**2))) if d.size else float("nan")
+
+
+@dataclass(frozen=True)
+class WinRate:
+    percent: float  # 100 * mean[d_model < d_reference], strict
+    wins: int
+    ties: int
+    n: int
+
+
+def win_rate(d_model: np.ndarray, d_reference: np.ndarray) -> WinRate:
+    d_model, d_reference = np.asarray(d_model), np.asarray(d_reference)
+    if d_model.shape != d_reference.shape:
+        raise ValueError("model and reference distances differ in shape")
+    wins = int((d_model < d_reference).sum())
+    ties = int((d_model == d_reference).sum())
+    n = int(d_model.size)
+    return WinRate(100.0 * wins / n if n else float("nan"), wins, ties, n)
+
+
+def per_landmark(d: np.ndarray) -> dict[str, np.ndarray]:
+    """Columns of a (specimen, landmark) distance table summarised per landmark."""
+    d = np.asarray(d, np.float64)
+    return {
+        "rmse": np.sqrt((d**2).mean(axis=0)),
+        "mean": d.mean(axis=0),
+        "median": np.median(d, axis=0),
+    }

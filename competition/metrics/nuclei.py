@@ -1,0 +1,92 @@
+"""2018 Data Science Bowl: mean precision over IoU thresholds 0.50..0.95 (METRICS.md §1).
+
+A predicted object is a hit at T percent iff 100 * I > T * U (strict, integers), so a
+prediction matches at most one true object and no assignment step is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from competition.metrics.contingency import overlaps, relabel
+
+THRESHOLDS_PERCENT = np.arange(50, 100, 5, dtype=np.int64)
+THRESHOLDS = tuple(int(t) / 100 for t in THRESHOLDS_PERCENT)
+
+
+@dataclass(frozen=True)
+class ImageMatch:
+    """Per-threshold counts for one image."""
+
+    n_true: int
+    n_pred: int
+    tp: np.ndarray  # true positives at each threshold, shape (10,)
+
+    @property
+    def fp(self) -> np.ndarray:
+        return self.n_pred - self.tp
+
+    @property
+    def fn(self) -> np.ndarray:
+        return self.n_true - self.tp
+
+    @property
+    def precision(self) -> np.ndarray:
+        """P(t) = TP / (TP + FP + FN); both sides empty scores 1 (the harness's rule)."""
+        if self.n_true == 0 and self.n_pred == 0:
+            return np.ones(len(THRESHOLDS_PERCENT))
+        return self.tp / (self.n_true + self.n_pred - self.tp)
+
+    @property
+    def score(self) -> float:
+        return float(self.precision.mean())
+
+
+def match_image(true_labels: np.ndarray, pred_labels: np.ndarray) -> ImageMatch:
+    """Match the objects of two label images of one image (0 = background)."""
+    if np.shape(true_labels) != np.shape(pred_labels):
+        raise ValueError(f"shape mismatch {np.shape(true_labels)} vs {np.shape(pred_labels)}")
+    t, n_t = relabel(true_labels)
+    p, n_p = relabel(pred_labels)
+    return match_relabelled(t, n_t, p, n_p)
+
+
+def match_relabelled(t: np.ndarray, n_t: int, p: np.ndarray, n_p: int) -> ImageMatch:
+    """`match_image` for flat labels already consecutive 1..n (skips relabelling)."""
+    fg = (t > 0) & (p > 0)
+    return match_pairs(t[fg], p[fg], np.bincount(t, minlength=n_t + 1),
+                       np.bincount(p, minlength=n_p + 1))
+
+
+def match_pairs(t_ids: np.ndarray, p_ids: np.ndarray, area_t: np.ndarray,
+                area_p: np.ndarray) -> ImageMatch:
+    """Match from the (true, predicted) label pairs of the pixels both cover.
+
+    `area_t`/`area_p` are the object areas indexed by label (index 0 unused); only pixels
+    inside objects are ever touched, so the cost is O(object pixels + overlapping pairs).
+    """
+    n_t, n_p = len(area_t) - 1, len(area_p) - 1
+    if n_t == 0 or n_p == 0:
+        return ImageMatch(n_t, n_p, np.zeros(len(THRESHOLDS_PERCENT), dtype=np.int64))
+    i, j, inter = overlaps(t_ids, n_t, p_ids, n_p)
+    union = area_t[i] + area_p[j] - inter
+    hits = 100 * inter[:, None] > THRESHOLDS_PERCENT[None, :] * union[:, None]
+    return ImageMatch(n_t, n_p, hits.sum(axis=0).astype(np.int64))
+
+
+def image_score(true_labels: np.ndarray, pred_labels: np.ndarray) -> float:
+    return match_image(true_labels, pred_labels).score
+
+
+def mean_precision_per_threshold(matches: list[ImageMatch]) -> np.ndarray:
+    """Mean over images of P(t), one value per threshold."""
+    if not matches:
+        return np.full(len(THRESHOLDS_PERCENT), np.nan)
+    return np.mean([m.precision for m in matches], axis=0)
+
+
+def mean_score(matches: list[ImageMatch]) -> float:
+    """The competition score: mean over images of the image scores."""
+    return float(np.mean([m.score for m in matches])) if matches else float("nan")

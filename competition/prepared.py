@@ -1,0 +1,83 @@
+"""A prepared competition, addressed by its directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from competition.errors import CompetitionDirError
+from competition.tasks import TASKS, Task
+
+
+@dataclass
+class PreparedCompetition:
+    root: Path
+    config: dict[str, Any]
+
+    @classmethod
+    def open(cls, root: Path | str) -> PreparedCompetition:
+        root = Path(root)
+        config_path = root / "competition.yaml"
+        if not config_path.is_file():
+            raise CompetitionDirError(
+                f"{root}: not a prepared competition (no competition.yaml); "
+                "create one with `competition prepare`")
+        try:
+            config = yaml.safe_load(config_path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise CompetitionDirError(f"{config_path}: not valid YAML ({e})") from None
+        if not isinstance(config, dict) or config.get("task") not in TASKS:
+            raise CompetitionDirError(f"{config_path}: 'task' must be one of {', '.join(TASKS)}")
+        comp = cls(root, config)
+        if not comp.solution_path.is_file():
+            raise CompetitionDirError(f"{root}: the solution {comp.solution_path} is missing")
+        return comp
+
+    @property
+    def name(self) -> str:
+        return str(self.config.get("name") or self.root.name)
+
+    @property
+    def task(self) -> Task:
+        return TASKS[self.config["task"]]
+
+    @property
+    def rules(self) -> dict[str, Any]:
+        return dict(self.config.get("rules") or {})
+
+    @property
+    def max_submission_bytes(self) -> int:
+        return int(float(self.rules.get("max_submission_mb", 200)) * 1024 * 1024)
+
+    def _file(self, key: str) -> Path | None:
+        rel = (self.config.get("files") or {}).get(key)
+        return self.root / rel if rel else None
+
+    @property
+    def solution_path(self) -> Path:
+        path = self._file("solution")
+        if path is None:
+            raise CompetitionDirError(f"{self.root}/competition.yaml: files.solution is not set")
+        return path
+
+    @property
+    def reference_path(self) -> Path | None:
+        path = self._file("reference")
+        return path if path is not None and path.is_file() else None
+
+    @property
+    def public_dir(self) -> Path:
+        return self.root / "public"
+
+    def load_solution(self):
+        return self.task.load_solution(self.solution_path)
+
+    def load_reference(self, solution):
+        """The reference predictions a win rate is computed against (landmarks), if any."""
+        path = self.reference_path
+        if path is None or not hasattr(self.task, "load_reference"):
+            return None
+        return self.task.load_reference(path, solution)

@@ -1,0 +1,116 @@
+"""Landmark placement on 3D meshes, scored by RMSE and the win rate against a reference."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from competition.errors import SubmissionError
+from competition.formats import landmarks_csv
+from competition.metrics import landmarks as metric
+from competition.tasks.base import ScoreResult, usage_masks
+
+
+@dataclass
+class LandmarkSolution:
+    specimens: list[str]
+    landmarks: list[str]
+    truth: np.ndarray  # (specimens, landmarks, 3)
+    usage: list[str] | None
+
+
+class LandmarksTask:
+    name = "landmarks"
+    higher_is_better = False
+    submission_suffix = ".csv"
+    metric = "RMSE of the Euclidean landmark error over all test points (mm; lower is better)"
+
+    def load_solution(self, path: Path) -> LandmarkSolution:
+        data = Path(path).read_bytes()
+        with_usage = b"Usage" in data.split(b"\n", 1)[0]
+        try:
+            points, usages = landmarks_csv.read_points(data, with_usage=with_usage)
+        except SubmissionError as e:
+            raise e.located(str(path)) from None
+        specimens = sorted(points)
+        landmarks = list(points[specimens[0]])
+        for s in specimens:
+            if list(points[s]) != landmarks and sorted(points[s]) != sorted(landmarks):
+                raise SubmissionError(f"specimen {s} has other landmarks than {specimens[0]}",
+                                      file=str(path))
+        truth = np.array([[points[s][lm] for lm in landmarks] for s in specimens])
+        usage = [usages[s] for s in specimens] if with_usage else None
+        return LandmarkSolution(specimens, landmarks, truth, usage)
+
+    def expected(self, solution: LandmarkSolution) -> dict[str, list[str]]:
+        return {s: solution.landmarks for s in solution.specimens}
+
+    def validate(self, data: bytes, solution: LandmarkSolution) -> np.ndarray:
+        points, _ = landmarks_csv.read_points(data, expected=self.expected(solution))
+        return np.array([[points[s][lm] for lm in solution.landmarks]
+                         for s in solution.specimens])
+
+    def describe(self, points: np.ndarray) -> str:
+        return f"{points.shape[0]} specimens x {points.shape[1]} landmarks"
+
+    def load_reference(self, path: Path, solution: LandmarkSolution) -> np.ndarray:
+        try:
+            return self.validate(Path(path).read_bytes(), solution)
+        except SubmissionError as e:
+            raise e.located(str(path)) from None
+
+    def score(self, data: bytes, solution: LandmarkSolution,
+              reference: np.ndarray | None = None) -> ScoreResult:
+        pred = self.validate(data, solution)
+        d = metric.distances(pred, solution.truth)  # (specimens, landmarks)
+        d_ref = None if reference is None else metric.distances(reference, solution.truth)
+        return summarize(d, d_ref, solution)
+
+
+def summarize(d: np.ndarray, d_ref: np.ndarray | None, solution: LandmarkSolution) -> ScoreResult:
+    masks = usage_masks(solution.usage or [])
+    public = private = None
+    if masks is not None:
+        public = metric.rmse(d[masks[0]]) if masks[0].any() else None
+        private = metric.rmse(d[masks[1]]) if masks[1].any() else None
+    per_lm = metric.per_landmark(d)
+    fields = {
+        "rmse": metric.rmse(d),
+        "mean_error": float(d.mean()),
+        "median_error": float(np.median(d)),
+        "n_specimens": len(solution.specimens),
+        "n_landmarks": len(solution.landmarks),
+        "units": "mm",
+    }
+    table = [
+        {"landmark": lm, "n": int(d.shape[0]), "rmse": float(per_lm["rmse"][k]),
+         "mean": float(per_lm["mean"][k]), "median": float(per_lm["median"][k])}
+        for k, lm in enumerate(solution.landmarks)
+    ]
+    if d_ref is not None:
+        wr = metric.win_rate(d, d_ref)
+        fields.update(win_rate=wr.percent, wins=wr.wins, ties=wr.ties, n_points=wr.n,
+                      reference_rmse=metric.rmse(d_ref))
+        for k, row in enumerate(table):
+            w = metric.win_rate(d[:, k], d_ref[:, k])
+            row.update(win_rate=w.percent, ties=w.ties, reference_mean=float(d_ref[:, k].mean()))
+    fields["per_landmark"] = table
+    items = [
+        {"specimen": s, "usage": solution.usage[i] if solution.usage else None,
+         "rmse": metric.rmse(d[i]), "mean_error": float(d[i].mean()),
+         "max_error": float(d[i].max())}
+        for i, s in enumerate(solution.specimens)
+    ]
+    return ScoreResult(
+        task="landmarks",
+        metric=LandmarksTask.metric,
+        score=fields["rmse"],
+        public=public,
+        private=private,
+        fields=fields,
+        items=items,
+        item_kind="specimen",
+        higher_is_better=False,
+    )

@@ -1,0 +1,1 @@
+"""Keras architectures and losses shared by the baseline entries."""

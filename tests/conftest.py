@@ -1,0 +1,37 @@
+"""Shared fixtures: prepared demo competitions, and the real data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from competition.prepare import prepare
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("COMPETITION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared(name: str) -> Path:
+    """A real data set, or a skip that says where it was looked for."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data {path} not present (set COMPETITION_SHARED_DATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def demo_dirs(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("demos")
+    return {kind: prepare(kind, root / kind, seed=0)
+            for kind in ("demo-nuclei", "demo-em", "demo-landmarks")}
+
+
+@pytest.fixture(scope="session")
+def real_dirs(tmp_path_factory) -> dict[str, Path]:
+    """The three real competitions, prepared once per session with the default seed."""
+    root = tmp_path_factory.mktemp("real")
+    sources = {"dsb2018": "dsb2018", "isbi2012": "isbi2012", "mouse-landmarks": "mouse_skulls"}
+    return {kind: prepare(kind, root / kind, source=shared(src), seed=0)
+            for kind, src in sources.items()}
