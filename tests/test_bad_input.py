@@ -29,6 +29,17 @@ def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def assert_rejected(capsys, comp: Path, path: Path, name: str, fragments: list[str],
+                    commands=("score",)) -> None:
+    """Exit code 2, a message naming the file and each fragment, and no traceback."""
+    for command in commands:
+        code, out, err = run_cli([command, comp, path], capsys)
+        assert code == 2, (name, out, err)
+        assert str(path) in err and "Traceback" not in err + out, name
+        for fragment in fragments:
+            assert fragment in err, (name, fragment, err)
+
+
 def nuclei_valid(comp: Path) -> str:
     """A valid submission: the solution's own rows."""
     lines = (comp / "private" / "solution.csv").read_text().splitlines()[1:]
@@ -75,12 +86,7 @@ def test_bad_nuclei_submissions(demo_dirs, tmp_path, capsys, case):
     name, data, fragments = nuclei_cases(comp)[case]
     path = tmp_path / "sub.csv"
     path.write_bytes(data)
-    for command in ("validate", "score"):
-        code, out, err = run_cli([command, comp, path], capsys)
-        assert code == 2, (name, out, err)
-        assert str(path) in err and "Traceback" not in err + out, name
-        for fragment in fragments:
-            assert fragment in err, (name, fragment, err)
+    assert_rejected(capsys, comp, path, name, fragments, ("validate", "score"))
 
 
 def test_bom_and_crlf_are_accepted(demo_dirs, tmp_path, capsys):
@@ -118,11 +124,7 @@ def test_bad_em_submissions(demo_dirs, tmp_path, capsys, case):
     name, data, fragments = em_cases(comp)[case]
     path = tmp_path / "sub.tif"
     path.write_bytes(data)
-    code, out, err = run_cli(["score", comp, path], capsys)
-    assert code == 2, (name, out, err)
-    assert str(path) in err and "Traceback" not in err + out
-    for fragment in fragments:
-        assert fragment in err, (name, fragment, err)
+    assert_rejected(capsys, comp, path, name, fragments)
 
 
 def test_eight_bit_and_binary_em_submissions_are_accepted(demo_dirs, tmp_path, capsys):
@@ -161,11 +163,7 @@ def test_bad_landmark_submissions(demo_dirs, tmp_path, capsys, case):
     name, data, fragments = landmark_cases(comp)[case]
     path = tmp_path / "sub.csv"
     path.write_bytes(data)
-    code, out, err = run_cli(["score", comp, path], capsys)
-    assert code == 2, (name, out, err)
-    assert str(path) in err and "Traceback" not in err + out
-    for fragment in fragments:
-        assert fragment in err, (name, fragment, err)
+    assert_rejected(capsys, comp, path, name, fragments)
 
 
 def test_size_limit_is_configurable(demo_dirs, tmp_path, capsys):

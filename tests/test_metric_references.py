@@ -227,3 +227,42 @@ def test_border_thinning_matches_scikit_image_watershed_up_to_tie_placement():
         v_ours = em.foreground_restricted_scores(truth, ours).v_rand
         v_theirs = em.foreground_restricted_scores(truth, theirs).v_rand
         assert abs(v_ours - v_theirs) < 2e-3
+
+
+@pytest.mark.real_data
+def test_cli_nuclei_score_on_the_real_hidden_split(real_dirs, tmp_path, capsys):
+    """`competition score nuclei` end to end on the 134 real hidden images: per image, the
+    TP counts equal the exact-fraction implementation, and the score is stardist's up to
+    exact-threshold ties."""
+    import json
+
+    from stardist.matching import matching
+
+    from competition.prepared import PreparedCompetition
+    from tests.test_bad_input import run_cli
+
+    comp = PreparedCompetition.open(real_dirs["dsb2018"])
+    solution = comp.load_solution()
+    rng = np.random.default_rng(2)
+    rows, truth, preds = [], {}, {}
+    for image_id, image in solution.items():
+        h, w = image.shape
+        flat, _ = image.labels_flat(image_id)
+        labels = flat.reshape(w, h).T
+        pred = perturb(labels, rng)
+        truth[image_id], preds[image_id] = labels, pred
+        rows += [f"{image_id},{enc}" for enc in rle.encode_labels(pred) or [""]]
+    sub = tmp_path / "sub.csv"
+    sub.write_text("ImageId,EncodedPixels\n" + "\n".join(rows) + "\n")
+    code, out, err = run_cli(["score", "nuclei", sub, "--solution", comp.solution_path,
+                              "--json", "--per-image"], capsys)
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n_images"] == 134
+    stardist_scores = []
+    for row in result["per_image"]:
+        t, p = truth[row["ImageId"]], preds[row["ImageId"]]
+        assert row["tp"] == exact_tp(t, p)
+        stats = matching(t, p, thresh=list(nuclei.THRESHOLDS))
+        stardist_scores.append(np.mean([s.accuracy for s in stats]))
+    assert result["score"] == pytest.approx(np.mean(stardist_scores), abs=2e-3)

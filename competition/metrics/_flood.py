@@ -6,6 +6,19 @@ import numpy as np
 from numba import njit
 
 
+@njit(cache=True, inline="always")  # a call per pixel would double the flood's time
+def _push_free_neighbours(out, h, w, idx, lab, queue_pixel, queue_label, tail):
+    """Queue the unlabelled 4-neighbours of pixel `idx` with label `lab`; new tail."""
+    r, c = idx // w, idx % w
+    for dr, dc in ((-1, 0), (0, -1), (0, 1), (1, 0)):
+        rr, cc = r + dr, c + dc
+        if 0 <= rr < h and 0 <= cc < w and out[rr * w + cc] == 0:
+            queue_pixel[tail] = rr * w + cc
+            queue_label[tail] = lab
+            tail += 1
+    return tail
+
+
 @njit(cache=True)
 def flood_with_lines(labels: np.ndarray) -> np.ndarray:  # pragma: no cover (compiled)
     """Grow labelled regions (> 0) over the 0 pixels, 4-connected, first in first out.
@@ -23,16 +36,9 @@ def flood_with_lines(labels: np.ndarray) -> np.ndarray:  # pragma: no cover (com
     queue_label = np.empty(4 * n + 1, np.int32)
     tail = 0
     for idx in range(n):
-        lab = out[idx]
-        if lab <= 0:
-            continue
-        r, c = idx // w, idx % w
-        for dr, dc in ((-1, 0), (0, -1), (0, 1), (1, 0)):
-            rr, cc = r + dr, c + dc
-            if 0 <= rr < h and 0 <= cc < w and out[rr * w + cc] == 0:
-                queue_pixel[tail] = rr * w + cc
-                queue_label[tail] = lab
-                tail += 1
+        if out[idx] > 0:
+            tail = _push_free_neighbours(out, h, w, idx, out[idx], queue_pixel, queue_label,
+                                         tail)
     head = 0
     while head < tail:
         idx = queue_pixel[head]
@@ -53,12 +59,7 @@ def flood_with_lines(labels: np.ndarray) -> np.ndarray:  # pragma: no cover (com
             out[idx] = -1
             continue
         out[idx] = lab
-        for dr, dc in ((-1, 0), (0, -1), (0, 1), (1, 0)):
-            rr, cc = r + dr, c + dc
-            if 0 <= rr < h and 0 <= cc < w and out[rr * w + cc] == 0:
-                queue_pixel[tail] = rr * w + cc
-                queue_label[tail] = lab
-                tail += 1
+        tail = _push_free_neighbours(out, h, w, idx, lab, queue_pixel, queue_label, tail)
     for idx in range(n):
         if out[idx] < 0:
             out[idx] = 0

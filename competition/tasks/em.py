@@ -82,18 +82,16 @@ def score_stack(labels: np.ndarray, proposal: np.ndarray, thresholds) -> np.ndar
 def summarize(tables: np.ndarray, solution: EmSolution, proposal: np.ndarray,
               thresholds) -> ScoreResult:
     v_rand_t, v_info_t, pixel_t = tables
-
-    def best(rows=None):
-        value, k = metric.best_over_thresholds(v_rand_t, rows)
-        return value, k
-
-    v_rand, k_best = best()
+    v_rand, k_best = metric.best_over_thresholds(v_rand_t)
     v_info, _ = metric.best_over_thresholds(v_info_t)
     masks = usage_masks(solution.usage or [])
     public = private = None
     if masks is not None:
-        public = best(masks[0])[0] if masks[0].any() else None
-        private = best(masks[1])[0] if masks[1].any() else None
+        # Each subset picks its own best threshold, as the score would on that subset alone.
+        if masks[0].any():
+            public = metric.best_over_thresholds(v_rand_t, masks[0])[0]
+        if masks[1].any():
+            private = metric.best_over_thresholds(v_rand_t, masks[1])[0]
     iou, dice = zip(*(metric.foreground_overlap(lab, prop) for lab, prop in
                       zip(solution.labels, proposal, strict=True)), strict=True)
     # The named extra, on the thinned segmentation at the best V_rand threshold.
