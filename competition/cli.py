@@ -128,6 +128,182 @@ def score(
         _print_score(result, per_image)
 
 
+def _store(directory: Path):
+    from competition.submissions import SubmissionStore
+
+    return SubmissionStore(PreparedCompetition.open(directory))
+
+
+@app.command()
+def submit(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    file: Path = typer.Argument(..., help="The submission file."),
+    team: str = typer.Option(..., help="Your team (created on its first submission)."),
+    message: str | None = typer.Option(None, help="A note to remember this submission by."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Submit a file: kept, validated and scored under the rules; prints the public score."""
+    store = _store(directory)
+    outcome = store.submit(file, team, message)
+    show_private = store.private_visible
+    if as_json:
+        print(json.dumps(outcome.as_json(show_private), allow_nan=False))
+        return
+    _print_outcome(outcome, show_private)
+    if outcome.status in ("invalid", "failed"):
+        raise typer.Exit(2)
+
+
+def _print_outcome(outcome, show_private: bool) -> None:
+    if outcome.status == "scored":
+        line = (f"[green]scored[/] submission {outcome.id}: public score "
+                f"{_fmt(outcome.public_score)}")
+        if show_private:
+            line += f", private score {_fmt(outcome.private_score)}"
+        out.print(line)
+    elif outcome.status == "duplicate":
+        out.print(f"[yellow]duplicate[/] submission {outcome.id}: the same file as submission "
+                  f"{outcome.duplicate_of} (public score {_fmt(outcome.public_score)}); not "
+                  "scored again and not counted")
+    else:
+        err.print(f"[red]{outcome.status}[/] submission {outcome.id}:", escape(outcome.error or ""),
+                  "(not counted towards the daily limit)")
+    if outcome.remaining_today is not None:
+        out.print(f"{outcome.remaining_today} submission(s) left today (UTC)")
+
+
+team_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
+app.add_typer(team_app, name="team")
+
+
+@team_app.command("add")
+def team_add(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    team: str = typer.Argument(..., help="The team's name."),
+    member: list[str] = typer.Option([], "--member", help="A member (repeatable)."),
+) -> None:
+    """Create a team (teams are also created by their first submission) and add members."""
+    members = _store(directory).add_team(team, member)
+    out.print(f"team {escape(team)}: " + (", ".join(map(escape, members)) or "no members yet"))
+
+
+@app.command()
+def retry(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    submission_id: int = typer.Argument(..., help="A failed submission."),
+    team: str | None = typer.Option(None, help="The submission's team."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Score a failed submission again."""
+    store = _store(directory)
+    outcome = store.retry(submission_id, team)
+    if as_json:
+        print(json.dumps(outcome.as_json(store.private_visible), allow_nan=False))
+    else:
+        _print_outcome(outcome, store.private_visible)
+
+
+@app.command("submissions")
+def list_submissions(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    team: str = typer.Option(..., help="The team whose submissions to list."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """A team's submissions: status, errors, scores, final selections."""
+    store = _store(directory)
+    rows = store.list(team)
+    show_private = store.private_visible
+    if as_json:
+        print(json.dumps([r.as_json(show_private) for r in rows], allow_nan=False))
+        return
+    table = Table("id", "submitted (UTC)", "file", "status", "public",
+                  *(["private"] if show_private else []), "selected", "message / error",
+                  title=f"Submissions of {team}")
+    for r in rows:
+        table.add_row(str(r.id), r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      escape(r.file_name), r.status, _fmt(r.public_score),
+                      *([_fmt(r.private_score)] if show_private else []),
+                      "yes" if r.selected else "", escape(r.error or r.message or ""))
+    out.print(table)
+
+
+@app.command("select")
+def select_final(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    submission_id: int = typer.Argument(..., help="A scored submission of the team."),
+    team: str = typer.Option(..., help="The team."),
+    unselect: bool = typer.Option(False, help="Remove it from the final selections."),
+) -> None:
+    """Choose (or drop) a final selection for the private leaderboard."""
+    store = _store(directory)
+    if unselect:
+        store.unselect(submission_id, team)
+        out.print(f"submission {submission_id} is no longer a final selection of {team}")
+        return
+    chosen = store.select(submission_id, team)
+    out.print(f"final selections of {team}: {', '.join(map(str, chosen))} "
+              f"(of {store.rules.final_selections})")
+
+
+@app.command()
+def leaderboard(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    private: bool = typer.Option(False, "--private", help="The private board (organizer view "
+                                 "before the deadline)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
+) -> None:
+    """The public board (best public score per team), or the private one."""
+    from competition import leaderboard as boards
+
+    store = _store(directory)
+    store.reconcile()
+    if private and not store.private_visible:
+        err.print("organizer view: the private board before the deadline; do not share it")
+    board = boards.private_board(store) if private else boards.public_board(store)
+    if as_json:
+        print(json.dumps([e.as_json() for e in board], allow_nan=False))
+        return
+    title = ("Private" if private else "Public") + f" leaderboard: {store.comp.name}"
+    columns = ["rank", "team", "score", "95% interval", "~leader", "entries", "last"]
+    if private:
+        columns[5:5] = ["public rank", "change"]
+    table = Table(*columns, title=title, caption="~leader: not significantly different from "
+                  "the leader (paired bootstrap over test items)")
+    for e in board:
+        interval = "-" if e.ci_low is None else f"{e.ci_low:.4f} .. {e.ci_high:.4f}"
+        row = [str(e.rank), escape(e.team), _fmt(e.score), interval,
+               "~" if e.indistinguishable_from_leader else "", str(e.entries),
+               e.submitted_at.strftime("%Y-%m-%d %H:%M")]
+        if private:
+            change = "" if e.rank_change is None else f"{e.rank_change:+d}"
+            row[5:5] = [str(e.public_rank or "-"), change]
+        table.add_row(*row)
+    out.print(table)
+
+
+@app.command()
+def rescore(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    as_json: bool = typer.Option(False, "--json", help="Print the changes as JSON."),
+) -> None:
+    """Score every submission again with the current scorer and solution, atomically."""
+    store = _store(directory)
+    with out.status("Rescoring every submission..."):
+        changes = store.rescore()
+    if as_json:
+        print(json.dumps(changes, allow_nan=False))
+        return
+    if not changes:
+        out.print(f"rescored with {store.scorer_version}: nothing changed")
+        return
+    table = Table("id", "status", "public", "private", title=f"Changed by {store.scorer_version}")
+    for c in changes:
+        table.add_row(str(c["id"]), f"{c['old_status']} -> {c['new_status']}",
+                      f"{_fmt(c['old_public'])} -> {_fmt(c['new_public'])}",
+                      f"{_fmt(c['old_private'])} -> {_fmt(c['new_private'])}")
+    out.print(table)
+
+
 def _print_score(result: ScoreResult, per_item: bool) -> None:
     data = result.as_json(per_item)
     table = Table(title=f"{result.task}: {result.metric}", show_header=False)
@@ -162,7 +338,9 @@ def _fmt(value) -> str:
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, never a traceback."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of typer.Exit.
+        code = app(standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
     except CompetitionError as e:
         err.print("[red]error:[/]", escape(str(e)), soft_wrap=True)
         sys.exit(e.exit_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,27 @@ class PreparedCompetition:
     @property
     def public_dir(self) -> Path:
         return self.root / "public"
+
+    def solution_files(self) -> list[Path]:
+        """Every file the official score depends on (the solution, its Usage sidecar, the
+        reference)."""
+        files = [self.solution_path]
+        sidecar = self.solution_path.with_suffix(".csv")
+        if sidecar != self.solution_path and sidecar.is_file():
+            files.append(sidecar)
+        if self.reference_path is not None:
+            files.append(self.reference_path)
+        return files
+
+    def solution_sha256(self) -> str:
+        digest = hashlib.sha256()
+        for path in self.solution_files():
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+        return digest.hexdigest()
+
+    @property
+    def store_url(self) -> str | None:
+        return (self.config.get("store") or {}).get("url")
 
     def load_solution(self):
         return self.task.load_solution(self.solution_path)

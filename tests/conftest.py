@@ -35,3 +35,20 @@ def real_dirs(tmp_path_factory) -> dict[str, Path]:
     sources = {"dsb2018": "dsb2018", "isbi2012": "isbi2012", "mouse-landmarks": "mouse_skulls"}
     return {kind: prepare(kind, root / kind, source=shared(src), seed=0)
             for kind, src in sources.items()}
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    from tests.pg import Server
+
+    server = Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    """A fresh store URL for each backend: the SQLite default, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return None  # the embedded default inside the competition directory
+    return request.getfixturevalue("postgres_server").new_database()

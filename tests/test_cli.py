@@ -164,3 +164,25 @@ def test_demo_naive_predictions_beat_the_samples(tmp_path):
         by[("demo-em", "sample_submission")]["private"]
     assert by[("demo-landmarks", "naive-pca-template")]["private"] < 2.0
     assert by[("demo-landmarks", "sample_submission")]["private"] > 10.0
+
+
+@pytest.mark.parametrize("kind", ["demo-nuclei", "demo-em", "demo-landmarks"])
+def test_task_aggregate_reproduces_public_and_private(demo_dirs, tmp_path, kind):
+    """The per-item values stored for the bootstrap give back the official subset scores."""
+    from competition import demo, scoring
+
+    comp = PreparedCompetition.open(demo_dirs[kind])
+    path = tmp_path / ("sub" + comp.task.submission_suffix)
+    path.write_bytes(demo.NAIVE[kind][1](comp.public_dir))
+    result = scoring.score(comp, path)
+    from competition.tasks.base import aggregate
+
+    for usage, expected in (("Public", result.public), ("Private", result.private)):
+        values = np.array([comp.task.item_values(it) for it in result.items
+                           if it["usage"] == usage])
+        assert float(aggregate(comp.task, values)) == pytest.approx(expected, abs=1e-12)
+    every = np.array([comp.task.item_values(it) for it in result.items])
+    assert float(aggregate(comp.task, every)) == pytest.approx(result.score, abs=1e-12)
+    # Resampling weights of all ones are the plain score.
+    ones = np.ones((3, len(every)))
+    np.testing.assert_allclose(aggregate(comp.task, every, ones), result.score, atol=1e-12)

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+ITEM_ID_KEYS = {"image": "ImageId", "slice": "slice", "specimen": "specimen"}
+
 
 @dataclass
 class ScoreResult:
@@ -28,6 +30,10 @@ class ScoreResult:
     higher_is_better: bool
     metric: str = ""
     notes: list[str] = field(default_factory=list)
+
+    def item_id(self, item: dict[str, Any]) -> Any:
+        """The id of an item row: its ImageId, slice number or specimen name."""
+        return item[ITEM_ID_KEYS[self.item_kind]]
 
     def as_json(self, per_item: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -78,5 +84,19 @@ class Task(Protocol):
     def validate(self, data: bytes, solution: Any) -> Any: ...
 
     def describe(self, parsed: Any) -> str: ...
+
+    def item_values(self, item: dict[str, Any]) -> list[float]: ...
+
+    def finish(self, means: np.ndarray) -> np.ndarray: ...
+
+
+def aggregate(task: Task, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """A task's score of items with `values` (n_items, k), optionally under resampling
+    `weights` (..., n_items) that sum to n_items: every task's score is a function of the
+    (weighted) mean of its item values, which makes the bootstrap one matrix product."""
+    values = np.asarray(values, dtype=np.float64)
+    if weights is None:
+        return task.finish(values.mean(axis=0))
+    return task.finish(np.asarray(weights, dtype=np.float64) @ values / values.shape[0])
 
     def score(self, data: bytes, solution: Any, reference: Any = None) -> ScoreResult: ...

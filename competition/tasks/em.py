@@ -51,6 +51,15 @@ class EmTask:
     def validate(self, data: bytes, solution: EmSolution) -> np.ndarray:
         return em_tiff.read_probabilities(data, solution.labels.shape)
 
+    @staticmethod
+    def item_values(item: dict) -> list[float]:
+        return item["v_rand_per_threshold"]
+
+    @staticmethod
+    def finish(means: np.ndarray) -> np.ndarray:
+        """Score from the slices' mean V_rand per threshold (..., n_thresholds): the best."""
+        return means.max(axis=-1)
+
     def describe(self, proposal: np.ndarray) -> str:
         return f"{proposal.shape[0]} slices of {proposal.shape[1]}x{proposal.shape[2]}"
 
@@ -106,6 +115,7 @@ def summarize(tables: np.ndarray, solution: EmSolution, proposal: np.ndarray,
             "slice": z,
             "usage": solution.usage[z] if solution.usage else None,
             "v_rand": float(v_rand_t[z, k_best]),
+            "v_rand_per_threshold": v_rand_t[z].tolist(),
             "v_info": float(v_info_t[z, k_best]),
             "pixel_error": float(pixel_t[z, k_best]),
             "fg_iou": float(iou[z]),

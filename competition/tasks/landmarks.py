@@ -52,6 +52,16 @@ class LandmarksTask:
         return np.array([[points[s][lm] for lm in solution.landmarks]
                          for s in solution.specimens])
 
+    @staticmethod
+    def item_values(item: dict) -> list[float]:
+        return [item["mse"]]
+
+    @staticmethod
+    def finish(means: np.ndarray) -> np.ndarray:
+        """RMSE from the specimens' mean squared error (..., 1); every specimen has the same
+        landmarks, so this is the RMSE over all points."""
+        return np.sqrt(means[..., 0])
+
     def describe(self, points: np.ndarray) -> str:
         return f"{points.shape[0]} specimens x {points.shape[1]} landmarks"
 
@@ -99,7 +109,8 @@ def summarize(d: np.ndarray, d_ref: np.ndarray | None, solution: LandmarkSolutio
     fields["per_landmark"] = table
     items = [
         {"specimen": s, "usage": solution.usage[i] if solution.usage else None,
-         "rmse": metric.rmse(d[i]), "mean_error": float(d[i].mean()),
+         "rmse": metric.rmse(d[i]), "mse": float((d[i] ** 2).mean()),
+         "mean_error": float(d[i].mean()),
          "max_error": float(d[i].max())}
         for i, s in enumerate(solution.specimens)
     ]

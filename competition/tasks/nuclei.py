@@ -36,6 +36,15 @@ class NucleiTask:
             image.labels_flat(f"ImageId {image_id}")  # overlap check
         return images
 
+    @staticmethod
+    def item_values(item: dict) -> list[float]:
+        return [item["score"]]
+
+    @staticmethod
+    def finish(means: np.ndarray) -> np.ndarray:
+        """Score from the items' mean values (..., 1): the mean image score."""
+        return means[..., 0]
+
     def describe(self, images: dict[str, nuclei_csv.NucleiImage]) -> str:
         n_objects = sum(image.n_objects for image in images.values())
         return f"{len(images)} images, {n_objects} objects"

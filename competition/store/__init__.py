@@ -1,0 +1,1 @@
+"""The submission store: SQL tables behind SQLAlchemy and content-addressed file copies."""
