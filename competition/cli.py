@@ -136,15 +136,38 @@ def _store(directory: Path):
 
 @app.command()
 def submit(
-    directory: Path = typer.Argument(..., help="A prepared competition."),
-    file: Path = typer.Argument(..., help="The submission file."),
-    team: str = typer.Option(..., help="Your team (created on its first submission)."),
+    paths: list[str] = typer.Argument(..., metavar="[DIR] FILE",
+                                      help="A prepared competition and the file; with "
+                                      "--server, the file alone."),
+    team: str | None = typer.Option(None, help="Your team (created on its first "
+                                    "submission); with --server the token says who you are."),
     message: str | None = typer.Option(None, help="A note to remember this submission by."),
+    server: str | None = typer.Option(None, help="Submit to a running portal instead "
+                                      "(e.g. http://127.0.0.1:8000)."),
+    token: str | None = typer.Option(None, envvar="COMPETITION_TOKEN",
+                                     help="Your team token (with --server)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Submit a file: kept, validated and scored under the rules; prints the public score."""
-    store = _store(directory)
-    outcome = store.submit(file, team, message)
+    if server is not None:
+        if len(paths) != 1 or not token:
+            raise CompetitionError("with --server give the file alone and --token TOKEN "
+                                   "(or COMPETITION_TOKEN)")
+        from competition.web.client import submit_remote
+
+        body = submit_remote(server, token, Path(paths[0]), message)
+        if as_json:
+            print(json.dumps(body))
+        else:
+            _print_outcome(_RemoteOutcome(body), "private_score" in body)
+        if body.get("status") in ("invalid", "failed"):
+            raise typer.Exit(2)
+        return
+    if len(paths) != 2 or not team:
+        raise CompetitionError("give DIR FILE and --team TEAM (or --server URL --token TOKEN "
+                               "FILE)")
+    store = _store(Path(paths[0]))
+    outcome = store.submit(Path(paths[1]), team, message)
     show_private = store.private_visible
     if as_json:
         print(json.dumps(outcome.as_json(show_private), allow_nan=False))
@@ -152,6 +175,31 @@ def submit(
     _print_outcome(outcome, show_private)
     if outcome.status in ("invalid", "failed"):
         raise typer.Exit(2)
+
+
+class _RemoteOutcome:
+    """A server's JSON answer, seen through the attributes `_print_outcome` reads."""
+
+    def __init__(self, body: dict):
+        self.__dict__.update({"private_score": None, "remaining_today": None,
+                              "duplicate_of": None, "error": None, **body})
+
+
+@app.command()
+def serve(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+) -> None:
+    """Start the course portal (pages and JSON API) on this competition."""
+    import uvicorn
+
+    from competition.web.app import create_app
+
+    web_app = create_app(directory)
+    out.print(f"serving {directory} on http://{host}:{port}/ (API docs at /docs); "
+              "organizer token: `competition organizer-token DIR`")
+    uvicorn.run(web_app, host=host, port=port, log_level="warning")
 
 
 def _print_outcome(outcome, show_private: bool) -> None:
@@ -181,10 +229,22 @@ def team_add(
     directory: Path = typer.Argument(..., help="A prepared competition."),
     team: str = typer.Argument(..., help="The team's name."),
     member: list[str] = typer.Option([], "--member", help="A member (repeatable)."),
+    token: bool = typer.Option(True, help="Issue a new access token for the web portal and "
+                               "API (replaces the team's earlier one)."),
 ) -> None:
-    """Create a team (teams are also created by their first submission) and add members."""
-    members = _store(directory).add_team(team, member)
+    """Create a team, add members, and issue its access token (shown once, stored hashed)."""
+    store = _store(directory)
+    members = store.add_team(team, member)
     out.print(f"team {escape(team)}: " + (", ".join(map(escape, members)) or "no members yet"))
+    if token:
+        out.print(f"token: {store.issue_team_token(team)}")
+        out.print("give it to the team; it is stored hashed and cannot be shown again")
+
+
+@app.command("organizer-token")
+def organizer_token(directory: Path = typer.Argument(..., help="A prepared competition.")) -> None:
+    """Issue a new organizer token for the web portal (replaces the earlier one)."""
+    out.print(f"organizer token: {_store(directory).issue_organizer_token()}")
 
 
 @app.command()

@@ -9,9 +9,11 @@ command marks `failed`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from competition.scoring import read_submission_file
 from competition.store import db
 from competition.store.files import read_file, store_file
 from competition.store.schema import (
+    credentials,
     item_scores,
     score_history,
     selections,
@@ -46,7 +49,15 @@ PAUSE_ENV = "COMPETITION_SCORER_PAUSE"
 
 
 class RuleError(CompetitionError):
-    """A refusal under the rules (limit reached, closed, unknown team...)."""
+    """A refusal under the rules (unknown team, selection limit...)."""
+
+
+class LimitReached(RuleError):
+    """The team's submissions of the UTC day are used up."""
+
+
+class Closed(RuleError):
+    """Before the start or after the deadline."""
 
 
 @dataclass
@@ -90,8 +101,13 @@ class ScoredFile:
 
 
 class SubmissionStore:
-    def __init__(self, comp: PreparedCompetition, url: str | None = None, now=utcnow):
+    def __init__(self, comp: PreparedCompetition, url: str | None = None, now=utcnow,
+                 start_method: str = "fork"):
+        """`start_method` of the scorer processes: "fork" (fast; for single-threaded callers
+        like the CLI) or "forkserver" (for threaded servers, where a plain fork could copy a
+        lock held by another thread into the child)."""
         self.comp = comp
+        self.start_method = start_method
         self.rules = Rules.from_config(comp.rules)
         self.engine = db.make_engine(url or db.store_url(comp.root, comp.store_url))
         self.now = now
@@ -129,6 +145,63 @@ class SubmissionStore:
             row = conn.execute(select(submissions).where(submissions.c.id == submission_id)
                                ).mappings().first()
         return dict(row) if row else None
+
+    # --- credentials -------------------------------------------------------------------------
+
+    def issue_team_token(self, name: str) -> str:
+        """A new access token for the team (replacing any earlier one); only its hash is kept."""
+        team_id = self._ensure_team(name, self.now())
+        token = secrets.token_urlsafe(24)
+        with db.write(self.engine) as conn:
+            conn.execute(update(teams).where(teams.c.id == team_id)
+                         .values(token_sha256=_hash(token)))
+        return token
+
+    def issue_organizer_token(self) -> str:
+        token = secrets.token_urlsafe(24)
+        with db.write(self.engine) as conn:
+            conn.execute(credentials.delete().where(credentials.c.name == "organizer"))
+            conn.execute(insert(credentials).values(name="organizer", token_sha256=_hash(token)))
+        return token
+
+    def who(self, token: str | None) -> tuple[str, str | None] | None:
+        """("organizer", None) or ("team", name) for a valid token, else None."""
+        if not token:
+            return None
+        digest = _hash(token)
+        with db.read(self.engine) as conn:
+            if conn.execute(select(credentials.c.name).where(
+                    credentials.c.token_sha256 == digest)).scalar() == "organizer":
+                return ("organizer", None)
+            name = conn.execute(select(teams.c.name).where(teams.c.token_sha256 == digest)
+                                ).scalar()
+        return ("team", name) if name is not None else None
+
+    def teams_overview(self) -> list[dict[str, Any]]:
+        with db.read(self.engine) as conn:
+            rows = conn.execute(select(teams.c.id, teams.c.name, teams.c.created_at,
+                                       teams.c.token_sha256.is_not(None).label("has_token"))
+                                .order_by(teams.c.name)).mappings().all()
+            names: dict[int, list[str]] = {}
+            for team_id, member in conn.execute(select(members_table.c.team_id,
+                                                       members_table.c.name)):
+                names.setdefault(team_id, []).append(member)
+            counts = dict(conn.execute(select(submissions.c.team_id, func.count())
+                                       .group_by(submissions.c.team_id)).all())
+        return [{"team": r["name"], "created_at": r["created_at"],
+                 "has_token": bool(r["has_token"]), "members": sorted(names.get(r["id"], [])),
+                 "submissions": counts.get(r["id"], 0)} for r in rows]
+
+    def all_submissions(self) -> list[dict[str, Any]]:
+        """Every submission with its team (organizer view)."""
+        with db.read(self.engine) as conn:
+            return [dict(r) for r in conn.execute(
+                select(submissions.c.id, teams.c.name.label("team"), submissions.c.status,
+                       submissions.c.submitted_at, submissions.c.file_name,
+                       submissions.c.public_score, submissions.c.private_score,
+                       submissions.c.error, submissions.c.message)
+                .join(teams, teams.c.id == submissions.c.team_id)
+                .order_by(submissions.c.id)).mappings()]
 
     def add_team(self, name: str, members: list[str]) -> list[str]:
         """Create a team (if new) and add members; returns all its members."""
@@ -182,7 +255,7 @@ class SubmissionStore:
             used = self._used_today(conn, team_id, now)
             if used >= self.rules.daily_limit:
                 reset = utc_day(now)[1]
-                raise RuleError(
+                raise LimitReached(
                     f"team {team!r} has used its {self.rules.daily_limit} submissions of "
                     f"today (UTC); the limit resets at {reset.isoformat()}Z "
                     "(invalid and failed submissions do not count)")
@@ -208,7 +281,7 @@ class SubmissionStore:
                                 "submissions can be retried")
             self._lock_team(conn, row["team_id"])
             if self._used_today(conn, row["team_id"], now) >= self.rules.daily_limit:
-                raise RuleError(f"team {row['team']!r} has no submissions left today (UTC)")
+                raise LimitReached(f"team {row['team']!r} has no submissions left today (UTC)")
             conn.execute(update(submissions).where(submissions.c.id == submission_id).values(
                 status="pending", counted=True, error=None, scorer_host=self.host,
                 owner_pid=os.getpid(), scorer_pid=None))
@@ -217,9 +290,9 @@ class SubmissionStore:
 
     def _check_open(self, now: datetime) -> None:
         if self.rules.start is not None and now < self.rules.start:
-            raise RuleError(f"the competition opens at {self.rules.start.isoformat()}Z")
+            raise Closed(f"the competition opens at {self.rules.start.isoformat()}Z")
         if self.rules.deadline is not None and now >= self.rules.deadline:
-            raise RuleError(f"the competition closed at {self.rules.deadline.isoformat()}Z; "
+            raise Closed(f"the competition closed at {self.rules.deadline.isoformat()}Z; "
                             "no more submissions")
 
     def _ensure_team(self, name: str, now: datetime) -> int:
@@ -267,7 +340,9 @@ class SubmissionStore:
         """Score in a forked child: a crash or kill of the scorer cannot take the store down,
         and is recorded as a failure. The child's pid is recorded on the pending submission
         `submission_id` (None when rescoring, which must write nothing before it commits)."""
-        ctx = multiprocessing.get_context("fork")
+        ctx = multiprocessing.get_context(self.start_method)
+        if self.start_method == "forkserver":
+            ctx.set_forkserver_preload(["competition.submissions", "competition.tasks"])
         receive, send = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_child_main,
                             args=(send, str(self.comp.root), data, file_name), daemon=True)
@@ -386,6 +461,11 @@ class SubmissionStore:
                          .values(scorer_version=self.scorer_version,
                                  solution_sha256=self.comp.solution_sha256()))
         return changes
+
+
+def _hash(token: str) -> str:
+    # Tokens are 192-bit random strings: a plain SHA-256 cannot be brute-forced back.
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _r(value):

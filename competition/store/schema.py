@@ -23,6 +23,14 @@ teams = Table(
     Column("id", Integer, primary_key=True),
     Column("name", String(200), nullable=False, unique=True),
     Column("created_at", DateTime, nullable=False),
+    Column("token_sha256", String(64), unique=True),  # the team's access token, hashed
+)
+
+# Other hashed credentials, e.g. the organizer token.
+credentials = Table(
+    "credentials", metadata,
+    Column("name", String(50), primary_key=True),
+    Column("token_sha256", String(64), nullable=False),
 )
 
 members = Table(
