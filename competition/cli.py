@@ -185,6 +185,31 @@ class _RemoteOutcome:
                               "duplicate_of": None, "error": None, **body})
 
 
+@app.command("run")
+def run_entry(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    entry: Path = typer.Argument(..., help="An entry folder, e.g. submissions/unet."),
+    config: Path | None = typer.Option(None, help="A configuration file on top of the "
+                                       "entry's config.yaml (e.g. its smoke.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="key=value overrides (repeatable); "
+                                   "nuclei.key=value for one task only."),
+    inputs: Path | None = typer.Option(None, help="Predict this folder instead of the test "
+                                       "set (Kaggle layout, or a TIFF stack); not submitted."),
+    team: str | None = typer.Option(None, help="Team to submit as (default: "
+                                    "baseline-ENTRY)."),
+    no_submit: bool = typer.Option(False, "--no-submit", help="Write the file only."),
+) -> None:
+    """Train an entry on the public training data, predict, write and submit the file."""
+    from competition.run import run
+
+    record = run(directory, entry, config, set_, inputs, team, not no_submit)
+    out.print(f"trained {record['entry']} in {record['fit_seconds']:.1f} s, predicted in "
+              f"{record['predict_seconds']:.1f} s; wrote {record['submission']}")
+    if "public_score" in record:
+        out.print(f"submission {record['submission_id']}: {record['status']}, public score "
+                  f"{_fmt(record['public_score'])}")
+
+
 @app.command()
 def serve(
     directory: Path = typer.Argument(..., help="A prepared competition."),

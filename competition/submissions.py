@@ -344,8 +344,9 @@ class SubmissionStore:
         if self.start_method == "forkserver":
             ctx.set_forkserver_preload(["competition.submissions", "competition.tasks"])
         receive, send = ctx.Pipe(duplex=False)
+        # Not a daemon: the EM scorer spreads slices over processes of its own.
         child = ctx.Process(target=_child_main,
-                            args=(send, str(self.comp.root), data, file_name), daemon=True)
+                            args=(send, str(self.comp.root), data, file_name))
         child.start()
         send.close()
         if submission_id is not None:

@@ -361,3 +361,24 @@ def test_teams_have_members(demo_dirs, tmp_path, capsys, store_url, monkeypatch)
     store = open_store(comp, store_url)
     assert store.submit(variant(comp, tmp_path, 0), "owls").status == "scored"
     assert [o.team for o in store.list("owls")] == ["owls"]
+
+
+@pytest.mark.parametrize("kind", ["demo-em", "demo-landmarks"])
+def test_every_task_can_be_submitted_and_ranked(demo_dirs, tmp_path, kind):
+    """Scoring in the store's child process works for every task (the EM scorer starts
+    processes of its own), and boards with intervals come out for each."""
+    from competition.demo import NAIVE
+
+    comp = tmp_path / kind
+    shutil.copytree(demo_dirs[kind], comp)
+    store = open_store(comp, None)
+    name, predict = NAIVE[kind]
+    path = tmp_path / name
+    path.write_bytes(predict(comp / "public"))
+    sample = next((comp / "public").glob("sample_submission.*"))
+    good = store.submit(path, "naive")
+    worse = store.submit(sample, "sample")
+    assert good.status == worse.status == "scored", (good.error, worse.error)
+    board = leaderboard.public_board(store)
+    assert [e.team for e in board] == ["naive", "sample"]
+    assert board[0].ci_low <= board[0].score <= board[0].ci_high

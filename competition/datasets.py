@@ -1,0 +1,88 @@
+"""What an entry trains on and predicts: a competition's public data, read into arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from competition.errors import CompetitionError, SubmissionError
+from competition.formats import em_tiff, nuclei_csv, rle
+from competition.prepared import PreparedCompetition
+
+
+@dataclass
+class NucleiData:
+    ids: list[str]
+    images: list[np.ndarray]  # RGB uint8 (H, W, 3)
+    labels: list[np.ndarray] | None = None  # instance labels int32 (H, W), training only
+
+
+@dataclass
+class EmData:
+    volume: np.ndarray  # (slices, H, W) uint8
+    labels: np.ndarray | None = None  # 255 = cell, 0 = membrane; training only
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:
+        raise CompetitionError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+
+
+def kaggle_images(folder: Path) -> tuple[list[str], list[np.ndarray]]:
+    """Images of a folder in Kaggle's layout: `<id>/images/<id>.png`."""
+    folder = Path(folder)
+    ids = sorted(p.name for p in folder.iterdir() if (p / "images" / f"{p.name}.png").is_file())
+    if not ids:
+        raise CompetitionError(f"{folder}: no images in Kaggle's layout (<id>/images/<id>.png)")
+    return ids, [read_rgb(folder / i / "images" / f"{i}.png") for i in ids]
+
+
+def load_train(comp: PreparedCompetition):
+    public = comp.public_dir
+    if comp.task.name == "nuclei":
+        ids, images = kaggle_images(public / "train")
+        shapes = {i: im.shape[:2] for i, im in zip(ids, images, strict=True)}
+        try:
+            decoded = nuclei_csv.read_submission((public / "train_labels.csv").read_bytes(),
+                                                 shapes)
+        except SubmissionError as e:
+            raise CompetitionError(str(e.located(str(public / "train_labels.csv")))) from None
+        labels = []
+        for i in ids:
+            flat, _ = decoded[i].labels_flat(i)
+            h, w = shapes[i]
+            labels.append(flat.reshape(w, h).T.copy())
+        return NucleiData(ids, images, labels)
+    if comp.task.name == "em":
+        return EmData(em_tiff.read_stack((public / "train-volume.tif").read_bytes()),
+                      em_tiff.read_stack((public / "train-labels.tif").read_bytes()))
+    raise CompetitionError(f"no segmentation data for task {comp.task.name}")
+
+
+def load_inputs(comp: PreparedCompetition, folder: Path | None = None):
+    """The test inputs, or any folder of inputs in the task's download layout."""
+    public = comp.public_dir
+    if comp.task.name == "nuclei":
+        return NucleiData(*kaggle_images(folder or public / "test"))
+    if comp.task.name == "em":
+        path = Path(folder) if folder else public / "test-volume.tif"
+        return EmData(em_tiff.read_stack(path.read_bytes()))
+    raise CompetitionError(f"no segmentation data for task {comp.task.name}")
+
+
+def submission_bytes(task: str, inputs, predictions) -> bytes:
+    """Nuclei: instance label images by id -> Kaggle RLE CSV. EM: probabilities -> TIFF."""
+    if task == "nuclei":
+        rows = []
+        for image_id in inputs.ids:
+            encoded = rle.encode_labels(predictions[image_id]) or [""]
+            rows += [(image_id, enc) for enc in encoded]
+        return nuclei_csv.write_csv(rows, nuclei_csv.SUBMISSION_HEADER)
+    stack = np.clip(np.asarray(predictions, dtype=np.float32), 0, 1)
+    return em_tiff.write_stack(stack)

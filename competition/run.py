@@ -1,0 +1,127 @@
+"""`competition run DIR submissions/ENTRY`: train an entry, predict, write, submit.
+
+An entry folder holds `entry.py` with `fit(task, train, config, on_epoch=None)` and
+`predict(task, model, inputs, config)`, and `config.yaml` (top-level keys shared, a section
+per task on top). `--config FILE` (same structure) and `--set key=value` override it.
+Everything a run produced lands in `DIR/runs/<entry>-<time>/`: the submission, and
+`run.json` (configuration, timings, training history, score).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from competition import datasets
+from competition.errors import CompetitionError
+from competition.prepared import PreparedCompetition
+
+TASK_SECTIONS = ("nuclei", "em", "landmarks")
+
+
+def load_entry(folder: Path):
+    path = Path(folder) / "entry.py"
+    if not path.is_file():
+        raise CompetitionError(f"{folder}: no entry.py (an entry defines fit and predict)")
+    spec = importlib.util.spec_from_file_location(f"entry_{Path(folder).name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name in ("fit", "predict"):
+        if not callable(getattr(module, name, None)):
+            raise CompetitionError(f"{path}: no function {name}()")
+    return module
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise CompetitionError(f"{path}: unreadable configuration ({e})") from None
+    if not isinstance(doc, dict):
+        raise CompetitionError(f"{path}: the configuration must be a mapping")
+    return doc
+
+
+def _flatten(doc: dict, task: str) -> dict:
+    """Shared keys, then the task's own section on top."""
+    out = {k: v for k, v in doc.items() if k not in TASK_SECTIONS}
+    out.update(doc.get(task) or {})
+    return out
+
+
+def resolve_config(folder: Path, task: str, config_file: Path | None,
+                   overrides: list[str]) -> dict[str, Any]:
+    config = _flatten(_read_yaml(Path(folder) / "config.yaml"), task) \
+        if (Path(folder) / "config.yaml").is_file() else {}
+    if config_file is not None:
+        config.update(_flatten(_read_yaml(config_file), task))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CompetitionError(f"--set {item!r}: expected key=value")
+        key = key.strip()
+        if "." in key:  # "nuclei.epochs=3" applies to that task only
+            section, key = key.split(".", 1)
+            if section != task:
+                continue
+        config[key] = yaml.safe_load(value)
+    return config
+
+
+def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
+        overrides: list[str] | None = None, inputs: Path | None = None,
+        team: str | None = None, submit: bool = True, log=print) -> dict[str, Any]:
+    comp = PreparedCompetition.open(comp_dir)
+    task = comp.task.name
+    entry = load_entry(entry_dir)
+    config = resolve_config(entry_dir, task, config_file, overrides or [])
+    name = Path(entry_dir).resolve().name
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out_dir = comp.root / "runs" / f"{name}-{stamp}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    train = datasets.load_train(comp)
+    history: list[dict] = []
+    start = time.perf_counter()
+    model = entry.fit(task, train, config, on_epoch=lambda epoch, logs: history.append(
+        {"epoch": epoch + 1, **logs}))
+    fit_seconds = time.perf_counter() - start
+    test_inputs = datasets.load_inputs(comp, inputs)
+    start = time.perf_counter()
+    predictions = entry.predict(task, model, test_inputs, config)
+    predict_seconds = time.perf_counter() - start
+    path = out_dir / ("submission" + comp.task.submission_suffix)
+    path.write_bytes(datasets.submission_bytes(task, test_inputs, predictions))
+    record: dict[str, Any] = {
+        "entry": name, "competition": comp.name, "task": task, "config": config,
+        "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
+        "images_per_second": getattr(model, "images_per_second", None),
+        "history": history, "submission": str(path), "inputs": str(inputs or "test"),
+        "hardware": f"{platform.machine()}, {_cpu_count()} CPU cores",
+    }
+    if submit and inputs is None:
+        from competition.submissions import SubmissionStore
+
+        # Training libraries leave threads running: score in processes from a fork server.
+        store = SubmissionStore(comp, start_method="forkserver")
+        outcome = store.submit(path, team or f"baseline-{name}", f"competition run {name}")
+        record["submission_id"] = outcome.id
+        record["status"] = outcome.status
+        record["public_score"] = outcome.public_score
+        if outcome.error:
+            record["error"] = outcome.error
+    (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return record
+
+
+def _cpu_count() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()

@@ -1,0 +1,61 @@
+"""Segmentation losses. Targets may carry a per-pixel weight map as their last channel
+(`y_true[..., :-1]` the labels, `y_true[..., -1:]` the weights) for the weighted loss."""
+
+from __future__ import annotations
+
+from keras import ops
+
+EPS = 1e-6
+
+
+def binary_crossentropy(y_true, y_pred):
+    y_pred = ops.clip(y_pred, EPS, 1 - EPS)
+    return ops.mean(-(y_true * ops.log(y_pred) + (1 - y_true) * ops.log(1 - y_pred)))
+
+
+def weighted_binary_crossentropy(y_true, y_pred):
+    """Cross-entropy weighted per pixel by the weight channel of `y_true` (U-Net paper)."""
+    labels, weights = y_true[..., :-1], y_true[..., -1:]
+    y_pred = ops.clip(y_pred, EPS, 1 - EPS)
+    ce = -(labels * ops.log(y_pred) + (1 - labels) * ops.log(1 - y_pred))
+    return ops.sum(ce * weights) / (ops.sum(weights) * ops.cast(ops.shape(labels)[-1],
+                                                                 "float32") + EPS)
+
+
+def soft_dice(y_true, y_pred):
+    """1 - soft Dice, per channel, averaged."""
+    axes = (0, 1, 2)
+    inter = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    return 1 - ops.mean((2 * inter + 1) / (total + 1))
+
+
+def soft_jaccard(y_true, y_pred):
+    """1 - soft Jaccard (IoU), per channel, averaged."""
+    axes = (0, 1, 2)
+    inter = ops.sum(y_true * y_pred, axis=axes)
+    union = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes) - inter
+    return 1 - ops.mean((inter + 1) / (union + 1))
+
+
+def _labels(y_true, weighted: bool):
+    return y_true[..., :-1] if weighted else y_true
+
+
+def combined(names: list[str], weighted: bool):
+    """A loss summing the named terms ("bce", "weighted_bce", "dice", "jaccard")."""
+    terms = {"bce": lambda t, p: binary_crossentropy(_labels(t, weighted), p),
+             "weighted_bce": weighted_binary_crossentropy,
+             "dice": lambda t, p: soft_dice(_labels(t, weighted), p),
+             "jaccard": lambda t, p: soft_jaccard(_labels(t, weighted), p)}
+    unknown = set(names) - set(terms)
+    if unknown:
+        raise ValueError(f"unknown loss terms {sorted(unknown)}; choose from {sorted(terms)}")
+    if "weighted_bce" in names and not weighted:
+        raise ValueError("weighted_bce needs weight maps (set weight_maps: true)")
+
+    def loss(y_true, y_pred):
+        return sum(terms[n](y_true, y_pred) for n in names)
+
+    loss.__name__ = "_".join(names)
+    return loss

@@ -1,0 +1,77 @@
+"""U-Net (Ronneberger et al. 2015) with same padding, and the multi-arm variant.
+
+Inputs of any size divisible by 2**depth (whole images are predicted by tiles, see
+`competition.tiling`). Channels-last.
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import layers
+
+
+def conv_block(x, filters: int, batch_norm: bool, dropout: float, name: str):
+    for k in range(2):
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
+                          kernel_initializer="he_normal", name=f"{name}_conv{k}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{k}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{k}")(x)
+    if dropout:
+        x = layers.SpatialDropout2D(dropout, name=f"{name}_drop")(x)
+    return x
+
+
+def encoder(x, depth: int, base_filters: int, batch_norm: bool, dropout: float, name: str):
+    """Feature maps at every level (for the skips) and the bottom of the encoder."""
+    skips = []
+    for level in range(depth):
+        x = conv_block(x, base_filters * 2**level, batch_norm, dropout if level else 0.0,
+                       f"{name}_down{level}")
+        skips.append(x)
+        x = layers.MaxPooling2D(2, name=f"{name}_pool{level}")(x)
+    return skips, x
+
+
+def decoder(x, skips, base_filters: int, batch_norm: bool, dropout: float):
+    for level in reversed(range(len(skips))):
+        x = layers.Conv2DTranspose(base_filters * 2**level, 2, strides=2, padding="same",
+                                   name=f"up{level}_transpose")(x)
+        x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+        x = conv_block(x, base_filters * 2**level, batch_norm, dropout if level else 0.0,
+                       f"up{level}")
+    return x
+
+
+def build_unet(in_channels: int = 1, out_channels: int = 1, depth: int = 4,
+               base_filters: int = 16, batch_norm: bool = True, dropout: float = 0.1,
+               name: str = "unet") -> keras.Model:
+    """A U-Net with sigmoid outputs (one probability map per output channel)."""
+    inputs = keras.Input((None, None, in_channels), name="image")
+    skips, x = encoder(inputs, depth, base_filters, batch_norm, dropout, "enc")
+    x = conv_block(x, base_filters * 2**depth, batch_norm, dropout, "bottom")
+    x = decoder(x, skips, base_filters, batch_norm, dropout)
+    outputs = layers.Conv2D(out_channels, 1, activation="sigmoid", dtype="float32",
+                            name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+ARMS = ("raw", "preprocessed", "adaptive_threshold")
+
+
+def build_multiarm_unet(in_channels: int = 1, out_channels: int = 1, depth: int = 4,
+                        base_filters: int = 16, batch_norm: bool = True,
+                        dropout: float = 0.1, name: str = "multiarm_unet") -> keras.Model:
+    """Three encoders, fed the raw image, the preprocessed image and its adaptive threshold,
+    joined (concatenated) at every skip level and at the bottom; one decoder."""
+    inputs = [keras.Input((None, None, in_channels), name=arm) for arm in ARMS]
+    arms = [encoder(x, depth, base_filters, batch_norm, dropout, arm)
+            for x, arm in zip(inputs, ARMS, strict=True)]
+    skips = [layers.Concatenate(name=f"join{level}")([a[0][level] for a in arms])
+             for level in range(depth)]
+    x = layers.Concatenate(name="join_bottom")([a[1] for a in arms])
+    x = conv_block(x, base_filters * 2**depth, batch_norm, dropout, "bottom")
+    x = decoder(x, skips, base_filters, batch_norm, dropout)
+    outputs = layers.Conv2D(out_channels, 1, activation="sigmoid", dtype="float32",
+                            name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name)

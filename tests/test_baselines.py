@@ -1,0 +1,147 @@
+"""Baselines: model builders, losses, weight maps, tiling, post-processing, and a smoke run of
+every entry on the demo competitions through `competition run`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition import datasets
+from competition.postprocess import boundary_target, instances_from_probabilities
+from competition.prepared import PreparedCompetition
+from competition.tiling import predict_tiled
+from models.weights import unet_weight_map
+
+REPO = Path(__file__).resolve().parents[1]
+ENTRIES = ["threshold", "unet", "multiarm_unet"]
+
+
+def test_unet_and_multiarm_shapes():
+    from models.unet import ARMS, build_multiarm_unet, build_unet
+
+    unet = build_unet(1, 2, depth=3, base_filters=4)
+    assert unet.predict_on_batch(np.zeros((2, 48, 72, 1), np.float32)).shape == (2, 48, 72, 2)
+    multi = build_multiarm_unet(1, 1, depth=2, base_filters=4)
+    assert [i.name for i in multi.inputs] == list(ARMS)
+    out = multi.predict_on_batch({arm: np.zeros((1, 32, 32, 1), np.float32) for arm in ARMS})
+    assert out.shape == (1, 32, 32, 1) and (out >= 0).all() and (out <= 1).all()
+    # Three encoders: a multi-arm U-Net has more weights than the plain one of equal size.
+    assert multi.count_params() > build_unet(1, 1, depth=2, base_filters=4).count_params()
+
+
+def test_losses():
+    from models import losses
+
+    truth = np.zeros((1, 8, 8, 1), np.float32)
+    truth[0, 2:6, 2:6] = 1
+    assert float(losses.soft_dice(truth, truth)) == pytest.approx(0, abs=1e-6)
+    assert float(losses.soft_jaccard(truth, truth)) == pytest.approx(0, abs=1e-6)
+    assert float(losses.soft_dice(truth, 1 - truth)) > 0.9
+    assert float(losses.binary_crossentropy(truth, truth)) < 1e-4
+    weights = np.ones_like(truth)
+    weighted = np.concatenate([truth, weights], -1)
+    assert float(losses.weighted_binary_crossentropy(weighted, np.full_like(truth, 0.5))) == \
+        pytest.approx(float(losses.binary_crossentropy(truth, np.full_like(truth, 0.5))))
+    loss = losses.combined(["weighted_bce", "dice"], weighted=True)
+    assert float(loss(weighted, truth)) < 1e-3
+    with pytest.raises(ValueError):
+        losses.combined(["weighted_bce"], weighted=False)
+
+
+def test_weight_map_emphasises_gaps_between_touching_objects():
+    labels = np.zeros((40, 40), int)
+    labels[10:20, 5:15] = 1
+    labels[10:20, 17:27] = 2  # 2-px gap
+    labels[30:35, 30:35] = 3
+    w = unet_weight_map(labels, w0=10, sigma=5)
+    gap, far = w[15, 16], w[2, 38]
+    assert gap > 5 * far
+    assert w[15, 10] == pytest.approx(w[12, 8])  # inside objects: class weight only
+
+
+@pytest.mark.parametrize("shape", [(30, 45), (256, 256), (300, 520)])
+def test_tiling_reproduces_a_pointwise_prediction_exactly(shape):
+    rng = np.random.default_rng(0)
+    image = rng.random((*shape, 2)).astype(np.float32)
+    out = predict_tiled(lambda tiles: tiles[..., :1] * 2, image, tile=64, overlap=16)
+    np.testing.assert_allclose(out[..., 0], image[..., 0] * 2, rtol=1e-5)
+
+
+def test_marker_watershed_splits_touching_nuclei():
+    labels = np.zeros((40, 60), int)
+    yy, xx = np.mgrid[:40, :60]
+    labels[(yy - 20) ** 2 + (xx - 20) ** 2 < 100] = 1
+    labels[((yy - 20) ** 2 + (xx - 37) ** 2 < 100) & (labels == 0)] = 2
+    fg = (labels > 0).astype(np.float32)
+    boundary = boundary_target(labels)
+    split = instances_from_probabilities(fg, boundary)
+    assert split.max() == 2
+    merged = instances_from_probabilities(fg, None)
+    assert merged.max() == 1
+
+
+@pytest.fixture(scope="module")
+def demo_copies(demo_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return {k: Path(shutil.copytree(demo_dirs[k], root / k)) for k in ("demo-nuclei",
+                                                                       "demo-em")}
+
+
+@pytest.mark.parametrize("entry", ENTRIES)
+@pytest.mark.parametrize("kind", ["demo-nuclei", "demo-em"])
+def test_smoke_run_of_every_entry(demo_copies, entry, kind):
+    from competition.run import run
+
+    folder = REPO / "submissions" / entry
+    record = run(demo_copies[kind], folder, folder / "smoke.yaml")
+    assert record["status"] in ("scored", "duplicate"), record.get("error")
+    assert record["public_score"] is not None
+    run_json = json.loads((Path(record["submission"]).parent / "run.json").read_text())
+    assert run_json["entry"] == entry and run_json["task"] in ("nuclei", "em")
+    if entry != "threshold":
+        assert len(run_json["history"]) == run_json["config"]["epochs"]
+        assert "loss" in run_json["history"][0]
+
+
+def test_threshold_baseline_beats_the_empty_sample(demo_copies, tmp_path):
+    from competition import scoring
+    from competition.run import run
+
+    folder = REPO / "submissions" / "threshold"
+    comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
+    record = run(comp.root, folder, folder / "smoke.yaml", submit=False)
+    result = scoring.score(comp, Path(record["submission"]))
+    assert result.score > 0.3
+
+
+def test_predicting_any_folder_in_kaggle_layout(demo_copies, tmp_path):
+    from competition.run import run
+
+    comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
+    folder = tmp_path / "stage1_test"
+    ids = sorted(p.name for p in (comp.public_dir / "train").iterdir())[:3]
+    for i in ids:
+        shutil.copytree(comp.public_dir / "train" / i / "images", folder / i / "images")
+    entry = REPO / "submissions" / "threshold"
+    record = run(comp.root, entry, entry / "smoke.yaml", inputs=folder)
+    assert "submission_id" not in record  # not the competition's test set: not submitted
+    written = Path(record["submission"]).read_text().splitlines()
+    assert {line.split(",")[0] for line in written[1:]} == set(ids)
+    assert datasets.kaggle_images(folder)[0] == ids
+
+
+def test_config_layers(tmp_path):
+    from competition.errors import CompetitionError
+    from competition.run import resolve_config
+
+    (tmp_path / "config.yaml").write_text("lr: 1\nepochs: 5\nnuclei:\n  epochs: 7\n")
+    extra = tmp_path / "extra.yaml"
+    extra.write_text("em:\n  epochs: 2\nlr: 3\n")
+    config = resolve_config(tmp_path, "nuclei", extra, ["batch=4", "em.lr=9", "nuclei.x=[1, 2]"])
+    assert config == {"lr": 3, "epochs": 7, "batch": 4, "x": [1, 2]}
+    with pytest.raises(CompetitionError, match="key=value"):
+        resolve_config(tmp_path, "nuclei", None, ["oops"])
