@@ -198,11 +198,15 @@ def run_entry(
     team: str | None = typer.Option(None, help="Team to submit as (default: "
                                     "baseline-ENTRY)."),
     no_submit: bool = typer.Option(False, "--no-submit", help="Write the file only."),
+    also_predict: Path | None = typer.Option(None, help="Also predict this folder with the "
+                                             "same model (e.g. DSB's stage1_test)."),
 ) -> None:
     """Train an entry on the public training data, predict, write and submit the file."""
     from competition.run import run
 
-    record = run(directory, entry, config, set_, inputs, team, not no_submit)
+    record = run(directory, entry, config, set_, inputs, team, not no_submit, also_predict)
+    if record.get("also_predicted"):
+        out.print(f"also predicted {also_predict}: {record['also_predicted']}")
     out.print(f"trained {record['entry']} in {record['fit_seconds']:.1f} s, predicted in "
               f"{record['predict_seconds']:.1f} s; wrote {record['submission']}")
     if "public_score" in record:

@@ -77,7 +77,10 @@ def resolve_config(folder: Path, task: str, config_file: Path | None,
 
 def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
         overrides: list[str] | None = None, inputs: Path | None = None,
-        team: str | None = None, submit: bool = True, log=print) -> dict[str, Any]:
+        team: str | None = None, submit: bool = True,
+        also_predict: Path | None = None) -> dict[str, Any]:
+    """Train, predict, write and (for the competition's own test set) submit; with
+    `also_predict`, the same model also predicts that folder (e.g. DSB's stage1_test)."""
     comp = PreparedCompetition.open(comp_dir)
     task = comp.task.name
     entry = load_entry(entry_dir)
@@ -99,11 +102,19 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     predict_seconds = time.perf_counter() - start
     path = out_dir / ("submission" + comp.task.submission_suffix)
     path.write_bytes(datasets.submission_bytes(task, test_inputs, predictions))
+    extra_path = None
+    if also_predict is not None:
+        extra_inputs = datasets.load_inputs(comp, also_predict)
+        extra_path = out_dir / (f"{Path(also_predict).name}_submission"
+                                + comp.task.submission_suffix)
+        extra_path.write_bytes(datasets.submission_bytes(
+            task, extra_inputs, entry.predict(task, model, extra_inputs, config)))
     record: dict[str, Any] = {
         "entry": name, "competition": comp.name, "task": task, "config": config,
         "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
         "images_per_second": getattr(model, "images_per_second", None),
         "history": history, "submission": str(path), "inputs": str(inputs or "test"),
+        "also_predicted": str(extra_path) if extra_path else None,
         "hardware": f"{platform.machine()}, {_cpu_count()} CPU cores",
     }
     if submit and inputs is None:

@@ -132,6 +132,11 @@ def test_predicting_any_folder_in_kaggle_layout(demo_copies, tmp_path):
     written = Path(record["submission"]).read_text().splitlines()
     assert {line.split(",")[0] for line in written[1:]} == set(ids)
     assert datasets.kaggle_images(folder)[0] == ids
+    # The same model can predict both the test set (submitted) and the folder.
+    record = run(comp.root, entry, entry / "smoke.yaml", also_predict=folder)
+    assert record["status"] in ("scored", "duplicate")
+    extra = Path(record["also_predicted"]).read_text().splitlines()
+    assert {line.split(",")[0] for line in extra[1:]} == set(ids)
 
 
 def test_config_layers(tmp_path):
