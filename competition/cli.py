@@ -58,13 +58,16 @@ def demo(
 
     with out.status("Preparing and scoring the demo competitions..."):
         rows = demo_module.run(out_dir, seed)
-    table = Table("competition", "submission", "metric", "public", "private",
-                  title="Demo competitions (organizer view: private scores shown)")
+    table = Table(title="Demo competitions (organizer view: private scores shown)")
+    table.add_column("competition", no_wrap=True)
+    for column in ("team", "metric", "public", "private", "rank"):
+        table.add_column(column, no_wrap=True)
     for row in rows:
-        table.add_row(row["competition"], row["submission"], row["metric"],
-                      _fmt(row["public"]), _fmt(row["private"]))
+        table.add_row(row["competition"], row["team"], row["metric"], _fmt(row["public"]),
+                      _fmt(row["private"]), str(row["rank"]))
     out.print(table)
-    out.print(f"Competitions are in {out_dir}/; try `competition info {out_dir}/demo-nuclei`.")
+    out.print(f"Competitions are in {out_dir}/; try `competition leaderboard "
+              f"{out_dir}/demo-nuclei` or `competition serve {out_dir}/demo-nuclei`.")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """`competition demo`: the whole loop on the three synthetic competitions, in seconds.
 
-For each demo it prepares the competition, validates and scores the sample submission, then
-writes and scores a naive prediction: what a participant might write on day one. These are
+For each demo it prepares the competition, writes a naive prediction (what a participant might
+write on day one), validates and submits it and the sample submission as two teams, and ranks
+them on the public leaderboard. These are
 not the baselines (see `submissions/`); they show that scores move with prediction quality.
 """
 
@@ -15,10 +16,11 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.filters import threshold_otsu
 
-from competition import scoring
+from competition import leaderboard, scoring
 from competition.formats import em_tiff, landmarks_csv, meshes, nuclei_csv, rle
 from competition.prepare import prepare
 from competition.prepared import PreparedCompetition
+from competition.submissions import SubmissionStore
 
 
 def naive_nuclei(public: Path) -> bytes:
@@ -90,20 +92,26 @@ NAIVE = {
 
 
 def run(out: Path, seed: int = 0) -> list[dict]:
-    """Prepare, validate and score; returns one row per scored file."""
+    """Prepare, validate, submit (two teams) and rank; returns one row per submission with
+    its public and private score and its public rank."""
     out = Path(out)
     rows = []
     for kind, (file_name, predict) in NAIVE.items():
         comp_dir = prepare(kind, out / kind, seed=seed, force=True)
         comp = PreparedCompetition.open(comp_dir)
+        store = SubmissionStore(comp)
         sample = next(comp.public_dir.glob("sample_submission.*"))
         naive = out / kind / file_name
         naive.write_bytes(predict(comp.public_dir))
-        for path in (sample, naive):
+        for team, path in (("sample", sample), ("day-one", naive)):
             scoring.validate(comp, path)
-            result = scoring.score(comp, path)
-            rows.append({"competition": kind, "submission": path.name,
+            outcome = store.submit(path, team)
+            rows.append({"competition": kind, "team": team, "submission": path.name,
                          "metric": "RMSE (mm)" if kind == "demo-landmarks" else
                          ("V_rand" if kind == "demo-em" else "mean AP"),
-                         "public": result.public, "private": result.private})
+                         "public": outcome.public_score,
+                         "private": store.get(outcome.id)["private_score"]})
+        ranks = {e.team: e.rank for e in leaderboard.public_board(store)}
+        for row in rows[-2:]:
+            row["rank"] = ranks[row["team"]]
     return rows

@@ -158,6 +158,7 @@ def test_demo_naive_predictions_beat_the_samples(tmp_path):
 
     rows = run(tmp_path / "demo")
     by = {(r["competition"], r["submission"].split(".")[0]): r for r in rows}
+    assert all(r["rank"] == (1 if r["team"] == "day-one" else 2) for r in rows)
     assert by[("demo-nuclei", "naive-otsu")]["private"] > 0.3
     assert by[("demo-nuclei", "sample_submission")]["private"] == 0.0
     assert by[("demo-em", "naive-intensity")]["private"] > \
