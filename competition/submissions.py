@@ -141,9 +141,11 @@ class SubmissionStore:
                        row["message"], row["duplicate_of"], selected)
 
     def get(self, submission_id: int) -> dict | None:
+        """A submission's row, with its team's name as `team`."""
         with db.read(self.engine) as conn:
-            row = conn.execute(select(submissions).where(submissions.c.id == submission_id)
-                               ).mappings().first()
+            row = conn.execute(select(submissions, teams.c.name.label("team"))
+                               .join(teams, teams.c.id == submissions.c.team_id)
+                               .where(submissions.c.id == submission_id)).mappings().first()
         return dict(row) if row else None
 
     # --- credentials -------------------------------------------------------------------------

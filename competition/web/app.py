@@ -237,7 +237,7 @@ def create_app(directory: Path | str, store_url: str | None = None) -> FastAPI:
     @app.get("/api/submissions/{submission_id}/file", responses=ERRORS)
     def api_submission_file(submission_id: SubmissionId, v: Annotated[Viewer, Depends(signed_in)]):
         row = store.get(submission_id)
-        if row is None or (v.role == "team" and _team_of(store, row) != v.team):
+        if row is None or (v.role == "team" and row["team"] != v.team):
             raise HTTPException(404, "no such submission")
         return Response((comp.root / row["file_path"]).read_bytes(),
                         media_type="application/octet-stream",
@@ -363,8 +363,7 @@ def create_app(directory: Path | str, store_url: str | None = None) -> FastAPI:
         return page(request, "leaderboard.html", private=True, entries=board(True))
 
     @app.get("/organizer", response_class=HTMLResponse, include_in_schema=False)
-    def organizer_page(request: Request, v: Annotated[Viewer, Depends(organizer_only)],
-                       new_token: str | None = None, team: str | None = None):
+    def organizer_page(request: Request, v: Annotated[Viewer, Depends(organizer_only)]):
         return page(request, "organizer.html", teams=store.teams_overview(),
                     rows=store.all_submissions())
 
@@ -404,15 +403,6 @@ def _refusal_status(error: CompetitionError) -> int:
     if isinstance(error, Closed):
         return 403
     return 400
-
-
-def _team_of(store: SubmissionStore, row: dict) -> str | None:
-    from sqlalchemy import select
-
-    from competition.store.schema import teams
-
-    with store.engine.connect() as conn:
-        return conn.execute(select(teams.c.name).where(teams.c.id == row["team_id"])).scalar()
 
 
 def _safe(name: str) -> str:
