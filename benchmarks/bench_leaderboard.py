@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, select
 
-from competition import leaderboard
+from competition import leaderboard, tracking
 from competition.prepare import prepare
 from competition.prepared import PreparedCompetition
 from competition.store.schema import item_scores, submissions, teams
@@ -88,8 +89,17 @@ def bench_boards(root: Path, n_submissions: int, n_teams: int) -> None:
               f"target < 200 ms: {'met' if ms < 200 else 'MISSED'}")
 
 
-def bench_throughput(root: Path, n: int) -> None:
-    comp_dir = prepare("demo-nuclei", root / "throughput")
+def bench_throughput(root: Path, n: int, tracked: bool) -> float:
+    """Submissions per minute, without MLflow logging or with it (two embedded SQLite
+    stores, as configured by default)."""
+    os.environ[tracking.SWITCH_ENV] = "on" if tracked else "off"
+    if tracked:
+        config = root / "mlflow.yaml"
+        config.write_text("tracking_uri: sqlite:///participants.db\n"
+                          "organizer_tracking_uri: sqlite:///organizers.db\n"
+                          "artifact_location: artifacts\n")
+        os.environ[tracking.CONFIG_ENV] = str(config)
+    comp_dir = prepare("demo-nuclei", root / f"throughput-{'tracked' if tracked else 'bare'}")
     comp = PreparedCompetition.open(comp_dir)
     config = comp.config
     config["rules"]["daily_limit"] = n + 1
@@ -107,7 +117,8 @@ def bench_throughput(root: Path, n: int) -> None:
     seconds = time.perf_counter() - start
     print(f"submit   : {n} submissions to demo-nuclei in {seconds:.1f} s = "
           f"{60 * n / seconds:.0f} per minute sustained (validate, score in a child process, "
-          "record; one after another)")
+          f"record; one after another); MLflow logging {'on' if tracked else 'off'}")
+    return seconds / n
 
 
 def main() -> None:
@@ -118,7 +129,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         bench_boards(Path(tmp), args.submissions, args.teams)
-        bench_throughput(Path(tmp), args.throughput)
+        bare = bench_throughput(Path(tmp), args.throughput, tracked=False)
+        logged = bench_throughput(Path(tmp), args.throughput, tracked=True)
+        print(f"MLflow logging (two runs per submission, embedded SQLite) costs "
+              f"{1000 * (logged - bare):.0f} ms per submission (ratio {logged / bare:.1f}x)")
 
 
 if __name__ == "__main__":

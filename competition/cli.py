@@ -215,6 +215,73 @@ def run_entry(
     if "public_score" in record:
         out.print(f"submission {record['submission_id']}: {record['status']}, public score "
                   f"{_fmt(record['public_score'])}")
+    if record.get("mlflow_run_id"):
+        out.print(f"MLflow run {record['mlflow_run_id']} (see `competition ui`)")
+
+
+@app.command()
+def ensemble(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    members: list[str] = typer.Argument(..., help="MLflow run ids or submission ids of runs "
+                                        "that logged test predictions."),
+    method: str = typer.Option("mean", help="mean, median or greedy (forward selection "
+                               "with replacement, on the public split only)."),
+    weights: list[float] | None = typer.Option(None, "--weights", help="One per member "
+                                               "(repeat the option), for --method mean."),
+    rounds: int = typer.Option(10, help="Greedy: the most members added."),
+    team: str = typer.Option("ensemble", help="Team to submit as."),
+    no_submit: bool = typer.Option(False, "--no-submit", help="Write the file only."),
+) -> None:
+    """Combine runs' probability maps into one submission, submit it and log it to MLflow."""
+    from competition.ensemble import build
+
+    record = build(directory, members, method, weights or None, rounds, team, not no_submit)
+    table = Table("member", "MLflow run", "public score", "weight")
+    weights_used = record["weights"] or [None] * len(record["members"])
+    for m, w in zip(record["members"], weights_used, strict=True):
+        table.add_row(escape(m["ref"]), escape(m["name"]), _fmt(m["public_score"]),
+                      "-" if w is None else f"{w:.3f}")
+    out.print(table)
+    if record["greedy_public_scores"]:
+        out.print("greedy public scores by round: "
+                  + ", ".join(f"{v:.4f}" for v in record["greedy_public_scores"]))
+    out.print(f"wrote {record['submission']}")
+    if "submission_id" in record:
+        out.print(f"submission {record['submission_id']}: {record['status']}, public score "
+                  f"{_fmt(record['public_score'])}"
+                  + (f" ({escape(record['error'])})" if record.get("error") else ""))
+    if record.get("mlflow_run_id"):
+        out.print(f"MLflow run {record['mlflow_run_id']}")
+
+
+@app.command()
+def ui(
+    organizers: bool = typer.Option(False, "--organizers", help="Open the organizers' store "
+                                    "(private scores) instead of the participants' one."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(5000, help="Port to listen on."),
+) -> None:
+    """Start the MLflow UI on the configured tracking store and print its address."""
+    import subprocess
+
+    from competition import tracking
+
+    config = tracking.load_config()
+    uri = config.uri("organizers" if organizers else "participants")
+    if uri is None:
+        raise CompetitionError("no organizers' tracking store is configured (mlflow.yaml)")
+    if uri.startswith(("http://", "https://")):
+        out.print(f"the tracking store is a server already: open {uri}")
+        return
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port)]
+    if config.artifact_location:
+        command += ["--default-artifact-root", config.artifact_location]
+    out.print(f"MLflow UI on {uri}: http://{host}:{port}/ (Ctrl-C stops it)")
+    try:
+        sys.exit(subprocess.call(command))
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 @app.command()

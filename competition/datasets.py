@@ -86,3 +86,34 @@ def submission_bytes(task: str, inputs, predictions) -> bytes:
         return nuclei_csv.write_csv(rows, nuclei_csv.SUBMISSION_HEADER)
     stack = np.clip(np.asarray(predictions, dtype=np.float32), 0, 1)
     return em_tiff.write_stack(stack)
+
+
+@dataclass
+class Validation:
+    """One training item held out of training: its input (for the entry) and its labels
+    (for per-epoch scores and pictures; participants may see training labels)."""
+
+    name: str
+    inputs: NucleiData | EmData
+    image: np.ndarray
+    truth: np.ndarray
+
+
+def hold_out(train, seed: int = 0) -> tuple[NucleiData | EmData, Validation | None]:
+    """Training data less one validation item (nuclei: an image drawn with `seed`; EM: the
+    last slice), or unchanged with None when there are fewer than two items."""
+    if isinstance(train, NucleiData):
+        if len(train.ids) < 2:
+            return train, None
+        k = int(np.random.default_rng(seed).integers(len(train.ids)))
+        rest = [i for i in range(len(train.ids)) if i != k]
+        return (NucleiData([train.ids[i] for i in rest], [train.images[i] for i in rest],
+                           [train.labels[i] for i in rest]),
+                Validation(train.ids[k], NucleiData([train.ids[k]], [train.images[k]]),
+                           train.images[k], train.labels[k]))
+    if len(train.volume) < 2:
+        return train, None
+    z = len(train.volume) - 1
+    return (EmData(train.volume[:z], train.labels[:z]),
+            Validation(f"slice {z}", EmData(train.volume[z:]), train.volume[z],
+                       train.labels[z]))

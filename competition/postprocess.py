@@ -59,3 +59,16 @@ def boundary_target(labels: np.ndarray, width: int = 2) -> np.ndarray:
     eroded = ndimage.grey_erosion(labels, size=(width * 2 + 1,) * 2)
     dilated = ndimage.grey_dilation(labels, size=(width * 2 + 1,) * 2)
     return ((labels > 0) & ((eroded != labels) | (dilated != labels))).astype(np.float32)
+
+
+def predictions_from_maps(task: str, maps, config: dict):
+    """The submission-ready prediction from probability maps: nuclei {ImageId: (H, W, C)
+    foreground[, boundary]} -> {ImageId: instance labels} by marker-controlled watershed;
+    EM (slices, H, W) cell probabilities are the submission already. The U-Net entries and
+    ensembles share it: an ensemble post-processes exactly as its U-Net members do."""
+    if task == "em":
+        return np.clip(np.asarray(maps, dtype=np.float32), 0, 1)
+    return {image_id: instances_from_probabilities(
+        m[..., 0].astype(np.float32), m[..., 1].astype(np.float32) if m.shape[-1] > 1 else None,
+        config.get("fg_threshold", 0.5), config.get("marker_threshold", 0.5),
+        config.get("min_size", 10)) for image_id, m in maps.items()}

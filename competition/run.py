@@ -19,8 +19,9 @@ from typing import Any
 
 import yaml
 
-from competition import datasets
+from competition import datasets, snapshots, tracking
 from competition.errors import CompetitionError
+from competition.formats import maps as maps_format
 from competition.prepared import PreparedCompetition
 
 TASK_SECTIONS = ("nuclei", "em", "landmarks")
@@ -80,7 +81,8 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
         team: str | None = None, submit: bool = True,
         also_predict: Path | None = None) -> dict[str, Any]:
     """Train, predict, write and (for the competition's own test set) submit; with
-    `also_predict`, the same model also predicts that folder (e.g. DSB's stage1_test)."""
+    `also_predict`, the same model also predicts that folder (e.g. DSB's stage1_test).
+    Logged as an MLflow training run (see competition.tracking)."""
     comp = PreparedCompetition.open(comp_dir)
     task = comp.task.name
     entry = load_entry(entry_dir)
@@ -89,19 +91,73 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = comp.root / "runs" / f"{name}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
+    train, validation = datasets.hold_out(datasets.load_train(comp), config.get("seed", 0))
+    tags = {"kind": "training", "competition": comp.name, "task": task, "entry": name}
+    with tracking.training_run(comp.name, f"{name}-{stamp}", tags) as tracked:
+        tracked.log(params={**_flat(config), "entry": name, "competition": comp.name,
+                            "task": task, "validation_item": validation.name
+                            if validation else "none"})
+        record = _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
+                                       tracked, inputs, team, submit, also_predict)
+        tracked.log(metrics={k: record[k] for k in ("fit_seconds", "predict_seconds",
+                                                   "images_per_second", "public_score",
+                                                   "val_score")
+                             if isinstance(record.get(k), (int, float))},
+                    tags={"submission_id": record.get("submission_id", "none"),
+                          "mlflow.note.content": f"`competition run` of {name} on {comp.name}"})
+        record["mlflow_run_id"] = tracked.run_id
+        (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+        tracked.log_file(out_dir / "run.json")
+    return record
 
-    train = datasets.load_train(comp)
+
+def _train_predict_submit(comp, entry, config, name, out_dir, train, validation, tracked,
+                          inputs, team, submit, also_predict) -> dict[str, Any]:
+    task = comp.task.name
+    has_maps = callable(getattr(entry, "probabilities", None))
     history: list[dict] = []
+    frames: list = []
+
+    def snapshot(model, caption: str) -> float | None:
+        if validation is None or not has_maps:
+            return None
+        maps = entry.probabilities(task, model, validation.inputs, config)
+        maps = next(iter(maps.values())) if task == "nuclei" else maps[0]
+        frame, score = snapshots.validation_frame(task, maps, validation.image,
+                                                  validation.truth, config)
+        frames.append((frame, f"{caption}  val {score:.3f}"))
+        return score
+
+    def on_epoch(epoch: int, logs: dict, model=None) -> None:
+        row = {"epoch": epoch + 1, **logs}
+        if model is not None:
+            row["val_score"] = snapshot(model, f"epoch {epoch + 1}")
+        history.append(row)
+        tracked.log_epoch(epoch + 1, {k: v for k, v in row.items()
+                                      if k != "epoch" and v is not None})
+
     start = time.perf_counter()
-    model = entry.fit(task, train, config, on_epoch=lambda epoch, logs: history.append(
-        {"epoch": epoch + 1, **logs}))
+    model = entry.fit(task, train, config, on_epoch=on_epoch)
     fit_seconds = time.perf_counter() - start
+    val_score = snapshot(model, "final") if validation is not None else None
+    if frames:
+        (out_dir / "validation.gif").write_bytes(snapshots.gif([f for f, _ in frames],
+                                                                     [c for _, c in frames]))
+        tracked.log_file(out_dir / "validation.gif", "validation")
+    _save_model(model, out_dir / "model")
+    tracked.log_file(out_dir / "model", "model")
+
     test_inputs = datasets.load_inputs(comp, inputs)
     start = time.perf_counter()
+    if has_maps and inputs is None:
+        (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(
+            task, entry.probabilities(task, model, test_inputs, config)))
+        tracked.log_file(out_dir / "predictions.npz", "predictions")
     predictions = entry.predict(task, model, test_inputs, config)
     predict_seconds = time.perf_counter() - start
     path = out_dir / ("submission" + comp.task.submission_suffix)
     path.write_bytes(datasets.submission_bytes(task, test_inputs, predictions))
+    tracked.log_file(path, "submission")
     extra_path = None
     if also_predict is not None:
         extra_inputs = datasets.load_inputs(comp, also_predict)
@@ -109,11 +165,15 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
                                 + comp.task.submission_suffix)
         extra_path.write_bytes(datasets.submission_bytes(
             task, extra_inputs, entry.predict(task, model, extra_inputs, config)))
+        tracked.log_file(extra_path, "submission")
     record: dict[str, Any] = {
         "entry": name, "competition": comp.name, "task": task, "config": config,
         "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
         "images_per_second": getattr(model, "images_per_second", None),
+        "validation_item": validation.name if validation else None, "val_score": val_score,
         "history": history, "submission": str(path), "inputs": str(inputs or "test"),
+        "predictions": str(out_dir / "predictions.npz") if has_maps and inputs is None
+        else None,
         "also_predicted": str(extra_path) if extra_path else None,
         "hardware": f"{platform.machine()}, {_cpu_count()} CPU cores",
     }
@@ -128,8 +188,21 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
         record["public_score"] = outcome.public_score
         if outcome.error:
             record["error"] = outcome.error
-    (out_dir / "run.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return record
+
+
+def _flat(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if not isinstance(v, dict)}
+
+
+def _save_model(model: Any, folder: Path) -> None:
+    """Keras models as `.keras` files; anything else (learned numbers) as JSON."""
+    folder.mkdir(exist_ok=True)
+    keras_model = getattr(model, "model", None)
+    if keras_model is not None and hasattr(keras_model, "save"):
+        keras_model.save(folder / "model.keras")
+    else:
+        (folder / "model.json").write_text(json.dumps(model, indent=1, default=str) + "\n")
 
 
 def _cpu_count() -> int:

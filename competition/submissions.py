@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from competition import __version__
+from competition import __version__, tracking
 from competition.errors import CompetitionError, SubmissionError
 from competition.prepared import PreparedCompetition
 from competition.rules import Rules, utc_day, utcnow
@@ -42,6 +42,7 @@ from competition.store.schema import (
 from competition.store.schema import (
     members as members_table,
 )
+from competition.tasks.base import jsonable
 
 COUNTED_STATUSES = ("pending", "scored")
 # Failure tests set this to hold the scorer child for a while, so it can be killed mid-run.
@@ -98,6 +99,9 @@ class ScoredFile:
     private: float | None = None
     error: str | None = None
     items: list[tuple[str, str | None, list[float]]] = field(default_factory=list)
+    score: float | None = None  # the whole hidden split's
+    details: dict[str, Any] = field(default_factory=dict)  # for tracking: "public", "all"
+    rows: list[dict[str, Any]] = field(default_factory=list)  # per item, for tracking
 
 
 class SubmissionStore:
@@ -113,6 +117,7 @@ class SubmissionStore:
         self.now = now
         self.host = socket.gethostname()
         self.scorer_version = f"competition {__version__} ({comp.task.name})"
+        self.tracking = tracking.load_config()
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -335,7 +340,19 @@ class SubmissionStore:
             outcome = self._outcome(row, team)
             outcome.remaining_today = self.rules.daily_limit - self._used_today(
                 conn, row["team_id"], self.now())
+        self._track(dict(row), team, result, "submit")
         return outcome
+
+    def _track(self, row: dict, team: str, result: ScoredFile, reason: str) -> None:
+        """Log a scored submission to MLflow, after the store has committed it."""
+        if result.status != "scored" or not self.tracking.enabled:
+            return
+        tracking.submission_runs(tracking.SubmissionRecord(
+            competition=self.comp.name, task=self.comp.task.name, submission_id=row["id"],
+            team=team, file_sha256=row["file_sha256"], scorer_version=self.scorer_version,
+            solution_sha256=self.comp.solution_sha256(), public_score=result.public,
+            private_score=result.private, score=result.score, details=result.details,
+            rows=result.rows, reason=reason), self.tracking)
 
     def _score_in_child(self, submission_id: int | None, data: bytes,
                         file_name: str) -> ScoredFile:
@@ -348,7 +365,8 @@ class SubmissionStore:
         receive, send = ctx.Pipe(duplex=False)
         # Not a daemon: the EM scorer spreads slices over processes of its own.
         child = ctx.Process(target=_child_main,
-                            args=(send, str(self.comp.root), data, file_name))
+                            args=(send, str(self.comp.root), data, file_name,
+                                  self.tracking.enabled))
         child.start()
         send.close()
         if submission_id is not None:
@@ -463,6 +481,9 @@ class SubmissionStore:
             conn.execute(update(submissions).where(submissions.c.status == "duplicate")
                          .values(scorer_version=self.scorer_version,
                                  solution_sha256=self.comp.solution_sha256()))
+            names = dict(conn.execute(select(teams.c.id, teams.c.name)).all())
+        for row in rows:
+            self._track(dict(row), names[row["team_id"]], results[row["id"]], "rescore")
         return changes
 
 
@@ -491,8 +512,9 @@ def _alive(pid: int | None) -> bool:
         return True
 
 
-def _child_main(send, root: str, data: bytes, file_name: str) -> None:
-    """The scorer: score `data` and send a plain payload (never the exception object)."""
+def _child_main(send, root: str, data: bytes, file_name: str, details: bool = False) -> None:
+    """The scorer: score `data` and send a plain payload (never the exception object); with
+    `details`, also the detail metrics of the public split and of the whole hidden split."""
     pause = float(os.environ.get(PAUSE_ENV, "0") or 0)
     if pause:
         time.sleep(pause)
@@ -500,11 +522,19 @@ def _child_main(send, root: str, data: bytes, file_name: str) -> None:
         comp = PreparedCompetition.open(root)
         task = comp.task
         solution = comp.load_solution()
-        result = task.score(data, solution, comp.load_reference(solution))
+        reference = comp.load_reference(solution)
+        result = task.score(data, solution, reference)
         items = [(str(result.item_id(it)), it.get("usage"), task.item_values(it))
                  for it in result.items]
         payload = {"status": "scored", "public": _finite(result.public),
-                   "private": _finite(result.private), "items": items}
+                   "private": _finite(result.private), "items": items,
+                   "score": _finite(result.score)}
+        if details:
+            payload["details"] = {"all": jsonable(result.fields)}
+            if result.public is not None:
+                payload["details"]["public"] = jsonable(
+                    task.score(data, solution, reference, only="Public").fields)
+            payload["rows"] = jsonable(result.items)
     except SubmissionError as e:
         payload = {"status": "invalid", "error": str(e.located(file_name))}
     except Exception as e:  # a scorer bug: recorded, retryable, never a lost submission

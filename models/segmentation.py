@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from competition.postprocess import boundary_target, instances_from_probabilities
+from competition.postprocess import boundary_target, predictions_from_maps
 from competition.tiling import predict_tiled
 from models.losses import combined
 from models.training import PatchDataset, arm_channels, normalise, predict_batches
@@ -81,18 +81,19 @@ def fit(task: str, data, config: dict, build: Callable[..., keras.Model],
                            photometric_channels=2 if config["arms"] else 1,
                            arms=config["arms"], seed=config["seed"],
                            workers=config["workers"], use_multiprocessing=False)
+    trained = Trained(model, config)
     callbacks = []
-    if on_epoch is not None:
+    if on_epoch is not None:  # the model so far goes with each epoch's logs (snapshots)
         callbacks.append(keras.callbacks.LambdaCallback(
-            on_epoch_end=lambda epoch, logs: on_epoch(epoch, dict(logs or {}))))
+            on_epoch_end=lambda epoch, logs: on_epoch(epoch, dict(logs or {}), trained)))
     start = time.perf_counter()
     history = model.fit(dataset, epochs=config["epochs"], verbose=config["verbose"],
                         callbacks=callbacks)
-    seconds = time.perf_counter() - start
+    trained.seconds = time.perf_counter() - start
     seen = config["epochs"] * config["steps_per_epoch"] * config["batch_size"]
-    return Trained(model, config, {k: [float(v) for v in vals]
-                                   for k, vals in history.history.items()},
-                   seconds, seen / seconds)
+    trained.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    trained.images_per_second = seen / trained.seconds
+    return trained
 
 
 def probabilities(trained: Trained, image_channels: np.ndarray) -> np.ndarray:
@@ -101,17 +102,20 @@ def probabilities(trained: Trained, image_channels: np.ndarray) -> np.ndarray:
                          tile=config["patch"], overlap=config["tile_overlap"])
 
 
-def predict(task: str, trained: Trained, inputs):
-    """Nuclei: {ImageId: instance labels}. EM: cell probabilities (slices, H, W)."""
+def probability_maps(task: str, trained: Trained, inputs):
+    """Nuclei: {ImageId: (H, W, 2) foreground and boundary}. EM: cell probabilities
+    (slices, H, W), high = cell as ISBI submissions want them."""
     config = trained.config
     if task == "nuclei":
         out = {}
         for image_id, rgb in zip(inputs.ids, inputs.images, strict=True):
             gray, bright = nuclei_gray(rgb)
-            prob = probabilities(trained, channels(gray, {**config, "invert": bright}))
-            out[image_id] = instances_from_probabilities(
-                prob[..., 0], prob[..., 1], config["fg_threshold"], config["marker_threshold"],
-                config["min_size"])
+            out[image_id] = probabilities(trained, channels(gray, {**config, "invert": bright}))
         return out
     return np.stack([probabilities(trained, channels(raw, config))[..., 0]
                      for raw in inputs.volume])
+
+
+def predict(task: str, trained: Trained, inputs):
+    """Nuclei: {ImageId: instance labels}. EM: cell probabilities (slices, H, W)."""
+    return predictions_from_maps(task, probability_maps(task, trained, inputs), trained.config)

@@ -10,6 +10,9 @@ import pytest
 from competition.prepare import prepare
 
 REPO = Path(__file__).resolve().parents[1]
+# MLflow logging is on by default; tests that are not about it must not write an mlflow.db
+# wherever they run (the tracking tests switch it on with their own stores).
+os.environ["COMPETITION_TRACKING"] = "off"
 SHARED_DATA = Path(os.environ.get("COMPETITION_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
@@ -52,3 +55,13 @@ def store_url(request, tmp_path):
     if request.param == "sqlite":
         return None  # the embedded default inside the competition directory
     return request.getfixturevalue("postgres_server").new_database()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on loopback with a SQLite backend and proxied artifacts."""
+    from tests.mlflow_server import Server
+
+    server = Server(tmp_path_factory.mktemp("mlflow-server"))
+    yield server
+    server.stop()

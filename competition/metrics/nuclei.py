@@ -90,3 +90,21 @@ def mean_precision_per_threshold(matches: list[ImageMatch]) -> np.ndarray:
 def mean_score(matches: list[ImageMatch]) -> float:
     """The competition score: mean over images of the image scores."""
     return float(np.mean([m.score for m in matches])) if matches else float("nan")
+
+
+def matched_objects(true_labels: np.ndarray, pred_labels: np.ndarray,
+                    threshold_percent: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel masks of true objects that are matched (TP, else FN) and of predicted objects
+    that are matched (TP, else FP) at one IoU threshold: for pictures, not the score."""
+    t, n_t = relabel(np.ravel(true_labels))
+    p, n_p = relabel(np.ravel(pred_labels))
+    hit_t = np.zeros(n_t + 1, bool)
+    hit_p = np.zeros(n_p + 1, bool)
+    if n_t and n_p:
+        fg = (t > 0) & (p > 0)
+        i, j, inter = overlaps(t[fg], n_t, p[fg], n_p)
+        area_t, area_p = np.bincount(t, minlength=n_t + 1), np.bincount(p, minlength=n_p + 1)
+        hit = 100 * inter > threshold_percent * (area_t[i] + area_p[j] - inter)
+        hit_t[i[hit]] = hit_p[j[hit]] = True
+    shape = np.shape(true_labels)
+    return hit_t[t].reshape(shape), hit_p[p].reshape(shape)

@@ -89,6 +89,9 @@ class Task(Protocol):
 
     def finish(self, means: np.ndarray) -> np.ndarray: ...
 
+    def score(self, data: bytes, solution: Any, reference: Any = None,
+              only: str | None = None) -> ScoreResult: ...
+
 
 def aggregate(task: Task, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """A task's score of items with `values` (n_items, k), optionally under resampling
@@ -98,5 +101,3 @@ def aggregate(task: Task, values: np.ndarray, weights: np.ndarray | None = None)
     if weights is None:
         return task.finish(values.mean(axis=0))
     return task.finish(np.asarray(weights, dtype=np.float64) @ values / values.shape[0])
-
-    def score(self, data: bytes, solution: Any, reference: Any = None) -> ScoreResult: ...

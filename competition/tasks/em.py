@@ -63,8 +63,15 @@ class EmTask:
     def describe(self, proposal: np.ndarray) -> str:
         return f"{proposal.shape[0]} slices of {proposal.shape[1]}x{proposal.shape[2]}"
 
-    def score(self, data: bytes, solution: EmSolution, reference=None) -> ScoreResult:
+    def score(self, data: bytes, solution: EmSolution, reference=None,
+              only: str | None = None) -> ScoreResult:
+        """`only` ("Public"/"Private"): the whole stack is validated, the slices of that usage
+        scored (detail metrics of one split)."""
         proposal = self.validate(data, solution)
+        if only is not None:
+            keep = [z for z, u in enumerate(solution.usage or []) if u == only]
+            solution = EmSolution(solution.labels[keep], [only] * len(keep))
+            proposal = proposal[keep]
         binary = bool(np.isin(proposal, (0.0, 1.0)).all())
         # A binary proposal is only evaluated at th = 0 (Fiji's "binary proposal" option).
         thresholds = (0.0,) if binary else metric.THRESHOLDS

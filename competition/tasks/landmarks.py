@@ -72,8 +72,17 @@ class LandmarksTask:
             raise e.located(str(path)) from None
 
     def score(self, data: bytes, solution: LandmarkSolution,
-              reference: np.ndarray | None = None) -> ScoreResult:
+              reference: np.ndarray | None = None, only: str | None = None) -> ScoreResult:
+        """`only` ("Public"/"Private"): the whole file is validated, the specimens of that
+        usage scored (detail metrics of one split)."""
         pred = self.validate(data, solution)
+        if only is not None:
+            keep = [i for i, u in enumerate(solution.usage or []) if u == only]
+            solution = LandmarkSolution([solution.specimens[i] for i in keep],
+                                        solution.landmarks, solution.truth[keep],
+                                        [only] * len(keep))
+            pred = pred[keep]
+            reference = None if reference is None else reference[keep]
         d = metric.distances(pred, solution.truth)  # (specimens, landmarks)
         d_ref = None if reference is None else metric.distances(reference, solution.truth)
         return summarize(d, d_ref, solution)

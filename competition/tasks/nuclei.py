@@ -49,10 +49,15 @@ class NucleiTask:
         n_objects = sum(image.n_objects for image in images.values())
         return f"{len(images)} images, {n_objects} objects"
 
-    def score(self, data: bytes, solution: Solution, reference=None) -> ScoreResult:
+    def score(self, data: bytes, solution: Solution, reference=None,
+              only: str | None = None) -> ScoreResult:
+        """`only` ("Public"/"Private"): the whole file is validated, the images of that usage
+        scored (detail metrics of one split)."""
         submission = nuclei_csv.read_submission(data, self.shapes(solution))
         matches, items = [], []
         for image_id, truth in solution.items():
+            if only is not None and truth.usage != only:
+                continue
             pred = submission[image_id]
             p, n_p = pred.labels_flat(f"ImageId {image_id}")
             # Truth as its object pixels only (solutions were checked when prepared).

@@ -3,6 +3,7 @@ and that version's adaptive threshold; their features meet at every skip connect
 
 from models.segmentation import fit as fit_model
 from models.segmentation import predict as predict_model
+from models.segmentation import probability_maps
 from models.unet import build_multiarm_unet
 
 
@@ -12,3 +13,9 @@ def fit(task, train, config, on_epoch=None):
 
 def predict(task, model, inputs, config):
     return predict_model(task, model, inputs)
+
+
+def probabilities(task, model, inputs, config):
+    """Probability maps (the raw material of ensembles): nuclei foreground + boundary, EM
+    cell probability."""
+    return probability_maps(task, model, inputs)

@@ -15,6 +15,7 @@ import numpy as np
 
 from competition.metrics import em as em_metric
 from competition.metrics.nuclei import image_score
+from competition.postprocess import boundary_target
 
 
 def grey(rgb):
@@ -119,3 +120,12 @@ def predict(task, model, inputs, config):
         out[image_id] = split_nuclei(image > model["threshold"], model["split_fraction"],
                                      config["min_size"])
     return out
+
+
+def probabilities(task, model, inputs, config):
+    """Maps for ensembles: EM the cell probability itself; nuclei the predicted objects as a
+    hard foreground and their boundaries (what the U-Nets' two channels mean)."""
+    if task == "em":
+        return predict(task, model, inputs, config)
+    return {image_id: np.stack([labels > 0, boundary_target(labels)], -1).astype(np.float32)
+            for image_id, labels in predict(task, model, inputs, config).items()}

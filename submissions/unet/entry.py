@@ -4,6 +4,7 @@ your own entry."""
 
 from models.segmentation import fit as fit_model
 from models.segmentation import predict as predict_model
+from models.segmentation import probability_maps
 from models.unet import build_unet
 
 
@@ -13,3 +14,9 @@ def fit(task, train, config, on_epoch=None):
 
 def predict(task, model, inputs, config):
     return predict_model(task, model, inputs)
+
+
+def probabilities(task, model, inputs, config):
+    """Probability maps (the raw material of ensembles): nuclei foreground + boundary, EM
+    cell probability."""
+    return probability_maps(task, model, inputs)

@@ -1,0 +1,343 @@
+"""MLflow tracking and ensembles, against a real `mlflow server` on loopback and against the
+embedded SQLite default; runs are read back through the MLflow client."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from PIL import Image
+
+from competition import ensemble, tracking
+from competition.demo import NAIVE
+from competition.formats import maps as maps_format
+from competition.prepared import PreparedCompetition
+from competition.submissions import SubmissionStore
+from tests.mlflow_server import free_port, wait_for
+from tests.test_bad_input import run_cli
+from tests.test_browser import browser_page  # noqa: F401 (fixture)
+
+REPO = Path(__file__).resolve().parents[1]
+ITEM_FILE = {"demo-nuclei": "per_image", "demo-em": "per_slice",
+             "demo-landmarks": "per_specimen"}
+ITEM_KEY = {"demo-nuclei": "ImageId", "demo-em": "slice", "demo-landmarks": "specimen"}
+
+
+def switch_on(doc: dict, tmp_path: Path, monkeypatch) -> tracking.TrackingConfig:
+    doc["experiment_name"] = f"{{competition}}-{tmp_path.name}/{{audience}}"
+    path = tmp_path / "mlflow.yaml"
+    path.write_text(json.dumps(doc))
+    monkeypatch.setenv(tracking.CONFIG_ENV, str(path))
+    monkeypatch.setenv(tracking.SWITCH_ENV, "on")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return tracking.load_config()
+
+
+EMBEDDED = {"tracking_uri": "sqlite:///participants.db",
+            "organizer_tracking_uri": "sqlite:///organizers.db", "artifact_location": "artifacts"}
+
+
+@pytest.fixture(params=["embedded", "server"])
+def tracked(request, tmp_path, monkeypatch) -> tracking.TrackingConfig:
+    """Tracking switched on, to fresh stores: two SQLite files, or one real server (the two
+    audiences then differ by experiment)."""
+    if request.param == "server":
+        url = request.getfixturevalue("mlflow_server").url
+        return switch_on({"tracking_uri": url, "organizer_tracking_uri": url}, tmp_path,
+                         monkeypatch)
+    return switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+
+
+def copy_demo(demo_dirs, kind: str, tmp_path: Path) -> PreparedCompetition:
+    return PreparedCompetition.open(shutil.copytree(demo_dirs[kind], tmp_path / kind))
+
+
+def runs_of(config, audience, comp, submission_id=None, kind=None):
+    tracker = tracking.Tracker(config, audience)
+    clauses = []
+    if submission_id is not None:
+        clauses.append(f"tags.submission_id = '{submission_id}'")
+    if kind is not None:
+        clauses.append(f"tags.kind = '{kind}'")
+    return tracker, tracker.runs(comp.name, " and ".join(clauses))
+
+
+def artifact_text(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> str:
+    return Path(client.download_artifacts(run_id, path, str(tmp_path))).read_text()
+
+
+@pytest.mark.parametrize("kind", ["demo-nuclei", "demo-em", "demo-landmarks"])
+def test_every_scored_submission_is_logged_and_participants_never_see_private(
+        tracked, demo_dirs, kind, tmp_path):
+    comp = copy_demo(demo_dirs, kind, tmp_path)
+    store = SubmissionStore(comp)
+    naive = tmp_path / NAIVE[kind][0]
+    naive.write_bytes(NAIVE[kind][1](comp.public_dir))
+    sample = next(comp.public_dir.glob("sample_submission.*"))
+    solution = comp.load_solution()
+    for team, path in (("sample", sample), ("day-one", naive)):
+        outcome = store.submit(path, team)
+        assert outcome.status == "scored"
+        row = store.get(outcome.id)
+
+        tracker, runs = runs_of(tracked, "participants", comp, outcome.id)
+        assert len(runs) == 1
+        run = runs[0]
+        assert run.data.tags["kind"] == "submission" and run.data.tags["team"] == team
+        assert run.data.params["file_sha256"] == row["file_sha256"]
+        assert run.data.params["scorer_version"] == row["scorer_version"]
+        metrics = run.data.metrics
+        assert metrics["public_score"] == row["public_score"]  # exactly the stored score
+        assert not any("private" in k or k.startswith("all.") or k == "score"
+                       for k in metrics), sorted(metrics)
+        # The detail metrics are those of the public split alone.
+        if kind == "demo-nuclei":
+            per_t = [v for k, v in metrics.items() if k.startswith("public.per_threshold.")]
+            assert len(per_t) == 10 and np.mean(per_t) == pytest.approx(row["public_score"])
+        elif kind == "demo-em":
+            assert metrics["public.v_rand"] == pytest.approx(row["public_score"])
+            assert "public.v_info" in metrics and "public.pixel_error" in metrics
+        else:
+            assert metrics["public.rmse"] == pytest.approx(row["public_score"])
+        table = list(csv.DictReader(io.StringIO(artifact_text(
+            tracker.client, run.info.run_id, f"scores/{ITEM_FILE[kind]}.csv", tmp_path))))
+        usage = {str(k): u for k, u in _usages(kind, solution).items()}
+        assert {r[ITEM_KEY[kind]] for r in table} == {k for k, u in usage.items()
+                                                      if u == "Public"}
+        assert {r["usage"] for r in table} == {"Public"}
+
+        tracker, runs = runs_of(tracked, "organizers", comp, outcome.id)
+        assert len(runs) == 1
+        metrics = runs[0].data.metrics
+        assert metrics["public_score"] == row["public_score"]
+        assert metrics["private_score"] == row["private_score"]
+        assert "score" in metrics and "all.n_images" in metrics or kind != "demo-nuclei"
+        table = list(csv.DictReader(io.StringIO(artifact_text(
+            tracker.client, runs[0].info.run_id, f"scores/{ITEM_FILE[kind]}.csv", tmp_path))))
+        assert {r["usage"] for r in table} == {"Public", "Private"}
+        assert len(table) == len(usage)
+
+
+def _usages(kind, solution) -> dict:
+    if kind == "demo-nuclei":
+        return {k: im.usage for k, im in solution.items()}
+    if kind == "demo-em":
+        return dict(enumerate(solution.usage))
+    return dict(zip(solution.specimens, solution.usage, strict=True))
+
+
+def test_rescore_logs_new_runs_that_match_the_store(tracked, demo_dirs, tmp_path):
+    comp = copy_demo(demo_dirs, "demo-em", tmp_path)
+    store = SubmissionStore(comp)
+    outcome = store.submit(next(comp.public_dir.glob("sample_submission.*")), "a")
+    store.rescore()
+    _, runs = runs_of(tracked, "organizers", comp, outcome.id)
+    assert sorted(r.data.tags["reason"] for r in runs) == ["rescore", "submit"]
+    row = store.get(outcome.id)
+    for run in runs:
+        assert run.data.metrics["private_score"] == row["private_score"]
+
+
+def test_an_unreachable_tracking_server_never_fails_a_submission(
+        demo_dirs, tmp_path, monkeypatch, capsys):
+    path = tmp_path / "mlflow.yaml"
+    path.write_text(f"tracking_uri: http://127.0.0.1:{free_port()}\n"
+                    "organizer_tracking_uri: null\n")
+    monkeypatch.setenv(tracking.CONFIG_ENV, str(path))
+    monkeypatch.setenv(tracking.SWITCH_ENV, "on")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    comp = copy_demo(demo_dirs, "demo-em", tmp_path)
+    store = SubmissionStore(comp)
+    outcome = store.submit(next(comp.public_dir.glob("sample_submission.*")), "a")
+    assert outcome.status == "scored"
+    assert store.get(outcome.id)["public_score"] == outcome.public_score
+    assert "MLflow logging of submission" in capsys.readouterr().err
+
+
+def test_training_runs_and_ensembles(tracked, demo_dirs, tmp_path, monkeypatch):
+    from competition.run import run
+
+    comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
+    unet = REPO / "submissions" / "unet"
+    record_u = run(comp.root, unet, unet / "smoke.yaml", overrides=["epochs=2"])
+    threshold = REPO / "submissions" / "threshold"
+    record_t = run(comp.root, threshold, threshold / "smoke.yaml")
+    store = SubmissionStore(comp)
+
+    tracker, runs = runs_of(tracked, "participants", comp, kind="training")
+    by_id = {r.info.run_id: r for r in runs}
+    run_u = by_id[record_u["mlflow_run_id"]]
+    assert run_u.data.params["entry"] == "unet" and run_u.data.params["epochs"] == "2"
+    assert run_u.data.tags["submission_id"] == str(record_u["submission_id"])
+    assert run_u.data.metrics["public_score"] == \
+        store.get(record_u["submission_id"])["public_score"]
+    client = tracker.client
+    losses = client.get_metric_history(run_u.info.run_id, "loss")
+    assert [m.step for m in losses] == [1, 2]
+    assert [m.value for m in losses] == [h["loss"] for h in record_u["history"]]
+    assert len(client.get_metric_history(run_u.info.run_id, "val_score")) >= 2
+    listed = {a.path for d in ("model", "predictions", "validation", "submission")
+              for a in client.list_artifacts(run_u.info.run_id, d)}
+    assert {"model/model.keras", "predictions/predictions.npz",
+            "validation/validation.gif", "submission/submission.csv"} <= listed
+    gif = Path(client.download_artifacts(run_u.info.run_id, "validation/validation.gif",
+                                         str(tmp_path)))
+    with Image.open(gif) as im:
+        assert im.n_frames == 3  # two epochs and the final model
+    npz = Path(client.download_artifacts(run_u.info.run_id, "predictions/predictions.npz",
+                                         str(tmp_path)))
+    maps = maps_format.from_npz("nuclei", npz.read_bytes())
+    test_ids = sorted(p.name for p in (comp.public_dir / "test").iterdir())
+    assert sorted(maps) == test_ids and all(m.shape[-1] == 2 for m in maps.values())
+
+    # Mean ensemble of the two baselines, members named by submission id and by run id.
+    record = ensemble.build(comp.root, [str(record_u["submission_id"]),
+                                        record_t["mlflow_run_id"]], "mean")
+    assert record["status"] == "scored"
+    _, runs = runs_of(tracked, "participants", comp, kind="ensemble")
+    logged = {r.info.run_id: r for r in runs}[record["mlflow_run_id"]]
+    assert logged.data.tags["member.0"] == record_u["mlflow_run_id"]
+    assert logged.data.tags["member.1"] == record_t["mlflow_run_id"]
+    assert logged.data.metrics["public_score"] == \
+        store.get(record["submission_id"])["public_score"]
+
+    # Greedy chooses on the public split only: every score it asks for is public-only.
+    calls = []
+    task = comp.task
+    original = type(task).score
+
+    def spy(self, data, solution, reference=None, only=None):
+        calls.append(only)
+        return original(self, data, solution, reference, only)
+
+    monkeypatch.setattr(type(task), "score", spy)
+    record = ensemble.build(comp.root, [record_u["mlflow_run_id"], record_t["mlflow_run_id"]],
+                            "greedy", rounds=3, submit=False)
+    assert calls and set(calls) == {"Public"}
+    assert sum(record["weights"]) == pytest.approx(1)
+    scores = record["greedy_public_scores"]
+    assert scores == sorted(scores) and len(set(scores)) == len(scores)
+
+
+def test_combining_maps():
+    a = {"x": np.zeros((4, 4, 2), np.float32)}
+    b = {"x": np.ones((4, 4, 2), np.float32)}
+    c = {"x": np.full((4, 4, 1), 0.25, np.float32)}
+    assert np.allclose(ensemble.combine([a, b])["x"], 0.5)
+    assert np.allclose(ensemble.combine([a, b], weights=[1, 3])["x"], 0.75)
+    assert np.allclose(ensemble.combine([a, b, b], "median")["x"], 1)
+    mixed = ensemble.combine([b, c])["x"]  # channels cut to the fewest
+    assert mixed.shape == (4, 4, 1) and np.allclose(mixed, 0.625)
+    volume = ensemble.combine([np.zeros((2, 3, 3)), np.ones((2, 3, 3))], weights=[3, 1])
+    assert np.allclose(volume, 0.25)
+    with pytest.raises(Exception, match="weights"):
+        ensemble.combine([a, b], weights=[1])
+    with pytest.raises(Exception, match="median"):
+        ensemble.combine([a, b], "median", weights=[1, 1])
+    with pytest.raises(Exception, match="other items"):
+        ensemble._check_compatible([a, {"y": a["x"]}], ["1", "2"])
+    with pytest.raises(Exception, match="shape"):
+        ensemble._check_compatible([a, {"x": np.zeros((5, 4, 2))}], ["1", "2"])
+
+
+def test_greedy_selection_with_replacement():
+    values = [0.0, 1.0, 0.6]
+
+    def score(bag):  # best when the bag's mean value is 0.8: two of member 1, two of 2...
+        return -abs(np.mean([values[k] for k in bag]) - 0.8)
+
+    bag, trajectory = ensemble.greedy_selection(3, score, rounds=10, higher_is_better=True)
+    assert bag[0] == 1 and 2 in bag and 0 not in bag
+    assert np.mean([values[k] for k in bag]) == pytest.approx(0.8)
+    assert trajectory == sorted(trajectory)
+    assert ensemble.bag_weights([1, 1, 2], 3) == [0, 2 / 3, 1 / 3]
+    # Lower is better (RMSE): the same search minimises.
+    bag, _ = ensemble.greedy_selection(3, lambda b: abs(np.mean([values[k] for k in b]) - 0.6),
+                                       rounds=5, higher_is_better=False)
+    assert bag == [2]
+
+
+def test_ensemble_refuses_bad_members_clearly(tracked, demo_dirs, tmp_path, capsys):
+    comp = copy_demo(demo_dirs, "demo-em", tmp_path)
+    for members, fragment in ((["999"], "submission 999 carries no predictions"),
+                              (["not-a-run"], "give an MLflow run id"),
+                              (["0" * 32], "no MLflow run with that id")):
+        code, out, err = run_cli(["ensemble", comp.root, *members], capsys)
+        assert code == 2 and fragment in err and "Traceback" not in out + err, (members, err)
+    code, _, err = run_cli(["ensemble", comp.root, "1", "--method", "vote"], capsys)
+    assert code == 2 and "choose one of mean, median, greedy" in err
+
+
+def test_ui_serves_the_configured_store(tracked, tmp_path):
+    port = free_port()
+    log = tmp_path / "ui.log"
+    env = dict(os.environ)
+    process = subprocess.Popen([sys.executable, "-m", "competition.cli", "ui", "--port",
+                                str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                               env=env)
+    try:
+        if tracked.tracking_uri.startswith("http"):
+            assert process.wait(60) == 0
+            assert "server already" in log.read_text()
+            return
+        wait_for(f"http://127.0.0.1:{port}/health", process, log)
+        assert f"http://127.0.0.1:{port}/" in log.read_text()
+        wait_for(f"http://127.0.0.1:{port}/", process, log)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
+                                          browser_page):  # noqa: F811
+    """Two baselines and their ensemble compared in the MLflow UI that `competition ui`
+    starts (the README's screenshot comes from here)."""
+    from competition.run import run
+
+    config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+    comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
+    records = [run(comp.root, REPO / "submissions" / entry,
+                   REPO / "submissions" / entry / "smoke.yaml", overrides=["epochs=4"])
+               for entry in ("threshold", "unet")]
+    ids = [r["mlflow_run_id"] for r in records]
+    ids.append(ensemble.build(comp.root, ids, "mean")["mlflow_run_id"])
+    experiment = tracking.Tracker(config).experiment_id(comp.name)
+
+    port = free_port()
+    log = tmp_path / "ui.log"
+    process = subprocess.Popen([sys.executable, "-m", "competition.cli", "ui", "--port",
+                                str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", process, log)
+        page = browser_page
+        page.set_viewport_size({"width": 1400, "height": 900})
+        page.goto(f"http://127.0.0.1:{port}/#/compare-runs?runs={json.dumps(ids)}"
+                  f"&experiments={json.dumps([experiment])}".replace(" ", ""))
+        page.wait_for_selector("text=public_score", timeout=60_000)
+        page.wait_for_selector(".js-plotly-plot", timeout=60_000)
+        content = page.content()
+        for record in records:
+            assert Path(record["submission"]).parent.name in content
+        assert "greedy" not in content and "private" not in content.lower()
+        shots = Path(os.environ.get("COMPETITION_SCREENSHOT_DIR", tmp_path))
+        shots.mkdir(parents=True, exist_ok=True)
+        page.click("[aria-label=Close]")  # the assistant's side panel
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(shots / "mlflow-compare.png"))
+        for section in ("Visualizations", "Parameters"):  # bring the metrics table up
+            page.click(f"[aria-label='collapse {section}']")
+        page.wait_for_timeout(500)
+        page.screenshot(path=str(shots / "mlflow-compare-metrics.png"))
+    finally:
+        process.terminate()
+        process.wait(10)
