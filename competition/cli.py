@@ -255,6 +255,18 @@ def ensemble(
 
 
 @app.command()
+def reference(
+    directory: Path = typer.Argument(..., help="A prepared landmark competition."),
+    file: Path = typer.Argument(..., help="A valid submission, e.g. the ALPACA baseline's."),
+) -> None:
+    """Install FILE as the reference the win rate is computed against (private data)."""
+    comp = PreparedCompetition.open(directory)
+    target = comp.install_reference(file)
+    out.print(f"installed {file} as {target}; scores now report the win rate against it "
+              "(`competition rescore DIR` records it for stored submissions)")
+
+
+@app.command()
 def ui(
     organizers: bool = typer.Option(False, "--organizers", help="Open the organizers' store "
                                     "(private scores) instead of the participants' one."),
@@ -494,6 +506,14 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def _vendored_click_exception() -> list[type]:
+    try:
+        from typer._click.exceptions import ClickException
+    except ImportError:
+        return []
+    return [ClickException]
+
+
 def main() -> None:
     """Entry point: user errors become one clear line and exit code 2, never a traceback."""
     try:
@@ -512,7 +532,10 @@ def main() -> None:
     except Exception as e:  # click usage errors and anything unexpected
         import click
 
-        if isinstance(e, click.ClickException):
+        # Typer >= 0.22 raises its vendored click's exceptions, older ones click's own.
+        usage_errors = tuple({click.ClickException,
+                              *_vendored_click_exception()})
+        if isinstance(e, usage_errors):
             e.show()
             sys.exit(e.exit_code)
         if os.environ.get("COMPETITION_DEBUG"):

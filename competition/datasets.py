@@ -9,7 +9,7 @@ import numpy as np
 from PIL import Image
 
 from competition.errors import CompetitionError, SubmissionError
-from competition.formats import em_tiff, nuclei_csv, rle
+from competition.formats import em_tiff, landmarks_csv, meshes, nuclei_csv, rle
 from competition.prepared import PreparedCompetition
 
 
@@ -24,6 +24,14 @@ class NucleiData:
 class EmData:
     volume: np.ndarray  # (slices, H, W) uint8
     labels: np.ndarray | None = None  # 255 = cell, 0 = membrane; training only
+
+
+@dataclass
+class LandmarkData:
+    ids: list[str]
+    meshes: list  # trimesh.Trimesh, millimetres
+    landmarks: list[str]  # names, in order
+    points: np.ndarray | None = None  # (specimens, landmarks, 3); training only
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -62,7 +70,37 @@ def load_train(comp: PreparedCompetition):
     if comp.task.name == "em":
         return EmData(em_tiff.read_stack((public / "train-volume.tif").read_bytes()),
                       em_tiff.read_stack((public / "train-labels.tif").read_bytes()))
-    raise CompetitionError(f"no segmentation data for task {comp.task.name}")
+    return _landmark_train(public)
+
+
+def _landmark_names_and_points(public: Path) -> tuple[list[str], dict]:
+    path = public / "train_landmarks.csv"
+    try:
+        points, _ = landmarks_csv.read_points(path.read_bytes())
+    except SubmissionError as e:
+        raise CompetitionError(str(e.located(str(path)))) from None
+    except OSError as e:
+        raise CompetitionError(f"{path}: unreadable ({e})") from None
+    first = next(iter(points.values()))
+    return list(first), points
+
+
+def read_meshes(folder: Path) -> tuple[list[str], list]:
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.ply")) if folder.is_dir() else []
+    if not paths:
+        raise CompetitionError(f"{folder}: no .ply meshes")
+    return [p.stem for p in paths], [meshes.read_mesh(p.read_bytes(), str(p)) for p in paths]
+
+
+def _landmark_train(public: Path) -> LandmarkData:
+    names, points = _landmark_names_and_points(public)
+    ids, surfaces = read_meshes(public / "train" / "Models")
+    missing = [i for i in ids if i not in points]
+    if missing:
+        raise CompetitionError(f"{public / 'train_landmarks.csv'}: no landmarks for {missing[0]}")
+    return LandmarkData(ids, surfaces, names,
+                        np.array([[points[i][lm] for lm in names] for i in ids]))
 
 
 def load_inputs(comp: PreparedCompetition, folder: Path | None = None):
@@ -73,17 +111,22 @@ def load_inputs(comp: PreparedCompetition, folder: Path | None = None):
     if comp.task.name == "em":
         path = Path(folder) if folder else public / "test-volume.tif"
         return EmData(em_tiff.read_stack(path.read_bytes()))
-    raise CompetitionError(f"no segmentation data for task {comp.task.name}")
+    names, _ = _landmark_names_and_points(public)
+    return LandmarkData(*read_meshes(folder or public / "test" / "Models"), names)
 
 
 def submission_bytes(task: str, inputs, predictions) -> bytes:
-    """Nuclei: instance label images by id -> Kaggle RLE CSV. EM: probabilities -> TIFF."""
+    """Nuclei: instance label images by id -> Kaggle RLE CSV. EM: probabilities -> TIFF.
+    Landmarks: {specimen: (landmarks, 3)} -> the landmark CSV."""
     if task == "nuclei":
         rows = []
         for image_id in inputs.ids:
             encoded = rle.encode_labels(predictions[image_id]) or [""]
             rows += [(image_id, enc) for enc in encoded]
         return nuclei_csv.write_csv(rows, nuclei_csv.SUBMISSION_HEADER)
+    if task == "landmarks":
+        return landmarks_csv.write_points([(i, lm, predictions[i][k]) for i in inputs.ids
+                                           for k, lm in enumerate(inputs.landmarks)])
     stack = np.clip(np.asarray(predictions, dtype=np.float32), 0, 1)
     return em_tiff.write_stack(stack)
 
@@ -101,7 +144,10 @@ class Validation:
 
 def hold_out(train, seed: int = 0) -> tuple[NucleiData | EmData, Validation | None]:
     """Training data less one validation item (nuclei: an image drawn with `seed`; EM: the
-    last slice), or unchanged with None when there are fewer than two items."""
+    last slice), or unchanged with None when there are fewer than two items. Landmark
+    entries choose their own validation specimens (every specimen counts there)."""
+    if isinstance(train, LandmarkData):
+        return train, None
     if isinstance(train, NucleiData):
         if len(train.ids) < 2:
             return train, None

@@ -78,10 +78,10 @@ def combine(members: list[Any], method: str = "mean",
         if arrays[0].ndim == 3 and isinstance(members[0], dict):
             channels = min(a.shape[-1] for a in arrays)
             arrays = [a[..., :channels] for a in arrays]
-        stack = np.stack([a.astype(np.float32) for a in arrays])
+        stack = np.stack([a.astype(np.float64) for a in arrays])
         if method == "median":
-            return np.median(stack, axis=0)
-        return np.tensordot(w, stack, axes=1).astype(np.float32)
+            return np.median(stack, axis=0).astype(arrays[0].dtype)
+        return np.tensordot(w, stack, axes=1).astype(arrays[0].dtype)
 
     if isinstance(members[0], dict):
         return {k: one([m[k] for m in members]) for k in members[0]}
@@ -181,6 +181,9 @@ def _public_only(task: str, maps, usage: dict) -> Any:
 def _usage(comp: PreparedCompetition, solution) -> dict:
     if comp.task.name == "em":
         return dict(enumerate(solution.usage or []))
+    if comp.task.name == "landmarks":
+        return dict(zip(solution.specimens, solution.usage or [None] * len(solution.specimens),
+                        strict=True))
     return {k: image.usage for k, image in solution.items()}
 
 
@@ -193,9 +196,6 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean",
     task = comp.task.name
     if method not in METHODS:
         raise CompetitionError(f"--method {method}: choose one of {', '.join(METHODS)}")
-    if task == "landmarks":
-        raise CompetitionError("landmark ensembles need members that log coordinates; "
-                               "no landmark entry does yet")
     if not refs:
         raise CompetitionError("name at least one member (MLflow run id or submission id)")
     config = config or tracking.load_config()

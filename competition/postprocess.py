@@ -64,10 +64,13 @@ def boundary_target(labels: np.ndarray, width: int = 2) -> np.ndarray:
 def predictions_from_maps(task: str, maps, config: dict):
     """The submission-ready prediction from probability maps: nuclei {ImageId: (H, W, C)
     foreground[, boundary]} -> {ImageId: instance labels} by marker-controlled watershed;
-    EM (slices, H, W) cell probabilities are the submission already. The U-Net entries and
-    ensembles share it: an ensemble post-processes exactly as its U-Net members do."""
+    EM (slices, H, W) cell probabilities and landmark coordinates are the prediction already.
+    The U-Net entries and ensembles share it: an ensemble post-processes exactly as its U-Net
+    members do."""
     if task == "em":
         return np.clip(np.asarray(maps, dtype=np.float32), 0, 1)
+    if task == "landmarks":  # coordinates are the prediction
+        return maps
     return {image_id: instances_from_probabilities(
         m[..., 0].astype(np.float32), m[..., 1].astype(np.float32) if m.shape[-1] > 1 else None,
         config.get("fg_threshold", 0.5), config.get("marker_threshold", 0.5),

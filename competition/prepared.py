@@ -103,3 +103,24 @@ class PreparedCompetition:
         if path is None or not hasattr(self.task, "load_reference"):
             return None
         return self.task.load_reference(path, solution)
+
+    def install_reference(self, path: Path) -> Path:
+        """Make a valid submission file (e.g. the ALPACA baseline's) the reference of the win
+        rate: checked against the solution, then written atomically into private/."""
+        from competition.scoring import read_submission_file
+
+        if not hasattr(self.task, "load_reference"):
+            raise CompetitionDirError(f"task {self.task.name} has no reference predictions")
+        target = self._file("reference") or self.root / "private" / "reference.csv"
+        data = read_submission_file(Path(path), self.max_submission_bytes)
+        self.task.load_reference(Path(path), self.load_solution())  # validates, names the file
+        tmp = target.with_suffix(".tmp")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+        if not (self.config.get("files") or {}).get("reference"):
+            files = dict(self.config.get("files") or {})
+            files["reference"] = str(target.relative_to(self.root))
+            self.config["files"] = files
+            (self.root / "competition.yaml").write_text(yaml.safe_dump(self.config,
+                                                                      sort_keys=False))
+        return target

@@ -100,8 +100,8 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
         record = _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
                                        tracked, inputs, team, submit, also_predict)
         tracked.log(metrics={k: record[k] for k in ("fit_seconds", "predict_seconds",
-                                                   "images_per_second", "public_score",
-                                                   "val_score")
+                                                   "images_per_second", "seconds_per_item",
+                                                   "public_score", "val_score")
                              if isinstance(record.get(k), (int, float))},
                     tags={"submission_id": record.get("submission_id", "none"),
                           "mlflow.note.content": f"`competition run` of {name} on {comp.name}"})
@@ -149,11 +149,13 @@ def _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
 
     test_inputs = datasets.load_inputs(comp, inputs)
     start = time.perf_counter()
-    if has_maps and inputs is None:
-        (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(
-            task, entry.probabilities(task, model, test_inputs, config)))
+    maps = entry.probabilities(task, model, test_inputs, config) if has_maps else None
+    if maps is not None and inputs is None:
+        (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(task, maps))
         tracked.log_file(out_dir / "predictions.npz", "predictions")
-    predictions = entry.predict(task, model, test_inputs, config)
+    # Landmark coordinates are both the maps and the prediction: not computed twice.
+    predictions = maps if task == "landmarks" and maps is not None else \
+        entry.predict(task, model, test_inputs, config)
     predict_seconds = time.perf_counter() - start
     path = out_dir / ("submission" + comp.task.submission_suffix)
     path.write_bytes(datasets.submission_bytes(task, test_inputs, predictions))
@@ -170,6 +172,8 @@ def _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
         "entry": name, "competition": comp.name, "task": task, "config": config,
         "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
         "images_per_second": getattr(model, "images_per_second", None),
+        "seconds_per_item": model.get("seconds_per_specimen") if isinstance(model, dict)
+        else None,
         "validation_item": validation.name if validation else None, "val_score": val_score,
         "history": history, "submission": str(path), "inputs": str(inputs or "test"),
         "predictions": str(out_dir / "predictions.npz") if has_maps and inputs is None
@@ -202,7 +206,20 @@ def _save_model(model: Any, folder: Path) -> None:
     if keras_model is not None and hasattr(keras_model, "save"):
         keras_model.save(folder / "model.keras")
     else:
-        (folder / "model.json").write_text(json.dumps(model, indent=1, default=str) + "\n")
+        (folder / "model.json").write_text(json.dumps(_summary(model), indent=1) + "\n")
+
+
+def _summary(value: Any) -> Any:
+    """JSON of learned numbers; arrays (e.g. template meshes) as their shapes."""
+    if isinstance(value, dict):
+        return {str(k): _summary(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_summary(v) for v in value]
+    if hasattr(value, "shape") and getattr(value, "ndim", 0) > 0:
+        return f"array{tuple(value.shape)}"
+    if hasattr(value, "item"):
+        return value.item()
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
 def _cpu_count() -> int:

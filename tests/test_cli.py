@@ -187,3 +187,9 @@ def test_task_aggregate_reproduces_public_and_private(demo_dirs, tmp_path, kind)
     # Resampling weights of all ones are the plain score.
     ones = np.ones((3, len(every)))
     np.testing.assert_allclose(aggregate(comp.task, every, ones), result.score, atol=1e-12)
+
+
+def test_usage_errors_are_usage_messages_not_internal_errors(demo_dirs, capsys):
+    code, out, err = run_cli(["submissions", demo_dirs["demo-em"], "--no-such-flag"], capsys)
+    assert code == 2 and "No such option: --no-such-flag" in err
+    assert "internal error" not in err and "Traceback" not in out + err

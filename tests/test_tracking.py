@@ -240,6 +240,15 @@ def test_combining_maps():
     assert mixed.shape == (4, 4, 1) and np.allclose(mixed, 0.625)
     volume = ensemble.combine([np.zeros((2, 3, 3)), np.ones((2, 3, 3))], weights=[3, 1])
     assert np.allclose(volume, 0.25)
+    # Landmarks: coordinates per specimen, point-wise, kept in float64 through the archive.
+    p = {"s1": np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])}
+    q = {"s1": np.array([[2.0, 0.0, 0.0], [1.0, 2.0, 5.0]])}
+    r = {"s1": np.array([[9.0, 9.0, 9.0], [1.0, 2.0, 4.0]])}
+    assert np.allclose(ensemble.combine([p, q])["s1"], [[1, 0, 0], [1, 2, 4]])
+    assert np.allclose(ensemble.combine([p, q, r], "median")["s1"], [[2, 0, 0], [1, 2, 4]])
+    points = {"s1": np.array([[12.3456789012, -0.5, 7.0]])}
+    back = maps_format.from_npz("landmarks", maps_format.to_npz("landmarks", points))
+    assert back["s1"].dtype == np.float64 and np.array_equal(back["s1"], points["s1"])
     with pytest.raises(Exception, match="weights"):
         ensemble.combine([a, b], weights=[1])
     with pytest.raises(Exception, match="median"):

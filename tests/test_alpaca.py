@@ -1,0 +1,123 @@
+"""The ALPACA-style landmark baseline: registration correctness on known motions, a smoke run
+on demo-landmarks through `competition run`, its use as the win-rate reference, and (when the
+real skulls are present) sub-millimetre transfer between two real mouse skulls."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.spatial.transform import Rotation
+
+from competition import datasets, scoring
+from competition.demo import naive_landmarks
+from competition.formats import meshes
+from competition.prepared import PreparedCompetition
+from tests.conftest import shared
+from tests.test_bad_input import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+FOLDER = REPO / "submissions" / "alpaca"
+
+
+def load_entry():
+    spec = importlib.util.spec_from_file_location("alpaca_entry", FOLDER / "entry.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def config(smoke: bool = True, **changes) -> dict:
+    doc = yaml.safe_load((FOLDER / "config.yaml").read_text())
+    if smoke:
+        doc.update(yaml.safe_load((FOLDER / "smoke.yaml").read_text()))
+    doc.update(changes)
+    return doc
+
+
+def moved(points: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rotation = Rotation.random(rng=rng).as_matrix()
+    shift = rng.uniform(-50, 50, 3)
+    return rotation, shift
+
+
+def test_transfer_recovers_landmarks_on_a_rigidly_moved_copy(demo_dirs):
+    entry = load_entry()
+    train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+    vertices, landmarks = np.asarray(train.meshes[0].vertices), train.points[0]
+    for seed in range(3):
+        rotation, shift = moved(vertices, seed)
+        target = vertices @ rotation.T + shift
+        truth = landmarks @ rotation.T + shift
+        found, info = entry.transfer(vertices, landmarks, target,
+                                     config(principal_axes_starts=True), seed=seed)
+        error = np.linalg.norm(found - truth, axis=1)
+        # The demo mesh is ~30 mm across with ~1 mm between vertices (estimates snap to them).
+        assert error.mean() < 0.6 and error.max() < 1.5, (seed, error, info)
+
+
+def test_principal_axes_starts_are_proper_rotations_that_align_axes():
+    entry = load_entry()
+    rng = np.random.default_rng(0)
+    source = rng.normal(size=(500, 3)) * [5, 2, 1]
+    rotation, shift = moved(source, 1)
+    target = source @ rotation.T + shift
+    starts = entry.principal_axes_starts(source, target)
+    assert len(starts) == 4
+    assert all(np.isclose(np.linalg.det(m[:3, :3]), 1) for m in starts)
+    errors = [np.abs(source @ m[:3, :3].T + m[:3, 3] - target).max() for m in starts]
+    assert min(errors) < 1e-6  # one of them is the true motion
+
+
+def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_path, capsys):
+    from competition.run import run
+
+    comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
+    smoke = tmp_path / "smoke.yaml"
+    smoke.write_text(yaml.safe_dump({**yaml.safe_load((FOLDER / "smoke.yaml").read_text()),
+                                     "principal_axes_starts": True}))
+    record = run(comp_dir, FOLDER, smoke)
+    assert record["status"] == "scored" and record["seconds_per_item"] > 0
+    comp = PreparedCompetition.open(comp_dir)
+    assert np.isfinite(scoring.score(comp, Path(record["submission"])).score)
+
+    code, out, err = run_cli(["reference", comp_dir, record["submission"]], capsys)
+    assert code == 0, err
+    comp = PreparedCompetition.open(comp_dir)
+    assert comp.reference_path.read_bytes() == Path(record["submission"]).read_bytes()
+    naive = tmp_path / "naive.csv"
+    naive.write_bytes(naive_landmarks(comp.public_dir))
+    scored = scoring.score(comp, naive)
+    assert 0 <= scored.fields["win_rate"] <= 100
+    assert "win_rate" in scored.fields["per_landmark"][0]
+    # The reference against itself: every point ties.
+    itself = scoring.score(comp, comp.reference_path)
+    assert itself.fields["ties"] == itself.fields["n_points"]
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("specimen,landmark,x,y,z\nspecimen_001,1,0,0,nan\n")
+    code, out, err = run_cli(["reference", comp_dir, bad], capsys)
+    assert code == 2 and str(bad) in err and "Traceback" not in out + err
+
+
+def test_real_skull_transfer_is_sub_millimetre():
+    source = shared("mouse_skulls")
+    entry = load_entry()
+    names = sorted(p.stem for p in (source / "Models").glob("*.ply"))[:2]
+    loaded = []
+    for name in names:
+        ply, markup = source / "Models" / f"{name}.ply", source / "LMs" / f"{name}.mrk.json"
+        mesh, _, _ = meshes.drop_nonfinite(meshes.read_mesh(ply.read_bytes(), str(ply)))
+        points = meshes.read_markups(markup.read_bytes(), str(markup))
+        loaded.append((np.asarray(mesh.vertices), np.array([points[k] for k in sorted(
+            points, key=int)])))
+    (tv, tl), (target, truth) = loaded
+    rotation, shift = moved(target, 7)
+    found, _ = entry.transfer(tv, tl, target @ rotation.T + shift,
+                              config(smoke=False, cpd_points=1500, cpd_rank=150))
+    error = np.linalg.norm(found - (truth @ rotation.T + shift), axis=1)
+    assert error.mean() < 1.0, error.mean()  # ALPACA's papers: sub-millimetre on mouse skulls
