@@ -68,6 +68,13 @@ def demo(
     out.print(table)
     out.print(f"Competitions are in {out_dir}/; try `competition leaderboard "
               f"{out_dir}/demo-nuclei` or `competition serve {out_dir}/demo-nuclei`.")
+    from competition import tracking
+
+    config = tracking.load_config()
+    if config.enabled:
+        out.print(f"Every scored submission is logged to MLflow ({config.tracking_uri}); "
+                  "`competition ui` shows them, `competition run DIR submissions/unet` trains "
+                  "a baseline and `competition ensemble` combines runs.")
 
 
 @app.command()
@@ -489,6 +496,8 @@ def _print_score(result: ScoreResult, per_item: bool) -> None:
         table.add_row("per_threshold", " ".join(f"{k}:{_fmt(v)}"
                                                  for k, v in data["per_threshold"].items()))
     out.print(table)
+    if data.get("per_landmark"):
+        _print_per_landmark(data["per_landmark"])
     if per_item:
         rows = data[f"per_{result.item_kind}"]
         if rows:
@@ -496,6 +505,23 @@ def _print_score(result: ScoreResult, per_item: bool) -> None:
             for row in rows:
                 items.add_row(*(_fmt(v) for v in row.values()))
             out.print(items)
+
+
+def _print_per_landmark(rows: list[dict]) -> None:
+    """The published layout: landmark, specimens, errors, and how often the submission beats
+    the reference (e.g. ALPACA) on that landmark."""
+    with_reference = "win_rate" in rows[0]
+    columns = ["landmark", "specimens", "RMSE", "mean", "median"]
+    if with_reference:
+        columns += ["% better than reference", "ties", "reference mean"]
+    table = Table(*columns, title="per landmark (mm)")
+    for row in rows:
+        cells = [escape(str(row["landmark"])), str(row["n"]), f"{row['rmse']:.3f}",
+                 f"{row['mean']:.3f}", f"{row['median']:.3f}"]
+        if with_reference:
+            cells += [f"{row['win_rate']:.1f}", str(row["ties"]), f"{row['reference_mean']:.3f}"]
+        table.add_row(*cells)
+    out.print(table)
 
 
 def _fmt(value) -> str:

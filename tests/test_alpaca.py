@@ -94,6 +94,11 @@ def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_pat
     scored = scoring.score(comp, naive)
     assert 0 <= scored.fields["win_rate"] <= 100
     assert "win_rate" in scored.fields["per_landmark"][0]
+    code, out, err = run_cli(["score", comp_dir, naive], capsys)
+    assert code == 0 and "per landmark (mm)" in out and "ties" in out
+    first = next(line for line in out.splitlines() if line.startswith("│ 1 "))
+    row = scored.fields["per_landmark"][0]
+    assert f"{row['win_rate']:.1f}" in first and f"{row['reference_mean']:.3f}" in first
     # The reference against itself: every point ties.
     itself = scoring.score(comp, comp.reference_path)
     assert itself.fields["ties"] == itself.fields["n_points"]
@@ -121,3 +126,28 @@ def test_real_skull_transfer_is_sub_millimetre():
                               config(smoke=False, cpd_points=1500, cpd_rank=150))
     error = np.linalg.norm(found - (truth @ rotation.T + shift), axis=1)
     assert error.mean() < 1.0, error.mean()  # ALPACA's papers: sub-millimetre on mouse skulls
+
+
+def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkeypatch):
+    from competition import ensemble
+    from competition.run import run
+    from tests.test_tracking import EMBEDDED, switch_on
+
+    switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+    comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
+    smoke = FOLDER / "smoke.yaml"
+    records = [run(comp_dir, FOLDER, smoke, overrides=[f"seed={seed}",
+                                                       "principal_axes_starts=true"])
+               for seed in (0, 1)]
+    for method in ("median", "greedy"):
+        record = ensemble.build(comp_dir, [r["mlflow_run_id"] for r in records], method)
+        assert record["status"] in ("scored", "duplicate"), record.get("error")
+    # The median of two members is their mean: check it against the files themselves.
+    record = ensemble.build(comp_dir, [r["mlflow_run_id"] for r in records], "median",
+                            submit=False)
+    comp = PreparedCompetition.open(comp_dir)
+    solution = comp.load_solution()
+    members = [comp.task.validate(Path(r["submission"]).read_bytes(), solution)
+               for r in records]
+    combined = comp.task.validate(Path(record["submission"]).read_bytes(), solution)
+    assert np.allclose(combined, np.mean(members, axis=0), atol=2e-6)
