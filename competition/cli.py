@@ -274,6 +274,28 @@ def reference(
 
 
 @app.command()
+def patches(
+    directory: Path = typer.Argument(..., help="A prepared landmark competition."),
+    folder: Path = typer.Option(..., "--out", help="Folder for images/ and index.csv."),
+    split: str = typer.Option("train", help="train (with the manual landmarks' pixel "
+                              "positions) or test (never with them)."),
+    estimates: Path | None = typer.Option(None, help="Landmark CSV of estimates to centre on "
+                                          "(required for test; train default: jittered "
+                                          "manual landmarks)."),
+    radii: list[float] = typer.Option([1.0, 2.0, 4.0], "--radius", help="Window radii (mm), "
+                                      "repeatable."),
+    shift: float = typer.Option(1.0, help="Shift (mm) of the fourth, shifted window."),
+    jitter: float = typer.Option(0.4, help="Train: displacement (mm) of the estimates."),
+    seed: int = typer.Option(0, help="Seed of the jitter."),
+) -> None:
+    """Write 224x224 surface patch images around landmark estimates (4 per landmark)."""
+    from competition.patch_sets import write
+
+    n = write(directory, folder, split, estimates, tuple(radii), shift, jitter, seed)
+    out.print(f"wrote {n} images and {folder / 'index.csv'}")
+
+
+@app.command()
 def ui(
     organizers: bool = typer.Option(False, "--organizers", help="Open the organizers' store "
                                     "(private scores) instead of the participants' one."),

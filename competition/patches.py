@@ -169,3 +169,49 @@ def render(vertices: np.ndarray, faces: np.ndarray, centre: np.ndarray, radius: 
     rgb = np.stack([1 - occ, (curv + 1) / 2, drawn[..., 1]], axis=-1)
     image = np.where(surface[..., None], np.clip(rgb, 0, 1) * 255, 0).astype(np.uint8)
     return Patch(image, height, window, axes, mm_per_pixel)
+
+
+@dataclass(frozen=True)
+class View:
+    """One of a landmark's images: a window radius (mm) and an in-plane shift of it (mm)."""
+
+    radius: float
+    shift: tuple[float, float] = (0.0, 0.0)
+
+
+def views(radii: tuple[float, ...] = (1.0, 2.0, 4.0), shift: float = 1.0) -> list[View]:
+    """The published four: three radii around the estimate, and the middle radius's window
+    shifted (so that the landmark is not always at the centre)."""
+    middle = radii[len(radii) // 2]
+    return [View(r) for r in radii] + [View(middle, (shift, shift))]
+
+
+@dataclass
+class Surface:
+    """A mesh with its per-vertex normals and curvature, computed once per specimen."""
+
+    vertices: np.ndarray
+    faces: np.ndarray
+    normals: np.ndarray
+    curvature: np.ndarray
+
+    @classmethod
+    def of(cls, vertices: np.ndarray, faces: np.ndarray) -> Surface:
+        vertices = np.asarray(vertices, dtype=np.float64)
+        faces = np.asarray(faces, dtype=np.int64)
+        normals = vertex_normals(vertices, faces)
+        return cls(vertices, faces, normals, vertex_curvature(vertices, faces, normals))
+
+    def render(self, centre: np.ndarray, view: View) -> Patch:
+        return render(self.vertices, self.faces, np.asarray(centre, float), view.radius,
+                      view.shift, self.normals, self.curvature)
+
+
+def jittered_estimate(surface: Surface, truth: np.ndarray, jitter_mm: float,
+                      rng: np.random.Generator, tree=None) -> np.ndarray:
+    """A training estimate: the manual landmark displaced like a registration's error,
+    snapped to the nearest vertex."""
+    from scipy.spatial import cKDTree
+
+    tree = tree or cKDTree(surface.vertices)
+    return surface.vertices[tree.query(truth + rng.normal(0, jitter_mm, 3))[1]]

@@ -53,7 +53,11 @@ def _read_yaml(path: Path) -> dict:
 def _flatten(doc: dict, task: str) -> dict:
     """Shared keys, then the task's own section on top."""
     out = {k: v for k, v in doc.items() if k not in TASK_SECTIONS}
-    out.update(doc.get(task) or {})
+    section = doc.get(task) or {}
+    if not isinstance(section, dict):
+        raise CompetitionError(f"configuration key {task!r} names the {task} task's section "
+                               "and must be a mapping (rename the setting)")
+    out.update(section)
     return out
 
 

@@ -70,3 +70,33 @@ def test_real_landmarks_map_back_to_the_surface():
             errors.append(np.linalg.norm(back - points[name]))
     assert len(errors) >= 7
     assert np.median(errors) < 0.1, errors  # 2 mm window: 0.018 mm per pixel
+
+
+def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys):
+    import csv
+
+    from PIL import Image
+
+    from tests.test_bad_input import run_cli
+
+    comp = demo_dirs["demo-landmarks"]
+    code, out, err = run_cli(["patches", comp, "--out", tmp_path / "train"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "train" / "index.csv").open()))
+    assert len(rows) == 8 * 10 * 4  # training specimens x landmarks x views
+    for row in rows[:8]:
+        with Image.open(tmp_path / "train" / row["image"]) as im:
+            assert im.size == (patches.SIZE, patches.SIZE) and im.mode == "RGB"
+        assert row["truth_col"] and float(row["mm_per_pixel"]) > 0
+    # The manual landmark lies within its window (jitter 0.4 mm, smallest radius 1 mm).
+    inside = [0 <= float(r["truth_col"]) < patches.SIZE for r in rows if r["view"] == "0"]
+    assert np.mean(inside) > 0.95
+
+    code, out, err = run_cli(["patches", comp, "--out", tmp_path / "test", "--split", "test"],
+                             capsys)
+    assert code == 2 and "--estimates" in err
+    code, out, err = run_cli(["patches", comp, "--out", tmp_path / "test", "--split", "test",
+                              "--estimates", comp / "public" / "sample_submission.csv"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "test" / "index.csv").open()))
+    assert rows and all(r["truth_col"] == "" for r in rows)  # hidden landmarks never written
