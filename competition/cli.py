@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -319,10 +320,31 @@ def ui(
     if config.artifact_location:
         command += ["--default-artifact-root", config.artifact_location]
     out.print(f"MLflow UI on {uri}: http://{host}:{port}/ (Ctrl-C stops it)")
+    # MLflow's GenAI job runners are not needed here; the server and its workers run in a
+    # process group of their own, stopped as a whole (none is left behind).
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
+    process = subprocess.Popen(command, env=env, start_new_session=True)
+    signal.signal(signal.SIGTERM, lambda *_: _stop_group(process))
     try:
-        sys.exit(subprocess.call(command))
+        code = process.wait()
     except KeyboardInterrupt:
-        sys.exit(0)
+        code = 0
+    finally:
+        _stop_group(process)
+    sys.exit(code)
+
+
+def _stop_group(process) -> None:
+    """Terminate a child started in its own session and everything it started."""
+    import subprocess
+
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(10)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
 
 
 @app.command()

@@ -150,3 +150,29 @@ def test_config_layers(tmp_path):
     assert config == {"lr": 3, "epochs": 7, "batch": 4, "x": [1, 2]}
     with pytest.raises(CompetitionError, match="key=value"):
         resolve_config(tmp_path, "nuclei", None, ["oops"])
+
+
+def test_mixed_precision_and_xla_switches(demo_copies):
+    """The GPU switches work (on CPU too): float16 compute, float32 probabilities."""
+    import keras
+
+    from competition.run import resolve_config
+    from models.segmentation import fit, probability_maps
+    from models.unet import build_unet
+
+    comp = PreparedCompetition.open(demo_copies["demo-em"])
+    train = datasets.load_train(comp)
+    folder = REPO / "submissions" / "unet"
+    config = {**resolve_config(folder, "em", folder / "smoke.yaml",
+                               ["mixed_precision=true", "jit_compile=false", "epochs=1",
+                                "steps_per_epoch=1"]), "arms": False}
+    try:
+        trained = fit("em", train, config, build_unet)
+        conv = next(layer for layer in trained.model.layers
+                    if type(layer).__name__ == "Conv2D")
+        assert conv.compute_dtype == "float16"
+        assert trained.model.output.dtype == "float32"
+        maps = probability_maps("em", trained, datasets.load_inputs(comp))
+        assert maps.dtype == np.float32 and np.isfinite(maps).all()
+    finally:
+        keras.mixed_precision.set_global_policy("float32")

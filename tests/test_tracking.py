@@ -22,7 +22,7 @@ from competition.demo import NAIVE
 from competition.formats import maps as maps_format
 from competition.prepared import PreparedCompetition
 from competition.submissions import SubmissionStore
-from tests.mlflow_server import free_port, wait_for
+from tests.mlflow_server import free_port, stop_group, wait_for
 from tests.test_bad_input import run_cli
 from tests.test_browser import browser_page  # noqa: F401 (fixture)
 
@@ -293,7 +293,7 @@ def test_ui_serves_the_configured_store(tracked, tmp_path):
     env = dict(os.environ)
     process = subprocess.Popen([sys.executable, "-m", "competition.cli", "ui", "--port",
                                 str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                               env=env)
+                               env=env, start_new_session=True)
     try:
         if tracked.tracking_uri.startswith("http"):
             assert process.wait(60) == 0
@@ -303,8 +303,21 @@ def test_ui_serves_the_configured_store(tracked, tmp_path):
         assert f"http://127.0.0.1:{port}/" in log.read_text()
         wait_for(f"http://127.0.0.1:{port}/", process, log)
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_group(process)
+    assert group_is_gone(process.pid)  # no server worker outlives `competition ui`
+
+
+def group_is_gone(pgid: int, seconds: float = 15) -> bool:
+    import time
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
@@ -325,7 +338,8 @@ def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
     port = free_port()
     log = tmp_path / "ui.log"
     process = subprocess.Popen([sys.executable, "-m", "competition.cli", "ui", "--port",
-                                str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT)
+                                str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
     try:
         wait_for(f"http://127.0.0.1:{port}/health", process, log)
         page = browser_page
@@ -348,5 +362,4 @@ def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
         page.wait_for_timeout(500)
         page.screenshot(path=str(shots / "mlflow-compare-metrics.png"))
     finally:
-        process.terminate()
-        process.wait(10)
+        stop_group(process)
