@@ -307,6 +307,7 @@ def ui(
     import subprocess
 
     from competition import tracking
+    from competition.subprocesses import stop_group
 
     config = tracking.load_config()
     uri = config.uri("organizers" if organizers else "participants")
@@ -324,27 +325,14 @@ def ui(
     # process group of their own, stopped as a whole (none is left behind).
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", **os.environ}
     process = subprocess.Popen(command, env=env, start_new_session=True)
-    signal.signal(signal.SIGTERM, lambda *_: _stop_group(process))
+    signal.signal(signal.SIGTERM, lambda *_: stop_group(process))
     try:
         code = process.wait()
     except KeyboardInterrupt:
         code = 0
     finally:
-        _stop_group(process)
+        stop_group(process)
     sys.exit(code)
-
-
-def _stop_group(process) -> None:
-    """Terminate a child started in its own session and everything it started."""
-    import subprocess
-
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
 
 
 @app.command()

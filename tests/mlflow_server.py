@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
 from pathlib import Path
+
+from competition.subprocesses import stop_group
 
 
 def free_port() -> int:
@@ -50,15 +51,3 @@ class Server:
     def stop(self) -> None:
         stop_group(self.process)
 
-
-def stop_group(process: subprocess.Popen) -> None:
-    """Stop a process started with start_new_session=True and all its children (uvicorn
-    workers), so that no server outlives the tests."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(10)

@@ -4,7 +4,6 @@ real skulls are present) sub-millimetre transfer between two real mouse skulls."
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 from competition import datasets, scoring
+from competition import run as run_module
 from competition.demo import naive_landmarks
 from competition.formats import meshes
 from competition.prepared import PreparedCompetition
@@ -24,10 +24,7 @@ FOLDER = REPO / "submissions" / "alpaca"
 
 
 def load_entry():
-    spec = importlib.util.spec_from_file_location("alpaca_entry", FOLDER / "entry.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return run_module.load_entry(FOLDER)
 
 
 def config(smoke: bool = True, **changes) -> dict:

@@ -3,7 +3,6 @@ a smoke run on demo-landmarks through `competition run`, and transfer between la
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import keras
 import numpy as np
 import yaml
 
+from competition import run as run_module
 from competition.patches import SIZE
 from models.landmarks import build_refiner
 
@@ -19,10 +19,7 @@ FOLDER = REPO / "submissions" / "xception_landmarks"
 
 
 def load_entry():
-    spec = importlib.util.spec_from_file_location("refiner_entry", FOLDER / "entry.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return run_module.load_entry(FOLDER)
 
 
 def test_published_head_on_both_backbones():

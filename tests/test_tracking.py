@@ -22,7 +22,8 @@ from competition.demo import NAIVE
 from competition.formats import maps as maps_format
 from competition.prepared import PreparedCompetition
 from competition.submissions import SubmissionStore
-from tests.mlflow_server import free_port, stop_group, wait_for
+from competition.subprocesses import stop_group
+from tests.mlflow_server import free_port, wait_for
 from tests.test_bad_input import run_cli
 from tests.test_browser import browser_page  # noqa: F401 (fixture)
 
