@@ -49,11 +49,11 @@ def _check_compatible(members: list[Any], names: list[str]) -> None:
         if isinstance(first, dict) != isinstance(maps, dict) or \
                 (isinstance(first, dict) and sorted(first) != sorted(maps)):
             raise CompetitionError(f"member {name} predicted other items than {names[0]}")
-        pairs = [(k, first[k], maps[k]) for k in first] if isinstance(first, dict) \
-            else [("volume", first, maps)]
+        # Per item (H, W) or (landmarks, 3); a stack whole. Channels may differ.
+        pairs, dims = ([(k, first[k], maps[k]) for k in first], 2) \
+            if isinstance(first, dict) else ([("volume", first, maps)], 3)
         for key, a, b in pairs:
-            if a.shape[:2 if isinstance(first, dict) else 3] != \
-                    b.shape[:2 if isinstance(first, dict) else 3]:
+            if a.shape[:dims] != b.shape[:dims]:
                 raise CompetitionError(f"member {name}: {key} has shape {b.shape}, member "
                                        f"{names[0]} has {a.shape}")
 
@@ -209,9 +209,9 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean",
         if weights is not None:
             raise CompetitionError("greedy chooses its own weights; drop --weights")
         solution = comp.load_solution()
-        if not any(u == "Public" for u in _usage(comp, solution).values()):
-            raise CompetitionError("greedy selection needs a public split to choose on")
         usage = _usage(comp, solution)
+        if "Public" not in usage.values():
+            raise CompetitionError("greedy selection needs a public split to choose on")
 
         def public_score(bag: list[int]) -> float:
             maps = _public_only(task, combine([members[k].maps for k in bag]), usage)

@@ -9,7 +9,7 @@ from typing import Any
 
 import yaml
 
-from competition.errors import CompetitionDirError
+from competition.errors import CompetitionDirError, SubmissionError
 from competition.tasks import TASKS, Task
 
 
@@ -113,7 +113,10 @@ class PreparedCompetition:
             raise CompetitionDirError(f"task {self.task.name} has no reference predictions")
         target = self._file("reference") or self.root / "private" / "reference.csv"
         data = read_submission_file(Path(path), self.max_submission_bytes)
-        self.task.load_reference(Path(path), self.load_solution())  # validates, names the file
+        try:
+            self.task.validate(data, self.load_solution())
+        except SubmissionError as e:
+            raise e.located(str(path)) from None
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(data)
         tmp.replace(target)

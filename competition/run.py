@@ -143,7 +143,7 @@ def _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
     start = time.perf_counter()
     model = entry.fit(task, train, config, on_epoch=on_epoch)
     fit_seconds = time.perf_counter() - start
-    val_score = snapshot(model, "final") if validation is not None else None
+    val_score = snapshot(model, "final")
     if frames:
         (out_dir / "validation.gif").write_bytes(snapshots.gif([f for f, _ in frames],
                                                                      [c for _, c in frames]))

@@ -102,6 +102,7 @@ class ScoredFile:
     score: float | None = None  # the whole hidden split's
     details: dict[str, Any] = field(default_factory=dict)  # for tracking: "public", "all"
     rows: list[dict[str, Any]] = field(default_factory=list)  # per item, for tracking
+    item_kind: str = "item"  # what a row is (the task's ScoreResult.item_kind)
 
 
 class SubmissionStore:
@@ -352,7 +353,7 @@ class SubmissionStore:
             team=team, file_sha256=row["file_sha256"], scorer_version=self.scorer_version,
             solution_sha256=self.comp.solution_sha256(), public_score=result.public,
             private_score=result.private, score=result.score, details=result.details,
-            rows=result.rows, reason=reason), self.tracking)
+            rows=result.rows, item_kind=result.item_kind, reason=reason), self.tracking)
 
     def _score_in_child(self, submission_id: int | None, data: bytes,
                         file_name: str) -> ScoredFile:
@@ -535,6 +536,7 @@ def _child_main(send, root: str, data: bytes, file_name: str, details: bool = Fa
                 payload["details"]["public"] = jsonable(
                     task.score(data, solution, reference, only="Public").fields)
             payload["rows"] = jsonable(result.items)
+            payload["item_kind"] = result.item_kind
     except SubmissionError as e:
         payload = {"status": "invalid", "error": str(e.located(file_name))}
     except Exception as e:  # a scorer bug: recorded, retryable, never a lost submission

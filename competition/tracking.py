@@ -275,6 +275,7 @@ class SubmissionRecord:
     score: float | None
     details: dict[str, dict[str, Any]]  # "public" and "all": the score's detail fields
     rows: list[dict[str, Any]]  # per item, with "usage"
+    item_kind: str  # what a row is: image, slice or specimen
     reason: str = "submit"
 
 
@@ -312,11 +313,8 @@ def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
               "file_sha256": record.file_sha256, "scorer_version": record.scorer_version}
     if organizer:
         params["solution_sha256"] = record.solution_sha256
-    tracker.log(run_id, params=params,
-                metrics={k: v for k, v in metrics.items() if v is not None})
-    item_kind = {"nuclei": "image", "em": "slice", "landmarks": "specimen"}.get(record.task,
-                                                                            "item")
-    tracker.log_bytes(run_id, rows_csv(rows), f"scores/per_{item_kind}.csv")
+    tracker.log(run_id, params=params, metrics=metrics)  # None and NaN are left out
+    tracker.log_bytes(run_id, rows_csv(rows), f"scores/per_{record.item_kind}.csv")
     for split in ("public", "all") if organizer else ("public",):
         table = record.details.get(split, {}).get("per_landmark")
         if table:
@@ -355,9 +353,6 @@ class TrainingRun:
 
     def log_file(self, path: Path, artifact_path: str | None = None) -> None:
         self._safe(f"artifact {Path(path).name}", "log_file", path, artifact_path)
-
-    def log_bytes(self, data: bytes, artifact_file: str) -> None:
-        self._safe(f"artifact {artifact_file}", "log_bytes", data, artifact_file)
 
     def end(self, status: str = "FINISHED") -> None:
         self._safe("the end", "end", status)

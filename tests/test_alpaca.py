@@ -35,7 +35,7 @@ def config(smoke: bool = True, **changes) -> dict:
     return doc
 
 
-def moved(points: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def moved(seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     rotation = Rotation.random(rng=rng).as_matrix()
     shift = rng.uniform(-50, 50, 3)
@@ -47,7 +47,7 @@ def test_transfer_recovers_landmarks_on_a_rigidly_moved_copy(demo_dirs):
     train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
     vertices, landmarks = np.asarray(train.meshes[0].vertices), train.points[0]
     for seed in range(3):
-        rotation, shift = moved(vertices, seed)
+        rotation, shift = moved(seed)
         target = vertices @ rotation.T + shift
         truth = landmarks @ rotation.T + shift
         found, info = entry.transfer(vertices, landmarks, target,
@@ -61,7 +61,7 @@ def test_principal_axes_starts_are_proper_rotations_that_align_axes():
     entry = load_entry()
     rng = np.random.default_rng(0)
     source = rng.normal(size=(500, 3)) * [5, 2, 1]
-    rotation, shift = moved(source, 1)
+    rotation, shift = moved(1)
     target = source @ rotation.T + shift
     starts = entry.principal_axes_starts(source, target)
     assert len(starts) == 4
@@ -118,7 +118,7 @@ def test_real_skull_transfer_is_sub_millimetre():
         loaded.append((np.asarray(mesh.vertices), np.array([points[k] for k in sorted(
             points, key=int)])))
     (tv, tl), (target, truth) = loaded
-    rotation, shift = moved(target, 7)
+    rotation, shift = moved(7)
     found, _ = entry.transfer(tv, tl, target @ rotation.T + shift,
                               config(smoke=False, cpd_points=1500, cpd_rank=150))
     error = np.linalg.norm(found - (truth @ rotation.T + shift), axis=1)

@@ -26,8 +26,7 @@ def fit(task, train, config, on_epoch=None):
     order = typical_order(train.points)
     chosen = order[: config["templates"]]
     return {"templates": [(train.ids[k], np.asarray(train.meshes[k].vertices),
-                           train.points[k]) for k in chosen],
-            "template_ids": [train.ids[k] for k in chosen]}
+                           train.points[k]) for k in chosen]}
 
 
 def typical_order(points: np.ndarray) -> list[int]:
@@ -61,7 +60,7 @@ def diagonal(points: np.ndarray) -> float:
 def transfer(template_vertices, template_landmarks, target_vertices, config, seed=0):
     """Landmarks of one template placed on one target (both vertex arrays in mm)."""
     import open3d as o3d
-    from pycpd import DeformableRegistration  # noqa: F401 (the base of low_rank_cpd)
+    from pycpd import DeformableRegistration
 
     reg = o3d.pipelines.registration
     target_diag = diagonal(target_vertices)

@@ -11,7 +11,6 @@ specimens), or from a landmark CSV given as `estimates`.
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import albumentations as A
@@ -22,6 +21,7 @@ from scipy.spatial import cKDTree
 
 from competition.formats import landmarks_csv
 from competition.patches import SIZE, Surface, jittered_estimate, views
+from competition.run import load_entry, resolve_config
 from models.landmarks import build_refiner
 
 HERE = Path(__file__).resolve().parent
@@ -31,13 +31,6 @@ ALPACA = HERE.parent / "alpaca"
 class Refiner:
     def __init__(self, model, config, landmarks, alpaca=None):
         self.model, self.config, self.landmarks, self.alpaca = model, config, landmarks, alpaca
-
-
-def load_alpaca():
-    spec = importlib.util.spec_from_file_location("alpaca_entry", ALPACA / "entry.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def chosen_landmarks(names, config):
@@ -126,16 +119,12 @@ def fit(task, train, config, on_epoch=None):
               verbose=config["verbose"], callbacks=callbacks)
     alpaca = None
     if not config.get("estimates"):
-        module = load_alpaca()
-        alpaca_config = {**_alpaca_config(), **(config.get("alpaca") or {})}
+        module = load_entry(ALPACA)
+        alpaca_config = {**resolve_config(ALPACA, task, None, []),
+                         **(config.get("alpaca") or {})}
         alpaca = (module, module.fit(task, train, alpaca_config), alpaca_config)
     return Refiner(model, config, train.landmarks, alpaca)
 
-
-def _alpaca_config():
-    import yaml
-
-    return yaml.safe_load((ALPACA / "config.yaml").read_text())
 
 
 def estimates_for(model: Refiner, inputs):
