@@ -4,8 +4,11 @@
 Training specimens: around estimates jittered from the manual landmarks (or around given
 estimates), with the manual landmark's pixel position in every image. Test specimens: around
 given estimates (e.g. the ALPACA baseline's submission), never with the hidden landmarks.
-Each row keeps what maps a pixel back to 3D: the image centre, its axes and the scale (a ray
-cast down the view axis; `competition.patches.render` redraws the height map exactly).
+Patches are drawn in the common pose (`competition.patches.posed`: specimens moved onto the
+training mean shape by their estimates, each landmark's x axis from one seed), as the
+refiner draws them. Each row keeps what maps a pixel back to 3D, in the specimen's own
+coordinates: the window centre, its axes and the scale (a ray cast down the view axis;
+`competition.patches.render` with the row's x axis as seed redraws the height map).
 """
 
 from __future__ import annotations
@@ -17,10 +20,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from competition import datasets
+from competition import datasets, procrustes
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import landmarks_csv
-from competition.patches import Surface, jittered_estimate, views
+from competition.patches import jittered_estimate, landmark_seeds, posed, views
 from competition.prepared import PreparedCompetition
 from competition.progress import track
 
@@ -57,23 +60,34 @@ def write(comp_dir: Path, out: Path, split: str = "train", estimates: Path | Non
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    train = data if split == "train" else datasets.load_train(comp)
+    mean = procrustes.mean_shape(train.points)
+    radius = radii[len(radii) // 2]
+    seeds = landmark_seeds([posed(m.vertices, m.faces, p, mean)[0]
+                            for m, p in zip(train.meshes, train.points, strict=True)],
+                           np.array([procrustes.apply(p, procrustes.rigid_fit(p, mean))
+                                     for p in train.points]), radius)
     rows = []
     for s, (specimen, mesh) in enumerate(track(list(zip(data.ids, data.meshes, strict=True)),
                                                f"Rendering {split} patches")):
-        surface = Surface.of(mesh.vertices, mesh.faces)
+        truths = data.points[s] if split == "train" else None
+        placed_by = given[specimen] if given else truths
+        surface, _, pose = posed(mesh.vertices, mesh.faces, placed_by, mean)
+        rotation, _ = pose
+        back = procrustes.invert(pose)
         for k, name in enumerate(data.landmarks):
-            truth = data.points[s, k] if split == "train" else None
-            estimate = given[specimen][k] if given else \
+            truth = None if truths is None else procrustes.apply(truths[k], pose)
+            estimate = procrustes.apply(given[specimen][k], pose) if given else \
                 jittered_estimate(surface, truth, jitter_mm, rng)
             for v, view in enumerate(views(radii, shift_mm)):
-                patch = surface.render(estimate, view)
+                patch = surface.render(estimate, view, seeds[k])
                 file = f"images/{specimen}__{name}__{v}.png"
                 Image.fromarray(patch.image).save(out / file)
                 est_px = patch.to_pixel(estimate)[0]
                 true_px = patch.to_pixel(truth)[0] if truth is not None else (None, None)
                 rows.append([specimen, name, v, view.radius, *view.shift, file, *est_px,
-                             *true_px, *patch.centre, " ".join(f"{a:.9f}" for a in
-                                                              patch.axes.ravel()),
+                             *true_px, *procrustes.apply(patch.centre, back),
+                             " ".join(f"{a:.9f}" for a in (patch.axes @ rotation).ravel()),
                              patch.mm_per_pixel])
     buf = io.StringIO()
     writer = csv.writer(buf)

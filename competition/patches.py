@@ -9,6 +9,11 @@ interpolated from the vertices), B shading (Lambert, light along the view); blac
 surface is. The height map is also the inverse
 map: a pixel's 3D surface point is the first hit of a ray cast down the view axis, which the
 z-buffer holds.
+
+A view's in-plane axes come from a seed direction. Specimens are first moved into a common
+pose (`posed`: a rigid fit of their landmark estimates onto a mean shape) and each landmark
+keeps one seed (`landmark_seeds`), so that a patch's x axis points the same way on every
+specimen, however the specimen arrived.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+
+from competition import procrustes
 
 SIZE = 224
 
@@ -130,26 +137,34 @@ def obscurance(height: np.ndarray, mm_per_pixel: float, reach_px: int = 12,
 
 
 def frame(vertices: np.ndarray, normals: np.ndarray, centre: np.ndarray,
-          radius: float) -> np.ndarray:
+          radius: float, seed: np.ndarray | None = None) -> np.ndarray:
     """(3, 3) rows x, y, view axis: the view axis is the mean normal of the vertices within
-    `radius`; x is the world axis least aligned with it, orthogonalised (deterministic)."""
+    `radius`; x is `seed` (default: the world axis least aligned with the view) made
+    orthogonal to it. A fixed seed per landmark keeps the in-plane axes the same across
+    specimens in one pose, where the default could swap two axes between them."""
     near = np.linalg.norm(vertices - centre, axis=1) <= radius
     view = normals[near].mean(axis=0) if near.any() else np.array([0.0, 0.0, 1.0])
     view /= max(np.linalg.norm(view), 1e-12)
-    seed = np.eye(3)[int(np.argmin(np.abs(view)))]
+    if seed is None or abs(np.dot(seed, view)) > 0.99 * np.linalg.norm(seed):
+        seed = least_aligned_axis(view)
     x = seed - view * (seed @ view)
     x /= np.linalg.norm(x)
     return np.stack([x, np.cross(view, x), view])
 
 
+def least_aligned_axis(direction: np.ndarray) -> np.ndarray:
+    return np.eye(3)[int(np.argmin(np.abs(direction)))]
+
+
 def render(vertices: np.ndarray, faces: np.ndarray, centre: np.ndarray, radius: float,
            shift: tuple[float, float] = (0.0, 0.0), normals: np.ndarray | None = None,
-           curvature: np.ndarray | None = None) -> Patch:
+           curvature: np.ndarray | None = None, seed: np.ndarray | None = None) -> Patch:
     """The patch of the surface within `radius` (mm) of `centre`, viewed along its mean
-    normal; `shift` (mm, in the image plane) moves the window, not the frame."""
+    normal (image x from `seed`, see `frame`); `shift` (mm, in the image plane) moves the
+    window, not the frame."""
     normals = vertex_normals(vertices, faces) if normals is None else normals
     curvature = vertex_curvature(vertices, faces, normals) if curvature is None else curvature
-    axes = frame(vertices, normals, centre, radius)
+    axes = frame(vertices, normals, centre, radius, seed)
     window = centre + shift[0] * axes[0] + shift[1] * axes[1]
     mm_per_pixel = 2 * radius / (SIZE - 1)
     local = (vertices - window) @ axes.T
@@ -202,16 +217,50 @@ class Surface:
         normals = vertex_normals(vertices, faces)
         return cls(vertices, faces, normals, vertex_curvature(vertices, faces, normals))
 
-    def render(self, centre: np.ndarray, view: View) -> Patch:
+    def render(self, centre: np.ndarray, view: View, seed: np.ndarray | None = None) -> Patch:
         return render(self.vertices, self.faces, np.asarray(centre, float), view.radius,
-                      view.shift, self.normals, self.curvature)
+                      view.shift, self.normals, self.curvature, seed)
+
+    def moved(self, pose: tuple[np.ndarray, np.ndarray]) -> Surface:
+        """The same surface rigidly moved (normals turn with it; curvature does not change)."""
+        rotation, translation = pose
+        return Surface(self.vertices @ rotation.T + translation, self.faces,
+                       self.normals @ rotation.T, self.curvature)
+
+    def normal_at(self, point: np.ndarray, radius: float) -> np.ndarray:
+        """The view axis a patch of `radius` around `point` would have."""
+        return frame(self.vertices, self.normals, np.asarray(point, float), radius)[2]
 
 
 def jittered_estimate(surface: Surface, truth: np.ndarray, jitter_mm: float,
                       rng: np.random.Generator, tree=None) -> np.ndarray:
     """A training estimate: the manual landmark displaced like a registration's error,
     snapped to the nearest vertex."""
+    return snap(surface, truth + rng.normal(0, jitter_mm, 3), tree)
+
+
+def snap(surface: Surface, points: np.ndarray, tree=None) -> np.ndarray:
+    """The nearest vertices of points."""
     from scipy.spatial import cKDTree
 
     tree = tree or cKDTree(surface.vertices)
-    return surface.vertices[tree.query(truth + rng.normal(0, jitter_mm, 3))[1]]
+    return surface.vertices[tree.query(points)[1]]
+
+
+def posed(vertices: np.ndarray, faces: np.ndarray, estimates: np.ndarray,
+          mean: np.ndarray) -> tuple[Surface, np.ndarray, tuple[np.ndarray, np.ndarray]]:
+    """A specimen in the common pose: its surface and landmark estimates moved by the rigid
+    fit of the estimates onto `mean` (a mean shape), and that pose. Specimens arrive in any
+    orientation (hidden test specimens are rotated at random); in the common pose a
+    patch's in-plane axes mean the same on every specimen."""
+    pose = procrustes.rigid_fit(estimates, mean)
+    return Surface.of(vertices, faces).moved(pose), procrustes.apply(estimates, pose), pose
+
+
+def landmark_seeds(surfaces: list[Surface], points: np.ndarray, radius: float) -> np.ndarray:
+    """(landmarks, 3): per landmark, the axis least aligned with its mean normal over
+    specimens in the common pose (`points`: (specimens, landmarks, 3)); the x direction of
+    its patches on every specimen."""
+    normals = np.array([[s.normal_at(p, radius) for p in specimen]
+                        for s, specimen in zip(surfaces, points, strict=True)])
+    return np.array([least_aligned_axis(n) for n in normals.mean(axis=0)])

@@ -179,6 +179,7 @@ def _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
         "seconds_per_item": model.get("seconds_per_specimen") if isinstance(model, dict)
         else None,
         "validation_item": validation.name if validation else None, "val_score": val_score,
+        "report": _summary(getattr(model, "report", None)),
         "history": history, "submission": str(path), "inputs": str(inputs or "test"),
         "predictions": str(out_dir / "predictions.npz") if has_maps and inputs is None
         else None,

@@ -21,8 +21,10 @@ import csv
 import io
 import math
 import os
+import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -361,7 +363,8 @@ class TrainingRun:
 @contextlib.contextmanager
 def training_run(competition: str, run_name: str, tags: dict[str, Any],
                  config: TrackingConfig | None = None) -> Iterator[TrainingRun]:
-    """A participants' run around training; ended FAILED if the body raises."""
+    """A participants' run around training; ended KILLED when the process is interrupted
+    or terminated (Ctrl-C, SIGTERM), FAILED if the body raises, not left RUNNING."""
     config = config or load_config()
     run = TrainingRun(None, None)
     if config.enabled:
@@ -370,10 +373,24 @@ def training_run(competition: str, run_name: str, tags: dict[str, Any],
             run = TrainingRun(tracker, tracker.start(competition, run_name, tags))
         except Exception as e:
             warn(f"the start of run {run_name}", e)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         yield run
+    except (KeyboardInterrupt, SystemExit):
+        run.end("KILLED")
+        raise
     except BaseException:
         run.end("FAILED")
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     run.end()
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    """SIGTERM's default kills without unwinding: exit instead, as a shell would report it."""
+    raise SystemExit(128 + signum)
 

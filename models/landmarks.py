@@ -45,14 +45,41 @@ def backbone(name: str, size: int = 224, weights: str | None = None,
 
 
 def build_refiner(backbone_name: str = "light", size: int = 224, weights: str | None = None,
-                  width: int = 16, l1: float = 1e-5, l2: float = 1e-4) -> keras.Model:
-    inputs = keras.Input((size, size, 3), name="patch")
-    features = backbone(backbone_name, size, weights, width)(inputs)
+                  width: int = 16, l1: float = 1e-5, l2: float = 1e-4,
+                  kinds: int = 1) -> keras.Model:
+    """One kind of patch: the published model, a patch in, a pixel position out. Several
+    (e.g. each landmark and view): they share the backbone and the head's hidden layer, and
+    each kind has its own last Dense layer, starting at zero weights (a second input, the
+    kind's one-hot code, picks its output; `start_outputs` sets where they start)."""
+    patch = keras.Input((size, size, 3), name="patch")
+    features = backbone(backbone_name, size, weights, width)(patch)
     x = layers.MaxPooling2D(pool_size=(4, 4))(features)
     x = layers.Flatten()(x)
     x = layers.Dense(512, activation="relu",
                      kernel_regularizer=regularizers.L1L2(l1=l1, l2=l2))(x)
     x = layers.Dropout(0.5)(x)
     x = layers.BatchNormalization()(x)
-    outputs = layers.Dense(2, name="position")(x)
-    return keras.Model(inputs, outputs, name=f"refiner_{backbone_name}")
+    if kinds == 1:
+        return keras.Model(patch, layers.Dense(2, name="position")(x),
+                           name=f"refiner_{backbone_name}")
+    which = keras.Input((kinds,), name="kind")
+    every = layers.Dense(2 * kinds, kernel_initializer="zeros", name="positions")(x)
+    position = layers.Dot(axes=1, name="position")([which, layers.Reshape((kinds, 2))(every)])
+    return keras.Model([patch, which], position, name=f"refiner_{backbone_name}")
+
+
+def start_outputs(model: keras.Model, targets, kinds) -> None:
+    """Start each kind's output at its mean training target: with zero weights the untrained
+    model predicts where the landmark lies on average relative to the estimate, and
+    training learns what the image adds (the output layer's bias would move too slowly at
+    Adam's published 1e-4 to get there)."""
+    import numpy as np
+
+    layer = model.get_layer("positions")
+    count = layer.units // 2
+    means = np.zeros((count, 2), np.float32)
+    for k in range(count):
+        if (kinds == k).any():
+            means[k] = targets[kinds == k].mean(axis=0)
+    kernel, _ = layer.get_weights()
+    layer.set_weights([kernel, means.ravel()])

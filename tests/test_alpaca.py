@@ -148,3 +148,48 @@ def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkey
                for r in records]
     combined = comp.task.validate(Path(record["submission"]).read_bytes(), solution)
     assert np.allclose(combined, np.mean(members, axis=0), atol=2e-6)
+
+
+def test_cross_estimates_leave_each_specimen_out(demo_dirs, monkeypatch):
+    entry = load_entry()
+    train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+    train = datasets.LandmarkData(train.ids[:3], train.meshes[:3], train.landmarks,
+                                  train.points[:3])
+    fitted_on = []
+    real_fit = entry.fit
+
+    def spy(task, data, cfg, on_epoch=None):
+        fitted_on.append(list(data.ids))
+        return real_fit(task, data, cfg)
+
+    monkeypatch.setattr(entry, "fit", spy)
+    done = []
+    estimates = entry.cross_estimates(train, config(principal_axes_starts=True), done.append)
+    assert done == [0, 1, 2] and estimates.shape == train.points.shape
+    assert fitted_on == [[i for i in train.ids if i != k] for k in train.ids]
+    error = np.linalg.norm(estimates - train.points, axis=2)
+    # Registration errors, not a copy of the specimen's own landmarks.
+    assert (error.mean(axis=1) > 0.05).all() and error.mean() < 1.5, error.mean(axis=1)
+
+
+def test_cross_estimates_script_writes_a_landmark_csv(demo_dirs, tmp_path):
+    import subprocess
+    import sys
+
+    from competition.formats import landmarks_csv
+
+    comp = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
+    train = datasets.load_train(PreparedCompetition.open(comp))
+    out = tmp_path / "estimates.csv"
+    script = FOLDER / "cross_estimates.py"
+    done = subprocess.run([sys.executable, script, comp, "--out", out, "--config",
+                           FOLDER / "smoke.yaml", "--set", "principal_axes_starts=true"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "8 specimens" in done.stderr and "mean" in done.stderr
+    points, _ = landmarks_csv.read_points(out.read_bytes(),
+                                          expected={i: train.landmarks for i in train.ids})
+    assert sorted(points) == sorted(train.ids)
+    bad = subprocess.run([sys.executable, script, tmp_path / "missing", "--out", out],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr

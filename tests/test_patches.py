@@ -84,6 +84,20 @@ def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys)
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "train" / "index.csv").open()))
     assert len(rows) == 8 * 10 * 4  # training specimens x landmarks x views
+    # Centre and axes are in the specimen's own coordinates: the manual landmark's pixel
+    # maps back onto it (in the image plane) through them.
+    from competition import datasets
+    from competition.prepared import PreparedCompetition
+
+    train = datasets.load_train(PreparedCompetition.open(comp))
+    for row in rows[::37]:
+        truth = train.points[train.ids.index(row["specimen"]),
+                             train.landmarks.index(row["landmark"])]
+        axes = np.array(row["axes"].split(), float).reshape(3, 3)
+        centre = np.array([float(row[f"centre_{c}"]) for c in "xyz"])
+        pixel = np.array([float(row["truth_col"]), float(row["truth_row"])])
+        in_plane = (truth - centre) @ axes[:2].T / float(row["mm_per_pixel"])
+        assert np.allclose(in_plane + (patches.SIZE - 1) / 2, pixel, atol=1e-4)
     for row in rows[:8]:
         with Image.open(tmp_path / "train" / row["image"]) as im:
             assert im.size == (patches.SIZE, patches.SIZE) and im.mode == "RGB"
@@ -100,3 +114,52 @@ def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys)
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "test" / "index.csv").open()))
     assert rows and all(r["truth_col"] == "" for r in rows)  # hidden landmarks never written
+
+
+def test_seed_sets_the_image_x_axis_and_moved_surfaces_draw_the_same_patch():
+    from scipy.spatial.transform import Rotation
+
+    vertices, faces = grid(bump=1.0)
+    vertices = vertices + np.random.default_rng(0).normal(0, 0.02, vertices.shape)  # no symmetry
+    surface = patches.Surface.of(vertices, faces)
+    centre = np.array([0.3, -0.2, 0.9])
+    seed = np.array([1.0, 1.0, 0.0]) / np.sqrt(2)
+    patch = surface.render(centre, patches.View(2.0), seed)
+    view = patch.axes[2]
+    in_plane = seed - view * (seed @ view)
+    assert np.allclose(patch.axes[0], in_plane / np.linalg.norm(in_plane))
+    # The same surface moved rigidly, viewed with the seed moved along: the same image, and
+    # pixels map back to the moved surface points.
+    rotation = Rotation.from_euler("xyz", [40, -70, 150], degrees=True).as_matrix()
+    pose = rotation, np.array([5.0, -3.0, 8.0])
+    moved = surface.moved(pose)
+    again = moved.render(centre @ rotation.T + pose[1], patches.View(2.0), rotation @ seed)
+    assert np.abs(again.image.astype(int) - patch.image.astype(int)).max() <= 2
+    direct = patches.Surface.of(vertices @ rotation.T + pose[1], faces)
+    assert np.allclose(direct.normals, moved.normals) and np.allclose(direct.curvature,
+                                                                        moved.curvature)
+    pixel = np.array([[140.0, 90.0]])
+    assert np.allclose(again.to_surface(pixel), patch.to_surface(pixel) @ rotation.T + pose[1])
+
+
+def test_common_pose_draws_the_same_patches_whatever_the_rotation(demo_dirs):
+    from scipy.spatial.transform import Rotation
+
+    from competition import datasets, procrustes
+    from competition.prepared import PreparedCompetition
+
+    train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+    mean = procrustes.mean_shape(train.points)
+    mesh, estimates = train.meshes[0], train.points[0]
+    rotated = mesh.copy()
+    matrix = np.eye(4)
+    matrix[:3, :3] = Rotation.from_euler("zyx", [120, -35, 70], degrees=True).as_matrix()
+    matrix[:3, 3] = [12.0, -40.0, 7.0]
+    rotated.apply_transform(matrix)
+    seed = np.array([0.0, 1.0, 0.0])
+    drawn = []
+    for m, e in ((mesh, estimates), (rotated, estimates @ matrix[:3, :3].T + matrix[:3, 3])):
+        surface, placed, _ = patches.posed(m.vertices, m.faces, e, mean)
+        drawn.append((placed, surface.render(placed[2], patches.View(2.0), seed).image.astype(int)))
+    assert np.allclose(drawn[0][0], drawn[1][0], atol=1e-6)
+    assert np.abs(drawn[0][1] - drawn[1][1]).max() <= 2

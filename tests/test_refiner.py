@@ -55,6 +55,7 @@ def test_smoke_run_and_transfer_between_landmarks(demo_dirs, tmp_path):
     record = run(comp_dir, FOLDER, FOLDER / "smoke.yaml")
     assert record["status"] == "scored", record.get("error")
     assert len(record["history"]) == 2 and "rmse" in record["history"][0]
+    assert record["report"] == {"shrink": 1.0, "held_out": None}  # jittered: none chosen
     saved = Path(record["submission"]).parent / "model" / "model.keras"
     # Zero-shot / fine-tune: a third landmark starts from the first model's weights.
     for fine_tune in (False, True):
@@ -72,3 +73,95 @@ def test_smoke_run_and_transfer_between_landmarks(demo_dirs, tmp_path):
         start = keras.models.load_model(saved).layers[1].get_weights()[0]
         now = backbone.get_weights()[0]
         assert np.array_equal(start, now) is (not fine_tune)
+
+
+def smoke_config(**changes) -> dict:
+    return {**yaml.safe_load((FOLDER / "config.yaml").read_text()),
+            **yaml.safe_load((FOLDER / "smoke.yaml").read_text()), **changes}
+
+
+def demo_train(demo_dirs):
+    from competition import datasets
+    from competition.prepared import PreparedCompetition
+
+    return datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+
+
+def test_shrinkage_is_chosen_on_held_out_specimens(demo_dirs, tmp_path):
+    from competition.formats import landmarks_csv
+
+    entry, train = load_entry(), demo_train(demo_dirs)
+    rng = np.random.default_rng(0)
+    estimates = train.points + rng.normal(0, 0.5, train.points.shape)
+    path = tmp_path / "estimates.csv"
+    path.write_bytes(landmarks_csv.write_points(
+        [(i, n, estimates[s, k]) for s, i in enumerate(train.ids)
+         for k, n in enumerate(train.landmarks)]))
+    refiner = entry.fit("landmarks", train, smoke_config(
+        training_estimates=str(path), validation_specimens=2, shrink="auto", epochs=1,
+        estimates=str(path)))
+    table = refiner.calibration
+    assert list(table) == [f"{s:.1f}" for s in entry.SHRINK_GRID]
+    best = max(list(table)[1:], key=lambda s: (table[s]["win_rate"], -table[s]["mean_error"]))
+    assert refiner.shrink == float(best)
+    # No shrinkage kept: the estimates themselves come back; all of it: the CNN's points,
+    # on the surface.
+    mesh = train.meshes[-1]
+    kept, moved = entry.refine(refiner, mesh, estimates[-1], shrinks=[0.0, 1.0])
+    assert np.array_equal(kept, estimates[-1])
+    refined = [train.landmarks.index(n) for n in refiner.names]
+    assert not np.allclose(moved[refined], estimates[-1][refined])
+    import trimesh
+    from scipy.spatial import cKDTree
+
+    dense = trimesh.sample.sample_surface(mesh, 300_000, seed=0)[0]  # ~0.1 mm apart
+    assert cKDTree(dense).query(moved[refined])[0].max() < 0.2
+
+
+def test_bad_refiner_settings_are_clear_errors(demo_dirs, tmp_path):
+    import pytest
+
+    from competition.errors import CompetitionError
+
+    entry, train = load_entry(), demo_train(demo_dirs)
+    bad = tmp_path / "estimates.csv"
+    bad.write_text("specimen,landmark,x,y,z\nnobody,1,0,0,0\n")
+    for changes, message in (({"only_landmarks": ["99"]}, "no such landmark"),
+                             ({"shrink": 2}, "shrink 2"),
+                             ({"training_estimates": str(bad)}, "estimates.csv: line 2")):
+        with pytest.raises(CompetitionError, match=message):
+            entry.fit("landmarks", train, smoke_config(**changes))
+
+
+def test_outputs_per_landmark_and_view_start_at_their_mean_targets():
+    from models.landmarks import start_outputs
+
+    model = build_refiner("light", width=4, kinds=3)
+    rng = np.random.default_rng(0)
+    kinds = np.array([0, 0, 2, 2, 2])
+    targets = rng.uniform(-1, 1, (5, 2)).astype(np.float32)
+    start_outputs(model, targets, kinds)
+    images = rng.uniform(0, 255, (3, SIZE, SIZE, 3)).astype(np.float32)
+    out = model.predict([images, np.eye(3, dtype=np.float32)], verbose=0)
+    # Whatever the image: each kind starts at its mean target (no example: zero).
+    assert np.allclose(out, [targets[:2].mean(axis=0), [0, 0], targets[2:].mean(axis=0)],
+                       atol=1e-6)
+    assert model.output_shape == (None, 2)
+    names = [layer.name for layer in model.layers]
+    assert "positions" in names and "kind" in names
+
+
+def test_training_estimates_from_leave_one_out_alpaca(demo_dirs, monkeypatch):
+    from competition import datasets
+
+    entry, train = load_entry(), demo_train(demo_dirs)
+    train = datasets.LandmarkData(train.ids[:4], train.meshes[:4], train.landmarks,
+                                  train.points[:4])
+    config = smoke_config(training_estimates="alpaca", validation_specimens=1, epochs=1)
+    estimates = entry.training_estimates("landmarks", train, config)
+    error = np.linalg.norm(estimates - train.points, axis=2)
+    assert estimates.shape == train.points.shape and 0.05 < error.mean() < 1.5
+    # fit uses them (no jitter of the manual landmarks) and so chooses a shrinkage.
+    monkeypatch.setattr(entry, "training_estimates", lambda *a: estimates)
+    refiner = entry.fit("landmarks", train, config)
+    assert refiner.calibration is not None and 0 < refiner.shrink <= 1

@@ -366,3 +366,23 @@ def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
         page.screenshot(path=str(shots / "mlflow-compare-metrics.png"))
     finally:
         stop_group(process)
+
+
+def test_a_terminated_training_run_is_ended_killed(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+    script = ("import time\nfrom competition import tracking\n"
+              "with tracking.training_run('demo', 'long', {'kind': 'training'}):\n"
+              "    print('started', flush=True)\n    time.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                             text=True, cwd=tmp_path)
+    assert child.stdout.readline().strip() == "started"
+    time.sleep(0.5)
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    runs = tracking.Tracker(config, "participants").runs("demo", "")
+    assert [r.info.status for r in runs] == ["KILLED"]

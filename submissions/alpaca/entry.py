@@ -19,6 +19,8 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
+from competition import procrustes
+
 
 def fit(task, train, config, on_epoch=None):
     if task != "landmarks":
@@ -35,17 +37,12 @@ def typical_order(points: np.ndarray) -> list[int]:
     shapes = [s / np.linalg.norm(s) for s in shapes]
     mean = shapes[0]
     for _ in range(5):  # generalised Procrustes: align to the mean, re-average
-        aligned = [_rotate_onto(s, mean) for s in shapes]
+        aligned = [procrustes.apply(s, procrustes.rigid_fit(s, mean)) for s in shapes]
         mean = np.mean(aligned, axis=0)
         mean /= np.linalg.norm(mean)
-    distances = [np.linalg.norm(_rotate_onto(s, mean) - mean) for s in shapes]
+    distances = [np.linalg.norm(procrustes.apply(s, procrustes.rigid_fit(s, mean)) - mean)
+                 for s in shapes]
     return list(np.argsort(distances))
-
-
-def _rotate_onto(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    u, _, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    return a @ (u @ np.diag([1, 1, d]) @ vt)
 
 
 def diagonal(points: np.ndarray) -> float:
@@ -190,6 +187,23 @@ def predict(task, model, inputs, config):
         out[specimen] = points
         seconds.append(time.perf_counter() - start)
     model["seconds_per_specimen"] = float(np.mean(seconds))
+    return out
+
+
+def cross_estimates(train, config, progress=None) -> np.ndarray:
+    """Leave-one-out estimates of the training specimens: each one landmarked from templates
+    chosen among the others, as a test specimen would be. (specimens, landmarks, 3); what a
+    refiner trains on, so that its training estimates err the way ALPACA's do."""
+    out = np.empty_like(np.asarray(train.points, dtype=np.float64))
+    for k in range(len(train.ids)):
+        rest = [j for j in range(len(train.ids)) if j != k]
+        others = type(train)([train.ids[j] for j in rest], [train.meshes[j] for j in rest],
+                             train.landmarks, train.points[rest])
+        target = type(train)([train.ids[k]], [train.meshes[k]], train.landmarks)
+        out[k] = predict("landmarks", fit("landmarks", others, config), target,
+                         config)[train.ids[k]]
+        if progress is not None:
+            progress(k)
     return out
 
 

@@ -1,0 +1,62 @@
+"""Leave-one-out ALPACA estimates of a landmark competition's training specimens, written
+as a landmark CSV: each specimen landmarked from templates chosen among the others, the way
+a hidden specimen is. A refiner that trains around these estimates sees ALPACA's real
+errors (`submissions/xception_landmarks`: `--set training_estimates=FILE`).
+
+    python submissions/alpaca/cross_estimates.py data/mouse-landmarks --out estimates.csv
+    python submissions/alpaca/cross_estimates.py DIR --out F --config submissions/alpaca/smoke.yaml
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import Progress
+
+from competition import datasets
+from competition.errors import CompetitionError
+from competition.formats import landmarks_csv
+from competition.prepared import PreparedCompetition
+from competition.run import load_entry, resolve_config
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(directory: Path = typer.Argument(..., help="A prepared landmark competition."),
+         out: Path = typer.Option(..., help="The landmark CSV to write."),
+         config: Path | None = typer.Option(None, help="A configuration on top of "
+                                            "config.yaml (e.g. smoke.yaml)."),
+         set_: list[str] = typer.Option([], "--set", help="key=value overrides.")) -> None:
+    err = Console(stderr=True)
+    try:
+        comp = PreparedCompetition.open(directory)
+        if comp.task.name != "landmarks":
+            raise CompetitionError(f"{directory}: not a landmark competition")
+        train = datasets.load_train(comp)
+        if len(train.ids) < 2:
+            raise CompetitionError(f"{directory}: leave-one-out needs two training specimens")
+        settings = resolve_config(HERE, "landmarks", config, set_)
+        with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
+            task = bar.add_task("ALPACA, leaving each specimen out", total=len(train.ids))
+            estimates = load_entry(HERE).cross_estimates(
+                train, settings, progress=lambda _: bar.advance(task))
+    except CompetitionError as e:
+        err.print("[red]error:[/]", escape(str(e)), soft_wrap=True)
+        sys.exit(2)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(landmarks_csv.write_points(
+        [(i, n, estimates[s, k]) for s, i in enumerate(train.ids)
+         for k, n in enumerate(train.landmarks)]))
+    error = np.linalg.norm(estimates - train.points, axis=2)
+    err.print(f"wrote {out}: {len(train.ids)} specimens; error against the manual landmarks: "
+              f"mean {error.mean():.3f} mm, median {np.median(error):.3f} mm",
+              soft_wrap=True, markup=False)
+
+
+if __name__ == "__main__":
+    typer.run(main)
