@@ -25,6 +25,18 @@ def shared(name: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def open3d():
+    """open3d (the ALPACA baseline's registration), or a skip that names what is missing:
+    its wheel loads only where Debian's libusb-1.0-0 is installed."""
+    try:
+        import open3d as o3d
+    except ImportError as e:
+        pytest.skip(f"open3d cannot load ({e}); install Debian's libusb-1.0-0 "
+                    "(apt-get install libusb-1.0-0), as .ci/run does")
+    return o3d
+
+
+@pytest.fixture(scope="session")
 def demo_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("demos")
     return {kind: prepare(kind, root / kind, seed=0)

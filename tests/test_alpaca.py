@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 from scipy.spatial.transform import Rotation
 
@@ -42,6 +43,7 @@ def moved(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return rotation, shift
 
 
+@pytest.mark.usefixtures("open3d")
 def test_transfer_recovers_landmarks_on_a_rigidly_moved_copy(demo_dirs):
     entry = load_entry()
     train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
@@ -70,6 +72,7 @@ def test_principal_axes_starts_are_proper_rotations_that_align_axes():
     assert min(errors) < 1e-6  # one of them is the true motion
 
 
+@pytest.mark.usefixtures("open3d")
 def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_path, capsys):
     from competition.run import run
 
@@ -106,6 +109,7 @@ def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_pat
     assert code == 2 and str(bad) in err and "Traceback" not in out + err
 
 
+@pytest.mark.usefixtures("open3d")
 def test_real_skull_transfer_is_sub_millimetre():
     source = shared("mouse_skulls")
     entry = load_entry()
@@ -125,6 +129,7 @@ def test_real_skull_transfer_is_sub_millimetre():
     assert error.mean() < 1.0, error.mean()  # ALPACA's papers: sub-millimetre on mouse skulls
 
 
+@pytest.mark.usefixtures("open3d")
 def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkeypatch):
     from competition import ensemble
     from competition.run import run
@@ -150,6 +155,7 @@ def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkey
     assert np.allclose(combined, np.mean(members, axis=0), atol=2e-6)
 
 
+@pytest.mark.usefixtures("open3d")
 def test_cross_estimates_leave_each_specimen_out(demo_dirs, monkeypatch):
     entry = load_entry()
     train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
@@ -172,6 +178,7 @@ def test_cross_estimates_leave_each_specimen_out(demo_dirs, monkeypatch):
     assert (error.mean(axis=1) > 0.05).all() and error.mean() < 1.5, error.mean(axis=1)
 
 
+@pytest.mark.usefixtures("open3d")
 def test_cross_estimates_script_writes_a_landmark_csv(demo_dirs, tmp_path):
     import subprocess
     import sys

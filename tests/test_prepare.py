@@ -94,7 +94,12 @@ def test_real_landmarks_test_specimens_are_moved_and_renamed(real_dirs):
     root = real_dirs["mouse-landmarks"]
     transforms = json.loads((root / "private" / "transforms.json").read_text())
     source = shared("mouse_skulls")
-    assert len(transforms) == 7
+    # Counts come from the data: every source skull is either a training or a test specimen,
+    # and a third of them (the default) are held out.
+    n_source = len(list((source / "Models").glob("*.ply")))
+    n_train = len(list((root / "public" / "train" / "Models").glob("*.ply")))
+    assert len(transforms) == n_source - n_train == round(n_source / 3)
+    assert sorted(transforms) == sorted(p.stem for p in (root / "public/test/Models").glob("*.ply"))
     for name, t in transforms.items():
         assert name.startswith("specimen_")
         matrix = np.array(t["matrix"])

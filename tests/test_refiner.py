@@ -8,6 +8,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import pytest
 import yaml
 
 from competition import run as run_module
@@ -48,6 +49,7 @@ def test_rotation_moves_the_keypoint_with_the_image():
         assert abs(cols.mean() - pixel[0]) < 1.5 and abs(rows.mean() - pixel[1]) < 1.5
 
 
+@pytest.mark.usefixtures("open3d")
 def test_smoke_run_and_transfer_between_landmarks(demo_dirs, tmp_path):
     from competition.run import run
 
@@ -151,6 +153,7 @@ def test_outputs_per_landmark_and_view_start_at_their_mean_targets():
     assert "positions" in names and "kind" in names
 
 
+@pytest.mark.usefixtures("open3d")
 def test_training_estimates_from_leave_one_out_alpaca(demo_dirs, monkeypatch):
     from competition import datasets
 

@@ -54,9 +54,19 @@ def diagonal(points: np.ndarray) -> float:
     return float(np.linalg.norm(local.max(axis=0) - local.min(axis=0)))
 
 
+def load_open3d():
+    """open3d, or a clear error: its wheel loads only where libusb-1.0 is installed."""
+    try:
+        import open3d
+    except ImportError as e:
+        raise RuntimeError(f"open3d cannot load ({e}): install Debian's libusb-1.0-0 "
+                           "(apt-get install libusb-1.0-0)") from None
+    return open3d
+
+
 def transfer(template_vertices, template_landmarks, target_vertices, config, seed=0):
     """Landmarks of one template placed on one target (both vertex arrays in mm)."""
-    import open3d as o3d
+    o3d = load_open3d()
     from pycpd import DeformableRegistration
 
     reg = o3d.pipelines.registration
