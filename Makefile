@@ -17,12 +17,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/competition demo --out data/demo
 
-test: $(STAMP)
+test: lint
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
-	$(BIN)/ruff check competition models tests benchmarks
+	$(BIN)/ruff check competition models submissions tests benchmarks
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_leaderboard.py
+	$(BIN)/python benchmarks/bench_cli.py

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import insert, select
 
-from competition import leaderboard, tracking
-from competition.prepare import prepare
-from competition.prepared import PreparedCompetition
-from competition.store.schema import item_scores, submissions, teams
-from competition.submissions import SubmissionStore
+from competition.board import leaderboard
+from competition.board.board import Board
+from competition.board.prepared import PreparedCompetition
+from competition.board.store.schema import item_scores, submissions, teams
+from competition.tasks.preparing import prepare
+from competition.tracking import config as tracking
 
 
 def median_ms(fn, repeat: int = 7) -> float:
@@ -40,7 +41,7 @@ def median_ms(fn, repeat: int = 7) -> float:
     return statistics.median(times)
 
 
-def fill(store: SubmissionStore, n_submissions: int, n_teams: int) -> None:
+def fill(store: Board, n_submissions: int, n_teams: int) -> None:
     solution = store.comp.load_solution()
     items = [(image_id, image.usage) for image_id, image in solution.items()]
     is_public = np.array([usage == "Public" for _, usage in items])
@@ -68,7 +69,7 @@ def fill(store: SubmissionStore, n_submissions: int, n_teams: int) -> None:
 
 def bench_boards(root: Path, n_submissions: int, n_teams: int) -> None:
     comp_dir = prepare("demo-nuclei", root / "boards")
-    store = SubmissionStore(PreparedCompetition.open(comp_dir))
+    store = Board(PreparedCompetition.open(comp_dir))
     fill(store, n_submissions, n_teams)
 
     def bare_read():
@@ -101,9 +102,8 @@ def bench_throughput(root: Path, n: int, tracked: bool) -> float:
         os.environ[tracking.CONFIG_ENV] = str(config)
     comp_dir = prepare("demo-nuclei", root / f"throughput-{'tracked' if tracked else 'bare'}")
     comp = PreparedCompetition.open(comp_dir)
-    config = comp.config
-    config["rules"]["daily_limit"] = n + 2
-    store = SubmissionStore(comp)
+    comp.config.rules.daily_limit = n + 2
+    store = Board(comp)
     sample = (comp.public_dir / "sample_submission.csv").read_text()
     first_id = sample.splitlines()[1].split(",")[0]
     paths = []
@@ -112,10 +112,10 @@ def bench_throughput(root: Path, n: int, tracked: bool) -> float:
         path.write_text(sample + f"{first_id},{k + 1} 1\n")
         paths.append(path)
     # One untimed submission first: it creates the stores (MLflow's schema, once per store).
-    assert store.submit(paths.pop(0), "team").status == "scored"
+    assert store.submissions.submit(paths.pop(0), "team").status == "scored"
     start = time.perf_counter()
     for path in paths:
-        assert store.submit(path, "team").status == "scored"
+        assert store.submissions.submit(path, "team").status == "scored"
     seconds = time.perf_counter() - start
     print(f"submit   : {n} submissions to demo-nuclei in {seconds:.1f} s = "
           f"{60 * n / seconds:.0f} per minute sustained (validate, score in a child process, "

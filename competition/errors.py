@@ -32,3 +32,8 @@ class SourceDataError(CompetitionError):
 
 class CompetitionDirError(CompetitionError):
     """A directory is not a prepared competition, or is damaged."""
+
+
+class ConfigError(CompetitionError):
+    """A configuration file (competition.yaml, an entry's config, mlflow.yaml) is malformed:
+    the message names the file, the key and, for a misspelt key, the closest valid one."""

@@ -8,8 +8,13 @@ random otherwise: nothing is downloaded), or a light one for CPU-only training.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import keras
 from keras import layers, regularizers
+
+if TYPE_CHECKING:
+    import numpy as np
 
 BACKBONES = ("xception", "light")
 
@@ -68,7 +73,7 @@ def build_refiner(backbone_name: str = "light", size: int = 224, weights: str | 
     return keras.Model([patch, which], position, name=f"refiner_{backbone_name}")
 
 
-def start_outputs(model: keras.Model, targets, kinds) -> None:
+def start_outputs(model: keras.Model, targets: np.ndarray, kinds: np.ndarray) -> None:
     """Start each kind's output at its mean training target: with zero weights the untrained
     model predicts where the landmark lies on average relative to the estimate, and
     training learns what the image adds (the output layer's bias would move too slowly at

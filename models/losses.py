@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from keras import ops
 
 EPS = 1e-6
 
 
-def binary_crossentropy(y_true, y_pred):
+def binary_crossentropy(y_true: Any, y_pred: Any) -> Any:
     y_pred = ops.clip(y_pred, EPS, 1 - EPS)
     return ops.mean(-(y_true * ops.log(y_pred) + (1 - y_true) * ops.log(1 - y_pred)))
 
 
-def weighted_binary_crossentropy(y_true, y_pred):
+def weighted_binary_crossentropy(y_true: Any, y_pred: Any) -> Any:
     """Cross-entropy weighted per pixel by the weight channel of `y_true` (U-Net paper)."""
     labels, weights = y_true[..., :-1], y_true[..., -1:]
     y_pred = ops.clip(y_pred, EPS, 1 - EPS)
@@ -22,7 +25,7 @@ def weighted_binary_crossentropy(y_true, y_pred):
                                                                  "float32") + EPS)
 
 
-def soft_dice(y_true, y_pred):
+def soft_dice(y_true: Any, y_pred: Any) -> Any:
     """1 - soft Dice, per channel, averaged."""
     axes = (0, 1, 2)
     inter = ops.sum(y_true * y_pred, axis=axes)
@@ -30,7 +33,7 @@ def soft_dice(y_true, y_pred):
     return 1 - ops.mean((2 * inter + 1) / (total + 1))
 
 
-def soft_jaccard(y_true, y_pred):
+def soft_jaccard(y_true: Any, y_pred: Any) -> Any:
     """1 - soft Jaccard (IoU), per channel, averaged."""
     axes = (0, 1, 2)
     inter = ops.sum(y_true * y_pred, axis=axes)
@@ -38,23 +41,24 @@ def soft_jaccard(y_true, y_pred):
     return 1 - ops.mean((inter + 1) / (union + 1))
 
 
-def _labels(y_true, weighted: bool):
+def _labels(y_true: Any, weighted: bool) -> Any:
     return y_true[..., :-1] if weighted else y_true
 
 
-def combined(names: list[str], weighted: bool):
+def combined(names: list[str], weighted: bool) -> Callable[[Any, Any], Any]:
     """A loss summing the named terms ("bce", "weighted_bce", "dice", "jaccard")."""
-    terms = {"bce": lambda t, p: binary_crossentropy(_labels(t, weighted), p),
-             "weighted_bce": weighted_binary_crossentropy,
-             "dice": lambda t, p: soft_dice(_labels(t, weighted), p),
-             "jaccard": lambda t, p: soft_jaccard(_labels(t, weighted), p)}
+    terms: dict[str, Callable[[Any, Any], Any]] = {
+        "bce": lambda t, p: binary_crossentropy(_labels(t, weighted), p),
+        "weighted_bce": weighted_binary_crossentropy,
+        "dice": lambda t, p: soft_dice(_labels(t, weighted), p),
+        "jaccard": lambda t, p: soft_jaccard(_labels(t, weighted), p)}
     unknown = set(names) - set(terms)
     if unknown:
         raise ValueError(f"unknown loss terms {sorted(unknown)}; choose from {sorted(terms)}")
     if "weighted_bce" in names and not weighted:
         raise ValueError("weighted_bce needs weight maps (set weight_maps: true)")
 
-    def loss(y_true, y_pred):
+    def loss(y_true: Any, y_pred: Any) -> Any:
         return sum(terms[n](y_true, y_pred) for n in names)
 
     loss.__name__ = "_".join(names)

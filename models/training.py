@@ -8,6 +8,9 @@ whose worker threads prepare the next batches while the model trains.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
 import albumentations as A
 import cv2
 import keras
@@ -20,7 +23,7 @@ def normalise(gray: np.ndarray, invert: bool = False) -> np.ndarray:
     """Percentile contrast stretch to [0, 1]; optionally inverted (bright background)."""
     gray = np.asarray(gray, np.float32)
     low, high = np.percentile(gray, (1, 99))
-    out = np.clip((gray - low) / max(high - low, 1e-6), 0, 1)
+    out: np.ndarray = np.clip((gray - low) / max(high - low, 1e-6), 0, 1)
     return 1 - out if invert else out
 
 
@@ -52,16 +55,17 @@ def augmentation(elastic: bool = True) -> tuple[A.Compose, A.Compose]:
     return A.Compose(geometric), A.Compose(photometric)
 
 
-class PatchDataset(keras.utils.PyDataset):
+class PatchDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is untyped
     """Random patches of (image channels, targets), augmented, `steps` batches per epoch.
 
     `images` are (H, W, C) float32 in [0, 1]; `targets` (H, W, K) float32; the first
     `photometric_channels` image channels get brightness/contrast/noise changes.
     """
 
-    def __init__(self, images, targets, patch: int, batch_size: int, steps: int,
-                 augment: bool = True, elastic: bool = True, photometric_channels: int = 1,
-                 arms: bool = False, seed: int = 0, **kwargs):
+    def __init__(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], patch: int,
+                 batch_size: int, steps: int, augment: bool = True, elastic: bool = True,
+                 photometric_channels: int = 1, arms: bool = False, seed: int = 0,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.images, self.targets = images, targets
         self.patch, self.batch_size, self.steps = patch, batch_size, steps
@@ -76,7 +80,7 @@ class PatchDataset(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         self.epoch += 1
 
-    def _crop(self, rng, k: int):
+    def _crop(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
         image, target = self.images[k], self.targets[k]
         h, w = image.shape[:2]
         p = self.patch
@@ -87,7 +91,7 @@ class PatchDataset(keras.utils.PyDataset):
         y, x = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
         return image[y:y + p, x:x + p], target[y:y + p, x:x + p]
 
-    def __getitem__(self, index: int):
+    def __getitem__(self, index: int) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
         xs, ys = [], []
         for _ in range(self.batch_size):
@@ -108,8 +112,9 @@ class PatchDataset(keras.utils.PyDataset):
         return (split_arms(x) if self.arms else x), y
 
 
-def predict_batches(model: keras.Model, arms: bool):
-    """A `predict` callable for `competition.tiling.predict_tiled`."""
+def predict_batches(model: keras.Model, arms: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """A `predict` callable for `models.tiling.predict_tiled`."""
     def predict(tiles: np.ndarray) -> np.ndarray:
-        return model.predict_on_batch(split_arms(tiles) if arms else tiles)
+        out: np.ndarray = model.predict_on_batch(split_arms(tiles) if arms else tiles)
+        return out
     return predict

@@ -1,16 +1,18 @@
 """U-Net (Ronneberger et al. 2015) with same padding, and the multi-arm variant.
 
 Inputs of any size divisible by 2**depth (whole images are predicted by tiles, see
-`competition.tiling`). Channels-last.
+`models.tiling`). Channels-last.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import keras
 from keras import layers
 
 
-def conv_block(x, filters: int, batch_norm: bool, dropout: float, name: str):
+def conv_block(x: Any, filters: int, batch_norm: bool, dropout: float, name: str) -> Any:
     for k in range(2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=not batch_norm,
                           kernel_initializer="he_normal", name=f"{name}_conv{k}")(x)
@@ -22,7 +24,8 @@ def conv_block(x, filters: int, batch_norm: bool, dropout: float, name: str):
     return x
 
 
-def encoder(x, depth: int, base_filters: int, batch_norm: bool, dropout: float, name: str):
+def encoder(x: Any, depth: int, base_filters: int, batch_norm: bool, dropout: float,
+            name: str) -> tuple[list[Any], Any]:
     """Feature maps at every level (for the skips) and the bottom of the encoder."""
     skips = []
     for level in range(depth):
@@ -33,7 +36,8 @@ def encoder(x, depth: int, base_filters: int, batch_norm: bool, dropout: float, 
     return skips, x
 
 
-def decoder(x, skips, base_filters: int, batch_norm: bool, dropout: float):
+def decoder(x: Any, skips: list[Any], base_filters: int, batch_norm: bool,
+            dropout: float) -> Any:
     for level in reversed(range(len(skips))):
         x = layers.Conv2DTranspose(base_filters * 2**level, 2, strides=2, padding="same",
                                    name=f"up{level}_transpose")(x)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from competition.prepare import prepare
+from competition.tasks.preparing import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 # MLflow logging is on by default; tests that are not about it must not write an mlflow.db

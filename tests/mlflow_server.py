@@ -10,7 +10,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from competition.subprocesses import stop_group
+from competition.interfaces.subprocesses import stop_group
 
 
 def free_port() -> int:

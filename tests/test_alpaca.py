@@ -12,11 +12,12 @@ import pytest
 import yaml
 from scipy.spatial.transform import Rotation
 
-from competition import datasets, scoring
-from competition import run as run_module
-from competition.demo import naive_landmarks
+from competition.board import scoring
+from competition.board.prepared import PreparedCompetition
 from competition.formats import meshes
-from competition.prepared import PreparedCompetition
+from competition.formats.files import SubmissionFile
+from competition.tasks.landmarks.data import LandmarkData
+from competition.training import entries
 from tests.conftest import shared
 from tests.test_bad_input import run_cli
 
@@ -25,15 +26,18 @@ FOLDER = REPO / "submissions" / "alpaca"
 
 
 def load_entry():
-    return run_module.load_entry(FOLDER)
+    return entries.load_entry(FOLDER)
 
 
 def config(smoke: bool = True, **changes) -> dict:
-    doc = yaml.safe_load((FOLDER / "config.yaml").read_text())
-    if smoke:
-        doc.update(yaml.safe_load((FOLDER / "smoke.yaml").read_text()))
+    doc = entries.resolve_config(FOLDER, "landmarks", FOLDER / "smoke.yaml" if smoke else None)
     doc.update(changes)
     return doc
+
+
+def demo_train(comp_dir: Path) -> LandmarkData:
+    comp = PreparedCompetition.open(comp_dir)
+    return comp.task.load_train(comp.public_dir)
 
 
 def moved(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +50,7 @@ def moved(seed: int) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.usefixtures("open3d")
 def test_transfer_recovers_landmarks_on_a_rigidly_moved_copy(demo_dirs):
     entry = load_entry()
-    train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+    train = demo_train(demo_dirs["demo-landmarks"])
     vertices, landmarks = np.asarray(train.meshes[0].vertices), train.points[0]
     for seed in range(3):
         rotation, shift = moved(seed)
@@ -74,7 +78,7 @@ def test_principal_axes_starts_are_proper_rotations_that_align_axes():
 
 @pytest.mark.usefixtures("open3d")
 def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_path, capsys):
-    from competition.run import run
+    from competition.training.run import run
 
     comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
     smoke = tmp_path / "smoke.yaml"
@@ -90,7 +94,7 @@ def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_pat
     comp = PreparedCompetition.open(comp_dir)
     assert comp.reference_path.read_bytes() == Path(record["submission"]).read_bytes()
     naive = tmp_path / "naive.csv"
-    naive.write_bytes(naive_landmarks(comp.public_dir))
+    naive.write_bytes(comp.task.naive_submission(comp.public_dir))
     scored = scoring.score(comp, naive)
     assert 0 <= scored.fields["win_rate"] <= 100
     assert "win_rate" in scored.fields["per_landmark"][0]
@@ -131,8 +135,8 @@ def test_real_skull_transfer_is_sub_millimetre():
 
 @pytest.mark.usefixtures("open3d")
 def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkeypatch):
-    from competition import ensemble
-    from competition.run import run
+    from competition.ensembles import build as ensemble
+    from competition.training.run import run
     from tests.test_tracking import EMBEDDED, switch_on
 
     switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
@@ -149,26 +153,25 @@ def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkey
                             submit=False)
     comp = PreparedCompetition.open(comp_dir)
     solution = comp.load_solution()
-    members = [comp.task.validate(Path(r["submission"]).read_bytes(), solution)
+    members = [comp.task.validate(SubmissionFile(r["submission"]), solution)
                for r in records]
-    combined = comp.task.validate(Path(record["submission"]).read_bytes(), solution)
+    combined = comp.task.validate(SubmissionFile(record["submission"]), solution)
     assert np.allclose(combined, np.mean(members, axis=0), atol=2e-6)
 
 
 @pytest.mark.usefixtures("open3d")
 def test_cross_estimates_leave_each_specimen_out(demo_dirs, monkeypatch):
     entry = load_entry()
-    train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
-    train = datasets.LandmarkData(train.ids[:3], train.meshes[:3], train.landmarks,
-                                  train.points[:3])
+    train = demo_train(demo_dirs["demo-landmarks"])
+    train = LandmarkData(train.ids[:3], train.meshes[:3], train.landmarks, train.points[:3])
     fitted_on = []
-    real_fit = entry.fit
+    real_choose = entry.choose_templates  # what fit does: the templates from training data
 
-    def spy(task, data, cfg, on_epoch=None):
+    def spy(data, cfg):
         fitted_on.append(list(data.ids))
-        return real_fit(task, data, cfg)
+        return real_choose(data, cfg)
 
-    monkeypatch.setattr(entry, "fit", spy)
+    monkeypatch.setattr(entry, "choose_templates", spy)
     done = []
     estimates = entry.cross_estimates(train, config(principal_axes_starts=True), done.append)
     assert done == [0, 1, 2] and estimates.shape == train.points.shape
@@ -186,7 +189,7 @@ def test_cross_estimates_script_writes_a_landmark_csv(demo_dirs, tmp_path):
     from competition.formats import landmarks_csv
 
     comp = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
-    train = datasets.load_train(PreparedCompetition.open(comp))
+    train = demo_train(comp)
     out = tmp_path / "estimates.csv"
     script = FOLDER / "cross_estimates.py"
     done = subprocess.run([sys.executable, script, comp, "--out", out, "--config",

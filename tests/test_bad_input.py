@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import yaml
 
-from competition import cli
 from competition.formats import em_tiff
+from competition.interfaces import cli
 
 
 def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
@@ -74,16 +74,37 @@ def nuclei_cases(comp: Path) -> list[tuple[str, bytes, list[str]]]:
     ]
 
 
+NUCLEI_CASES = ("wrong header", "unknown id", "missing ids", "non-integer", "odd tokens",
+                "start zero", "unsorted", "beyond image", "duplicate", "overlap", "non-UTF-8",
+                "empty", "only whitespace", "truncated", "three fields", "huge number")
+
+
 def _shifted(row: str) -> str:
     """A mask overlapping the row's mask: its first run moved by one pixel."""
     tokens = row.split(",")[1].split()
     return f"{int(tokens[0]) + 1} 1"
 
 
-@pytest.mark.parametrize("case", range(16))
-def test_bad_nuclei_submissions(demo_dirs, tmp_path, capsys, case):
+def case(cases: list[tuple[str, bytes, list[str]]], name: str) -> tuple[bytes, list[str]]:
+    """The data and message fragments of the case called `name` (exactly one)."""
+    found = [(data, fragments) for n, data, fragments in cases if n == name]
+    assert len(found) == 1, (name, [n for n, _, _ in cases])
+    return found[0]
+
+
+def test_case_lists_name_every_case(demo_dirs):
+    """The parametrized names are exactly the built cases: none added or removed unseen."""
+    for names, cases in ((NUCLEI_CASES, nuclei_cases(demo_dirs["demo-nuclei"])),
+                         (EM_CASES, em_cases(demo_dirs["demo-em"])),
+                         (LANDMARK_CASES, landmark_cases(demo_dirs["demo-landmarks"]))):
+        assert [name for name, _, _ in cases] == list(names)
+        assert len(set(names)) == len(names)
+
+
+@pytest.mark.parametrize("name", NUCLEI_CASES)
+def test_bad_nuclei_submissions(demo_dirs, tmp_path, capsys, name):
     comp = demo_dirs["demo-nuclei"]
-    name, data, fragments = nuclei_cases(comp)[case]
+    data, fragments = case(nuclei_cases(comp), name)
     path = tmp_path / "sub.csv"
     path.write_bytes(data)
     assert_rejected(capsys, comp, path, name, fragments, ("validate", "score"))
@@ -114,14 +135,22 @@ def em_cases(comp: Path):
         ("NaN", em_tiff.write_stack(nan), ["slice 2", "NaN", "row 3, column 4"]),
         ("out of range", em_tiff.write_stack(high), ["slice 1", "outside [0, 1]"]),
         ("16-bit", em_tiff.write_stack(np.full(shape, 1000, np.uint16)), ["0..255"]),
+        # The README promises float probabilities or 8-bit maps: a 16-bit map is refused even
+        # where its values would fit 8 bits (its scale is ambiguous).
+        ("int16 in range", em_tiff.write_stack(np.full(shape, 100, np.int16)),
+         ["pixel type int16 is not accepted", "uint8"]),
         ("empty", b"", ["empty"]),
     ]
 
 
-@pytest.mark.parametrize("case", range(8))
-def test_bad_em_submissions(demo_dirs, tmp_path, capsys, case):
+EM_CASES = ("not a tiff", "truncated", "slice count", "shape", "NaN", "out of range", "16-bit",
+            "int16 in range", "empty")
+
+
+@pytest.mark.parametrize("name", EM_CASES)
+def test_bad_em_submissions(demo_dirs, tmp_path, capsys, name):
     comp = demo_dirs["demo-em"]
-    name, data, fragments = em_cases(comp)[case]
+    data, fragments = case(em_cases(comp), name)
     path = tmp_path / "sub.tif"
     path.write_bytes(data)
     assert_rejected(capsys, comp, path, name, fragments)
@@ -157,10 +186,14 @@ def landmark_cases(comp: Path):
     ]
 
 
-@pytest.mark.parametrize("case", range(7))
-def test_bad_landmark_submissions(demo_dirs, tmp_path, capsys, case):
+LANDMARK_CASES = ("wrong header", "unknown specimen", "unknown landmark", "missing landmark",
+                  "duplicate", "NaN", "not a number")
+
+
+@pytest.mark.parametrize("name", LANDMARK_CASES)
+def test_bad_landmark_submissions(demo_dirs, tmp_path, capsys, name):
     comp = demo_dirs["demo-landmarks"]
-    name, data, fragments = landmark_cases(comp)[case]
+    data, fragments = case(landmark_cases(comp), name)
     path = tmp_path / "sub.csv"
     path.write_bytes(data)
     assert_rejected(capsys, comp, path, name, fragments)
@@ -202,7 +235,7 @@ def test_errors_never_show_hidden_labels(demo_dirs, tmp_path, capsys):
 def test_the_installed_command_exits_2_without_traceback(demo_dirs, tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("nonsense\n")
-    proc = subprocess.run([sys.executable, "-m", "competition.cli", "score",
+    proc = subprocess.run([sys.executable, "-m", "competition", "score",
                            str(demo_dirs["demo-nuclei"]), str(path), "--json"],
                           capture_output=True, text=True)
     assert proc.returncode == 2

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from competition import datasets
-from competition.postprocess import boundary_target, instances_from_probabilities
-from competition.prepared import PreparedCompetition
-from competition.tiling import predict_tiled
+from competition.board.prepared import PreparedCompetition
+from competition.tasks.nuclei.data import kaggle_images
+from competition.tasks.nuclei.postprocess import boundary_target, instances_from_probabilities
+from models.tiling import predict_tiled
 from models.weights import unet_weight_map
 
 REPO = Path(__file__).resolve().parents[1]
@@ -94,11 +94,12 @@ def demo_copies(demo_dirs, tmp_path_factory):
 @pytest.mark.parametrize("entry", ENTRIES)
 @pytest.mark.parametrize("kind", ["demo-nuclei", "demo-em"])
 def test_smoke_run_of_every_entry(demo_copies, entry, kind):
-    from competition.run import run
+    from competition.training.run import run
 
     folder = REPO / "submissions" / entry
-    record = run(demo_copies[kind], folder, folder / "smoke.yaml")
-    assert record["status"] in ("scored", "duplicate"), record.get("error")
+    # A team of its own per run: the submission is new, so it must end scored.
+    record = run(demo_copies[kind], folder, folder / "smoke.yaml", team=f"smoke-{entry}")
+    assert record["status"] == "scored", record.get("error")
     assert record["public_score"] is not None
     run_json = json.loads((Path(record["submission"]).parent / "run.json").read_text())
     assert run_json["entry"] == entry and run_json["task"] in ("nuclei", "em")
@@ -108,8 +109,8 @@ def test_smoke_run_of_every_entry(demo_copies, entry, kind):
 
 
 def test_threshold_baseline_beats_the_empty_sample(demo_copies, tmp_path):
-    from competition import scoring
-    from competition.run import run
+    from competition.board import scoring
+    from competition.training.run import run
 
     folder = REPO / "submissions" / "threshold"
     comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
@@ -119,7 +120,7 @@ def test_threshold_baseline_beats_the_empty_sample(demo_copies, tmp_path):
 
 
 def test_predicting_any_folder_in_kaggle_layout(demo_copies, tmp_path):
-    from competition.run import run
+    from competition.training.run import run
 
     comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
     folder = tmp_path / "stage1_test"
@@ -131,19 +132,21 @@ def test_predicting_any_folder_in_kaggle_layout(demo_copies, tmp_path):
     assert "submission_id" not in record  # not the competition's test set: not submitted
     written = Path(record["submission"]).read_text().splitlines()
     assert {line.split(",")[0] for line in written[1:]} == set(ids)
-    assert datasets.kaggle_images(folder)[0] == ids
+    assert kaggle_images(folder)[0] == ids
     # The same model can predict both the test set (submitted) and the folder.
-    record = run(comp.root, entry, entry / "smoke.yaml", also_predict=folder)
-    assert record["status"] in ("scored", "duplicate")
+    record = run(comp.root, entry, entry / "smoke.yaml", team="also-predict",
+                 also_predict=folder)
+    assert record["status"] == "scored", record.get("error")
     extra = Path(record["also_predicted"]).read_text().splitlines()
     assert {line.split(",")[0] for line in extra[1:]} == set(ids)
 
 
 def test_config_layers(tmp_path):
     from competition.errors import CompetitionError
-    from competition.run import resolve_config
+    from competition.training.entries import resolve_config
 
-    (tmp_path / "config.yaml").write_text("lr: 1\nepochs: 5\nnuclei:\n  epochs: 7\n")
+    (tmp_path / "config.yaml").write_text("tasks: [nuclei, em]\nlr: 1\nepochs: 5\nbatch: 1\n"
+                                          "nuclei:\n  epochs: 7\n  x: null\n")
     extra = tmp_path / "extra.yaml"
     extra.write_text("em:\n  epochs: 2\nlr: 3\n")
     config = resolve_config(tmp_path, "nuclei", extra, ["batch=4", "em.lr=9", "nuclei.x=[1, 2]"])
@@ -156,23 +159,26 @@ def test_mixed_precision_and_xla_switches(demo_copies):
     """The GPU switches work (on CPU too): float16 compute, float32 probabilities."""
     import keras
 
-    from competition.run import resolve_config
+    from competition.training.entries import resolve_config
     from models.segmentation import fit, probability_maps
     from models.unet import build_unet
 
     comp = PreparedCompetition.open(demo_copies["demo-em"])
-    train = datasets.load_train(comp)
+    items = comp.task.pixel_items(comp.task.load_train(comp.public_dir))
     folder = REPO / "submissions" / "unet"
     config = {**resolve_config(folder, "em", folder / "smoke.yaml",
-                               ["mixed_precision=true", "jit_compile=false", "epochs=1",
-                                "steps_per_epoch=1"]), "arms": False}
+                               ["mixed_precision=true", "jit_compile=false", "em.epochs=1",
+                                "em.steps_per_epoch=1"]), "arms": False}
     try:
-        trained = fit("em", train, config, build_unet)
+        trained = fit([i.image for i in items], [i.targets for i in items],
+                      [i.objects for i in items], config, build_unet)
         conv = next(layer for layer in trained.model.layers
                     if type(layer).__name__ == "Conv2D")
         assert conv.compute_dtype == "float16"
         assert trained.model.output.dtype == "float32"
-        maps = probability_maps("em", trained, datasets.load_inputs(comp))
-        assert maps.dtype == np.float32 and np.isfinite(maps).all()
+        inputs = comp.task.pixel_items(comp.task.load_inputs(comp.public_dir))
+        maps = probability_maps(trained, [i.image for i in inputs])
+        assert len(maps) == len(inputs) > 0
+        assert all(m.dtype == np.float32 and np.isfinite(m).all() for m in maps)
     finally:
         keras.mixed_precision.set_global_policy("float32")

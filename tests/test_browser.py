@@ -6,12 +6,14 @@ sees its score and its row on the leaderboard. Screenshots go to $COMPETITION_SC
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
 
+from competition.board.prepared import PreparedCompetition
 from tests.test_bad_input import nuclei_valid
 from tests.test_web import running_server  # noqa: F401 (fixture)
 
@@ -40,48 +42,55 @@ def browser_page():
 
 def test_team_signs_in_submits_and_finds_itself_on_the_leaderboard(
         running_server, browser_page, tmp_path):  # noqa: F811
+    from playwright.sync_api import expect
+
     portal, page = running_server, browser_page
     shots = Path(os.environ.get("COMPETITION_SCREENSHOT_DIR", tmp_path))
     shots.mkdir(parents=True, exist_ok=True)
     # Two other teams are already on the board (through the JSON API).
-    from competition.demo import naive_nuclei
-
-    for team, data in (("bats", portal.variant(0)), ("moths", naive_nuclei(portal.root /
-                                                                           "public"))):
+    public = portal.root / "public"
+    day_one = PreparedCompetition.open(portal.root).task.naive_submission(public)
+    for team, data in (("bats", portal.variant(0)), ("moths", day_one)):
         r = httpx.post(portal.url + "/api/submissions", headers=portal.auth(team),
                        files={"file": ("baseline.csv", data)}, timeout=120)
         assert r.status_code == 201
 
     page.goto(portal.url + "/submit")
-    assert page.url.endswith("/login")  # a token is needed
-    page.fill("input[name=token]", portal.tokens["owls"])
-    page.click("main form button")
-    assert "sample_submission.csv" in page.content()
+    expect(page).to_have_url(re.compile(r"/login$"))  # a token is needed
+    page.get_by_label("Token").fill(portal.tokens["owls"])
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    expect(page.get_by_role("link", name="sample_submission.csv")).to_be_visible()
     page.screenshot(path=str(shots / "portal-competition.png"), full_page=False)
 
     bad = tmp_path / "predictions.csv"
     bad.write_text("Id,Pixels\nabc,1 1\n")
     page.goto(portal.url + "/submit")
-    page.set_input_files("input[name=file]", str(bad))
-    page.click("main form button")
-    error = page.text_content("#error")
-    assert "predictions.csv: line 1" in error and "header is" in error
+    page.get_by_label("File").set_input_files(str(bad))
+    page.get_by_role("button", name="Submit", exact=True).click()
+    error = page.get_by_role("alert")
+    expect(error).to_contain_text("predictions.csv: line 1")
+    expect(error).to_contain_text("header is")
     page.screenshot(path=str(shots / "portal-invalid.png"))
 
     good = tmp_path / "unet.csv"
     good.write_text(nuclei_valid(portal.root))
-    page.set_input_files("input[name=file]", str(good))
-    page.fill("input[name=message]", "first U-Net")
-    page.click("main form button")
-    assert page.text_content("#public-score") == "1.000000"
-    assert "private" not in page.text_content("#result").lower()
+    page.get_by_label("File").set_input_files(str(good))
+    page.get_by_label("Message").fill("first U-Net")
+    page.get_by_role("button", name="Submit", exact=True).click()
+    result = page.get_by_role("status")
+    expect(result).to_contain_text(re.compile(r"public score 1\.000000\b"))
+    expect(result).not_to_contain_text(re.compile("private", re.IGNORECASE))
     page.screenshot(path=str(shots / "portal-scored.png"))
 
     page.goto(portal.url + "/submissions")
-    assert "first U-Net" in page.content()
+    expect(page.get_by_role("cell", name="first U-Net")).to_be_visible()
     page.goto(portal.url + "/leaderboard")
-    rows = page.locator("#leaderboard tbody tr").all_text_contents()
-    assert "owls" in rows[0] and "1.000000" in rows[0]
-    assert "moths" in rows[1] and "bats" in rows[2]
+    # The body's rows: those with data cells (the header row has column headers only).
+    rows = page.get_by_role("table").get_by_role("row").filter(has=page.get_by_role("cell"))
+    expect(rows).to_have_count(3)
+    expect(rows.nth(0)).to_contain_text("owls")
+    expect(rows.nth(0)).to_contain_text("1.000000")
+    expect(rows.nth(1)).to_contain_text("moths")
+    expect(rows.nth(2)).to_contain_text("bats")
     page.screenshot(path=str(shots / "portal-leaderboard.png"))
     shutil.copy(shots / "portal-leaderboard.png", tmp_path / "last.png")

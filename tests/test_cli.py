@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from competition.board.prepared import PreparedCompetition
 from competition.formats import em_tiff, landmarks_csv
-from competition.prepared import PreparedCompetition
 from tests.test_bad_input import nuclei_valid, run_cli
 
 
@@ -102,13 +104,38 @@ def test_em_json_shape(demo_dirs, tmp_path, capsys):
 
 
 def test_em_public_and_private_each_pick_their_best_threshold(demo_dirs, tmp_path, capsys):
+    """Public and private are each the max over thresholds of their own slices' mean V_rand,
+    not the value at the whole split's best threshold."""
     comp = demo_dirs["demo-em"]
     raw = em_tiff.read_stack((comp / "public" / "test-volume.tif").read_bytes())
-    path = tmp_path / "sub.tif"
-    path.write_bytes(em_tiff.write_stack(raw.astype(np.float32) / 255))
-    data = score_json(capsys, comp, path)
-    assert max(data["v_rand_per_threshold"]) == pytest.approx(data["v_rand"])
-    assert data["score"] <= max(data["public"], data["private"]) + 1e-12
+    raw = raw.astype(np.float32) / 255
+    usage = [r["usage"] for r in score_json(capsys, comp, comp / "public" / "test-volume.tif",
+                                            "--per-image")["per_slice"]]
+    public = np.array([u == "Public" for u in usage])
+    assert public.any() and not public.all()
+    # Brightened public slices: on the demo (seed 0) their best threshold moves up, so public,
+    # private and the whole split each have a different best threshold.
+    shifted = raw.copy()
+    shifted[public] = raw[public] ** 0.6
+    for name, volume in (("raw", raw), ("shifted", shifted)):
+        path = tmp_path / f"{name}.tif"
+        path.write_bytes(em_tiff.write_stack(volume))
+        data = score_json(capsys, comp, path, "--per-image")
+        assert max(data["v_rand_per_threshold"]) == pytest.approx(data["v_rand"])
+        assert data["score"] <= max(data["public"], data["private"]) + 1e-12
+        rows = data["per_slice"]
+        assert [r["usage"] for r in rows] == usage
+        table = np.array([r["v_rand_per_threshold"] for r in rows])
+        k_whole = int(np.argmax(table.mean(axis=0)))
+        assert data["best_threshold"] == data["thresholds"][k_whole]
+        for key, mask in (("public", public), ("private", ~public)):
+            means = table[mask].mean(axis=0)
+            assert data[key] == pytest.approx(means.max(), abs=1e-12), (name, key)
+            if name == "shifted":
+                # Such a case: the subset's own best threshold is not the whole split's, so
+                # the whole split's threshold would give a lower subset score.
+                assert int(np.argmax(means)) != k_whole, key
+                assert data[key] > means[k_whole] + 1e-3, (key, data[key], means[k_whole])
 
 
 def test_landmarks_json_shape_with_reference(demo_dirs, tmp_path, capsys):
@@ -154,27 +181,27 @@ def test_demo_command(tmp_path, capsys):
 
 
 def test_demo_naive_predictions_beat_the_samples(tmp_path):
-    from competition.demo import run
+    from competition.interfaces.demo import run
 
     rows = run(tmp_path / "demo")
     by = {(r["competition"], r["submission"].split(".")[0]): r for r in rows}
     assert all(r["rank"] == (1 if r["team"] == "day-one" else 2) for r in rows)
-    assert by[("demo-nuclei", "naive-otsu")]["private"] > 0.3
+    assert by[("demo-nuclei", "day-one")]["private"] > 0.3
     assert by[("demo-nuclei", "sample_submission")]["private"] == 0.0
-    assert by[("demo-em", "naive-intensity")]["private"] > \
+    assert by[("demo-em", "day-one")]["private"] > \
         by[("demo-em", "sample_submission")]["private"]
-    assert by[("demo-landmarks", "naive-pca-template")]["private"] < 2.0
+    assert by[("demo-landmarks", "day-one")]["private"] < 2.0
     assert by[("demo-landmarks", "sample_submission")]["private"] > 10.0
 
 
 @pytest.mark.parametrize("kind", ["demo-nuclei", "demo-em", "demo-landmarks"])
 def test_task_aggregate_reproduces_public_and_private(demo_dirs, tmp_path, kind):
     """The per-item values stored for the bootstrap give back the official subset scores."""
-    from competition import demo, scoring
+    from competition.board import scoring
 
     comp = PreparedCompetition.open(demo_dirs[kind])
     path = tmp_path / ("sub" + comp.task.submission_suffix)
-    path.write_bytes(demo.NAIVE[kind][1](comp.public_dir))
+    path.write_bytes(comp.task.naive_submission(comp.public_dir))
     result = scoring.score(comp, path)
     from competition.tasks.base import aggregate
 
@@ -193,3 +220,48 @@ def test_usage_errors_are_usage_messages_not_internal_errors(demo_dirs, capsys):
     code, out, err = run_cli(["submissions", demo_dirs["demo-em"], "--no-such-flag"], capsys)
     assert code == 2 and "No such option: --no-such-flag" in err
     assert "internal error" not in err and "Traceback" not in out + err
+
+
+def test_submit_exits_alike_with_and_without_json(demo_dirs, tmp_path, capsys):
+    """An invalid submission exits 2 in both modes; --json changes what is printed only."""
+    comp = Path(shutil.copytree(demo_dirs["demo-nuclei"], tmp_path / "comp"))
+    bad = tmp_path / "bad.csv"
+    bad.write_text("ImageId,EncodedPixels\nnot-an-image,1 1\n")
+    code, out, err = run_cli(["submit", comp, bad, "--team", "owls"], capsys)
+    assert code == 2 and "invalid" in err
+    code, out, err = run_cli(["submit", comp, bad, "--team", "owls", "--json"], capsys)
+    assert code == 2
+    body = json.loads(out)
+    assert body["status"] == "invalid" and "not-an-image" in body["error"]
+    good = tmp_path / "good.csv"
+    good.write_text(nuclei_valid(comp))
+    code, out, _ = run_cli(["submit", comp, good, "--team", "owls", "--json"], capsys)
+    assert code == 0 and json.loads(out)["status"] == "scored"
+
+
+def test_demo_twice_reuses_its_folder_and_logs_nothing_again(tmp_path, capsys, monkeypatch):
+    from mlflow import MlflowClient
+
+    config = tmp_path / "mlflow.yaml"
+    config.write_text(f"tracking_uri: sqlite:///{tmp_path / 'mlflow.db'}\n"
+                      f"organizer_tracking_uri: sqlite:///{tmp_path / 'org.db'}\n"
+                      f"artifact_location: {tmp_path / 'mlruns'}\n")
+    monkeypatch.setenv("COMPETITION_MLFLOW_CONFIG", str(config))
+    monkeypatch.setenv("COMPETITION_TRACKING", "on")
+
+    def runs() -> int:
+        client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+        ids = [e.experiment_id for e in client.search_experiments()]
+        return len(client.search_runs(ids))
+
+    code, first, err = run_cli(["demo", "--out", tmp_path / "demo"], capsys)
+    assert code == 0, err
+    logged = runs()
+    assert logged >= 6 and "reused" not in first  # two submissions per demo
+    code, second, err = run_cli(["demo", "--out", tmp_path / "demo"], capsys)
+    assert code == 0, err
+    assert runs() == logged
+    assert "reused as they are" in second
+    # The same table both times.
+    table = [ln for ln in first.splitlines() if ln.startswith("│")]
+    assert table == [ln for ln in second.splitlines() if ln.startswith("│")]

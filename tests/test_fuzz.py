@@ -3,6 +3,9 @@ parse or raise the harness's own error (a clear message), never anything else.""
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import trimesh
 from hypothesis import HealthCheck, given, settings
@@ -10,9 +13,10 @@ from hypothesis import strategies as st
 
 from competition.errors import CompetitionError
 from competition.formats import em_tiff, landmarks_csv, meshes, nuclei_csv
-from competition.tasks.em import EmSolution, EmTask
-from competition.tasks.landmarks import LandmarksTask
-from competition.tasks.nuclei import NucleiTask
+from competition.formats.files import SubmissionFile
+from competition.tasks import get_task
+from competition.tasks.em.task import EmSolution
+from competition.tasks.landmarks.task import LandmarkSolution
 
 SETTINGS = settings(max_examples=150, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
@@ -52,6 +56,16 @@ def either_ok_or_clear_error(fn, *args):
         return None
 
 
+def scored(task_name: str, data: bytes, solution):
+    """`data` submitted as a file and scored by the task: the result, or None after a clear
+    error."""
+    task = get_task(task_name)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"submission{task.submission_suffix}"
+        path.write_bytes(data)
+        return either_ok_or_clear_error(task.score, SubmissionFile(path), solution)
+
+
 def file_bytes(valid: bytes):
     return st.one_of(st.binary(max_size=300), mutated(valid))
 
@@ -65,9 +79,8 @@ def test_nuclei_submission_reader(data):
 @SETTINGS
 @given(file_bytes(NUCLEI_VALID))
 def test_nuclei_scoring_end_to_end(data):
-    task = NucleiTask()
     solution = nuclei_csv.read_solution(NUCLEI_SOLUTION)
-    result = either_ok_or_clear_error(task.score, data, solution)
+    result = scored("nuclei", data, solution)
     if result is not None:
         assert 0.0 <= result.score <= 1.0
 
@@ -89,7 +102,7 @@ EM_VALID = _tiff(np.random.default_rng(1).random((2, 8, 8)).astype(np.float32))
 @SETTINGS
 @given(file_bytes(EM_VALID))
 def test_em_reader_and_scoring(data):
-    result = either_ok_or_clear_error(EmTask().score, data, EmSolution(EM_LABELS, None))
+    result = scored("em", data, EmSolution(EM_LABELS, None))
     if result is not None:
         assert 0.0 <= result.score <= 1.0
 
@@ -103,7 +116,7 @@ def test_em_any_pixel_type_and_values(dtype, values):
     with np.errstate(invalid="ignore"):
         cast = np.nan_to_num(array).astype(dtype) if dtype not in (np.float32, np.float64) \
             else array.astype(dtype)
-    result = either_ok_or_clear_error(EmTask().score, _tiff(cast), EmSolution(EM_LABELS, None))
+    result = scored("em", _tiff(cast), EmSolution(EM_LABELS, None))
     if result is not None:
         assert 0.0 <= result.score <= 1.0
 
@@ -118,12 +131,10 @@ def test_landmarks_reader(data):
 @given(file_bytes(LANDMARKS_VALID))
 def test_landmarks_scoring(data):
     points, _ = landmarks_csv.read_points(LANDMARKS_VALID, EXPECTED)
-    from competition.tasks.landmarks import LandmarkSolution
-
     sol = LandmarkSolution(["s1", "s2"], ["1", "2"],
                            np.array([[points[s][lm] for lm in ("1", "2")] for s in ("s1", "s2")]),
                            None)
-    result = either_ok_or_clear_error(LandmarksTask().score, data, sol)
+    result = scored("landmarks", data, sol)
     if result is not None:
         assert result.score >= 0
 

@@ -238,7 +238,7 @@ def test_cli_nuclei_score_on_the_real_hidden_split(real_dirs, tmp_path, capsys):
 
     from stardist.matching import matching
 
-    from competition.prepared import PreparedCompetition
+    from competition.board.prepared import PreparedCompetition
     from tests.test_bad_input import run_cli
 
     comp = PreparedCompetition.open(real_dirs["dsb2018"])

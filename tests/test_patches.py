@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from competition import patches
 from competition.formats import meshes
+from competition.landmark_imaging import patches
 from tests.conftest import shared
 
 
@@ -86,10 +86,10 @@ def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys)
     assert len(rows) == 8 * 10 * 4  # training specimens x landmarks x views
     # Centre and axes are in the specimen's own coordinates: the manual landmark's pixel
     # maps back onto it (in the image plane) through them.
-    from competition import datasets
-    from competition.prepared import PreparedCompetition
+    from competition.board.prepared import PreparedCompetition
 
-    train = datasets.load_train(PreparedCompetition.open(comp))
+    prepared = PreparedCompetition.open(comp)
+    train = prepared.task.load_train(prepared.public_dir)
     for row in rows[::37]:
         truth = train.points[train.ids.index(row["specimen"]),
                              train.landmarks.index(row["landmark"])]
@@ -145,10 +145,11 @@ def test_seed_sets_the_image_x_axis_and_moved_surfaces_draw_the_same_patch():
 def test_common_pose_draws_the_same_patches_whatever_the_rotation(demo_dirs):
     from scipy.spatial.transform import Rotation
 
-    from competition import datasets, procrustes
-    from competition.prepared import PreparedCompetition
+    from competition.board.prepared import PreparedCompetition
+    from competition.landmark_imaging import procrustes
 
-    train = datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+    comp = PreparedCompetition.open(demo_dirs["demo-landmarks"])
+    train = comp.task.load_train(comp.public_dir)
     mean = procrustes.mean_shape(train.points)
     mesh, estimates = train.meshes[0], train.points[0]
     rotated = mesh.copy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -11,12 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from competition import scoring
+from competition.board import scoring
+from competition.board.prepared import PreparedCompetition
 from competition.errors import SourceDataError
 from competition.formats import em_tiff, meshes, rle
-from competition.prepare import prepare
-from competition.prepare.common import sha256
-from competition.prepared import PreparedCompetition
+from competition.tasks.preparing import prepare, sha256
 from tests.conftest import shared
 
 
@@ -161,7 +161,7 @@ def test_real_prepare_is_deterministic(real_dirs, tmp_path):
 
 def test_masks_layout_gives_the_same_competition_as_the_csv_layout(tmp_path):
     """Kaggle shipped labels both as a CSV and as one PNG per nucleus: same result."""
-    from competition.prepare.synthetic import write_nuclei_source
+    from competition.tasks.nuclei.synthetic import write_nuclei_source
 
     csv_src = tmp_path / "csv_src"
     write_nuclei_source(csv_src, seed=1, n_images=12)
@@ -184,7 +184,7 @@ def test_masks_layout_gives_the_same_competition_as_the_csv_layout(tmp_path):
 
 
 def test_official_test_split_is_used_as_is(tmp_path):
-    from competition.prepare.synthetic import write_nuclei_source
+    from competition.tasks.nuclei.synthetic import write_nuclei_source
 
     src = tmp_path / "src"
     write_nuclei_source(src, seed=2, n_images=10)
@@ -215,7 +215,7 @@ def test_official_test_split_is_used_as_is(tmp_path):
 
 
 def test_isbi_png_slice_folders(tmp_path):
-    from competition.prepare.synthetic import write_em_source
+    from competition.tasks.em.synthetic import write_em_source
 
     tif_src = tmp_path / "tif"
     write_em_source(tif_src, seed=0)
@@ -231,7 +231,7 @@ def test_isbi_png_slice_folders(tmp_path):
 
 
 def test_fcsv_markups_are_read_like_mrk_json(tmp_path):
-    from competition.prepare.synthetic import write_landmarks_source
+    from competition.tasks.landmarks.synthetic import write_landmarks_source
 
     src = tmp_path / "src"
     write_landmarks_source(src, seed=0, n_specimens=6)
@@ -278,7 +278,8 @@ def test_nan_vertices_are_dropped_with_their_faces():
 # --- bad source data: a clear error and nothing half-written -----------------------------
 
 def bad_sources(tmp_path: Path):
-    from competition.prepare.synthetic import write_em_source, write_nuclei_source
+    from competition.tasks.em.synthetic import write_em_source
+    from competition.tasks.nuclei.synthetic import write_nuclei_source
 
     nuclei = tmp_path / "nuclei"
     write_nuclei_source(nuclei, seed=0, n_images=6)
@@ -301,7 +302,7 @@ def bad_sources(tmp_path: Path):
 def test_bad_source_gives_a_clear_error_and_leaves_nothing(tmp_path):
     for k, (kind, source, fragment) in enumerate(bad_sources(tmp_path)):
         out = tmp_path / f"out{k}"
-        with pytest.raises(SourceDataError, match=fragment.replace("/", "/")):
+        with pytest.raises(SourceDataError, match=re.escape(fragment)):
             prepare(kind, out, source=source)
         assert not out.exists()
         assert not [p for p in tmp_path.iterdir() if p.name.startswith(f".out{k}")]

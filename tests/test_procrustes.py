@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from competition import procrustes
+from competition.landmark_imaging import procrustes
 
 
 def moved(points, seed):

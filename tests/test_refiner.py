@@ -9,18 +9,23 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-import yaml
 
-from competition import run as run_module
-from competition.patches import SIZE
+from competition.board.prepared import PreparedCompetition
+from competition.landmark_imaging.patches import SIZE
+from competition.tasks import get_task
+from competition.tasks.landmarks.data import LandmarkData
+from competition.training import entries
 from models.landmarks import build_refiner
 
 REPO = Path(__file__).resolve().parents[1]
 FOLDER = REPO / "submissions" / "xception_landmarks"
 
 
+TASK = get_task("landmarks")
+
+
 def load_entry():
-    return run_module.load_entry(FOLDER)
+    return entries.load_entry(FOLDER)
 
 
 def test_published_head_on_both_backbones():
@@ -51,7 +56,7 @@ def test_rotation_moves_the_keypoint_with_the_image():
 
 @pytest.mark.usefixtures("open3d")
 def test_smoke_run_and_transfer_between_landmarks(demo_dirs, tmp_path):
-    from competition.run import run
+    from competition.training.run import run
 
     comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
     record = run(comp_dir, FOLDER, FOLDER / "smoke.yaml")
@@ -61,15 +66,11 @@ def test_smoke_run_and_transfer_between_landmarks(demo_dirs, tmp_path):
     saved = Path(record["submission"]).parent / "model" / "model.keras"
     # Zero-shot / fine-tune: a third landmark starts from the first model's weights.
     for fine_tune in (False, True):
-        config = {**yaml.safe_load((FOLDER / "config.yaml").read_text()),
-                  **yaml.safe_load((FOLDER / "smoke.yaml").read_text()),
-                  "only_landmarks": ["3"], "init_from": str(saved), "fine_tune": fine_tune,
-                  "epochs": 1}
-        from competition import datasets
-        from competition.prepared import PreparedCompetition
-
-        train = datasets.load_train(PreparedCompetition.open(comp_dir))
-        refiner = load_entry().fit("landmarks", train, config)
+        config = smoke_config(only_landmarks=["3"], init_from=str(saved), fine_tune=fine_tune,
+                              epochs=1)
+        comp = PreparedCompetition.open(comp_dir)
+        train = comp.task.load_train(comp.public_dir)
+        refiner = load_entry().fit(comp.task, train, config)
         backbone = refiner.model.layers[1]
         assert backbone.trainable is fine_tune
         start = keras.models.load_model(saved).layers[1].get_weights()[0]
@@ -78,18 +79,15 @@ def test_smoke_run_and_transfer_between_landmarks(demo_dirs, tmp_path):
 
 
 def smoke_config(**changes) -> dict:
-    return {**yaml.safe_load((FOLDER / "config.yaml").read_text()),
-            **yaml.safe_load((FOLDER / "smoke.yaml").read_text()), **changes}
+    return {**entries.resolve_config(FOLDER, "landmarks", FOLDER / "smoke.yaml"), **changes}
 
 
 def demo_train(demo_dirs):
-    from competition import datasets
-    from competition.prepared import PreparedCompetition
-
-    return datasets.load_train(PreparedCompetition.open(demo_dirs["demo-landmarks"]))
+    comp = PreparedCompetition.open(demo_dirs["demo-landmarks"])
+    return comp.task.load_train(comp.public_dir)
 
 
-def test_shrinkage_is_chosen_on_held_out_specimens(demo_dirs, tmp_path):
+def test_shrinkage_is_chosen_on_held_out_specimens(demo_dirs, tmp_path, monkeypatch):
     from competition.formats import landmarks_csv
 
     entry, train = load_entry(), demo_train(demo_dirs)
@@ -99,13 +97,28 @@ def test_shrinkage_is_chosen_on_held_out_specimens(demo_dirs, tmp_path):
     path.write_bytes(landmarks_csv.write_points(
         [(i, n, estimates[s, k]) for s, i in enumerate(train.ids)
          for k, n in enumerate(train.landmarks)]))
-    refiner = entry.fit("landmarks", train, smoke_config(
+    calibrations = []
+    real_calibrate = entry.calibrate
+
+    def spy(refiner, meshes, held_estimates, truths):
+        calibrations.append((meshes, held_estimates, truths,
+                             real_calibrate(refiner, meshes, held_estimates, truths)))
+        return calibrations[-1][-1]
+
+    monkeypatch.setattr(entry, "calibrate", spy)
+    refiner = entry.fit(TASK, train, smoke_config(
         training_estimates=str(path), validation_specimens=2, shrink="auto", epochs=1,
         estimates=str(path)))
     table = refiner.calibration
     assert list(table) == [f"{s:.1f}" for s in entry.SHRINK_GRID]
-    best = max(list(table)[1:], key=lambda s: (table[s]["win_rate"], -table[s]["mean_error"]))
-    assert refiner.shrink == float(best)
+    # Chosen once, on the two held-out specimens (the last two) and their given estimates;
+    # the choice rule itself is checked on a case with a known answer below.
+    [(meshes, held_estimates, truths, (shrink, chosen_table))] = calibrations
+    assert meshes == train.meshes[-2:]
+    assert np.allclose(held_estimates, estimates[-2:], atol=1e-6)
+    assert np.array_equal(truths, train.points[-2:])
+    assert refiner.shrink == shrink and table == chosen_table
+    assert refiner.shrink in entry.SHRINK_GRID[1:]
     # No shrinkage kept: the estimates themselves come back; all of it: the CNN's points,
     # on the surface.
     mesh = train.meshes[-1]
@@ -120,6 +133,35 @@ def test_shrinkage_is_chosen_on_held_out_specimens(demo_dirs, tmp_path):
     assert cKDTree(dense).query(moved[refined])[0].max() < 0.2
 
 
+def test_calibration_wins_most_often_then_errs_least(monkeypatch):
+    """A constructed case: estimates 1 mm (landmark 1) and 10 mm (landmark 2) from the truth,
+    along x. The CNN's point for landmark 1 overshoots the truth 4.2 times; for landmark 2 it
+    is exact. A move by s beats the estimate on landmark 2 for every s > 0, on landmark 1 only
+    while |1 - 4.2 s| < 1 (s < 0.476): both win up to s = 0.4, and among those the mean error
+    (10 (1 - s) + |1 - 4.2 s|) / 2 is least at 0.4. The mean error alone would choose 1.0."""
+    from types import SimpleNamespace
+
+    entry = load_entry()
+    truth = np.array([[1.0, 0.0, 0.0], [0.0, 10.0, 0.0], [5.0, 5.0, 5.0]])
+    estimate = np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    cnn = np.array([[4.2, 0.0, 0.0], [0.0, 10.0, 0.0], [9.0, 9.0, 9.0]])
+
+    def refine(refiner, mesh, estimates, shrinks=None):
+        assert np.array_equal(estimates, estimate)
+        return [estimates + s * (cnn - estimates) for s in shrinks]
+
+    monkeypatch.setattr(entry, "refine", refine)
+    # Landmark "c" is not refined by this model: it counts nowhere.
+    refiner = SimpleNamespace(landmarks=["a", "b", "c"], names=["a", "b"])
+    shrink, table = entry.calibrate(refiner, [None], [estimate], [truth])
+    assert shrink == 0.4
+    assert table["0.0"]["win_rate"] == 0  # no move never beats the estimate
+    assert table["0.4"]["win_rate"] == 100 and table["0.5"]["win_rate"] == 50
+    assert table["1.0"]["mean_error"] == pytest.approx(3.2 / 2)
+    assert table["0.4"]["mean_error"] == pytest.approx((6 + 0.68) / 2)
+    assert min(table, key=lambda s: table[s]["mean_error"]) == "1.0"
+
+
 def test_bad_refiner_settings_are_clear_errors(demo_dirs, tmp_path):
     import pytest
 
@@ -132,7 +174,7 @@ def test_bad_refiner_settings_are_clear_errors(demo_dirs, tmp_path):
                              ({"shrink": 2}, "shrink 2"),
                              ({"training_estimates": str(bad)}, "estimates.csv: line 2")):
         with pytest.raises(CompetitionError, match=message):
-            entry.fit("landmarks", train, smoke_config(**changes))
+            entry.fit(TASK, train, smoke_config(**changes))
 
 
 def test_outputs_per_landmark_and_view_start_at_their_mean_targets():
@@ -155,16 +197,13 @@ def test_outputs_per_landmark_and_view_start_at_their_mean_targets():
 
 @pytest.mark.usefixtures("open3d")
 def test_training_estimates_from_leave_one_out_alpaca(demo_dirs, monkeypatch):
-    from competition import datasets
-
     entry, train = load_entry(), demo_train(demo_dirs)
-    train = datasets.LandmarkData(train.ids[:4], train.meshes[:4], train.landmarks,
-                                  train.points[:4])
+    train = LandmarkData(train.ids[:4], train.meshes[:4], train.landmarks, train.points[:4])
     config = smoke_config(training_estimates="alpaca", validation_specimens=1, epochs=1)
-    estimates = entry.training_estimates("landmarks", train, config)
+    estimates = entry.training_estimates(TASK, train, config)
     error = np.linalg.norm(estimates - train.points, axis=2)
     assert estimates.shape == train.points.shape and 0.05 < error.mean() < 1.5
     # fit uses them (no jitter of the manual landmarks) and so chooses a shrinkage.
     monkeypatch.setattr(entry, "training_estimates", lambda *a: estimates)
-    refiner = entry.fit("landmarks", train, config)
+    refiner = entry.fit(TASK, train, config)
     assert refiner.calibration is not None and 0 < refiner.shrink <= 1

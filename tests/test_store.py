@@ -17,11 +17,15 @@ import pytest
 import yaml
 from sqlalchemy import func, insert, select
 
-from competition import leaderboard
-from competition.prepared import PreparedCompetition
-from competition.store.schema import score_history, submissions, teams
-from competition.submissions import RuleError, SubmissionStore
+from competition.board import leaderboard
+from competition.board.board import Board
+from competition.board.context import RuleError
+from competition.board.prepared import PreparedCompetition
+from competition.board.store.schema import score_history, submissions, teams
+from competition.board.submissions import Submissions
 from tests.test_bad_input import nuclei_valid, run_cli
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def make_comp(demo_dirs, tmp_path: Path, **rules) -> Path:
@@ -46,48 +50,49 @@ def variant(comp: Path, tmp_path: Path, k: int, perfect: bool = False) -> Path:
     return path
 
 
-def open_store(comp: Path, url, now=None) -> SubmissionStore:
+def open_board(comp: Path, url, now=None) -> Board:
     kwargs = {} if now is None else {"now": now}
-    return SubmissionStore(PreparedCompetition.open(comp), url=url, **kwargs)
+    return Board(PreparedCompetition.open(comp), url=url, **kwargs)
 
 
 def test_daily_limit_holds_at_exactly_n(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path, daily_limit=3)
     clock = [dt.datetime(2026, 11, 22, 23, 0)]
-    store = open_store(comp, store_url, now=lambda: clock[0])
+    board = open_board(comp, store_url, now=lambda: clock[0])
     bad = tmp_path / "bad.csv"
     bad.write_text("nonsense\n")
     for _ in range(2):  # invalid submissions never count
-        assert store.submit(bad, "alpha").status == "invalid"
-    outcomes = [store.submit(variant(comp, tmp_path, k), "alpha") for k in range(3)]
+        assert board.submissions.submit(bad, "alpha").status == "invalid"
+    outcomes = [board.submissions.submit(variant(comp, tmp_path, k), "alpha") for k in range(3)]
     assert [o.status for o in outcomes] == ["scored"] * 3
     assert [o.remaining_today for o in outcomes] == [2, 1, 0]
     with pytest.raises(RuleError, match="used its 3 submissions"):
-        store.submit(variant(comp, tmp_path, 3), "alpha")
-    assert store.submit(variant(comp, tmp_path, 4), "beta").status == "scored"  # per team
+        board.submissions.submit(variant(comp, tmp_path, 3), "alpha")
+    per_team = board.submissions.submit(variant(comp, tmp_path, 4), "beta")
+    assert per_team.status == "scored"  # the limit is per team
     clock[0] = dt.datetime(2026, 11, 23, 0, 0)  # 00:00 UTC: a new day
-    assert store.submit(variant(comp, tmp_path, 5), "alpha").status == "scored"
-    statuses = [o.status for o in store.list("alpha")]
+    assert board.submissions.submit(variant(comp, tmp_path, 5), "alpha").status == "scored"
+    statuses = [o.status for o in board.submissions.of_team("alpha")]
     assert statuses == ["invalid", "invalid", "scored", "scored", "scored", "scored"]
 
 
 def test_duplicate_files_are_reported_not_rescored(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path, daily_limit=2)
-    store = open_store(comp, store_url)
-    first = store.submit(variant(comp, tmp_path, 0), "alpha")
-    again = store.submit(variant(comp, tmp_path, 0), "alpha")
+    board = open_board(comp, store_url)
+    first = board.submissions.submit(variant(comp, tmp_path, 0), "alpha")
+    again = board.submissions.submit(variant(comp, tmp_path, 0), "alpha")
     assert again.status == "duplicate" and again.duplicate_of == first.id
     assert again.public_score == first.public_score and again.remaining_today == 1
-    other_team = store.submit(variant(comp, tmp_path, 0), "beta")
+    other_team = board.submissions.submit(variant(comp, tmp_path, 0), "beta")
     assert other_team.status == "scored"  # duplicates are per team
 
 
 def test_files_are_kept_immutable_and_content_addressed(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path)
-    store = open_store(comp, store_url)
+    board = open_board(comp, store_url)
     path = variant(comp, tmp_path, 0)
-    outcome = store.submit(path, "alpha")
-    row = store.get(outcome.id)
+    outcome = board.submissions.submit(path, "alpha")
+    row = board.submissions.get(outcome.id)
     kept = comp / row["file_path"]
     assert kept.read_bytes() == path.read_bytes()
     assert row["file_sha256"] in kept.name
@@ -104,8 +109,8 @@ def test_hidden_scores_stay_out_of_participant_output_before_the_deadline(
     perfect = tmp_path / "perfect.csv"
     perfect.write_text(nuclei_valid(comp))
     # A submission whose private score differs from its public one, so it is recognisable.
-    store = open_store(comp, store_url)
-    outcome = store.submit(variant(comp, tmp_path, 0), "alpha")
+    board = open_board(comp, store_url)
+    outcome = board.submissions.submit(variant(comp, tmp_path, 0), "alpha")
     lines = nuclei_valid(comp).splitlines()
     solution = (comp / "private" / "solution.csv").read_text().splitlines()
     private_ids = {r.split(",")[0] for r in solution[1:] if r.endswith("Private")}
@@ -116,7 +121,7 @@ def test_hidden_scores_stay_out_of_participant_output_before_the_deadline(
     code, out, err = run_cli(["submit", comp, mixed, "--team", "beta", "--json"], capsys)
     assert code == 0, err
     result = json.loads(out)
-    private = store.get(result["id"])["private_score"]
+    private = board.submissions.get(result["id"])["private_score"]
     assert private == 1.0 and result["public_score"] == 0.0
     assert "private" not in out.lower()
     for args in (["submissions", comp, "--team", "beta", "--json"],
@@ -145,8 +150,8 @@ def test_hidden_scores_stay_out_of_participant_output_before_the_deadline(
 def _submit_in_process(comp, url, path, team, barrier, queue):
     barrier.wait()
     try:
-        store = SubmissionStore(PreparedCompetition.open(comp), url=url)
-        outcome = store.submit(Path(path), team)
+        board = Board(PreparedCompetition.open(comp), url=url)
+        outcome = board.submissions.submit(Path(path), team)
         queue.put(("ok", team, outcome.id, outcome.status))
     except RuleError as e:
         queue.put(("refused", team, None, str(e)))
@@ -156,7 +161,7 @@ def _submit_in_process(comp, url, path, team, barrier, queue):
 
 def test_fifty_concurrent_processes_lose_and_duplicate_nothing(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path, daily_limit=5)
-    open_store(comp, store_url)  # create the schema once, as `prepare` users would
+    open_board(comp, store_url)  # create the schema once, as `prepare` users would
     paths = [variant(comp, tmp_path, k) for k in range(50)]
     ctx = multiprocessing.get_context("fork")
     barrier, queue = ctx.Barrier(50), ctx.Queue()
@@ -173,8 +178,8 @@ def test_fifty_concurrent_processes_lose_and_duplicate_nothing(demo_dirs, tmp_pa
     refused = [r for r in results if r[0] == "refused"]
     assert len(accepted) == 25 and len(refused) == 25
     assert all("used its 5 submissions" in r[3] for r in refused)
-    store = open_store(comp, store_url)
-    with store.engine.connect() as conn:
+    board = open_board(comp, store_url)
+    with board.engine.connect() as conn:
         rows = conn.execute(select(submissions.c.id, submissions.c.status, teams.c.name,
                                    submissions.c.file_sha256, submissions.c.file_path)
                             .join(teams, teams.c.id == submissions.c.team_id)).all()
@@ -195,75 +200,79 @@ def _wait_for(predicate, timeout=60.0):
     raise AssertionError("timed out")
 
 
+def slow_submit(comp: Path, path: Path, team: str, store_url: str | None,
+                **popen) -> subprocess.Popen:
+    """A submitting process whose scorer child waits a minute before scoring (the
+    `tests.slow_submit` test double), so it can be killed mid-run."""
+    env = dict(os.environ)
+    if store_url:
+        env["COMPETITION_STORE_URL"] = store_url
+    return subprocess.Popen([sys.executable, "-m", "tests.slow_submit", str(comp), str(path),
+                             team], cwd=REPO, env=env, **popen)
+
+
 def test_scorer_killed_mid_run_leaves_a_failed_retryable_submission(
         demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path, daily_limit=3)
-    store = open_store(comp, store_url)
-    before = store.submit(variant(comp, tmp_path, 0), "alpha")
-    env = {**os.environ, "COMPETITION_SCORER_PAUSE": "60"}
-    if store_url:
-        env["COMPETITION_STORE_URL"] = store_url
-    proc = subprocess.Popen([sys.executable, "-m", "competition.cli", "submit", str(comp),
-                             str(variant(comp, tmp_path, 1)), "--team", "alpha"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    board = open_board(comp, store_url)
+    before = board.submissions.submit(variant(comp, tmp_path, 0), "alpha")
+    earlier = board.submissions.get(before.id)
+    proc = slow_submit(comp, variant(comp, tmp_path, 1), "alpha", store_url,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def scorer_pid():
-        row = store.get(before.id + 1)
+        row = board.submissions.get(before.id + 1)
         return row and row["status"] == "pending" and row["scorer_pid"]
 
     os.kill(_wait_for(scorer_pid), signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, (out, err)
     assert "killed by signal 9" in err and "Traceback" not in err
-    row = store.get(before.id + 1)
+    row = board.submissions.get(before.id + 1)
     assert row["status"] == "failed" and not row["counted"]
-    assert store.get(before.id) == store.get(before.id)  # the earlier one is intact
-    assert store.get(before.id)["status"] == "scored"
-    assert store.get(before.id)["public_score"] == before.public_score
-    retried = store.retry(before.id + 1, "alpha")
+    assert board.submissions.get(before.id) == earlier  # the earlier one is intact
+    assert board.submissions.get(before.id)["status"] == "scored"
+    assert board.submissions.get(before.id)["public_score"] == before.public_score
+    retried = board.submissions.retry(before.id + 1, "alpha")
     assert retried.status == "scored" and retried.remaining_today == 1
 
 
 def test_submitting_process_killed_is_reconciled(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path)
-    store = open_store(comp, store_url)
-    env = {**os.environ, "COMPETITION_SCORER_PAUSE": "60"}
-    if store_url:
-        env["COMPETITION_STORE_URL"] = store_url
-    proc = subprocess.Popen([sys.executable, "-m", "competition.cli", "submit", str(comp),
-                             str(variant(comp, tmp_path, 1)), "--team", "alpha"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    child = _wait_for(lambda: (r := store.get(1)) and r["scorer_pid"])
+    board = open_board(comp, store_url)
+    proc = slow_submit(comp, variant(comp, tmp_path, 1), "alpha", store_url,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = _wait_for(lambda: (r := board.submissions.get(1)) and r["scorer_pid"])
     os.kill(proc.pid, signal.SIGKILL)  # the whole submitting process dies...
     proc.wait()
     os.kill(child, signal.SIGKILL)  # ...and its scorer with it
-    _wait_for(lambda: store.reconcile() or store.get(1)["status"] == "failed")
-    row = store.get(1)
+    _wait_for(lambda: board.ledger.reconcile() or board.submissions.get(1)["status"] == "failed")
+    row = board.submissions.get(1)
     assert row["status"] == "failed" and "interrupted" in row["error"] and not row["counted"]
-    assert store.retry(1, "alpha").status == "scored"
+    assert board.submissions.retry(1, "alpha").status == "scored"
 
 
 def test_rescore_is_atomic_and_reports_changes(demo_dirs, tmp_path, store_url, monkeypatch):
     comp = make_comp(demo_dirs, tmp_path)
-    store = open_store(comp, store_url)
+    board = open_board(comp, store_url)
     for k in range(3):
-        store.submit(variant(comp, tmp_path, k, perfect=(k == 0)), f"team{k}")
+        board.submissions.submit(variant(comp, tmp_path, k, perfect=(k == 0)), f"team{k}")
 
     def snapshot():
-        with store.engine.connect() as conn:
+        with board.engine.connect() as conn:
             rows = conn.execute(select(submissions).order_by(submissions.c.id)).all()
             history = conn.execute(select(func.count()).select_from(score_history)).scalar()
         return [tuple(r) for r in rows], history
 
     before = snapshot()
-    assert store.rescore() == []  # same scorer, same solution: nothing changes
+    assert board.rescoring.rescore() == []  # same scorer, same solution: nothing changes
     assert len(snapshot()[0]) == 3 and snapshot()[1] == before[1] + 3
     # Change the hidden solution: every Public image becomes Private.
     solution = comp / "private" / "solution.csv"
     solution.write_text(solution.read_text().replace(",Public", ",Private"))
     before = snapshot()
     calls = {"n": 0}
-    original = SubmissionStore._record
+    original = Submissions.record
 
     def flaky(self, conn, submission_id, result, reason):
         calls["n"] += 1
@@ -271,16 +280,16 @@ def test_rescore_is_atomic_and_reports_changes(demo_dirs, tmp_path, store_url, m
             raise RuntimeError("disk full")
         return original(self, conn, submission_id, result, reason)
 
-    monkeypatch.setattr(SubmissionStore, "_record", flaky)
+    monkeypatch.setattr(Submissions, "record", flaky)
     with pytest.raises(RuntimeError, match="disk full"):
-        store.rescore()
+        board.rescoring.rescore()
     assert snapshot() == before  # all or nothing
-    monkeypatch.setattr(SubmissionStore, "_record", original)
-    changes = store.rescore()
+    monkeypatch.setattr(Submissions, "record", original)
+    changes = board.rescoring.rescore()
     assert {c["id"] for c in changes} == {1, 2, 3}
     assert all(c["new_public"] is None for c in changes)
-    row = store.get(1)
-    assert row["solution_sha256"] == store.comp.solution_sha256()
+    row = board.submissions.get(1)
+    assert row["solution_sha256"] == board.comp.solution_sha256()
     assert row["scorer_version"].startswith("competition ")
 
 
@@ -292,44 +301,44 @@ def test_leaderboards_rank_break_ties_and_select(demo_dirs, tmp_path, store_url)
         clock[0] += dt.timedelta(minutes=1)
         return clock[0]
 
-    store = open_store(comp, store_url, now=tick)
+    board = open_board(comp, store_url, now=tick)
     perfect = variant(comp, tmp_path, 0, perfect=True)
     weak = variant(comp, tmp_path, 1)
-    a1 = store.submit(weak, "alpha")
-    b1 = store.submit(perfect, "beta")  # beta: perfect, first
-    c1 = store.submit(perfect, "gamma")  # gamma: perfect, later: ranks after beta
-    store.submit(variant(comp, tmp_path, 2), "beta")
-    board = leaderboard.public_board(store)
-    assert [(e.rank, e.team) for e in board] == [(1, "beta"), (2, "gamma"), (3, "alpha")]
-    assert board[0].submission_id == b1.id and board[1].submission_id == c1.id
-    assert board[0].entries == 2
-    assert board[1].indistinguishable_from_leader and not board[2].indistinguishable_from_leader
-    assert board[0].ci_low <= board[0].score <= board[0].ci_high
+    a1 = board.submissions.submit(weak, "alpha")
+    b1 = board.submissions.submit(perfect, "beta")  # beta: perfect, first
+    c1 = board.submissions.submit(perfect, "gamma")  # gamma: perfect, later: ranks after beta
+    board.submissions.submit(variant(comp, tmp_path, 2), "beta")
+    ranking = leaderboard.public_board(board)
+    assert [(e.rank, e.team) for e in ranking] == [(1, "beta"), (2, "gamma"), (3, "alpha")]
+    assert ranking[0].submission_id == b1.id and ranking[1].submission_id == c1.id
+    assert ranking[0].entries == 2
+    assert ranking[1].indistinguishable_from_leader and not ranking[2].indistinguishable_from_leader
+    assert ranking[0].ci_low <= ranking[0].score <= ranking[0].ci_high
     # NaN and missing scores never rank.
-    with store.engine.begin() as conn:
+    with board.engine.begin() as conn:
         team_id = conn.execute(insert(teams).values(name="nan", created_at=clock[0])
                                ).inserted_primary_key[0]
         conn.execute(insert(submissions).values(
             team_id=team_id, submitted_at=clock[0], file_name="x", file_sha256="0" * 64,
             file_path="x", status="scored", counted=True, public_score=float("nan"),
             private_score=None))
-    assert [e.team for e in leaderboard.public_board(store)] == ["beta", "gamma", "alpha"]
+    assert [e.team for e in leaderboard.public_board(board)] == ["beta", "gamma", "alpha"]
     # Private board: beta selects its weak second submission, so gamma moves up, and beta
     # (private 0.0, like alpha) ranks after alpha, whose submission came first.
-    store.select(4, "beta")
+    board.selections.select(4, "beta")
     with pytest.raises(RuleError, match="already has 1 final"):
-        store.select(2, "beta")
-    private = leaderboard.private_board(store)
+        board.selections.select(2, "beta")
+    private = leaderboard.private_board(board)
     assert [(e.team, e.public_rank, e.rank_change) for e in private] == [
         ("gamma", 2, 1), ("alpha", 3, 1), ("beta", 1, -2)]
     assert private[2].selections == [4] and private[1].selections == [a1.id]
     bad = tmp_path / "bad.csv"
     bad.write_text("x\n")
-    invalid = store.submit(bad, "alpha")
+    invalid = board.submissions.submit(bad, "alpha")
     with pytest.raises(RuleError, match="only scored"):
-        store.select(invalid.id, "alpha")
+        board.selections.select(invalid.id, "alpha")
     with pytest.raises(RuleError, match="no submission"):
-        store.select(b1.id, "alpha")  # another team's submission
+        board.selections.select(b1.id, "alpha")  # another team's submission
 
 
 def test_store_url_from_environment_reaches_the_cli(demo_dirs, tmp_path, capsys, monkeypatch,
@@ -341,8 +350,8 @@ def test_store_url_from_environment_reaches_the_cli(demo_dirs, tmp_path, capsys,
                               "--json"], capsys)
     assert code == 0, err
     assert not (comp / "store" / "submissions.sqlite").exists()
-    store = open_store(comp, url)
-    row = store.get(json.loads(out)["id"])
+    board = open_board(comp, url)
+    row = board.submissions.get(json.loads(out)["id"])
     assert row["status"] == "scored" and row["team"] == "a"
 
 
@@ -357,27 +366,25 @@ def test_teams_have_members(demo_dirs, tmp_path, capsys, store_url, monkeypatch)
     code, out, _ = run_cli(["team", "add", comp, "owls", "--member", "cy", "--member", "ana"],
                            capsys)
     assert "ana, bo, cy" in out
-    store = open_store(comp, store_url)
-    assert store.submit(variant(comp, tmp_path, 0), "owls").status == "scored"
-    assert [o.team for o in store.list("owls")] == ["owls"]
+    board = open_board(comp, store_url)
+    assert board.submissions.submit(variant(comp, tmp_path, 0), "owls").status == "scored"
+    assert [o.team for o in board.submissions.of_team("owls")] == ["owls"]
 
 
 @pytest.mark.parametrize("kind", ["demo-em", "demo-landmarks"])
 def test_every_task_can_be_submitted_and_ranked(demo_dirs, tmp_path, kind):
     """Scoring in the store's child process works for every task (the EM scorer starts
     processes of its own), and boards with intervals come out for each."""
-    from competition.demo import NAIVE
-
     comp = tmp_path / kind
     shutil.copytree(demo_dirs[kind], comp)
-    store = open_store(comp, None)
-    name, predict = NAIVE[kind]
-    path = tmp_path / name
-    path.write_bytes(predict(comp / "public"))
+    board = open_board(comp, None)
+    task = board.comp.task
+    path = tmp_path / f"day-one{task.submission_suffix}"
+    path.write_bytes(task.naive_submission(comp / "public"))
     sample = next((comp / "public").glob("sample_submission.*"))
-    good = store.submit(path, "naive")
-    worse = store.submit(sample, "sample")
+    good = board.submissions.submit(path, "naive")
+    worse = board.submissions.submit(sample, "sample")
     assert good.status == worse.status == "scored", (good.error, worse.error)
-    board = leaderboard.public_board(store)
-    assert [e.team for e in board] == ["naive", "sample"]
-    assert board[0].ci_low <= board[0].score <= board[0].ci_high
+    ranking = leaderboard.public_board(board)
+    assert [e.team for e in ranking] == ["naive", "sample"]
+    assert ranking[0].ci_low <= ranking[0].score <= ranking[0].ci_high

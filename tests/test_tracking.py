@@ -6,10 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,12 +19,16 @@ import pytest
 from mlflow import MlflowClient
 from PIL import Image
 
-from competition import ensemble, tracking
-from competition.demo import NAIVE
+from competition.board.board import Board
+from competition.board.prepared import PreparedCompetition
+from competition.ensembles import build as ensemble
+from competition.ensembles import combine as combining
 from competition.formats import maps as maps_format
-from competition.prepared import PreparedCompetition
-from competition.submissions import SubmissionStore
-from competition.subprocesses import stop_group
+from competition.formats.files import SubmissionFile
+from competition.interfaces.subprocesses import stop_group
+from competition.tasks import get_task
+from competition.tracking import config as tracking_config
+from competition.tracking import runs as tracking
 from tests.mlflow_server import free_port, wait_for
 from tests.test_bad_input import run_cli
 from tests.test_browser import browser_page  # noqa: F401 (fixture)
@@ -33,14 +39,15 @@ ITEM_FILE = {"demo-nuclei": "per_image", "demo-em": "per_slice",
 ITEM_KEY = {"demo-nuclei": "ImageId", "demo-em": "slice", "demo-landmarks": "specimen"}
 
 
-def switch_on(doc: dict, tmp_path: Path, monkeypatch) -> tracking.TrackingConfig:
+def switch_on(doc: dict, tmp_path: Path, monkeypatch) -> tracking_config.TrackingConfig:
     doc["experiment_name"] = f"{{competition}}-{tmp_path.name}/{{audience}}"
+    doc.setdefault("item_tables", True)  # the tests read the per-item tables
     path = tmp_path / "mlflow.yaml"
     path.write_text(json.dumps(doc))
-    monkeypatch.setenv(tracking.CONFIG_ENV, str(path))
-    monkeypatch.setenv(tracking.SWITCH_ENV, "on")
+    monkeypatch.setenv(tracking_config.CONFIG_ENV, str(path))
+    monkeypatch.setenv(tracking_config.SWITCH_ENV, "on")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tracking.load_config()
+    return tracking_config.load_config()
 
 
 EMBEDDED = {"tracking_uri": "sqlite:///participants.db",
@@ -48,7 +55,7 @@ EMBEDDED = {"tracking_uri": "sqlite:///participants.db",
 
 
 @pytest.fixture(params=["embedded", "server"])
-def tracked(request, tmp_path, monkeypatch) -> tracking.TrackingConfig:
+def tracked(request, tmp_path, monkeypatch) -> tracking_config.TrackingConfig:
     """Tracking switched on, to fresh stores: two SQLite files, or one real server (the two
     audiences then differ by experiment)."""
     if request.param == "server":
@@ -80,15 +87,18 @@ def artifact_text(client: MlflowClient, run_id: str, path: str, tmp_path: Path) 
 def test_every_scored_submission_is_logged_and_participants_never_see_private(
         tracked, demo_dirs, kind, tmp_path):
     comp = copy_demo(demo_dirs, kind, tmp_path)
-    store = SubmissionStore(comp)
-    naive = tmp_path / NAIVE[kind][0]
-    naive.write_bytes(NAIVE[kind][1](comp.public_dir))
+    board = Board(comp)
+    naive = tmp_path / f"day-one{comp.task.submission_suffix}"
+    naive.write_bytes(comp.task.naive_submission(comp.public_dir))
     sample = next(comp.public_dir.glob("sample_submission.*"))
     solution = comp.load_solution()
+    # Each item's split, as the task declares it for this solution.
+    usage = {str(k): u for k, u in comp.task.usage(solution).items()}
+    assert set(usage.values()) == {"Public", "Private"}
     for team, path in (("sample", sample), ("day-one", naive)):
-        outcome = store.submit(path, team)
+        outcome = board.submissions.submit(path, team)
         assert outcome.status == "scored"
-        row = store.get(outcome.id)
+        row = board.submissions.get(outcome.id)
 
         tracker, runs = runs_of(tracked, "participants", comp, outcome.id)
         assert len(runs) == 1
@@ -111,9 +121,8 @@ def test_every_scored_submission_is_logged_and_participants_never_see_private(
             assert metrics["public.rmse"] == pytest.approx(row["public_score"])
         table = list(csv.DictReader(io.StringIO(artifact_text(
             tracker.client, run.info.run_id, f"scores/{ITEM_FILE[kind]}.csv", tmp_path))))
-        usage = {str(k): u for k, u in _usages(kind, solution).items()}
-        assert {r[ITEM_KEY[kind]] for r in table} == {k for k, u in usage.items()
-                                                      if u == "Public"}
+        public_items = {r[ITEM_KEY[kind]] for r in table}
+        assert public_items == {k for k, u in usage.items() if u == "Public"}
         assert {r["usage"] for r in table} == {"Public"}
 
         tracker, runs = runs_of(tracked, "organizers", comp, outcome.id)
@@ -122,60 +131,61 @@ def test_every_scored_submission_is_logged_and_participants_never_see_private(
         assert metrics["public_score"] == row["public_score"]
         assert metrics["private_score"] == row["private_score"]
         assert metrics["score"] == pytest.approx(comp.task.score(
-            path.read_bytes(), solution, comp.load_reference(solution)).score)
+            SubmissionFile(path), solution, comp.load_reference(solution)).score)
         assert any(k.startswith("all.") for k in metrics)
         table = list(csv.DictReader(io.StringIO(artifact_text(
             tracker.client, runs[0].info.run_id, f"scores/{ITEM_FILE[kind]}.csv", tmp_path))))
         assert {r["usage"] for r in table} == {"Public", "Private"}
         assert len(table) == len(usage)
-
-
-def _usages(kind, solution) -> dict:
-    if kind == "demo-nuclei":
-        return {k: im.usage for k, im in solution.items()}
-    if kind == "demo-em":
-        return dict(enumerate(solution.usage))
-    return dict(zip(solution.specimens, solution.usage, strict=True))
+        # The organizers' rows, as logged: every item once, with its split; the participants'
+        # rows are exactly the public ones among them.
+        assert {r[ITEM_KEY[kind]]: r["usage"] for r in table} == usage
+        assert public_items == {r[ITEM_KEY[kind]] for r in table if r["usage"] == "Public"}
 
 
 def test_rescore_logs_new_runs_that_match_the_store(tracked, demo_dirs, tmp_path):
     comp = copy_demo(demo_dirs, "demo-em", tmp_path)
-    store = SubmissionStore(comp)
-    outcome = store.submit(next(comp.public_dir.glob("sample_submission.*")), "a")
-    store.rescore()
+    board = Board(comp)
+    outcome = board.submissions.submit(next(comp.public_dir.glob("sample_submission.*")), "a")
+    board.rescoring.rescore()
     _, runs = runs_of(tracked, "organizers", comp, outcome.id)
     assert sorted(r.data.tags["reason"] for r in runs) == ["rescore", "submit"]
-    row = store.get(outcome.id)
+    row = board.submissions.get(outcome.id)
     for run in runs:
         assert run.data.metrics["private_score"] == row["private_score"]
 
 
 def test_an_unreachable_tracking_server_never_fails_a_submission(
-        demo_dirs, tmp_path, monkeypatch, capsys):
+        demo_dirs, tmp_path, monkeypatch, caplog):
     path = tmp_path / "mlflow.yaml"
     path.write_text(f"tracking_uri: http://127.0.0.1:{free_port()}\n"
                     "organizer_tracking_uri: null\n")
-    monkeypatch.setenv(tracking.CONFIG_ENV, str(path))
-    monkeypatch.setenv(tracking.SWITCH_ENV, "on")
+    monkeypatch.setenv(tracking_config.CONFIG_ENV, str(path))
+    monkeypatch.setenv(tracking_config.SWITCH_ENV, "on")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    # The package's warnings reach pytest's handler even after a command in this session set
+    # up the command line's logging (which stops them at the "competition" logger).
+    monkeypatch.setattr(logging.getLogger("competition"), "propagate", True)
     comp = copy_demo(demo_dirs, "demo-em", tmp_path)
-    store = SubmissionStore(comp)
-    outcome = store.submit(next(comp.public_dir.glob("sample_submission.*")), "a")
+    board = Board(comp)
+    outcome = board.submissions.submit(next(comp.public_dir.glob("sample_submission.*")), "a")
     assert outcome.status == "scored"
-    assert store.get(outcome.id)["public_score"] == outcome.public_score
-    assert "MLflow logging of submission" in capsys.readouterr().err
+    assert board.submissions.get(outcome.id)["public_score"] == outcome.public_score
+    # The warning is logged (the command line prints the package's warnings on stderr).
+    assert any(r.levelname == "WARNING" and "MLflow logging of submission" in r.getMessage()
+               for r in caplog.records), caplog.text
 
 
 def test_training_runs_and_ensembles(tracked, demo_dirs, tmp_path, monkeypatch):
-    from competition.run import run
+    from competition.training.run import run
 
     comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
     unet = REPO / "submissions" / "unet"
-    record_u = run(comp.root, unet, unet / "smoke.yaml", overrides=["epochs=2"])
+    record_u = run(comp.root, unet, unet / "smoke.yaml", overrides=["nuclei.epochs=2"])
     threshold = REPO / "submissions" / "threshold"
     record_t = run(comp.root, threshold, threshold / "smoke.yaml")
-    store = SubmissionStore(comp)
+    submissions = Board(comp).submissions
 
     tracker, runs = runs_of(tracked, "participants", comp, kind="training")
     by_id = {r.info.run_id: r for r in runs}
@@ -183,7 +193,7 @@ def test_training_runs_and_ensembles(tracked, demo_dirs, tmp_path, monkeypatch):
     assert run_u.data.params["entry"] == "unet" and run_u.data.params["epochs"] == "2"
     assert run_u.data.tags["submission_id"] == str(record_u["submission_id"])
     assert run_u.data.metrics["public_score"] == \
-        store.get(record_u["submission_id"])["public_score"]
+        submissions.get(record_u["submission_id"])["public_score"]
     client = tracker.client
     losses = client.get_metric_history(run_u.info.run_id, "loss")
     assert [m.step for m in losses] == [1, 2]
@@ -199,7 +209,7 @@ def test_training_runs_and_ensembles(tracked, demo_dirs, tmp_path, monkeypatch):
         assert im.n_frames == 3  # two epochs and the final model
     npz = Path(client.download_artifacts(run_u.info.run_id, "predictions/predictions.npz",
                                          str(tmp_path)))
-    maps = maps_format.from_npz("nuclei", npz.read_bytes())
+    maps = maps_format.from_npz(npz.read_bytes())
     test_ids = sorted(p.name for p in (comp.public_dir / "test").iterdir())
     assert sorted(maps) == test_ids and all(m.shape[-1] == 2 for m in maps.values())
 
@@ -212,21 +222,26 @@ def test_training_runs_and_ensembles(tracked, demo_dirs, tmp_path, monkeypatch):
     assert logged.data.tags["member.0"] == record_u["mlflow_run_id"]
     assert logged.data.tags["member.1"] == record_t["mlflow_run_id"]
     assert logged.data.metrics["public_score"] == \
-        store.get(record["submission_id"])["public_score"]
+        submissions.get(record["submission_id"])["public_score"]
 
-    # Greedy chooses on the public split only: every score it asks for is public-only.
-    calls = []
+    # Greedy chooses on the public split only: every score it asks for is public-only, of a
+    # file that predicts nothing for any private image.
+    usage = comp.task.usage(comp.load_solution())
+    calls, predicted = [], set()
     task = comp.task
     original = type(task).score
 
-    def spy(self, data, solution, reference=None, only=None):
+    def spy(self, submission, solution, reference=None, only=None):
         calls.append(only)
-        return original(self, data, solution, reference, only)
+        rows = csv.DictReader(io.StringIO(submission.path.read_text()))
+        predicted.update(r["ImageId"] for r in rows if r["EncodedPixels"].strip())
+        return original(self, submission, solution, reference, only)
 
     monkeypatch.setattr(type(task), "score", spy)
     record = ensemble.build(comp.root, [record_u["mlflow_run_id"], record_t["mlflow_run_id"]],
                             "greedy", rounds=3, submit=False)
     assert calls and set(calls) == {"Public"}
+    assert predicted and {usage[i] for i in predicted} == {"Public"}
     assert sum(record["weights"]) == pytest.approx(1)
     scores = record["greedy_public_scores"]
     assert scores == sorted(scores) and len(set(scores)) == len(scores)
@@ -236,30 +251,34 @@ def test_combining_maps():
     a = {"x": np.zeros((4, 4, 2), np.float32)}
     b = {"x": np.ones((4, 4, 2), np.float32)}
     c = {"x": np.full((4, 4, 1), 0.25, np.float32)}
-    assert np.allclose(ensemble.combine([a, b])["x"], 0.5)
-    assert np.allclose(ensemble.combine([a, b], weights=[1, 3])["x"], 0.75)
-    assert np.allclose(ensemble.combine([a, b, b], "median")["x"], 1)
-    mixed = ensemble.combine([b, c])["x"]  # channels cut to the fewest
+    assert np.allclose(combining.combine([a, b])["x"], 0.5)
+    assert np.allclose(combining.combine([a, b], weights=[1, 3])["x"], 0.75)
+    assert np.allclose(combining.combine([a, b, b], "median")["x"], 1)
+    mixed = combining.combine([b, c])["x"]  # channels cut to the fewest
     assert mixed.shape == (4, 4, 1) and np.allclose(mixed, 0.625)
-    volume = ensemble.combine([np.zeros((2, 3, 3)), np.ones((2, 3, 3))], weights=[3, 1])
-    assert np.allclose(volume, 0.25)
+    # EM: a volume is its slices by number, each (H, W, 1).
+    zeros = {str(z): np.zeros((3, 3, 1)) for z in range(2)}
+    ones = {str(z): np.ones((3, 3, 1)) for z in range(2)}
+    volume = combining.combine([zeros, ones], weights=[3, 1])
+    assert sorted(volume) == ["0", "1"]
+    assert all(v.shape == (3, 3, 1) and np.allclose(v, 0.25) for v in volume.values())
     # Landmarks: coordinates per specimen, point-wise, kept in float64 through the archive.
     p = {"s1": np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])}
     q = {"s1": np.array([[2.0, 0.0, 0.0], [1.0, 2.0, 5.0]])}
     r = {"s1": np.array([[9.0, 9.0, 9.0], [1.0, 2.0, 4.0]])}
-    assert np.allclose(ensemble.combine([p, q])["s1"], [[1, 0, 0], [1, 2, 4]])
-    assert np.allclose(ensemble.combine([p, q, r], "median")["s1"], [[2, 0, 0], [1, 2, 4]])
+    assert np.allclose(combining.combine([p, q])["s1"], [[1, 0, 0], [1, 2, 4]])
+    assert np.allclose(combining.combine([p, q, r], "median")["s1"], [[2, 0, 0], [1, 2, 4]])
     points = {"s1": np.array([[12.3456789012, -0.5, 7.0]])}
-    back = maps_format.from_npz("landmarks", maps_format.to_npz("landmarks", points))
+    back = maps_format.from_npz(maps_format.to_npz(points, get_task("landmarks").map_dtype))
     assert back["s1"].dtype == np.float64 and np.array_equal(back["s1"], points["s1"])
     with pytest.raises(Exception, match="weights"):
-        ensemble.combine([a, b], weights=[1])
+        combining.combine([a, b], weights=[1])
     with pytest.raises(Exception, match="median"):
-        ensemble.combine([a, b], "median", weights=[1, 1])
+        combining.combine([a, b], "median", weights=[1, 1])
     with pytest.raises(Exception, match="other items"):
-        ensemble._check_compatible([a, {"y": a["x"]}], ["1", "2"])
+        combining.check_compatible([a, {"y": a["x"]}], ["1", "2"])
     with pytest.raises(Exception, match="shape"):
-        ensemble._check_compatible([a, {"x": np.zeros((5, 4, 2))}], ["1", "2"])
+        combining.check_compatible([a, {"x": np.zeros((5, 4, 2))}], ["1", "2"])
 
 
 def test_greedy_selection_with_replacement():
@@ -268,14 +287,14 @@ def test_greedy_selection_with_replacement():
     def score(bag):  # best when the bag's mean value is 0.8: two of member 1, two of 2...
         return -abs(np.mean([values[k] for k in bag]) - 0.8)
 
-    bag, trajectory = ensemble.greedy_selection(3, score, rounds=10, higher_is_better=True)
+    bag, trajectory = combining.greedy_selection(3, score, rounds=10, higher_is_better=True)
     assert bag[0] == 1 and 2 in bag and 0 not in bag
     assert np.mean([values[k] for k in bag]) == pytest.approx(0.8)
     assert trajectory == sorted(trajectory)
-    assert ensemble.bag_weights([1, 1, 2], 3) == [0, 2 / 3, 1 / 3]
+    assert combining.bag_weights([1, 1, 2], 3) == [0, 2 / 3, 1 / 3]
     # Lower is better (RMSE): the same search minimises.
-    bag, _ = ensemble.greedy_selection(3, lambda b: abs(np.mean([values[k] for k in b]) - 0.6),
-                                       rounds=5, higher_is_better=False)
+    bag, _ = combining.greedy_selection(3, lambda b: abs(np.mean([values[k] for k in b]) - 0.6),
+                                        rounds=5, higher_is_better=False)
     assert bag == [2]
 
 
@@ -290,20 +309,32 @@ def test_ensemble_refuses_bad_members_clearly(tracked, demo_dirs, tmp_path, caps
     assert code == 2 and "choose one of mean, median, greedy" in err
 
 
-def test_ui_serves_the_configured_store(tracked, tmp_path):
+def test_ui_serves_the_configured_store(tracked, demo_dirs, tmp_path):
+    """The UI answers, and its address opens on the competition's runs table (MLflow 3
+    shows an experiment's runs first only if it is marked as model development)."""
+    comp = copy_demo(demo_dirs, "demo-em", tmp_path)
+    Board(comp).submissions.submit(next(comp.public_dir.glob("sample_*")), "a")
     port = free_port()
     log = tmp_path / "ui.log"
     env = dict(os.environ)
-    process = subprocess.Popen([sys.executable, "-m", "competition.cli", "ui", "--port",
-                                str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                               env=env, start_new_session=True)
+    process = subprocess.Popen([sys.executable, "-m", "competition", "ui", comp.root,
+                                "--port", str(port)], stdout=log.open("wb"),
+                               stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         if tracked.tracking_uri.startswith("http"):
             assert process.wait(60) == 0
             assert "server already" in log.read_text()
             return
         wait_for(f"http://127.0.0.1:{port}/health", process, log)
-        assert f"http://127.0.0.1:{port}/" in log.read_text()
+        deadline = time.monotonic() + 30
+        while "MLflow UI: " not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        tracker = tracking.Tracker(tracked, "participants")
+        experiment = tracker.client.get_experiment_by_name(
+            tracked.experiment(comp.name, "participants"))
+        url = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
+        assert f"MLflow UI: {url}" in log.read_text()
+        assert experiment.tags[tracking.KIND_TAG] == "custom_model_development"
         wait_for(f"http://127.0.0.1:{port}/", process, log)
     finally:
         stop_group(process)
@@ -327,20 +358,20 @@ def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
                                           browser_page):  # noqa: F811
     """Two baselines and their ensemble compared in the MLflow UI that `competition ui`
     starts (the README's screenshot comes from here)."""
-    from competition.run import run
+    from competition.training.run import run
 
     config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
     comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
     records = [run(comp.root, REPO / "submissions" / entry,
-                   REPO / "submissions" / entry / "smoke.yaml", overrides=["epochs=4"])
-               for entry in ("threshold", "unet")]
+                   REPO / "submissions" / entry / "smoke.yaml", overrides=overrides)
+               for entry, overrides in (("threshold", []), ("unet", ["nuclei.epochs=4"]))]
     ids = [r["mlflow_run_id"] for r in records]
     ids.append(ensemble.build(comp.root, ids, "mean")["mlflow_run_id"])
     experiment = tracking.Tracker(config).experiment_id(comp.name)
 
     port = free_port()
     log = tmp_path / "ui.log"
-    process = subprocess.Popen([sys.executable, "-m", "competition.cli", "ui", "--port",
+    process = subprocess.Popen([sys.executable, "-m", "competition", "ui", "--port",
                                 str(port)], stdout=log.open("wb"), stderr=subprocess.STDOUT,
                                start_new_session=True)
     try:
@@ -375,7 +406,7 @@ def test_a_terminated_training_run_is_ended_killed(tmp_path, monkeypatch):
     import time
 
     config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
-    script = ("import time\nfrom competition import tracking\n"
+    script = ("import time\nfrom competition.tracking import runs as tracking\n"
               "with tracking.training_run('demo', 'long', {'kind': 'training'}):\n"
               "    print('started', flush=True)\n    time.sleep(120)\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
@@ -386,3 +417,14 @@ def test_a_terminated_training_run_is_ended_killed(tmp_path, monkeypatch):
     assert child.wait(timeout=60) == 128 + signal.SIGTERM
     runs = tracking.Tracker(config, "participants").runs("demo", "")
     assert [r.info.status for r in runs] == ["KILLED"]
+
+
+def test_item_tables_are_logged_only_when_asked(demo_dirs, tmp_path, monkeypatch):
+    """By default a scored submission logs its metrics, not a per-item artifact."""
+    config = switch_on({**EMBEDDED, "item_tables": False}, tmp_path, monkeypatch)
+    comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
+    outcome = Board(comp).submissions.submit(next(comp.public_dir.glob("sample_*")), "a")
+    for audience in ("participants", "organizers"):
+        tracker, runs = runs_of(config, audience, comp, outcome.id)
+        assert runs[0].data.metrics["public_score"] == outcome.public_score
+        assert [a.path for a in tracker.client.list_artifacts(runs[0].info.run_id)] == []

@@ -18,9 +18,9 @@ import yaml
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 
-from competition.prepared import PreparedCompetition
-from competition.submissions import SubmissionStore
-from competition.web.app import create_app
+from competition.board.board import Board
+from competition.board.prepared import PreparedCompetition
+from competition.interfaces.web.app import create_app
 from tests.test_bad_input import nuclei_valid
 
 
@@ -32,9 +32,9 @@ class Portal:
         config["rules"].update(rules)
         (root / "competition.yaml").write_text(yaml.safe_dump(config))
         self.root = root
-        store = SubmissionStore(PreparedCompetition.open(root))
-        self.tokens = {team: store.issue_team_token(team) for team in ("owls", "bats", "moths")}
-        self.tokens["organizer"] = store.issue_organizer_token()
+        board = Board(PreparedCompetition.open(root))
+        self.tokens = {team: board.teams.issue_token(team) for team in ("owls", "bats", "moths")}
+        self.tokens["organizer"] = board.teams.issue_organizer_token()
         self.app = create_app(root)
         self.client = TestClient(self.app)
         self.sample = (root / "public" / "sample_submission.csv").read_bytes()
@@ -213,7 +213,7 @@ def running_server(demo_dirs, tmp_path):
     shutil.copytree(demo_dirs["demo-nuclei"], root)
     portal = Portal(root, daily_limit=3)
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "competition.cli", "serve", str(root),
+    proc = subprocess.Popen([sys.executable, "-m", "competition", "serve", str(root),
                              "--port", str(port)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -234,8 +234,8 @@ def running_server(demo_dirs, tmp_path):
 
 def test_twenty_concurrent_uploads_are_recorded_once_within_limits(running_server):
     portal = running_server
-    store = SubmissionStore(PreparedCompetition.open(portal.root))
-    portal.tokens["wasps"] = store.issue_team_token("wasps")
+    board = Board(PreparedCompetition.open(portal.root))
+    portal.tokens["wasps"] = board.teams.issue_token("wasps")
     teams = ["owls", "bats", "moths", "wasps"]
     results: list[tuple[str, int, dict]] = []
     barrier = threading.Barrier(20)
@@ -257,7 +257,7 @@ def test_twenty_concurrent_uploads_are_recorded_once_within_limits(running_serve
         assert sum(t == team and code == 201 for t, code, _ in results) == 3
     ids = [body["id"] for _, code, body in results if code == 201]
     assert len(set(ids)) == 12
-    rows = store.all_submissions()
+    rows = board.submissions.all()
     assert sorted(r["id"] for r in rows) == sorted(ids)
     assert all(r["status"] == "scored" for r in rows)
 
@@ -274,3 +274,62 @@ def test_cli_submits_to_a_server(running_server, tmp_path, capsys):
     code, _, err = run_cli(["submit", "--server", running_server.url, "--token", "bad",
                             path], capsys)
     assert code == 2 and "401" in err
+
+
+def test_public_files_come_as_one_streamed_zip_and_one_by_one(portal):
+    import io
+    import zipfile
+
+    headers = portal.auth("owls")
+    assert portal.client.get("/files.zip").status_code == 401
+    response = portal.client.get("/files.zip", headers=headers)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/zip"
+    public = portal.root / "public"
+    expected = sorted(p.relative_to(public).as_posix() for p in public.rglob("*") if p.is_file())
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        assert archive.testzip() is None
+        assert sorted(archive.namelist()) == expected
+        assert all(archive.read(name) == (public / name).read_bytes() for name in expected)
+    # Folders are listed on a page of their own, each file served alone.
+    folder = portal.client.get("/files/test/", headers=headers)
+    assert folder.status_code == 200
+    some = next(n for n in expected if n.startswith("test/"))
+    assert f'href="/files/{some}"' in folder.text
+    assert portal.client.get(f"/files/{some}", headers=headers).content == \
+        (public / some).read_bytes()
+
+
+def test_competition_page_renders_the_description_first_and_sanitised(portal):
+    readme = portal.root / "public" / "README.md"
+    readme.write_text(readme.read_text() + "\n<script>alert(1)</script>\n"
+                      "[x](javascript:alert(2))\n")
+    page = portal.client.get("/", headers=portal.auth("owls")).text
+    title = readme.read_text().splitlines()[0].lstrip("# ")
+    assert f"<h1>{title}</h1>" in page  # Markdown rendered, not shown raw
+    assert page.index('class="description"') < page.index("Rules in force") < \
+        page.index("Download all public files")
+    assert "<script>alert(1)" not in page and 'href="javascript:' not in page
+    # The folder with hundreds of images is one line with its count, not a line per file.
+    n_test = len(list((portal.root / "public" / "test").iterdir()))
+    assert f'href="/files/test/">test/</a> ({n_test} files)' in page
+    assert page.count('href="/files/test/') == 1
+
+
+def test_baselines_are_marked_and_left_out_of_the_grades(portal, tmp_path):
+    board = Board(PreparedCompetition.open(portal.root))
+    data = nuclei_valid(portal.root)
+    for team, text, baseline in (("baseline-unet", data, True), ("owls", portal.sample.decode(),
+                                                                  False)):
+        path = tmp_path / f"{team}.csv"
+        path.write_text(text)
+        assert board.submissions.submit(path, team, baseline=baseline).status == "scored"
+    headers = portal.auth("organizer")
+    board_json = portal.client.get("/api/leaderboard").json()
+    assert [(e["team"], e["baseline"]) for e in board_json] == [("baseline-unet", True),
+                                                                 ("owls", False)]
+    assert "baseline</span>" in portal.client.get("/leaderboard").text
+    grades = portal.client.get("/api/organizer/grades.csv", headers=headers).text.splitlines()
+    assert grades[0] == "rank,team,private_score,submission_id,public_rank"
+    assert [row.split(",")[:2] for row in grades[1:]] == [["1", "owls"]]
+    assert grades[1].split(",")[-1] == "1"  # its public rank among participants

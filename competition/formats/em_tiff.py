@@ -27,7 +27,9 @@ def read_stack(data: bytes) -> np.ndarray:
 
 
 def read_probabilities(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
-    """A submission as float32 cell probabilities in [0, 1] (8-bit maps are divided by 255)."""
+    """A submission as float32 cell probabilities in [0, 1]. Accepted pixel types: floats in
+    [0, 1], uint8 (divided by 255) and binary maps; other integer types are refused (a 16-bit
+    map's scale is ambiguous)."""
     stack = read_stack(data)
     if stack.shape != tuple(shape):
         raise SubmissionError(
@@ -38,16 +40,11 @@ def read_probabilities(data: bytes, shape: tuple[int, int, int]) -> np.ndarray:
         return stack.astype(np.float32) / 255.0
     if stack.dtype == bool:
         return stack.astype(np.float32)
-    if np.issubdtype(stack.dtype, np.integer):
-        top, low = int(stack.max()), int(stack.min())
-        if low < 0 or top > 255:
-            z = int(np.argmax(((stack < 0) | (stack > 255)).any(axis=(1, 2))))
-            raise SubmissionError(
-                f"integer values must lie in 0..255 (8-bit) or 0..1 (binary); "
-                f"found {low}..{top}", where=f"slice {z}")
-        return stack.astype(np.float32) / (1.0 if top <= 1 else 255.0)
     if not np.issubdtype(stack.dtype, np.floating):
-        raise SubmissionError(f"pixel type {stack.dtype} is neither float nor integer")
+        raise SubmissionError(
+            f"pixel type {stack.dtype} is not accepted: submit floating-point cell "
+            "probabilities in [0, 1] (float32), an 8-bit map (uint8, 0..255) or a binary "
+            "(1-bit) map")
     stack = stack.astype(np.float32)
     bad = ~np.isfinite(stack)
     if bad.any():

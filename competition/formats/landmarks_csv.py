@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -66,7 +67,7 @@ def read_points(
     return points, usages
 
 
-def write_points(rows: list[tuple], usage: bool = False) -> bytes:
+def write_points(rows: list[tuple[Any, ...]], usage: bool = False) -> bytes:
     header = HEADER + (["Usage"] if usage else [])
     out = [",".join(header)]
     for row in rows:

@@ -1,44 +1,40 @@
-"""A run's test predictions as `.npz` bytes (the raw material of ensembles). Nuclei: one
-(H, W, C) probability array per ImageId; EM: the (slices, H, W) stack under "volume" (float16:
-its 1e-3 resolution is far below what thresholds see); landmarks: one (landmarks, 3) float64
-array of coordinates per specimen."""
+"""A run's test predictions as `.npz` bytes: one array per test item, keyed by its id (pure).
+
+The raw material of ensembles. Probability maps are kept as float16 (a resolution of 1e-3,
+far below what a threshold sees); coordinates as float64. What an item's array means is the
+task's business (its `map_channels`, `predictions_from_maps`).
+"""
 
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import numpy as np
 
 from competition.errors import CompetitionError
 
-VOLUME = "volume"
+Maps = dict[str, np.ndarray]
 
 
-def to_npz(task: str, maps) -> bytes:
-    arrays = {VOLUME: np.asarray(maps)} if task == "em" else dict(maps)
+def to_npz(maps: Maps, dtype: str = "float16") -> bytes:
     buf = io.BytesIO()
-    dtype = np.float64 if task == "landmarks" else np.float16
-    np.savez_compressed(buf, **{k: np.asarray(v, dtype=dtype) for k, v in arrays.items()})
+    arrays: dict[str, Any] = {str(k): np.asarray(v, dtype=dtype) for k, v in maps.items()}
+    np.savez_compressed(buf, **arrays)
     return buf.getvalue()
 
 
-def from_npz(task: str, data: bytes, source: str = "maps"):
+def from_npz(data: bytes, source: str = "maps") -> Maps:
+    """The arrays back, as float32 (float64 where they were stored so)."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            arrays = {k: z[k].astype(np.float64 if task == "landmarks" else np.float32)
-                      for k in z.files}
-    except Exception as e:
-        raise CompetitionError(f"{source}: not a probability-map archive ({e})") from None
-    if task == "em":
-        if VOLUME not in arrays or arrays[VOLUME].ndim != 3:
-            raise CompetitionError(f"{source}: no (slices, H, W) '{VOLUME}' array")
-        return arrays[VOLUME]
-    if task == "landmarks":
-        bad = [k for k, v in arrays.items() if v.ndim != 2 or v.shape[-1] != 3]
-        if bad:
-            raise CompetitionError(f"{source}: {bad[0]} is not a (landmarks, 3) array")
-        return arrays
-    bad = [k for k, v in arrays.items() if v.ndim != 3]
-    if bad:
-        raise CompetitionError(f"{source}: {bad[0]} is not an (H, W, C) map")
-    return arrays
+        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+            maps = {k: archive[k] for k in archive.files}
+    except Exception as e:  # numpy raises many types on damaged archives
+        raise CompetitionError(f"{source}: not a prediction archive ({e})") from None
+    if not maps:
+        raise CompetitionError(f"{source}: the prediction archive is empty")
+    for key, array in maps.items():
+        if array.ndim < 2 or not np.issubdtype(array.dtype, np.floating):
+            raise CompetitionError(f"{source}: {key} is not a map of numbers "
+                                   f"(shape {array.shape}, {array.dtype})")
+    return {k: v if v.dtype == np.float64 else v.astype(np.float32) for k, v in maps.items()}

@@ -78,7 +78,9 @@ def drop_nonfinite(mesh: trimesh.Trimesh) -> tuple[trimesh.Trimesh, int, int]:
 
 def write_mesh(mesh: trimesh.Trimesh) -> bytes:
     """Binary little-endian PLY bytes (deterministic)."""
-    return trimesh.exchange.ply.export_ply(mesh, encoding="binary", include_attributes=False)
+    data: bytes = trimesh.exchange.ply.export_ply(mesh, encoding="binary",
+                                                  include_attributes=False)
+    return data
 
 
 def read_markups(data: bytes, name: str) -> dict[str, np.ndarray]:
@@ -151,7 +153,8 @@ def _read_fcsv(data: bytes, name: str) -> dict[str, np.ndarray]:
     return points
 
 
-def _add_point(points, label, xyz, system, where) -> None:
+def _add_point(points: dict[str, np.ndarray], label: str, xyz: np.ndarray, system: str,
+               where: str) -> None:
     if xyz.shape != (3,) or not np.isfinite(xyz).all():
         raise SourceDataError(f"{where}: landmark {label} has no finite 3D position")
     if label in points:

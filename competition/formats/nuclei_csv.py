@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -46,6 +48,12 @@ class NucleiImage:
                 where=f"line {self.lines[first_bad]} ({where})",
             )
         return labels, self.n_objects
+
+    def label_image(self, where: str) -> np.ndarray:
+        """The (H, W) label image (objects 1..n, row-major); overlaps are an error."""
+        flat, _ = self.labels_flat(where)
+        h, w = self.shape
+        return np.ascontiguousarray(flat.reshape(w, h).T)
 
 
 def read_submission(data: bytes, shapes: dict[str, tuple[int, int]]) -> dict[str, NucleiImage]:
@@ -93,7 +101,8 @@ def read_solution(data: bytes) -> dict[str, NucleiImage]:
     return images
 
 
-def _collect(rows, shape_of) -> dict[str, NucleiImage]:
+def _collect(rows: list[tuple[int, list[str]]],
+             shape_of: Callable[[int, str], tuple[int, int]]) -> dict[str, NucleiImage]:
     images: dict[str, NucleiImage] = {}
     seen: dict[str, dict[str, int]] = defaultdict(dict)
     order: dict[str, int] = {}
@@ -130,12 +139,12 @@ def _collect(rows, shape_of) -> dict[str, NucleiImage]:
             f"bad RLE: {e}", where=f"line {lines[k]} (ImageId {ids[k]}, {h}x{w})"
         ) from None
     # Group rows (and their runs) by image, keeping the file order within an image.
-    image_of_row = np.array(image_of_row, dtype=np.int64)
-    row_order = np.argsort(image_of_row, kind="stable")
+    row_image = np.array(image_of_row, dtype=np.int64)
+    row_order = np.argsort(row_image, kind="stable")
     run_row = np.repeat(np.arange(len(texts)), n_runs)
-    runs = runs[np.argsort(image_of_row[run_row], kind="stable")]
-    rows_per_image = np.bincount(image_of_row, minlength=len(order))
-    runs_per_image = np.bincount(image_of_row, weights=n_runs, minlength=len(order))
+    runs = runs[np.argsort(row_image[run_row], kind="stable")]
+    rows_per_image = np.bincount(row_image, minlength=len(order))
+    runs_per_image = np.bincount(row_image, weights=n_runs, minlength=len(order))
     row_end = np.cumsum(rows_per_image)
     run_end = np.cumsum(runs_per_image).astype(np.int64)
     sorted_lines = np.array(lines, dtype=np.int64)[row_order]
@@ -149,7 +158,8 @@ def _collect(rows, shape_of) -> dict[str, NucleiImage]:
     return images
 
 
-def _shape_of(shapes, line: int, image_id: str) -> tuple[int, int]:
+def _shape_of(shapes: dict[str, tuple[int, int]], line: int,
+              image_id: str) -> tuple[int, int]:
     try:
         return shapes[image_id]
     except KeyError:
@@ -159,7 +169,7 @@ def _shape_of(shapes, line: int, image_id: str) -> tuple[int, int]:
         ) from None
 
 
-def write_csv(rows: list[tuple], header: list[str]) -> bytes:
+def write_csv(rows: list[tuple[Any, ...]], header: list[str]) -> bytes:
     """Deterministic CSV bytes (LF line ends); fields here never need quoting."""
     lines = [",".join(header)] + [",".join(str(f) for f in row) for row in rows]
     return ("\n".join(lines) + "\n").encode()

@@ -6,6 +6,8 @@ Pairs `start length`, 1-indexed, pixels numbered top to bottom then left to righ
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 import numpy as np
 
 MAX_DIGITS = 15  # any image's pixel count has fewer; longer tokens cannot be valid
@@ -13,6 +15,8 @@ MAX_DIGITS = 15  # any image's pixel count has fewer; longer tokens cannot be va
 
 class RLEError(ValueError):
     """An encoded string breaks a rule; the message says which."""
+
+    index: int  # set by `parse_many` to the failing string's position
 
 
 def encode(mask: np.ndarray) -> str:
@@ -90,7 +94,8 @@ def check_runs(tokens: np.ndarray, n_pixels: int) -> np.ndarray:
     last = int((starts + lengths - 1).max()) if len(starts) else 0
     if last > n_pixels:
         raise RLEError(f"run reaches pixel {last}, beyond the image's {n_pixels} pixels")
-    return runs - np.array([1, 0])
+    zero_based: np.ndarray = runs - np.array([1, 0])
+    return zero_based
 
 
 _NOT_DIGIT_SPACE_NEWLINE = str.maketrans("", "", "0123456789 \n")
@@ -138,7 +143,7 @@ def parse_many(texts: list[str], n_pixels: np.ndarray) -> tuple[np.ndarray, np.n
     return runs - np.array([1, 0]), n_runs
 
 
-def _parse_each(texts, n_pixels) -> tuple[np.ndarray, np.ndarray]:
+def _parse_each(texts: list[str], n_pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     parsed = []
     for k, text in enumerate(texts):
         try:
@@ -151,7 +156,7 @@ def _parse_each(texts, n_pixels) -> tuple[np.ndarray, np.ndarray]:
     return runs.reshape(-1, 2), counts
 
 
-def _fail(texts, n_pixels, k: int):
+def _fail(texts: list[str], n_pixels: np.ndarray, k: int) -> NoReturn:
     try:
         parse(texts[k], int(n_pixels[k]))
     except RLEError as e:

@@ -7,17 +7,6 @@ import io
 
 from competition.errors import SubmissionError
 
-DEFAULT_MAX_BYTES = 200 * 1024 * 1024
-
-
-def check_size(n_bytes: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-    if n_bytes == 0:
-        raise SubmissionError("the file is empty")
-    if n_bytes > max_bytes:
-        raise SubmissionError(
-            f"the file is {n_bytes / 1e6:.1f} MB, over the size limit of {max_bytes / 1e6:.1f} MB"
-        )
-
 
 def decode_text(data: bytes) -> str:
     """UTF-8 text without BOM; CRLF and CR become LF."""

@@ -7,7 +7,8 @@ from numba import njit
 
 
 @njit(cache=True, inline="always")  # a call per pixel would double the flood's time
-def _push_free_neighbours(out, h, w, idx, lab, queue_pixel, queue_label, tail):
+def _push_free_neighbours(out: np.ndarray, h: int, w: int, idx: int, lab: int,
+                          queue_pixel: np.ndarray, queue_label: np.ndarray, tail: int) -> int:
     """Queue the unlabelled 4-neighbours of pixel `idx` with label `lab`; new tail."""
     r, c = idx // w, idx % w
     for dr, dc in ((-1, 0), (0, -1), (0, 1), (1, 0)):

@@ -44,5 +44,6 @@ def overlaps(
         cells = np.flatnonzero(counts)
         counts = counts[cells]
     else:
-        cells, counts = np.unique(key, return_counts=True)
+        unique = np.unique(key, return_counts=True)
+        cells, counts = unique[0], unique[1]  # (not unpacked: mypy 1.20 fails on numpy 2.4's stub)
     return cells // (n_b + 1), cells % (n_b + 1), counts

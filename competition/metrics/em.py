@@ -12,6 +12,7 @@ Scores are restricted to true-foreground pixels, proposal label 0 counting as si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -108,7 +109,8 @@ class StackScores:
     thresholds: tuple[float, ...]
 
 
-def score_slice(label: np.ndarray, proposal: np.ndarray, thresholds=THRESHOLDS) -> np.ndarray:
+def score_slice(label: np.ndarray, proposal: np.ndarray,
+                thresholds: Sequence[float] = THRESHOLDS) -> np.ndarray:
     """Rows (v_rand, v_info, pixel_error) x thresholds for one slice.
 
     `proposal` is float in [0, 1] (8-bit maps are divided by 255 first by the caller).
@@ -147,7 +149,8 @@ def pixel_error(table: np.ndarray, rows: np.ndarray | None = None) -> float:
     return float(sel.mean(axis=0).min())
 
 
-def foreground_overlap(label: np.ndarray, proposal: np.ndarray, th: float = 0.5) -> tuple:
+def foreground_overlap(label: np.ndarray, proposal: np.ndarray,
+                       th: float = 0.5) -> tuple[float, float]:
     """Foreground (cell) IoU and Dice of `label > 0` against `proposal > th`."""
     t, p = label > 0, proposal > th
     inter = int((t & p).sum())

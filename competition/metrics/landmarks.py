@@ -15,7 +15,8 @@ def distances(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
     if pred.shape != truth.shape:
         raise ValueError(f"shape mismatch {pred.shape} vs {truth.shape}")
-    return np.sqrt(((pred - truth) ** 2).sum(axis=-1))
+    d: np.ndarray = np.sqrt(((pred - truth) ** 2).sum(axis=-1))
+    return d
 
 
 def rmse(d: np.ndarray) -> float:

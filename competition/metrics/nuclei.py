@@ -37,7 +37,8 @@ class ImageMatch:
         """P(t) = TP / (TP + FP + FN); both sides empty scores 1 (the harness's rule)."""
         if self.n_true == 0 and self.n_pred == 0:
             return np.ones(len(THRESHOLDS_PERCENT))
-        return self.tp / (self.n_true + self.n_pred - self.tp)
+        precision: np.ndarray = self.tp / (self.n_true + self.n_pred - self.tp)
+        return precision
 
     @property
     def score(self) -> float:
@@ -84,7 +85,8 @@ def mean_precision_per_threshold(matches: list[ImageMatch]) -> np.ndarray:
     """Mean over images of P(t), one value per threshold."""
     if not matches:
         return np.full(len(THRESHOLDS_PERCENT), np.nan)
-    return np.mean([m.precision for m in matches], axis=0)
+    means: np.ndarray = np.mean([m.precision for m in matches], axis=0)
+    return means
 
 
 def mean_score(matches: list[ImageMatch]) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 from scipy import ndimage
 
 
@@ -32,7 +33,8 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 def surface(mask: np.ndarray) -> np.ndarray:
     mask = np.asarray(mask, bool)
     cross = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask ^ ndimage.binary_erosion(mask, structure=cross, border_value=0)
+    eroded: npt.NDArray[np.bool_] = ndimage.binary_erosion(mask, structure=cross, border_value=0)
+    return mask ^ eroded
 
 
 def surface_distances(
@@ -75,19 +77,19 @@ def surface_scores(
     )
 
 
-def hausdorff(a, b, spacing=None) -> float:
+def hausdorff(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None) -> float:
     return surface_scores(a, b, spacing).hausdorff
 
 
-def hd95(a, b, spacing=None) -> float:
+def hd95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None) -> float:
     return surface_scores(a, b, spacing).hd95
 
 
-def assd(a, b, spacing=None) -> float:
+def assd(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None) -> float:
     return surface_scores(a, b, spacing).assd
 
 
-def _spacing(spacing, ndim: int) -> tuple[float, ...]:
+def _spacing(spacing: Sequence[float] | None, ndim: int) -> tuple[float, ...]:
     if spacing is None:
         return (1.0,) * ndim
     spacing = tuple(float(s) for s in spacing)

@@ -1,12 +1,71 @@
-"""The competition tasks, by name."""
+"""The installed tasks, found by entry point (group `competition.tasks`).
+
+A course adds a task in a package of its own: a `Task` subclass and, in that package's
+pyproject.toml, `[project.entry-points."competition.tasks"] mytask = "mypkg:MyTask"`.
+Nothing in the harness changes. Tasks are loaded on first use (importing one loads numpy and
+its readers), so listing names stays cheap.
+"""
 
 from __future__ import annotations
 
-from competition.tasks.base import ScoreResult, Task
-from competition.tasks.em import EmTask
-from competition.tasks.landmarks import LandmarksTask
-from competition.tasks.nuclei import NucleiTask
+import functools
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
-TASKS: dict[str, Task] = {t.name: t for t in (NucleiTask(), EmTask(), LandmarksTask())}
+from competition.errors import CompetitionError
 
-__all__ = ["TASKS", "ScoreResult", "Task"]
+if TYPE_CHECKING:
+    from competition.tasks.base import Source, Task
+
+GROUP = "competition.tasks"
+
+
+@functools.cache
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def task_names() -> list[str]:
+    return sorted(_entry_points())
+
+
+@functools.cache
+def get_task(name: str) -> Task:
+    """The task registered as `name`, or a clear error naming the installed ones."""
+    from competition.tasks.base import Task
+
+    point = _entry_points().get(name)
+    if point is None:
+        raise CompetitionError(f"unknown task {name!r}; installed tasks: "
+                               f"{', '.join(task_names()) or 'none'}")
+    try:
+        cls = point.load()
+    except Exception as e:  # a broken plugin must not look like a bug of ours
+        raise CompetitionError(f"task {name!r} ({point.value}) cannot be loaded: "
+                               f"{type(e).__name__}: {e}") from None
+    task = cls() if isinstance(cls, type) else cls
+    if not isinstance(task, Task) or task.name != name:
+        raise CompetitionError(f"entry point {name!r} ({point.value}) is not a Task named "
+                               f"{name!r}")
+    return task
+
+
+def find_source(kind: str) -> tuple[Task, Source]:
+    """The task that prepares competitions of `kind`, and how."""
+    kinds = all_sources()
+    if kind not in kinds:
+        raise CompetitionError(f"unknown kind {kind!r}; choose one of "
+                               f"{', '.join(sorted(kinds))}")
+    return kinds[kind]
+
+
+def all_sources() -> dict[str, tuple[Task, Source]]:
+    found: dict[str, tuple[Task, Source]] = {}
+    for name in task_names():
+        task = get_task(name)
+        for kind, source in task.sources().items():
+            if kind in found:
+                raise CompetitionError(f"kind {kind!r} is offered by two tasks: "
+                                       f"{found[kind][0].name} and {name}")
+            found[kind] = (task, source)
+    return found

@@ -18,11 +18,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import Progress
 
-from competition import datasets
+from competition.board.prepared import PreparedCompetition
 from competition.errors import CompetitionError
 from competition.formats import landmarks_csv
-from competition.prepared import PreparedCompetition
-from competition.run import load_entry, resolve_config
+from competition.training.entries import load_entry, resolve_config
 
 HERE = Path(__file__).resolve().parent
 
@@ -35,12 +34,10 @@ def main(directory: Path = typer.Argument(..., help="A prepared landmark competi
     err = Console(stderr=True)
     try:
         comp = PreparedCompetition.open(directory)
-        if comp.task.name != "landmarks":
-            raise CompetitionError(f"{directory}: not a landmark competition")
-        train = datasets.load_train(comp)
+        settings = resolve_config(HERE, comp.task.name, config, set_)  # checks the task
+        train = comp.task.load_train(comp.public_dir)
         if len(train.ids) < 2:
             raise CompetitionError(f"{directory}: leave-one-out needs two training specimens")
-        settings = resolve_config(HERE, "landmarks", config, set_)
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("ALPACA, leaving each specimen out", total=len(train.ids))
             estimates = load_entry(HERE).cross_estimates(

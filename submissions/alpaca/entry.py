@@ -19,12 +19,16 @@ import time
 import numpy as np
 from scipy.spatial import cKDTree
 
-from competition import procrustes
+from competition.errors import CompetitionError
+from competition.landmark_imaging import procrustes
 
 
 def fit(task, train, config, on_epoch=None):
-    if task != "landmarks":
-        raise ValueError("the ALPACA baseline places landmarks on meshes")
+    return choose_templates(train, config)
+
+
+def choose_templates(train, config):
+    """The most typical training specimens (`templates` of them) with their landmarks."""
     order = typical_order(train.points)
     chosen = order[: config["templates"]]
     return {"templates": [(train.ids[k], np.asarray(train.meshes[k].vertices),
@@ -59,8 +63,8 @@ def load_open3d():
     try:
         import open3d
     except ImportError as e:
-        raise RuntimeError(f"open3d cannot load ({e}): install Debian's libusb-1.0-0 "
-                           "(apt-get install libusb-1.0-0)") from None
+        raise CompetitionError(f"open3d cannot load ({e}): install Debian's libusb-1.0-0 "
+                               "(apt-get install libusb-1.0-0)") from None
     return open3d
 
 
@@ -183,6 +187,11 @@ def low_rank_cpd(base):
 
 
 def predict(task, model, inputs, config):
+    return place(model, inputs, config)
+
+
+def place(model, inputs, config):
+    """Each input specimen's landmarks: transferred from every template, their median."""
     out = {}
     seconds = []
     for specimen, mesh in zip(inputs.ids, inputs.meshes, strict=True):
@@ -210,8 +219,7 @@ def cross_estimates(train, config, progress=None) -> np.ndarray:
         others = type(train)([train.ids[j] for j in rest], [train.meshes[j] for j in rest],
                              train.landmarks, train.points[rest])
         target = type(train)([train.ids[k]], [train.meshes[k]], train.landmarks)
-        out[k] = predict("landmarks", fit("landmarks", others, config), target,
-                         config)[train.ids[k]]
+        out[k] = place(choose_templates(others, config), target, config)[train.ids[k]]
         if progress is not None:
             progress(k)
     return out

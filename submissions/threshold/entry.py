@@ -8,6 +8,9 @@ largest distance, chosen on training images by the competition metric) and a wat
 touching nuclei.
 EM: the same idea on membrane intensity: membranes are dark, so the smoothed, stretched
 intensity is the cell probability; the smoothing is chosen on training slices by V_rand.
+
+The two pipelines differ by what the task asks for (`task.prediction`): instance labels
+(nuclei) or a probability map (EM).
 """
 
 import cv2
@@ -15,7 +18,7 @@ import numpy as np
 
 from competition.metrics import em as em_metric
 from competition.metrics.nuclei import image_score
-from competition.postprocess import boundary_target
+from competition.progress import track
 
 
 def grey(rgb):
@@ -39,8 +42,12 @@ def learn_inversion_cut(grays, labels):
     return float(candidates[int(np.argmax(accuracy))])
 
 
+def wants_probabilities(task):
+    return task.prediction == "probabilities"
+
+
 def fit(task, train, config, on_epoch=None):
-    if task == "em":
+    if wants_probabilities(task):
         return {"sigma": best_em_sigma(train, config)}
     rng = np.random.default_rng(config["seed"])
     pick = rng.permutation(len(train.images))[: config["max_fit_images"]]
@@ -49,7 +56,7 @@ def fit(task, train, config, on_epoch=None):
     cut = learn_inversion_cut(grays, labels)
     prepared = [stretch(g, g.mean() > cut) for g in grays]
     best = (-1.0, 128)
-    for t in range(5, 255, 5):
+    for t in track(range(5, 255, 5), "Choosing the threshold"):
         ious = []
         for image, lab in zip(prepared, labels, strict=True):
             pred, true = image > t, lab > 0
@@ -62,7 +69,7 @@ def fit(task, train, config, on_epoch=None):
                                                                  config["min_size"]))
                                 for image, lab in zip(prepared[: config["max_split_images"]],
                                                       labels, strict=False)])), f)
-                for f in config["split_fractions"])
+                for f in track(config["split_fractions"], "Choosing the split"))
     return {"inversion_cut": cut, "threshold": threshold, "train_iou": best[0],
             "split_fraction": split[1], "train_score": split[0]}
 
@@ -99,7 +106,7 @@ def em_probability(raw, sigma):
 def best_em_sigma(train, config):
     slices = range(0, len(train.volume), max(1, len(train.volume) // config["max_fit_slices"]))
     best = (-1.0, 0.0)
-    for sigma in config["sigmas"]:
+    for sigma in track(config["sigmas"], "Choosing the smoothing"):
         scores = []
         for z in slices:
             prob = em_probability(train.volume[z], sigma)
@@ -111,10 +118,11 @@ def best_em_sigma(train, config):
 
 
 def predict(task, model, inputs, config):
-    if task == "em":
+    if wants_probabilities(task):
         return np.stack([em_probability(raw, model["sigma"]) for raw in inputs.volume])
     out = {}
-    for image_id, rgb in zip(inputs.ids, inputs.images, strict=True):
+    for image_id, rgb in track(list(zip(inputs.ids, inputs.images, strict=True)),
+                               "Predicting images"):
         g = grey(rgb)
         image = stretch(g, g.mean() > model["inversion_cut"])
         out[image_id] = split_nuclei(image > model["threshold"], model["split_fraction"],
@@ -125,7 +133,4 @@ def predict(task, model, inputs, config):
 def probabilities(task, model, inputs, config):
     """Maps for ensembles: EM the cell probability itself; nuclei the predicted objects as a
     hard foreground and their boundaries (what the U-Nets' two channels mean)."""
-    if task == "em":
-        return predict(task, model, inputs, config)
-    return {image_id: np.stack([labels > 0, boundary_target(labels)], -1).astype(np.float32)
-            for image_id, labels in predict(task, model, inputs, config).items()}
+    return task.maps_from_predictions(inputs, predict(task, model, inputs, config))

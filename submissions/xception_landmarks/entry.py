@@ -22,6 +22,7 @@ positions are mapped back to the surface (ray cast) and their median is the refi
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import albumentations as A
@@ -30,13 +31,20 @@ import keras
 import numpy as np
 from scipy.spatial import cKDTree
 
-from competition import procrustes
 from competition.errors import CompetitionError
-from competition.patch_sets import read_estimates
-from competition.patches import SIZE, jittered_estimate, landmark_seeds, posed, views
-from competition.run import load_entry, resolve_config
+from competition.landmark_imaging import procrustes
+from competition.landmark_imaging.patch_sets import read_estimates
+from competition.landmark_imaging.patches import (
+    SIZE,
+    jittered_estimate,
+    landmark_seeds,
+    posed,
+    views,
+)
+from competition.training.entries import load_entry, resolve_config
 from models.landmarks import build_refiner, start_outputs
 
+log = logging.getLogger("competition.entries.xception_landmarks")
 HERE = Path(__file__).resolve().parent
 ALPACA = HERE.parent / "alpaca"
 SHRINK_GRID = np.round(np.linspace(0, 1, 11), 2)
@@ -72,9 +80,10 @@ def _views(config):
     return views(tuple(config["radii"]), config["shift_mm"])
 
 
-def _alpaca(task, train, config):
+def _alpaca(task, config):
     module = load_entry(ALPACA)
-    alpaca_config = {**resolve_config(ALPACA, task, None, []), **(config.get("alpaca") or {})}
+    alpaca_config = {**resolve_config(ALPACA, task.name, None, []),
+                     **(config.get("alpaca") or {})}
     return module, alpaca_config
 
 
@@ -83,7 +92,7 @@ def training_estimates(task, train, config) -> np.ndarray:
     if how == "jitter":
         return np.asarray(train.points, float)
     if how == "alpaca":
-        module, alpaca_config = _alpaca(task, train, config)
+        module, alpaca_config = _alpaca(task, config)
         return module.cross_estimates(train, alpaca_config)
     given = read_estimates(Path(how), train.ids, train.landmarks)
     return np.array([given[i] for i in train.ids])
@@ -175,8 +184,6 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
 
 
 def fit(task, train, config, on_epoch=None):
-    if task != "landmarks":
-        raise CompetitionError("the refiner places landmarks on meshes")
     if config["shrink"] != "auto" and not 0 <= float(config["shrink"]) <= 1:
         raise CompetitionError(f"shrink {config['shrink']}: auto or a number in [0, 1]")
     keras.utils.set_random_seed(config["seed"])
@@ -237,13 +244,12 @@ def fit(task, train, config, on_epoch=None):
     if config["shrink"] == "auto" and n_held and config["training_estimates"] != "jitter":
         refiner.shrink, refiner.calibration = calibrate(
             refiner, train.meshes[fitted:], estimates[fitted:], train.points[fitted:])
-        if config["verbose"]:
-            chosen = refiner.calibration[f"{refiner.shrink:.1f}"]
-            print(f"shrink {refiner.shrink:.1f}: beats the estimates on "
-                  f"{chosen['win_rate']:.1f} % of the held-out points (all the way: "
-                  f"{refiner.calibration['1.0']['win_rate']:.1f} %)")
+        chosen = refiner.calibration[f"{refiner.shrink:.1f}"]
+        log.info("shrink %.1f: beats the estimates on %.1f %% of the held-out points (all "
+                 "the way: %.1f %%)", refiner.shrink, chosen["win_rate"],
+                 refiner.calibration["1.0"]["win_rate"])
     if not config.get("estimates"):
-        module, alpaca_config = _alpaca(task, train, config)
+        module, alpaca_config = _alpaca(task, config)
         refiner.alpaca = (module, module.fit(task, train, alpaca_config), alpaca_config)
     return refiner
 
@@ -306,7 +312,7 @@ def estimates_for(model: Refiner, inputs):
     if model.config.get("estimates"):
         return read_estimates(Path(model.config["estimates"]), inputs.ids, inputs.landmarks)
     module, fitted, alpaca_config = model.alpaca
-    return module.predict("landmarks", fitted, inputs, alpaca_config)
+    return module.place(fitted, inputs, alpaca_config)
 
 
 def predict(task, model, inputs, config):

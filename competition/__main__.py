@@ -1,0 +1,5 @@
+"""`python -m competition`: the command line."""
+
+from competition.interfaces.cli import main
+
+main()

@@ -1,0 +1,39 @@
+"""What every part of the board shares: the competition, its store and rules, and a clock."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import Engine
+
+from competition.board.prepared import PreparedCompetition
+from competition.board.rules import Rules
+from competition.errors import CompetitionError
+
+
+class RuleError(CompetitionError):
+    """A refusal under the rules (unknown team, selection limit...)."""
+
+
+class LimitReached(RuleError):
+    """The team's submissions of the UTC day are used up."""
+
+
+class Closed(RuleError):
+    """Before the start or after the deadline."""
+
+
+@dataclass
+class BoardContext:
+    comp: PreparedCompetition
+    engine: Engine
+    rules: Rules
+    now: Callable[[], datetime]
+    host: str = field(default_factory=socket.gethostname)
+
+    @property
+    def private_visible(self) -> bool:
+        return self.rules.is_over(self.now())

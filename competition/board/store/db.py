@@ -1,0 +1,91 @@
+"""Engines and transactions: an SQLite file in WAL mode by default, any SQL server by URL."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+
+from competition.board.store.schema import metadata
+
+DEFAULT_FILE = "store/submissions.sqlite"
+
+
+def store_url(root: Path, configured: str | None = None) -> str:
+    """`COMPETITION_STORE_URL`, else the competition's `store.url`, else the SQLite file."""
+    url = os.environ.get("COMPETITION_STORE_URL") or configured
+    if url:
+        return url
+    path = (Path(root) / DEFAULT_FILE).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # isolation_level=None hands transactions to us: each one starts with BEGIN IMMEDIATE,
+        # taking the write lock up front so that check-then-insert (the daily limit) is atomic
+        # across processes.
+        engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=60000")
+            cursor.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Readers do not need the write lock (WAL lets them run beside a writer).
+            deferred = conn.get_execution_options().get("read_only", False)
+            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    metadata.create_all(engine)
+    add_missing_columns(engine)
+    return engine
+
+
+def add_missing_columns(engine: Engine) -> None:
+    """Columns added to the schema since a store was created (create_all adds tables, not
+    columns): each gets its default, so older stores keep working."""
+    from sqlalchemy import inspect
+
+    inspector = inspect(engine)
+    for table in metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {c["name"] for c in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = getattr(column.server_default, "arg", None)
+            if default is not None and not isinstance(default, str):
+                default = default.compile(dialect=engine.dialect)
+            clause = f" NOT NULL DEFAULT {default}" if default is not None else ""
+            with engine.begin() as conn:
+                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
+                                     f"{kind}{clause}")
+
+
+@contextlib.contextmanager
+def write(engine: Engine) -> Iterator[Connection]:
+    """One atomic read-modify-write transaction (serialised per team on SQL servers by a row
+    lock on the team, by the database write lock on SQLite)."""
+    with engine.begin() as conn:
+        yield conn
+
+
+@contextlib.contextmanager
+def read(engine: Engine) -> Iterator[Connection]:
+    """A consistent read-only snapshot."""
+    with engine.connect().execution_options(read_only=True) as conn, conn.begin():
+        yield conn

@@ -1,0 +1,63 @@
+"""What participants and organizers see of submissions and boards: one set of models, used
+by the CLI's JSON and the portal's responses alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, field_serializer
+
+
+class _Timed(BaseModel):
+    submitted_at: datetime
+
+    @field_serializer("submitted_at")
+    def _utc(self, value: datetime) -> str:
+        if value.tzinfo is not None:  # read back from JSON
+            value = value.astimezone(UTC).replace(tzinfo=None)
+        return value.isoformat() + "Z"  # stored as naive UTC
+
+
+class Outcome(_Timed):
+    """One submission, as its team may see it."""
+
+    id: int
+    team: str
+    status: str
+    file_name: str
+    public_score: float | None = None
+    private_score: float | None = None  # shown only when the rules allow
+    error: str | None = None
+    message: str | None = None
+    duplicate_of: int | None = None
+    selected: bool = False
+    remaining_today: int | None = None
+
+    def as_json(self, show_private: bool) -> dict[str, Any]:
+        exclude = set() if show_private else {"private_score"}
+        if self.remaining_today is None:
+            exclude.add("remaining_today")
+        return self.model_dump(mode="json", exclude=exclude)
+
+
+class Entry(_Timed):
+    """A row of a leaderboard."""
+
+    rank: int
+    team: str
+    baseline: bool = False  # an organizers' baseline, not a participant
+    score: float
+    submission_id: int
+    entries: int
+    ci_low: float | None = None
+    ci_high: float | None = None
+    indistinguishable_from_leader: bool = False
+    public_rank: int | None = None  # private board only
+    rank_change: int | None = None  # private board only: public rank - private rank
+    selections: list[int] = []
+
+    def as_json(self) -> dict[str, Any]:
+        private = self.public_rank is not None
+        return self.model_dump(mode="json", exclude=None if private else
+                               {"public_rank", "rank_change", "selections"})

@@ -1,0 +1,184 @@
+"""Configuration files as Pydantic models: `competition.yaml`, `mlflow.yaml`, entry configs.
+
+Every model forbids unknown keys, so a misspelt key is an error that names the file, the key
+and the closest valid key instead of a setting silently ignored. `read_yaml` and `parse` are
+the one way configuration is read.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
+
+from competition.errors import ConfigError
+
+Model = TypeVar("Model", bound=BaseModel)
+STRICT = ConfigDict(extra="forbid")
+# Keys that were valid once, with what to do instead.
+RETIRED = {
+    "score_direction": "the task sets the score direction; delete this key",
+}
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping (an empty file is an empty mapping)."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: unreadable ({e.strerror or e})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys to values, got "
+                          f"{type(doc).__name__}")
+    return doc
+
+
+def parse(model: type[Model], data: dict[str, Any], source: str) -> Model:
+    """`data` validated as `model`; any problem is one ConfigError naming `source`."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{source}: " + "; ".join(_describe(model, err)
+                                                      for err in e.errors())) from None
+
+
+def load(model: type[Model], path: Path) -> Model:
+    return parse(model, read_yaml(path), str(path))
+
+
+def _describe(model: type[BaseModel], error: Any) -> str:
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        hint = RETIRED.get(loc[-1])
+        if hint:
+            return f"key {key} is no longer used: {hint}"
+        valid = _fields_at(model, loc[:-1])
+        close = difflib.get_close_matches(loc[-1], valid, n=1, cutoff=0.5)
+        suggestion = f" (did you mean {'.'.join([*loc[:-1], close[0]])}?)" if close else \
+            (f" (valid keys: {', '.join(valid)})" if valid else "")
+        return f"unknown key {key}{suggestion}"
+    if error["type"] == "missing":
+        return f"key {key} is required"
+    return f"{key}: {error['msg'].removeprefix('Value error, ')}"
+
+
+def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
+    """The field names of the (nested) model at `path`."""
+    current: Any = model
+    for part in path:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        current = fields[part].annotation
+        current = next((a for a in getattr(current, "__args__", ()) if
+                        isinstance(a, type) and issubclass(a, BaseModel)), current)
+    fields = getattr(current, "model_fields", None)
+    return sorted(fields) if fields else []
+
+
+def strict_model(name: str, keys: list[str]) -> type[BaseModel]:
+    """A model that accepts exactly `keys`, each of any type (an entry's configuration,
+    whose schema is its config.yaml)."""
+    from pydantic import create_model
+
+    fields: dict[str, Any] = {key: (Any, None) for key in keys}
+    return create_model(name, __config__=STRICT, **fields)
+
+
+# --- competition.yaml ---------------------------------------------------------------------
+
+def _naive_utc(value: Any) -> Any:
+    """Times are kept as naive UTC; a date alone is its midnight (UTC)."""
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day)
+    if isinstance(value, str):
+        try:
+            return _naive_utc(dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+        except ValueError:
+            raise ValueError(f"{value!r} is not an ISO date-time (e.g. 2026-12-01T23:59:00Z)") \
+                from None
+    return value
+
+
+class RulesConfig(BaseModel):
+    """The rules of a competition, as the organizer may edit them."""
+
+    model_config = STRICT
+    start: dt.datetime | None = None
+    deadline: dt.datetime | None = None
+    daily_limit: PositiveInt = 5
+    final_selections: PositiveInt = 2
+    public_fraction: float = Field(default=1 / 3, gt=0, lt=1)
+    max_submission_mb: PositiveFloat = 200
+
+    _times = field_validator("start", "deadline", mode="before")(_naive_utc)
+
+    @field_serializer("start", "deadline")
+    def _utc_text(self, value: dt.datetime | None) -> str | None:
+        return None if value is None else value.isoformat() + "Z"
+
+
+class FilesConfig(BaseModel):
+    model_config = STRICT
+    solution: str
+    reference: str | None = None
+
+
+class StoreConfig(BaseModel):
+    model_config = STRICT
+    url: str | None = None
+
+
+class CompetitionConfig(BaseModel):
+    """`competition.yaml`: what `prepare` writes and the organizer may edit."""
+
+    model_config = STRICT
+    name: str
+    title: str = ""
+    kind: str = ""
+    task: str
+    seed: int = 0
+    counts: dict[str, int] = Field(default_factory=dict)
+    files: FilesConfig
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+    def to_yaml(self) -> bytes:
+        """Stable bytes (no timestamps, keys in declaration order)."""
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False).encode()
+
+
+# --- mlflow.yaml --------------------------------------------------------------------------
+
+class TrackingFile(BaseModel):
+    """`mlflow.yaml`: where runs are logged (see competition.tracking)."""
+
+    model_config = STRICT
+    tracking_uri: str = "sqlite:///mlflow.db"
+    organizer_tracking_uri: str | None = "sqlite:///mlflow-organizers.db"
+    experiment_name: str = "{competition}/{audience}"
+    artifact_location: str | None = "mlruns"
+    enabled: bool = True
+    # A CSV of every test item's score with each scored submission: off by default (an
+    # artifact per submission and store); the store keeps the item scores anyway.
+    item_tables: bool = False

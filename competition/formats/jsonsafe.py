@@ -1,0 +1,43 @@
+"""Plain JSON values from anything a score, a run record or a configuration holds (pure).
+
+The one sanitiser: strict JSON has no NaN or infinity (they become null), numpy scalars become
+Python numbers, arrays become lists (or, past `max_items`, a note of their shape: a template
+mesh in a run record is not worth its megabytes), anything else its `str`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+
+def jsonable(value: Any, max_items: int | None = None) -> Any:
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, max_items) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v, max_items) for v in value]
+    if isinstance(value, np.ndarray):
+        if max_items is not None and value.size > max_items:
+            return f"array{tuple(value.shape)}"
+        return jsonable(value.tolist(), max_items)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        number = float(value)
+        return number if math.isfinite(number) else None
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
+
+
+def finite(value: Any) -> float | None:
+    """A finite float, or None (missing, NaN, infinite or not a number)."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None

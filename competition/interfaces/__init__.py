@@ -1,0 +1,1 @@
+"""The interfaces: the `competition` command line and the course portal (web)."""

@@ -1,0 +1,70 @@
+"""The organizer's page and API: teams and tokens, every submission, rescoring, grades."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, PlainTextResponse
+
+from competition.interfaces.web.portal import OrganizerOnly, PortalDep, page, safe_file_name
+from competition.interfaces.web.schemas import ERRORS
+
+pages = APIRouter(prefix="/organizer", include_in_schema=False)
+api = APIRouter(prefix="/api/organizer")
+
+
+def _team_name(team: str) -> str:
+    if not team.strip() or len(team) > 200:
+        raise HTTPException(400, "a team name of 1 to 200 characters is needed")
+    return team.strip()
+
+
+@pages.get("", response_class=HTMLResponse)
+def organizer_page(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
+    return page(request, "organizer.html", teams=p.board.teams.overview(),
+                rows=p.board.submissions.all())
+
+
+@pages.post("/token", response_class=HTMLResponse)
+def organizer_issue_token(request: Request, p: PortalDep, v: OrganizerOnly,
+                          team: Annotated[str, Form()]) -> Any:
+    name = _team_name(team)
+    token = p.board.teams.issue_token(name)
+    return page(request, "organizer.html", teams=p.board.teams.overview(),
+                rows=p.board.submissions.all(), issued=(name, token))
+
+
+@pages.post("/rescore", response_class=HTMLResponse)
+def organizer_rescore(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
+    changes = p.board.rescoring.rescore()
+    return page(request, "organizer.html", teams=p.board.teams.overview(),
+                rows=p.board.submissions.all(), changes=changes)
+
+
+@pages.get("/grades.csv")
+def organizer_grades(p: PortalDep, v: OrganizerOnly) -> Any:
+    return PlainTextResponse(p.grades_csv(), media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{safe_file_name(p.comp.name)}-grades.csv"'})
+
+
+@api.get("/submissions", responses=ERRORS)
+def api_all_submissions(p: PortalDep, v: OrganizerOnly) -> Any:
+    return [{**r, "submitted_at": r["submitted_at"].isoformat() + "Z"}
+            for r in p.board.submissions.all()]
+
+
+@api.post("/rescore", responses=ERRORS)
+def api_rescore(p: PortalDep, v: OrganizerOnly) -> Any:
+    return p.board.rescoring.rescore()
+
+
+@api.get("/grades.csv", response_class=PlainTextResponse, responses=ERRORS)
+def api_grades(p: PortalDep, v: OrganizerOnly) -> Any:
+    return PlainTextResponse(p.grades_csv(), media_type="text/csv")
+
+
+@api.post("/teams/{team}/token", responses=ERRORS)
+def api_team_token(team: str, p: PortalDep, v: OrganizerOnly) -> Any:
+    name = _team_name(team)
+    return {"team": name, "token": p.board.teams.issue_token(name)}

@@ -1,0 +1,124 @@
+"""The participants' pages (server-rendered, no JavaScript): the competition, its files,
+submitting, a team's submissions and final selections, the leaderboards."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
+
+from competition.board.context import RuleError
+from competition.errors import SubmissionError
+from competition.interfaces.web.portal import (
+    PortalDep,
+    SignedIn,
+    TeamOnly,
+    page,
+    refusal_status,
+    safe_file_name,
+    viewer,
+)
+from competition.interfaces.web.publish import description_html, folder_summary, stream_zip
+
+router = APIRouter(include_in_schema=False)
+# Ids fit a database integer: anything larger is a 422, never a database error.
+SubmissionId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, p: PortalDep, v: SignedIn) -> Any:
+    readme = p.comp.public_dir / "README.md"
+    files = p.public_files()
+    top, folders = folder_summary(files)
+    size = sum((p.public_root / f).stat().st_size for f in files)
+    return page(request, "home.html",
+                description=description_html(readme.read_text()) if readme.exists() else "",
+                top_files=top, folders=folders, n_files=len(files), total_mb=size / 1e6)
+
+
+@router.get("/files.zip")
+def download_all(p: PortalDep, v: SignedIn) -> Any:
+    """Every public file in one zip, streamed."""
+    name = f"{safe_file_name(p.comp.name)}-public.zip"
+    return StreamingResponse(stream_zip(p.public_root, p.public_files()),
+                             media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+@router.get("/files/{path:path}")
+def download(request: Request, path: str, p: PortalDep, v: SignedIn) -> Any:
+    """A public file, or a public folder's listing."""
+    clean = path.strip("/")
+    if clean and "\x00" not in clean and len(clean) <= 1000:
+        folder = (p.public_root / clean).resolve()
+        if folder.is_dir() and folder.is_relative_to(p.public_root) and \
+                folder != p.public_root:
+            rel = folder.relative_to(p.public_root).as_posix()
+            entries = sorted(f for f in p.public_files() if f.startswith(rel + "/"))
+            return page(request, "folder.html", folder=rel, files=entries)
+    target = p.public_file(clean)
+    if target is None:
+        raise HTTPException(404, "no such public file")
+    return FileResponse(target, filename=target.name)
+
+
+@router.get("/submit", response_class=HTMLResponse)
+def submit_form(request: Request, v: TeamOnly) -> Any:
+    return page(request, "submit.html")
+
+
+@router.post("/submit", response_class=HTMLResponse)
+async def submit_page(request: Request, p: PortalDep, v: TeamOnly,
+                      file: Annotated[UploadFile, File()],
+                      message: Annotated[str | None, Form()] = None) -> Any:
+    from starlette.concurrency import run_in_threadpool
+
+    data = await p.read_upload(file)
+    assert v.team is not None
+    try:
+        outcome = await run_in_threadpool(p.submit_bytes, data, file.filename or "", v.team,
+                                          message)
+    except RuleError as e:
+        return page(request, "submit.html", status=refusal_status(e), refusal=str(e))
+    except SubmissionError as e:
+        return page(request, "submit.html", status=400, refusal=str(e))
+    status = 422 if outcome.status == "invalid" else 200
+    return page(request, "submit.html", status=status, outcome=p.outcome_json(outcome, v))
+
+
+@router.get("/submissions", response_class=HTMLResponse)
+def submissions_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
+    assert v.team is not None
+    return page(request, "submissions.html",
+                rows=[p.outcome_json(o, v) for o in p.board.submissions.of_team(v.team)])
+
+
+@router.post("/submissions/{submission_id}/select")
+def select_page(request: Request, submission_id: SubmissionId, p: PortalDep, v: TeamOnly,
+                unselect: Annotated[bool, Form()] = False) -> Any:
+    assert v.team is not None
+    try:
+        if unselect:
+            p.board.selections.unselect(submission_id, v.team)
+        else:
+            p.board.selections.select(submission_id, v.team)
+    except RuleError as e:
+        return page(request, "submissions.html", status=400, refusal=str(e),
+                    rows=[p.outcome_json(o, v) for o in p.board.submissions.of_team(v.team)])
+    return RedirectResponse("/submissions", status_code=303)
+
+
+@router.get("/leaderboard", response_class=HTMLResponse)
+def leaderboard_page(request: Request, p: PortalDep) -> Any:
+    return page(request, "leaderboard.html", private=False,
+                entries=[e.as_json() for e in p.board_entries(False)])
+
+
+@router.get("/leaderboard/private", response_class=HTMLResponse)
+def private_leaderboard_page(request: Request, p: PortalDep, v: SignedIn) -> Any:
+    if not p.may_see_private(viewer(request)):
+        raise HTTPException(403, "the private leaderboard opens at the deadline")
+    return page(request, "leaderboard.html", private=True,
+                entries=[e.as_json() for e in p.board_entries(True)])

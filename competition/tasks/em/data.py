@@ -1,0 +1,71 @@
+"""What EM entries train on and predict: slices of a TIFF stack, with cell labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy import ndimage
+
+from competition.errors import CompetitionError, SubmissionError
+from competition.formats import em_tiff
+from competition.tasks.base import PixelItem, Validation
+
+
+@dataclass
+class EmData:
+    volume: np.ndarray  # (slices, H, W) uint8
+    labels: np.ndarray | None = None  # 255 = cell, 0 = membrane; training only
+
+    @property
+    def ids(self) -> list[str]:
+        """Slices by number: the item ids of maps."""
+        return [str(z) for z in range(len(self.volume))]
+
+
+def read_stack(path: Path) -> np.ndarray:
+    try:
+        return em_tiff.read_stack(Path(path).read_bytes())
+    except SubmissionError as e:
+        raise CompetitionError(str(e.located(str(path)))) from None
+    except OSError as e:
+        raise CompetitionError(f"{path}: unreadable ({e.strerror or e})") from None
+
+
+def load_train(public: Path) -> EmData:
+    return EmData(read_stack(public / "train-volume.tif"), read_stack(public / "train-labels.tif"))
+
+
+def load_inputs(public: Path, folder: Path | None = None) -> EmData:
+    return EmData(read_stack(Path(folder) if folder else public / "test-volume.tif"))
+
+
+def write_submission(inputs: EmData, predictions: np.ndarray) -> bytes:
+    """Cell probabilities (slices, H, W) -> a float32 TIFF stack in [0, 1]."""
+    return em_tiff.write_stack(np.clip(np.asarray(predictions, dtype=np.float32), 0, 1))
+
+
+def hold_out(train: EmData, seed: int = 0) -> tuple[EmData, Validation | None]:
+    """Training data less its last slice (neighbouring slices are nearly identical: an inner
+    slice would leak)."""
+    if len(train.volume) < 2 or train.labels is None:
+        return train, None
+    z = len(train.volume) - 1
+    return (EmData(train.volume[:z], train.labels[:z]),
+            Validation(f"slice {z}", EmData(train.volume[z:]), train.volume[z],
+                       train.labels[z]))
+
+
+def pixel_items(data: EmData) -> list[PixelItem]:
+    """Each slice as recorded (cells bright, membranes dark); with labels, the cell target
+    and the cells as objects (for weight maps)."""
+    items = []
+    for z, raw in enumerate(data.volume):
+        item = PixelItem(str(z), raw.astype(np.float32))
+        if data.labels is not None:
+            cells = data.labels[z] > 0
+            item.targets = cells[..., None].astype(np.float32)
+            item.objects = ndimage.label(cells)[0]
+        items.append(item)
+    return items

@@ -1,0 +1,62 @@
+"""What landmark entries train on and predict: surface meshes with their landmarks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from competition.errors import CompetitionError, SubmissionError
+from competition.formats import landmarks_csv, meshes
+
+
+@dataclass
+class LandmarkData:
+    ids: list[str]
+    meshes: list[Any]  # trimesh.Trimesh, millimetres
+    landmarks: list[str]  # names, in order
+    points: np.ndarray | None = None  # (specimens, landmarks, 3); training only
+
+
+def _names_and_points(public: Path) -> tuple[list[str], dict[str, dict[str, np.ndarray]]]:
+    path = public / "train_landmarks.csv"
+    try:
+        points, _ = landmarks_csv.read_points(path.read_bytes())
+    except SubmissionError as e:
+        raise CompetitionError(str(e.located(str(path)))) from None
+    except OSError as e:
+        raise CompetitionError(f"{path}: unreadable ({e.strerror or e})") from None
+    first = next(iter(points.values()))
+    return list(first), points
+
+
+def read_meshes(folder: Path) -> tuple[list[str], list[Any]]:
+    folder = Path(folder)
+    paths = sorted(folder.glob("*.ply")) if folder.is_dir() else []
+    if not paths:
+        raise CompetitionError(f"{folder}: no .ply meshes")
+    return [p.stem for p in paths], [meshes.read_mesh(p.read_bytes(), str(p)) for p in paths]
+
+
+def load_train(public: Path) -> LandmarkData:
+    names, points = _names_and_points(public)
+    ids, surfaces = read_meshes(public / "train" / "Models")
+    missing = [i for i in ids if i not in points]
+    if missing:
+        raise CompetitionError(f"{public / 'train_landmarks.csv'}: no landmarks for {missing[0]}")
+    return LandmarkData(ids, surfaces, names,
+                        np.array([[points[i][lm] for lm in names] for i in ids]))
+
+
+def load_inputs(public: Path, folder: Path | None = None) -> LandmarkData:
+    names, _ = _names_and_points(public)
+    return LandmarkData(*read_meshes(folder or public / "test" / "Models"), names)
+
+
+def write_submission(inputs: LandmarkData, predictions: dict[str, np.ndarray]) -> bytes:
+    """{specimen: (landmarks, 3)} -> the landmark CSV."""
+    return landmarks_csv.write_points([(i, lm, predictions[i][k]) for i in inputs.ids
+                                       for k, lm in enumerate(inputs.landmarks)])
+

@@ -1,0 +1,99 @@
+"""What nuclei entries train on and predict: Kaggle-layout images and their instance labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from competition.errors import CompetitionError, SubmissionError
+from competition.formats import nuclei_csv, rle
+from competition.tasks.base import PixelItem, Validation
+from competition.tasks.nuclei.postprocess import boundary_target
+
+
+@dataclass
+class NucleiData:
+    ids: list[str]
+    images: list[np.ndarray]  # RGB uint8 (H, W, 3)
+    labels: list[np.ndarray] | None = None  # instance labels int32 (H, W), training only
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # Pillow raises many types on damaged files
+        raise CompetitionError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
+
+
+def kaggle_images(folder: Path) -> tuple[list[str], list[np.ndarray]]:
+    """Images of a folder in Kaggle's layout: `<id>/images/<id>.png`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CompetitionError(f"{folder}: folder not found")
+    ids = sorted(p.name for p in folder.iterdir() if (p / "images" / f"{p.name}.png").is_file())
+    if not ids:
+        raise CompetitionError(f"{folder}: no images in Kaggle's layout (<id>/images/<id>.png)")
+    return ids, [read_rgb(folder / i / "images" / f"{i}.png") for i in ids]
+
+
+def load_train(public: Path) -> NucleiData:
+    ids, images = kaggle_images(public / "train")
+    shapes = {i: im.shape[:2] for i, im in zip(ids, images, strict=True)}
+    path = public / "train_labels.csv"
+    try:
+        decoded = nuclei_csv.read_submission(path.read_bytes(), shapes)
+        labels = [decoded[i].label_image(i) for i in ids]
+    except SubmissionError as e:
+        raise CompetitionError(str(e.located(str(path)))) from None
+    return NucleiData(ids, images, labels)
+
+
+def load_inputs(public: Path, folder: Path | None = None) -> NucleiData:
+    return NucleiData(*kaggle_images(folder or public / "test"))
+
+
+def write_submission(inputs: NucleiData, predictions: dict[str, np.ndarray]) -> bytes:
+    """Instance label images by ImageId -> Kaggle's RLE CSV (a row per nucleus)."""
+    rows = []
+    for image_id in inputs.ids:
+        encoded = rle.encode_labels(predictions[image_id]) or [""]
+        rows += [(image_id, enc) for enc in encoded]
+    return nuclei_csv.write_csv(rows, nuclei_csv.SUBMISSION_HEADER)
+
+
+def hold_out(train: NucleiData, seed: int = 0) -> tuple[NucleiData, Validation | None]:
+    """Training data less one image drawn with `seed` (None when there are fewer than two)."""
+    if len(train.ids) < 2 or train.labels is None:
+        return train, None
+    k = int(np.random.default_rng(seed).integers(len(train.ids)))
+    rest = [i for i in range(len(train.ids)) if i != k]
+    return (NucleiData([train.ids[i] for i in rest], [train.images[i] for i in rest],
+                       [train.labels[i] for i in rest]),
+            Validation(train.ids[k], NucleiData([train.ids[k]], [train.images[k]]),
+                       train.images[k], train.labels[k]))
+
+
+def nuclei_gray(rgb: np.ndarray) -> np.ndarray:
+    """The grey image with nuclei bright: bright backgrounds (bright-field, stained tissue,
+    where nuclei are dark) are inverted."""
+    gray: npt.NDArray[np.float32] = rgb.astype(np.float32).mean(axis=-1)
+    return 255 - gray if np.median(gray) > 127 else gray
+
+
+def pixel_items(data: NucleiData) -> list[PixelItem]:
+    """Each image grey (nuclei bright); with labels, targets foreground and boundary."""
+    items = []
+    for k, (image_id, rgb) in enumerate(zip(data.ids, data.images, strict=True)):
+        item = PixelItem(image_id, nuclei_gray(rgb))
+        if data.labels is not None:
+            labels = data.labels[k]
+            item.targets = np.stack([labels > 0, boundary_target(labels)], -1).astype(
+                np.float32)
+            item.objects = labels
+        items.append(item)
+    return items

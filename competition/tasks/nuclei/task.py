@@ -1,0 +1,186 @@
+"""Nuclei instance segmentation, scored as Kaggle's DSB 2018."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from competition.errors import SubmissionError
+from competition.formats import nuclei_csv
+from competition.formats.files import SubmissionFile
+from competition.metrics import nuclei as metric
+from competition.tasks.base import (
+    Direction,
+    Maps,
+    PixelItem,
+    ScoreResult,
+    Source,
+    Task,
+    Validation,
+    usage_masks,
+)
+from competition.tasks.nuclei import data, naive, pictures, prepare, synthetic
+from competition.tasks.nuclei.postprocess import boundary_target, instances_from_probabilities
+
+Solution = dict[str, nuclei_csv.NucleiImage]
+
+
+class NucleiTask(Task):
+    name = "nuclei"
+    title = "Nuclei instance segmentation"
+    metric = "DSB 2018 mean precision over IoU thresholds 0.50:0.05:0.95 (IoU > t, strict)"
+    metric_label = "mean AP"
+    direction = Direction.MAXIMIZE
+    item_kind = "image"
+    item_key = "ImageId"
+    submission_suffix = ".csv"
+    prediction = "instances"  # {ImageId: (H, W) instance labels}
+    map_channels = ("foreground", "boundary")
+    postprocess_keys = ("fg_threshold", "marker_threshold", "min_size")
+
+    def sources(self) -> dict[str, Source]:
+        return {
+            "dsb2018": Source(prepare.prepare, "2018 Data Science Bowl (Kaggle layout, "
+                              "stage1_train with labels as CSV or mask PNGs)"),
+            "demo-nuclei": Source(prepare.prepare, "synthetic nuclei in three modalities",
+                                  synthetic=synthetic.write_nuclei_source,
+                                  options={"test_fraction": 0.25}),
+        }
+
+    def load_solution(self, path: Path) -> Solution:
+        try:
+            return nuclei_csv.read_solution(Path(path).read_bytes())
+        except SubmissionError as e:
+            raise e.located(str(path)) from None
+
+    def shapes(self, solution: Solution) -> dict[str, tuple[int, int]]:
+        """The public facts a submission is checked against: test ids and image sizes."""
+        return {image_id: image.shape for image_id, image in solution.items()}
+
+    def usage(self, solution: Solution) -> dict[str, str | None]:
+        return {image_id: image.usage for image_id, image in solution.items()}
+
+    def validate(self, submission: SubmissionFile,
+                 solution: Solution) -> dict[str, nuclei_csv.NucleiImage]:
+        images = nuclei_csv.read_submission(submission.read_bytes(), self.shapes(solution))
+        for image_id, image in images.items():
+            image.labels_flat(f"ImageId {image_id}")  # overlap check
+        return images
+
+    def item_values(self, item: dict[str, Any]) -> list[float]:
+        return [item["score"]]
+
+    def finish(self, means: np.ndarray) -> np.ndarray:
+        """Score from the items' mean values (..., 1): the mean image score."""
+        return means[..., 0]
+
+    def describe(self, images: dict[str, nuclei_csv.NucleiImage]) -> str:
+        n_objects = sum(image.n_objects for image in images.values())
+        return f"{len(images)} images, {n_objects} objects"
+
+    def score(self, submission: SubmissionFile, solution: Solution, reference: Any = None,
+              only: str | None = None) -> ScoreResult:
+        """`only` ("Public"/"Private"): the whole file is validated, the images of that usage
+        scored (detail metrics of one split)."""
+        parsed = nuclei_csv.read_submission(submission.read_bytes(), self.shapes(solution))
+        matches, items = [], []
+        for image_id, truth in solution.items():
+            if only is not None and truth.usage != only:
+                continue
+            pred = parsed[image_id]
+            p, n_p = pred.labels_flat(f"ImageId {image_id}")
+            # Truth as its object pixels only (solutions were checked when prepared).
+            t_pixels, t_owner = truth.pixels()
+            p_at = p[t_pixels]
+            hit = p_at > 0
+            m = metric.match_pairs(t_owner[hit], p_at[hit],
+                                   np.bincount(t_owner, minlength=truth.n_objects + 1),
+                                   np.bincount(p, minlength=n_p + 1))
+            matches.append(m)
+            items.append({
+                "ImageId": image_id,
+                "usage": truth.usage,
+                "score": m.score,
+                "n_true": m.n_true,
+                "n_pred": m.n_pred,
+                "tp": m.tp.tolist(),
+            })
+        return summarize(matches, items)
+
+    # --- training data and predictions ---------------------------------------------------
+
+    def load_train(self, public: Path) -> data.NucleiData:
+        return data.load_train(public)
+
+    def load_inputs(self, public: Path, folder: Path | None = None) -> data.NucleiData:
+        return data.load_inputs(public, folder)
+
+    def write_submission(self, inputs: data.NucleiData,
+                         predictions: dict[str, np.ndarray]) -> bytes:
+        return data.write_submission(inputs, predictions)
+
+    def hold_out(self, train: data.NucleiData,
+                 seed: int = 0) -> tuple[data.NucleiData, Validation | None]:
+        return data.hold_out(train, seed)
+
+    def pixel_items(self, data_: data.NucleiData) -> list[PixelItem]:
+        return data.pixel_items(data_)
+
+    def predictions_from_maps(self, maps: Maps, config: dict[str, Any]
+                              ) -> dict[str, np.ndarray]:
+        """Instances by marker-controlled watershed of foreground (and boundary) maps: the
+        U-Nets and ensembles post-process alike."""
+        return {image_id: instances_from_probabilities(
+            m[..., 0].astype(np.float32),
+            m[..., 1].astype(np.float32) if m.shape[-1] > 1 else None,
+            config.get("fg_threshold", 0.5), config.get("marker_threshold", 0.5),
+            config.get("min_size", 10)) for image_id, m in maps.items()}
+
+    def maps_from_predictions(self, inputs: data.NucleiData,
+                              predictions: dict[str, np.ndarray]) -> Maps:
+        """Instances as hard foreground and boundary maps (the U-Nets' two channels)."""
+        return {image_id: np.stack([labels > 0, boundary_target(labels)], -1).astype(np.float32)
+                for image_id, labels in predictions.items()}
+
+    def snapshot(self, maps: Maps, validation: Validation,
+                 config: dict[str, Any]) -> tuple[np.ndarray, float]:
+        (probability,) = maps.values()
+        labels = self.predictions_from_maps({"v": probability}, config)["v"]
+        return (pictures.frame(validation.image, probability[..., 0], labels, validation.truth),
+                metric.image_score(validation.truth, labels))
+
+    def naive_submission(self, public: Path) -> bytes:
+        return naive.naive_submission(public)
+
+
+def summarize(matches: list[metric.ImageMatch], items: list[dict[str, Any]]) -> ScoreResult:
+    masks = usage_masks([it["usage"] for it in items])
+    public = private = None
+    if masks is not None:
+        public = _subset_score(matches, masks[0])
+        private = _subset_score(matches, masks[1])
+    per_threshold = metric.mean_precision_per_threshold(matches)
+    return ScoreResult(
+        task=NucleiTask.name,
+        metric=NucleiTask.metric,
+        score=metric.mean_score(matches),
+        public=public,
+        private=private,
+        fields={
+            "n_images": len(matches),
+            "per_threshold": {f"{t:.2f}": float(v) for t, v in
+                              zip(metric.THRESHOLDS, per_threshold, strict=True)},
+            "empty_image_rule": "no true and no predicted objects scores 1.0",
+        },
+        items=items,
+        item_kind=NucleiTask.item_kind,
+        item_key=NucleiTask.item_key,
+        higher_is_better=NucleiTask.direction.higher_is_better,
+    )
+
+
+def _subset_score(matches: list[metric.ImageMatch], mask: np.ndarray) -> float | None:
+    chosen = [m for m, keep in zip(matches, mask, strict=True) if keep]
+    return metric.mean_score(chosen) if chosen else None

@@ -1,0 +1,2 @@
+"""MLflow tracking: the one package that talks to MLflow (`runs`), and where it logs
+(`config`)."""

@@ -1,0 +1,2 @@
+"""Training: entries (participants' folders), and `competition run`, which trains one,
+predicts, writes and submits."""
