@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import difflib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -130,6 +130,26 @@ class RulesConfig(BaseModel):
     final_selections: PositiveInt = 2
     public_fraction: float = Field(default=1 / 3, gt=0, lt=1)
     max_submission_mb: PositiveFloat = 200
+    # The board's rules against hostile participants (issue 16, board rules): every upload,
+    # whatever became of it (scored, invalid, failed, duplicate, refused by the daily limit),
+    # counts toward this many per team in any sliding hour; a submission's message is at most
+    # this many characters.
+    uploads_per_hour: PositiveInt = 20
+    max_message_chars: PositiveInt = 1000
+
+    # Leaderboard order (MRI task plugin, issue 20): "score" ranks by the task's score;
+    # "mean_of_ranks" ranks each test item on each of the task's item metrics (Task.
+    # item_metrics), averages a team's ranks over items and metrics, and orders by that mean
+    # (lower first), as BraTS does; the score is still shown.
+    ranking: Literal["score", "mean_of_ranks"] = "score"
+
+    # Scoring limits (issue 16, hostile files): each scoring child process may add at most
+    # this much memory (MB of address space, its pool workers included) to what it held when
+    # it started, and use at most this much CPU time (seconds). A task may need more
+    # (Task.scoring_memory_mb/scoring_cpu_seconds): the larger value applies. A file that
+    # makes the scorer pass a limit is `invalid`, with a message naming the limit.
+    scoring_memory_mb: PositiveInt = 2048
+    scoring_cpu_seconds: PositiveInt = 120
 
     _times = field_validator("start", "deadline", mode="before")(_naive_utc)
 
@@ -182,3 +202,22 @@ class TrackingFile(BaseModel):
     # A CSV of every test item's score with each scored submission: off by default (an
     # artifact per submission and store); the store keeps the item scores anyway.
     item_tables: bool = False
+    # Tracking isolation (issue 16, tracking): the organizers' store keeps its artifacts
+    # (private scores) under a root of its own, never beside the participants' files.
+    organizer_artifact_location: str = "mlruns-organizers"
+    # One participants' experiment per team, e.g. "{competition}/{team}": needed when the
+    # tracking server is shared with participants under MLflow's basic-auth app
+    # (`competition tracking-users` gives each team a user that can use only its own);
+    # null: one participants' experiment (`experiment_name`) for every team.
+    team_experiment_name: str | None = None
+    # Seconds a writer waits for the file lock of a SQLite tracking store (one writer at a
+    # time across processes, so that concurrent submissions lose no run).
+    lock_seconds: PositiveFloat = 120
+
+    @field_validator("team_experiment_name")
+    @classmethod
+    def _names_the_team(cls, value: str | None) -> str | None:
+        if value is not None and "{team}" not in value:
+            raise ValueError(f"{value!r} must contain {{team}} (e.g. "
+                             "\"{competition}/{team}\")")
+        return value

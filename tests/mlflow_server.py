@@ -51,3 +51,29 @@ class Server:
     def stop(self) -> None:
         stop_group(self.process)
 
+
+
+class AuthServer(Server):
+    """The participants' server as `competition ui --auth` starts it: MLflow's basic-auth app
+    (users see no experiment unless granted), artifacts proxied from a root of its own."""
+
+    admin = "admin"
+
+    def __init__(self, root: Path):
+        import secrets
+
+        from competition.interfaces.mlflow_ui import auth_environment, server_command
+
+        self.password = secrets.token_urlsafe(16)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+        self.store = f"sqlite:///{root / 'store.db'}"
+        self.artifacts = root / "artifacts"
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+               **auth_environment(self.store, root, self.admin, self.password)}
+        self.process = subprocess.Popen(
+            server_command(self.store, str(self.artifacts), "127.0.0.1", self.port, auth=True),
+            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            env=env)
+        wait_for(f"{self.url}/health", self.process, self.log)

@@ -1,7 +1,9 @@
 """A real browser (Debian's Chromium, driven by Playwright) against a running portal: a team
-signs in with its token, uploads an invalid file and sees the error, uploads a valid one and
-sees its score and its row on the leaderboard. Screenshots go to $COMPETITION_SCREENSHOT_DIR
-(the README's come from there) or to the test's temporary folder."""
+signs in with its token through the login form (its CSRF token and the browser's Origin
+included), uploads an invalid file and sees the error, uploads a valid one and sees its
+score and its row on the leaderboard, then signs out, which revokes its session. Screenshots
+go to $COMPETITION_SCREENSHOT_DIR (the README's come from there) or to the test's temporary
+folder."""
 
 from __future__ import annotations
 
@@ -51,7 +53,8 @@ def test_team_signs_in_submits_and_finds_itself_on_the_leaderboard(
     public = portal.root / "public"
     day_one = PreparedCompetition.open(portal.root).task.naive_submission(public)
     for team, data in (("bats", portal.variant(0)), ("moths", day_one)):
-        r = httpx.post(portal.url + "/api/submissions", headers=portal.auth(team),
+        r = httpx.post(portal.url + "/api/submissions", params={"wait": 60},
+                       headers=portal.auth(team),
                        files={"file": ("baseline.csv", data)}, timeout=120)
         assert r.status_code == 201
 
@@ -94,3 +97,16 @@ def test_team_signs_in_submits_and_finds_itself_on_the_leaderboard(
     expect(rows.nth(2)).to_contain_text("bats")
     page.screenshot(path=str(shots / "portal-leaderboard.png"))
     shutil.copy(shots / "portal-leaderboard.png", tmp_path / "last.png")
+
+    # The browser holds a session id, not the token (HttpOnly, SameSite=Strict); signing out
+    # through the page's form revokes it: a copy of the cookie no longer works.
+    cookie = next(c for c in page.context.cookies() if c["name"] == "competition_session")
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["value"] != portal.tokens["owls"]
+    copied = {"competition_session": cookie["value"]}
+    assert httpx.get(portal.url + "/api/submissions", cookies=copied).status_code == 200
+    page.get_by_role("button", name="Sign out owls").click()
+    expect(page).to_have_url(re.compile(r"/leaderboard$"))
+    assert httpx.get(portal.url + "/api/submissions", cookies=copied).status_code == 401
+    page.goto(portal.url + "/submit")
+    expect(page).to_have_url(re.compile(r"/login$"))

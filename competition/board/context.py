@@ -22,6 +22,17 @@ class LimitReached(RuleError):
     """The team's submissions of the UTC day are used up."""
 
 
+class TooManyUploads(LimitReached):
+    """The team's uploads of the last hour are used up: every upload counts, whatever became
+    of it. A LimitReached too, so that whatever maps limits to a refusal (HTTP 429) maps this.
+    `retry_at` (naive UTC) is when the next upload is possible; `retry_after_s` the whole
+    seconds until then (at least 1), for a Retry-After header."""
+
+    def __init__(self, message: str, retry_at: datetime, retry_after_s: int):
+        super().__init__(message)
+        self.retry_at, self.retry_after_s = retry_at, retry_after_s
+
+
 class Closed(RuleError):
     """Before the start or after the deadline."""
 

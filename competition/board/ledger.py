@@ -1,18 +1,22 @@
-"""The daily limit and the opening hours, checked and a slot taken in one transaction; and
-the reconciliation of submissions whose scoring was interrupted."""
+"""The daily limit, the hourly upload limit and the opening hours, each checked and taken in
+one transaction with the team locked; and the reconciliation of submissions whose scoring was
+interrupted."""
 
 from __future__ import annotations
 
+import math
 import os
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, select, update
+from sqlalchemy import Connection, and_, func, insert, select, update
 
-from competition.board.context import BoardContext, Closed, LimitReached
+from competition.board.context import BoardContext, Closed, LimitReached, TooManyUploads
 from competition.board.rules import utc_day
 from competition.board.status import COUNTED, Status
 from competition.board.store import db
-from competition.board.store.schema import submissions, teams
+from competition.board.store.schema import submissions, teams, uploads
+
+HOUR = timedelta(hours=1)
 
 
 class Ledger:
@@ -36,6 +40,8 @@ class Ledger:
 
     @staticmethod
     def used_today(conn: Connection, team_id: int, now: datetime) -> int:
+        """The team's counted submissions of the UTC day containing `now` (a submission
+        counts on the day it was made, whenever it was scored)."""
         start, end = utc_day(now)
         used: int = conn.execute(select(func.count()).select_from(submissions).where(and_(
             submissions.c.team_id == team_id, submissions.c.counted.is_(True),
@@ -46,15 +52,50 @@ class Ledger:
     def remaining_today(self, conn: Connection, team_id: int) -> int:
         return self.ctx.rules.daily_limit - self.used_today(conn, team_id, self.ctx.now())
 
-    def reserve(self, conn: Connection, team_id: int, team: str, now: datetime) -> None:
+    def reserve(self, conn: Connection, team_id: int, team: str, now: datetime,
+                made_at: datetime | None = None, limit: int | None = None) -> None:
         """Take a slot of the team's day (inside the caller's transaction, the team locked),
-        or refuse: the check and the taking cannot be separated by another submission."""
-        limit = self.ctx.rules.daily_limit
-        if self.used_today(conn, team_id, now) >= limit:
-            reset = utc_day(now)[1]
+        or refuse: the check and the taking cannot be separated by another submission.
+        `made_at` (a retried submission's time) and `limit` (the one in force then): the
+        slot is of that day, under that limit."""
+        limit = self.ctx.rules.daily_limit if limit is None else limit
+        day = now if made_at is None else made_at
+        if self.used_today(conn, team_id, day) < limit:
+            return
+        start, reset = utc_day(day)
+        if utc_day(now)[0] == start:
             raise LimitReached(
                 f"team {team!r} has used its {limit} submissions of today (UTC); the limit "
                 f"resets at {reset.isoformat()}Z (invalid and failed submissions do not count)")
+        raise LimitReached(
+            f"team {team!r} has used its {limit} submissions of {start.date().isoformat()} "
+            "(UTC), the day this submission was made: a submission counts on its own day")
+
+    def check_uploads(self, conn: Connection, team_id: int, team: str, now: datetime) -> None:
+        """Refuse an upload past the team's limit of uploads in the last hour (a sliding
+        hour: each upload stops counting an hour after it was made)."""
+        limit = self.ctx.rules.uploads_per_hour
+        times: list[datetime] = list(conn.execute(select(uploads.c.uploaded_at).where(and_(
+            uploads.c.team_id == team_id, uploads.c.uploaded_at > now - HOUR))
+            .order_by(uploads.c.uploaded_at)).scalars())
+        if len(times) < limit:
+            return
+        # Once the oldest uploads but (limit - 1) have left the window, one more fits.
+        retry_at = times[len(times) - limit] + HOUR
+        wait = max(1, math.ceil((retry_at - now).total_seconds()))
+        raise TooManyUploads(
+            f"team {team!r} has made {len(times)} uploads in the last hour, the limit is "
+            f"{limit} (every upload counts, whatever became of it); the next upload is "
+            f"possible at {_whole_second(retry_at).isoformat()}Z (in {wait} s)",
+            retry_at, wait)
+
+    @staticmethod
+    def record_upload(conn: Connection, team_id: int, now: datetime,
+                      submission_id: int | None) -> None:
+        """Count an upload (inside the transaction that checked the limit, the team
+        locked); `submission_id` None for one refused by the daily limit."""
+        conn.execute(insert(uploads).values(team_id=team_id, uploaded_at=now,
+                                            submission_id=submission_id))
 
     def reconcile(self) -> int:
         """Mark `pending` submissions as failed (retryable) once both the process that
@@ -72,6 +113,11 @@ class Ledger:
                     status=Status.FAILED, counted=False,
                     error="scoring was interrupted; the submission can be retried"))
         return len(dead)
+
+
+def _whole_second(t: datetime) -> datetime:
+    """`t` rounded up to a whole second (a time shown as "possible at" is never early)."""
+    return t if not t.microsecond else t.replace(microsecond=0) + timedelta(seconds=1)
 
 
 def _alive(pid: int | None) -> bool:

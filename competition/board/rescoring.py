@@ -1,17 +1,28 @@
 """Rescoring: every stored file scored again with the current scorer and solution, all
-results written in one transaction, the history of scores kept."""
+results written in one transaction, the history of scores kept.
+
+Rescoring re-evaluates scores; it never lets a submission count past the daily limit that
+applied when it was made. A submission that counted (scored) and scores again keeps its slot.
+One that did not count (failed, or invalid) and now scores counts only if its own UTC day still
+has a free slot under the limit in force when it was made (its `day_limit`), checked with its
+team locked; otherwise it keeps its status and counted=False: its new score goes into its
+history and its error says why it does not count, and it neither takes a slot nor ranks.
+Submissions whose file was removed (uploads that ended invalid) are not rescored.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy.engine import RowMapping
 
 from competition.board.context import BoardContext
 from competition.board.ledger import Ledger
+from competition.board.scorer_process import ScoredFile
 from competition.board.status import Status
 from competition.board.store import db
-from competition.board.store.schema import submissions, teams
+from competition.board.store.schema import score_history, submissions, teams
 from competition.board.submissions import Submissions
 
 
@@ -21,39 +32,90 @@ class Rescoring:
 
     def rescore(self) -> list[dict[str, Any]]:
         """Score every stored submission again, then write all results in one transaction.
-        Returns what changed."""
+        Returns what changed (with `counted`, and a `note` for a submission that scores now
+        but does not count)."""
         self.ledger.reconcile()
-        with db.read(self.ctx.engine) as conn:
-            rows = conn.execute(select(submissions).where(
-                submissions.c.status.in_((Status.SCORED, Status.INVALID, Status.FAILED)))
-                .order_by(submissions.c.id)).mappings().all()
         root = self.ctx.comp.root
+        with db.read(self.ctx.engine) as conn:
+            rows = [row for row in conn.execute(select(submissions).where(and_(
+                submissions.c.status.in_((Status.SCORED, Status.INVALID, Status.FAILED)),
+                submissions.c.file_deleted_at.is_(None)))
+                .order_by(submissions.c.id)).mappings().all()
+                if (root / row["file_path"]).is_file()]
         results = {row["id"]: self.submissions.score_stored(root / row["file_path"],
                                                             row["file_name"])
                    for row in rows}
         changes = []
         identity = next((r for r in results.values() if r.scorer_version), None)
+
+        def newly_scored(row: RowMapping) -> bool:
+            return results[row["id"]].status == Status.SCORED and not row["counted"]
+
         with db.write(self.ctx.engine) as conn:
-            for row in rows:
+            # Teams that may take a slot are locked (in id order) before any slot is counted.
+            for team_id in sorted({row["team_id"] for row in rows if newly_scored(row)}):
+                self.ledger.lock_team(conn, team_id)
+            names = {row.id: row.name for row in conn.execute(select(teams.c.id, teams.c.name))}
+            not_counted: set[int] = set()
+            events: dict[int, int] = {}
+            # Those already counted first (one that no longer scores frees its slot), then
+            # those that would take a slot, oldest first.
+            for row in sorted(rows, key=lambda r: (newly_scored(r), r["id"])):
                 new = results[row["id"]]
-                self.submissions.record(conn, row["id"], new, reason="rescore")
-                if (row["status"], _r(row["public_score"]), _r(row["private_score"])) != \
-                        (new.status, _r(new.public), _r(new.private)):
+                note = None
+                if newly_scored(row):
+                    note = self._no_free_slot(conn, row, names[row["team_id"]])
+                if note is None:
+                    events[row["id"]] = self.submissions.record(conn, row["id"], new,
+                                                                reason="rescore")
+                else:
+                    self._record_not_counted(conn, row, new, note)
+                    not_counted.add(row["id"])
+                status = row["status"] if note else new.status
+                public = None if note else new.public
+                private = None if note else new.private
+                if note or (row["status"], _r(row["public_score"]), _r(row["private_score"])) \
+                        != (status, _r(public), _r(private)):
                     changes.append({"id": row["id"], "old_status": row["status"],
-                                    "new_status": new.status,
-                                    "old_public": row["public_score"], "new_public": new.public,
+                                    "new_status": status,
+                                    "old_public": row["public_score"], "new_public": public,
                                     "old_private": row["private_score"],
-                                    "new_private": new.private})
+                                    "new_private": private,
+                                    "counted": status == Status.SCORED, "note": note})
             if identity is not None:
                 conn.execute(update(submissions)
                              .where(submissions.c.status == Status.DUPLICATE)
                              .values(scorer_version=identity.scorer_version,
                                      solution_sha256=identity.solution_sha256))
-            names = {row.id: row.name for row in conn.execute(select(teams.c.id, teams.c.name))}
         for row in rows:
-            self.submissions.track(dict(row), names[row["team_id"]], results[row["id"]],
-                                   "rescore")
-        return changes
+            if row["id"] not in not_counted:
+                self.submissions.track(dict(row), names[row["team_id"]], results[row["id"]],
+                                       "rescore", events.get(row["id"]))
+        return sorted(changes, key=lambda c: c["id"])
+
+    def _no_free_slot(self, conn: Connection, row: RowMapping, team: str) -> str | None:
+        """Why a submission that did not count cannot count now (its day's slots, under
+        the limit in force when it was made, are taken), or None when one is free."""
+        limit = row["day_limit"] or self.ctx.rules.daily_limit
+        if self.ledger.used_today(conn, row["team_id"], row["submitted_at"]) < limit:
+            return None
+        day = row["submitted_at"].date().isoformat()
+        return (f"rescoring found it valid, but it does not count: team {team!r} had used "
+                f"its {limit} submissions of {day} (UTC), the day it was made")
+
+    def _record_not_counted(self, conn: Connection, row: RowMapping, new: ScoredFile,
+                            note: str) -> None:
+        """The new score into the history only; the row keeps its status, uncounted, with
+        the reason as its error."""
+        now = self.ctx.now()
+        conn.execute(update(submissions).where(submissions.c.id == row["id"]).values(
+            counted=False, error=note, scorer_version=new.scorer_version,
+            solution_sha256=new.solution_sha256, scored_at=now))
+        conn.execute(insert(score_history).values(
+            submission_id=row["id"], status=new.status, public_score=new.public,
+            private_score=new.private, scorer_version=new.scorer_version,
+            solution_sha256=new.solution_sha256, recorded_at=now,
+            reason="rescore (not counted: day full)"))
 
 
 def _r(value: float | None) -> float | None:

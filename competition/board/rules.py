@@ -24,11 +24,13 @@ class Rules:
     daily_limit: int
     final_selections: int
     higher_is_better: bool  # the task's direction: the one source
+    uploads_per_hour: int = 20  # per team, every upload whatever its outcome, sliding hour
+    max_message_chars: int = 1000
 
     @classmethod
     def from_config(cls, rules: RulesConfig, direction: Direction) -> Rules:
         return cls(rules.start, rules.deadline, rules.daily_limit, rules.final_selections,
-                   direction.higher_is_better)
+                   direction.higher_is_better, rules.uploads_per_hour, rules.max_message_chars)
 
     def is_over(self, now: dt.datetime) -> bool:
         """After the deadline the private scores are revealed."""

@@ -3,17 +3,26 @@ down, and is recorded as a failure.
 
 The child loads the competition's `Scorer` (task, solution, reference, the solution's hash)
 once and sends back a plain payload, never an exception object.
+
+Before it loads anything the child bounds itself with the competition's scoring limits
+(`RulesConfig.scoring_memory_mb`/`scoring_cpu_seconds`, raised by a task that needs more; see
+`competition.rlimits`). A file that makes the scorer pass one is `invalid` with a message that
+names the limit (the participant's file did it; it is never retried automatically): a
+MemoryError is reported by the child itself, a CPU-time kill (SIGXCPU) is recognised by the
+parent, which knows the limits it set. Any other death stays `failed` and retryable.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from competition import rlimits
 from competition.board.prepared import PreparedCompetition
 from competition.board.scoring import Scorer
 from competition.board.status import Status
@@ -65,24 +74,57 @@ def score_file(root: str, path: str, file_name: str, details: bool) -> dict[str,
 
 
 def child_main(send: Connection, root: str, path: str, file_name: str, details: bool) -> None:
-    """The scorer child: score and send a payload; a scorer bug is `failed`, retryable."""
+    """The scorer child: score and send a payload; a scorer bug is `failed`, retryable; a
+    scoring limit reached is `invalid`, naming the limit."""
     try:
         payload = score_file(root, path, file_name, details)
+    except (MemoryError, rlimits.CpuLimitExceeded) as e:
+        payload = limit_payload(e)
     except Exception as e:  # a scorer bug: recorded, retryable, never a lost submission
         payload = {"status": Status.FAILED, "error": f"scorer error: {type(e).__name__}: {e}"}
     send.send(payload)
     send.close()
 
 
+def limit_payload(e: BaseException) -> dict[str, Any]:
+    """What a MemoryError or a worker's CPU-time breach becomes: `invalid` naming the limit
+    where one was set, else (an unbounded scorer out of memory) `failed`, as any crash."""
+    limits = rlimits.active()
+    if limits is None:
+        return {"status": Status.FAILED, "error": f"scorer error: {type(e).__name__}: {e}"}
+    if isinstance(e, MemoryError):
+        rlimits.release_reserve()  # room to build and send this report
+        return {"status": Status.INVALID, "error": limits.memory_message()}
+    return {"status": Status.INVALID, "error": limits.cpu_message()}
+
+
+def bounded_child(limits: rlimits.ScoringLimits | None, target: Callable[..., None],
+                  *args: Any) -> None:
+    """The child process's entry: its limits first, then `target` (child_main or a test's)."""
+    if limits is not None:
+        rlimits.apply(limits)
+    target(*args)
+
+
+def scoring_limits(comp: PreparedCompetition) -> rlimits.ScoringLimits:
+    """The competition's scoring limits, or the task's where it declares larger ones."""
+    rules, task = comp.rules, comp.task
+    return rlimits.ScoringLimits(
+        memory_mb=max(rules.scoring_memory_mb, task.scoring_memory_mb or 0),
+        cpu_seconds=max(rules.scoring_cpu_seconds, task.scoring_cpu_seconds or 0))
+
+
 class ChildScorer:
     """Scores in a child process started with `start_method`: "fork" (fast; for
     single-threaded callers like the CLI) or "forkserver" (for threaded servers, where a plain
-    fork could copy a lock held by another thread into the child)."""
+    fork could copy a lock held by another thread into the child). `bounded=False` scores
+    without the scoring limits (benchmarks compare the two)."""
 
     target: Callable[..., None] = staticmethod(child_main)
 
-    def __init__(self, start_method: str = "fork"):
+    def __init__(self, start_method: str = "fork", bounded: bool = True):
         self.start_method = start_method
+        self.bounded = bounded
 
     def score(self, comp: PreparedCompetition, path: Path, file_name: str, details: bool,
               started: Callable[[int], None] | None = None) -> ScoredFile:
@@ -95,8 +137,10 @@ class ChildScorer:
                                         type(comp.task).__module__])
         receive, send = ctx.Pipe(duplex=False)
         # Not a daemon: the EM scorer spreads slices over processes of its own.
-        child = ctx.Process(target=type(self).target,
-                            args=(send, str(comp.root), str(path), file_name, details))
+        limits = scoring_limits(comp) if self.bounded else None
+        child = ctx.Process(target=bounded_child,
+                            args=(limits, type(self).target, send, str(comp.root), str(path),
+                                  file_name, details))
         child.start()
         send.close()
         if started is not None and child.pid is not None:
@@ -108,6 +152,9 @@ class ChildScorer:
         child.join()
         if payload is None:
             code = child.exitcode
+            if limits is not None and code == -signal.SIGXCPU:
+                # Only the CPU-time limit sends SIGXCPU: the file made the scorer run too long.
+                return ScoredFile(Status.INVALID, error=limits.cpu_message())
             how = (f"killed by signal {-code}" if code is not None and code < 0
                    else f"exit code {code}")
             return ScoredFile(Status.FAILED, error=f"the scorer stopped before finishing "

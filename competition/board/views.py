@@ -56,8 +56,16 @@ class Entry(_Timed):
     public_rank: int | None = None  # private board only
     rank_change: int | None = None  # private board only: public rank - private rank
     selections: list[int] = []
+    # The task's item metrics (Task.item_metrics), each the mean over the board's items, by
+    # label; and under `ranking: mean_of_ranks` the mean rank the board is ordered by.
+    metrics: dict[str, float] = {}
+    mean_rank: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         private = self.public_rank is not None
-        return self.model_dump(mode="json", exclude=None if private else
-                               {"public_rank", "rank_change", "selections"})
+        exclude = set() if private else {"public_rank", "rank_change", "selections"}
+        if not self.metrics:
+            exclude.add("metrics")
+        if self.mean_rank is None:
+            exclude.add("mean_rank")
+        return self.model_dump(mode="json", exclude=exclude)

@@ -14,6 +14,29 @@ import numpy as np
 
 
 def jsonable(value: Any, max_items: int | None = None) -> Any:
+    """A value made of plain JSON types.
+
+    Parameters
+    ----------
+    value : Any
+        Nested dicts, lists and tuples of numbers, numpy scalars and arrays, strings...
+    max_items : int, optional
+        Arrays with more elements become a note of their shape.
+
+    Returns
+    -------
+    Any
+        Dicts with string keys, lists, int, float (finite), bool, str or None.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> jsonable({"score": np.float32(0.5), "n": np.int64(3), "bad": float("nan"),
+    ...           "shape": (2, 3), "ids": np.arange(3)})
+    {'score': 0.5, 'n': 3, 'bad': None, 'shape': [2, 3], 'ids': [0, 1, 2]}
+    >>> jsonable({"mesh": np.zeros((1000, 3))}, max_items=64)
+    {'mesh': 'array(1000, 3)'}
+    """
     if isinstance(value, dict):
         return {str(k): jsonable(v, max_items) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -22,7 +22,10 @@ def read_points(
 
     With `expected` (specimen -> landmark names), every specimen and landmark must appear once.
     """
-    rows = read_csv_rows(data, HEADER + (["Usage"] if with_usage else []))
+    # A valid file has one row per expected point: far more lines are refused before they
+    # are split (room is left for blank lines and for naming a duplicate).
+    max_lines = None if expected is None else 2 * sum(map(len, expected.values())) + 100
+    rows = read_csv_rows(data, HEADER + (["Usage"] if with_usage else []), max_lines)
     points: dict[str, dict[str, np.ndarray]] = {}
     usages: dict[str, str] = {}
     first_line: dict[tuple[str, str], int] = {}

@@ -94,10 +94,9 @@ def read_solution(data: bytes) -> dict[str, NucleiImage]:
                                       where=f"line {line}")
             if usages.setdefault(image_id, usage) != usage:
                 raise SubmissionError(f"ImageId {image_id} has two Usages", where=f"line {line}")
-    images = _collect(rows, lambda line, image_id: shapes[image_id])
+    images = _collect(rows, lambda line, image_id: shapes[image_id])  # no overlaps either
     for image_id, image in images.items():
         image.usage = usages.get(image_id)
-        image.labels_flat(f"ImageId {image_id}")  # true masks must not overlap either
     return images
 
 
@@ -155,7 +154,46 @@ def _collect(rows: list[tuple[int, list[str]]],
         image.runs = runs[run_end[k] - int(runs_per_image[k]):run_end[k]]
         image.counts = sorted_counts[r0:r1]
         image.lines = sorted_lines[r0:r1].tolist()
+    _check_masks(images, runs, runs_per_image.astype(np.int64))
     return images
+
+
+def _check_masks(images: dict[str, NucleiImage], runs: np.ndarray,
+                 runs_per_image: np.ndarray) -> None:
+    """Masks of one image may not overlap: checked from the runs (grouped by image, in
+    `images` order), before any mask or label image is painted, so a file of overlapping rows
+    costs no more memory than its runs. First the pixels each image's rows cover, added up
+    (more than the image holds is an overlap, whatever the runs), then each image's runs
+    sorted by start."""
+    if len(runs) == 0:
+        return
+    ids = list(images)
+    run_image = np.repeat(np.arange(len(ids)), runs_per_image)
+    area = np.array([h * w for h, w in (images[i].shape for i in ids)], dtype=np.float64)
+    covered = np.bincount(run_image, weights=runs[:, 1], minlength=len(ids))  # exact < 2**53
+    over = np.flatnonzero(covered > area)
+    if len(over):
+        line, image_id = min((_coverage_line(images[ids[k]]), ids[k]) for k in over)
+        h, w = images[image_id].shape
+        raise SubmissionError(
+            f"the masks of this image cover more pixels than its {h * w} ({h}x{w}) by this "
+            "line: masks overlap (masks are not allowed to overlap)",
+            where=f"line {line} (ImageId {image_id})")
+    found = [(image.lines[first], image_id) for image_id, image in images.items()
+             if image.n_objects > 1 and (first := rle.first_overlap(image.runs,
+                                                                    image.counts)) >= 0]
+    if found:
+        line, image_id = min(found)
+        raise SubmissionError(
+            "this mask overlaps an earlier mask of the same image (masks are not allowed to "
+            "overlap)", where=f"line {line} (ImageId {image_id})")
+
+
+def _coverage_line(image: NucleiImage) -> int:
+    """The line at which an image's rows, added up in file order, pass its pixel count."""
+    h, w = image.shape
+    per_row = np.add.reduceat(image.runs[:, 1], np.cumsum(image.counts) - image.counts)
+    return image.lines[int(np.flatnonzero(np.cumsum(per_row) > h * w)[0])]
 
 
 def _shape_of(shapes: dict[str, tuple[int, int]], line: int,

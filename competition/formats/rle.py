@@ -122,8 +122,11 @@ def parse_many(texts: list[str], n_pixels: np.ndarray) -> tuple[np.ndarray, np.n
     counts = np.array([t.count(" ") + 1 if t else 0 for t in texts], dtype=np.int64)
     try:
         tokens = np.array(joined.split(), dtype=np.int64) if counts.sum() else np.zeros(0, np.int64)
-    except OverflowError:
-        return _parse_each(texts, n_pixels)  # words the error for the too-large number
+    except (OverflowError, ValueError):
+        # A number too large for int64 (OverflowError), or for Python's int() at all (over
+        # 4,300 digits, refused before any conversion work: ValueError): string by string,
+        # `parse` names it by its length before converting anything.
+        return _parse_each(texts, n_pixels)
     odd = counts % 2 == 1
     if odd.any():
         return _fail(texts, n_pixels, int(np.flatnonzero(odd)[0]))
@@ -175,25 +178,54 @@ def expand(runs: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return pixels, owner
 
 
+def first_overlap(runs: np.ndarray, counts: np.ndarray) -> int:
+    """The index of the first object whose runs overlap an earlier object's, or -1: found from
+    the runs alone (sorted by start), without painting a pixel.
+
+    `runs` are all objects' 0-based (start, length) runs in object order, `counts` the runs
+    per object; each object's own runs are disjoint (the parser checks that).
+    """
+    if len(counts) < 2 or _disjoint(runs):
+        return -1
+    # Objects 0..k overlap for every k from the answer on: the smallest such k, by bisection
+    # (an object's runs are a prefix of `runs` together with the earlier objects').
+    run_end = np.cumsum(counts)
+    lo, hi = 1, len(counts) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if _disjoint(runs[: run_end[mid]]):
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _disjoint(runs: np.ndarray) -> bool:
+    """Runs sorted by start are pairwise disjoint iff each ends before the next starts."""
+    if len(runs) < 2:
+        return True
+    order = np.argsort(runs[:, 0], kind="stable")
+    starts = runs[order, 0]
+    ends = starts + runs[order, 1]
+    return not bool((ends[:-1] > starts[1:]).any())
+
+
 def paint(runs: np.ndarray, counts: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, int]:
     """Paint objects into a flat column-major label array, object k getting label k+1.
 
     `runs` are all objects' 0-based runs in object order, `counts` the runs per object.
     Returns the flat labels and the index of the first object that overlaps an earlier one
-    (-1 if none): masks of one image are not allowed to overlap.
+    (-1 if none): masks of one image are not allowed to overlap. Overlaps are found from the
+    runs before any pixel is expanded, so overlapping masks never cost more than the runs.
     """
     h, w = shape
     flat = np.zeros(h * w, dtype=np.int32)
     if len(runs) == 0:
         return flat, -1
+    first = first_overlap(runs, counts)
+    if first >= 0:
+        return flat, first
     pixels, owner = expand(runs, counts)
-    hits = np.bincount(pixels, minlength=h * w)
-    if hits.max() > 1:
-        # The later object of each doubly painted pixel is the offender.
-        np.maximum.at(flat, pixels, owner)
-        doubled = hits[pixels] > 1
-        first = int(owner[doubled & (owner == flat[pixels])].min()) - 1
-        return np.zeros(h * w, dtype=np.int32), first
     flat[pixels] = owner
     return flat, -1
 

@@ -25,11 +25,19 @@ def decode_text(data: bytes) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
-def read_csv_rows(data: bytes, expected_header: list[str]) -> list[tuple[int, list[str]]]:
-    """Rows after the header as (line number, fields); header and field counts are checked."""
+def read_csv_rows(data: bytes, expected_header: list[str],
+                  max_lines: int | None = None) -> list[tuple[int, list[str]]]:
+    """Rows after the header as (line number, fields); header and field counts are checked.
+    With `max_lines`, a longer file is refused before any line is split (a reader that knows
+    how many rows a valid file has bounds what it builds)."""
     text = decode_text(data)
     if not text.strip():
         raise SubmissionError("the file holds no text")
+    if max_lines is not None:
+        n_lines = text.count("\n") + (not text.endswith("\n"))
+        if n_lines > max_lines:
+            raise SubmissionError(f"the file has {n_lines} lines, more than the {max_lines} a "
+                                  "valid file of this competition can have")
     if '"' not in text:
         return _split_rows(text, expected_header)
     reader = csv.reader(io.StringIO(text), strict=True)

@@ -2,13 +2,22 @@
 
 The server runs in a process group of its own (it starts workers), stopped as a whole; MLflow's
 GenAI job runners are not started. The address is printed once the server answers, pointing at
-the competition's runs (MLflow 3 opens experiments on its GenAI view unless they are marked as
-model development, which our experiments are).
+the caller's runs: the competition's, or with a team and team experiments that team's own
+(MLflow 3 opens experiments on its GenAI view unless they are marked as model development,
+which our experiments are).
+
+Each store is served with its artifacts proxied from its own root (`--serve-artifacts`, the
+participants' `artifact_location` or the organizers' `organizer_artifact_location`). With
+`auth`, the participants' store is served by MLflow's basic-auth app, where a user sees no
+experiment unless granted one (`default_permission = NO_PERMISSIONS`; team users come from
+`competition tracking-users`); its users are kept in a database beside the store
+(`mlflow.db` -> `mlflow-auth.db`).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,6 +25,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from competition.errors import CompetitionError
@@ -24,30 +34,73 @@ from competition.interfaces.subprocesses import stop_group
 STARTUP_SECONDS = 120
 
 
+def server_command(uri: str, artifacts: str | None, host: str, port: int,
+                   auth: bool = False) -> list[str]:
+    """`mlflow server` on the store `uri`, its artifacts proxied from `artifacts`; with
+    `auth`, behind the basic-auth app (see `auth_environment`)."""
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+               "--host", host, "--port", str(port), "--workers", "1"]
+    if auth:
+        command += ["--app-name", "basic-auth"]
+    if artifacts:
+        command += ["--serve-artifacts", "--artifacts-destination", artifacts]
+    return command + ["--uvicorn-opts", "--log-level warning"]
+
+
+def auth_environment(uri: str, folder: Path, user: str | None = None,
+                     password: str | None = None) -> dict[str, str]:
+    """The environment of a basic-auth server on the SQLite store `uri`: a configuration
+    (written into `folder`) where users see nothing unless granted, users kept beside the
+    store, the admin's credentials (default: MLFLOW_TRACKING_USERNAME/PASSWORD; MLflow
+    creates that admin on the first start)."""
+    from competition.tracking.locks import sqlite_file
+
+    store = sqlite_file(uri)
+    if store is None:
+        raise CompetitionError(f"--auth serves a SQLite store; {uri} is not one")
+    user = user or os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = password or os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if not user or not password:
+        raise CompetitionError("--auth: set MLFLOW_TRACKING_USERNAME and "
+                               "MLFLOW_TRACKING_PASSWORD to the admin's credentials")
+    users = store.with_name(f"{store.stem}-auth{store.suffix}")
+    path = folder / "basic_auth.ini"
+    path.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
+                    f"database_uri = sqlite:///{users}\nadmin_username = {user}\n"
+                    "authorization_function = "
+                    "mlflow.server.auth:authenticate_request_basic_auth\n")
+    # The app's CSRF tokens are signed with this key: one per server start unless given.
+    key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)
+    return {"MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_AUTH_ADMIN_PASSWORD": password,
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": key}
+
+
 def serve_ui(organizers: bool, host: str, port: int, say: Callable[..., Any],
-             competition: str | None = None) -> int:
+             competition: str | None = None, team: str | None = None,
+             auth: bool = False) -> int:
     """Run the UI until interrupted; returns the server's exit code."""
     from competition.tracking.config import load_config
-    from competition.tracking.runs import Tracker
+    from competition.tracking.runs import Tracker, is_remote
 
     config = load_config()
     audience = "organizers" if organizers else "participants"
     uri = config.uri(audience)
     if uri is None:
         raise CompetitionError("no organizers' tracking store is configured (mlflow.yaml)")
-    if uri.startswith(("http://", "https://")):
-        say(f"the tracking store is a server already: open {uri}")
+    if organizers and (team or auth):
+        raise CompetitionError("--organizers opens the organizers' own store: no --team or "
+                               "--auth")
+    tracker = Tracker(config, audience, team)
+    if is_remote(uri):
+        say(f"the tracking store is a server already: open {uri}/{_page(tracker, competition)}")
         return 0
-    tracker = Tracker(config, audience)
     page = tracker.runs_page(competition)
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-               "--host", host, "--port", str(port), "--workers", "1"]
-    if config.artifact_location:
-        command += ["--default-artifact-root", config.artifact_location]
-    command += ["--uvicorn-opts", "--log-level warning"]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    say(f"starting the MLflow UI on {uri}...")
-    with tempfile.TemporaryFile() as server_log:
+    with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryFile() as server_log:
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        if auth:
+            env.update(auth_environment(uri, Path(folder)))
+        command = server_command(uri, config.artifact_root(audience), host, port, auth)
+        say(f"starting the MLflow UI on {uri}...")
         process = subprocess.Popen(command, env=env, start_new_session=True,
                                    stdout=server_log, stderr=subprocess.STDOUT)
         # SIGTERM unwinds like Ctrl-C (waiting on the server inside a signal handler could
@@ -67,6 +120,14 @@ def serve_ui(organizers: bool, host: str, port: int, say: Callable[..., Any],
             tail = server_log.read().decode(errors="replace")[-2000:]
             say(f"the MLflow server stopped (exit code {code}):\n{tail}")
     return code
+
+
+def _page(tracker: Any, competition: str | None) -> str:
+    """The caller's runs page on a server, read with the caller's credentials."""
+    try:
+        return str(tracker.runs_page(competition))
+    except Exception:  # not allowed to list, or not answering: the server's start page
+        return ""
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 from competition.errors import ConfigError
 
@@ -22,11 +23,23 @@ class TrackingConfig:
     artifact_location: str | None
     enabled: bool = True
     item_tables: bool = False
+    organizer_artifact_location: str | None = None
+    team_experiment_name: str | None = None  # participants' runs: one experiment per team
+    lock_seconds: float = 120
 
     def uri(self, audience: str) -> str | None:
         return self.tracking_uri if audience == "participants" else self.organizer_tracking_uri
 
-    def experiment(self, competition: str, audience: str) -> str:
+    def artifact_root(self, audience: str) -> str | None:
+        """Where a local store of `audience` keeps artifacts (a server: where it was told)."""
+        return self.artifact_location if audience == "participants" else \
+            self.organizer_artifact_location
+
+    def experiment(self, competition: str, audience: str, team: str | None = None) -> str:
+        """The experiment of `audience`'s runs; with team experiments, a participants' run
+        of `team` goes to that team's own."""
+        if audience == "participants" and team and self.team_experiment_name:
+            return self.team_experiment_name.format(competition=competition, team=team)
         return self.experiment_name.format(competition=competition, audience=audience)
 
 
@@ -49,12 +62,29 @@ def load_config(path: Path | None = None) -> TrackingConfig:
         os.environ.get(SWITCH_ENV, "on").lower() not in ("0", "off", "false", "no")
     uri = os.environ.get("MLFLOW_TRACKING_URI") or values.tracking_uri
     organizer = values.organizer_tracking_uri
-    return TrackingConfig(
+    config = TrackingConfig(
         tracking_uri=_absolute_uri(uri, base),
         organizer_tracking_uri=_absolute_uri(organizer, base) if organizer else None,
         experiment_name=values.experiment_name,
         artifact_location=_absolute_location(values.artifact_location, base),
-        enabled=enabled, item_tables=values.item_tables)
+        enabled=enabled, item_tables=values.item_tables,
+        organizer_artifact_location=_absolute_location(values.organizer_artifact_location,
+                                                       base),
+        team_experiment_name=values.team_experiment_name, lock_seconds=values.lock_seconds)
+    _check_separate(config, path)
+    return config
+
+
+def _check_separate(config: TrackingConfig, path: Path | None) -> None:
+    """The organizers' artifacts (private scores) never under the participants' root."""
+    ours, theirs = config.organizer_artifact_location, config.artifact_location
+    if not ours or not theirs or not ours.startswith("file:") or not theirs.startswith("file:"):
+        return
+    a, b = (Path(unquote(urlparse(uri).path)) for uri in (ours, theirs))
+    if a == b or b in a.parents or a in b.parents:
+        raise ConfigError(f"{path or 'mlflow.yaml'}: organizer_artifact_location {a} and "
+                          f"artifact_location {b} must be separate folders (the organizers' "
+                          "artifacts hold private scores)")
 
 
 def _absolute_uri(uri: str, base: Path) -> str:

@@ -8,6 +8,12 @@ compared and ensembles built from. Two audiences, two tracking stores:
 - organizers (`organizer_tracking_uri`, a separate store so that the participants' one can be
   shown to a class): one run per scored submission with public, private and whole-split scores.
 
+The organizers' local store keeps its artifacts under a root of its own
+(`organizer_artifact_location`). With `team_experiment_name`, each team's participants' runs go
+to an experiment of its own, which MLflow's basic-auth app can restrict to the team
+(competition.tracking.users). Writes to a SQLite store are serialised across processes
+(competition.tracking.locks), so concurrent submissions lose no run.
+
 Configuration: `mlflow.yaml` (`$COMPETITION_MLFLOW_CONFIG`, else `./mlflow.yaml`, else the
 defaults below); `MLFLOW_TRACKING_URI` overrides the participants' URI; relative SQLite paths
 and artifact locations are relative to the configuration file. `COMPETITION_TRACKING=off`
@@ -21,6 +27,7 @@ import csv
 import io
 import logging
 import os
+import re
 import signal
 import tempfile
 import threading
@@ -32,6 +39,7 @@ from typing import Any
 
 from competition.formats.jsonsafe import finite
 from competition.tracking.config import TrackingConfig, load_config
+from competition.tracking.locks import RetryingClient, exclusive, sqlite_file
 
 AUDIENCES = ("participants", "organizers")
 PREDICTIONS_ARTIFACT = "predictions/predictions.npz"
@@ -41,18 +49,21 @@ KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development
 log = logging.getLogger(__name__)
 
 
-def _is_remote(uri: str) -> bool:
+def is_remote(uri: str) -> bool:
     return uri.startswith(("http://", "https://", "databricks"))
 
 
 class Tracker:
-    """One audience's tracking store."""
+    """One audience's tracking store; for the participants' one, with team experiments
+    (`team_experiment_name`), the experiment of `team`."""
 
-    def __init__(self, config: TrackingConfig, audience: str = "participants"):
+    def __init__(self, config: TrackingConfig, audience: str = "participants",
+                 team: str | None = None):
         if audience not in AUDIENCES:
             raise ValueError(audience)
         self.config = config
         self.audience = audience
+        self.team = team
         uri = config.uri(audience)
         if uri is None:
             raise ValueError(f"no {audience}' tracking store is configured")
@@ -69,51 +80,79 @@ class Tracker:
             logging.getLogger("mlflow").setLevel(logging.WARNING)
             logging.getLogger("alembic").setLevel(logging.WARNING)
 
-            self._client = MlflowClient(tracking_uri=self.uri)
+            client = RetryingClient(MlflowClient(tracking_uri=self.uri))
+            if sqlite_file(self.uri) is not None:
+                with self.writing():  # the first opening creates or migrates the schema
+                    client.search_experiments(max_results=1)
+            self._client = client
         return self._client
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """The store's write lock (SQLite files only; reentrant)."""
+        return exclusive(self.uri, self.config.lock_seconds)
+
+    def experiment_name(self, competition: str) -> str:
+        return self.config.experiment(competition, self.audience, self.team)
 
     def experiment_id(self, competition: str) -> str:
         from mlflow.exceptions import MlflowException
 
-        name = self.config.experiment(competition, self.audience)
-        found = self.client.get_experiment_by_name(name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                self.client.restore_experiment(found.experiment_id)
-            return str(found.experiment_id)
-        # A server keeps artifacts where it was told to; a local store where we say.
-        location = None if _is_remote(self.uri) else self.config.artifact_location
-        try:
-            return str(self.client.create_experiment(name, artifact_location=location,
-                                                     tags={KIND_TAG: MODEL_DEVELOPMENT}))
-        except MlflowException:  # created meanwhile by a concurrent submission
+        name = self.experiment_name(competition)
+        with self.writing():
             found = self.client.get_experiment_by_name(name)
-            if found is None:
-                raise
-            return str(found.experiment_id)
+            if found is not None:
+                if found.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(found.experiment_id)
+                return str(found.experiment_id)
+            # A server keeps artifacts where it was told to; a local store where we say.
+            location = None if is_remote(self.uri) else self.config.artifact_root(self.audience)
+            try:
+                return str(self.client.create_experiment(name, artifact_location=location,
+                                                         tags={KIND_TAG: MODEL_DEVELOPMENT}))
+            except MlflowException:  # created meanwhile by another process (a server)
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+                return str(found.experiment_id)
+
+    def artifacts_are_private(self, run_id: str) -> bool:
+        """Whether an organizers' run keeps its artifacts outside the participants' root (an
+        experiment made before the roots were separate may not: then none are logged)."""
+        root = self.config.artifact_location
+        if self.audience != "organizers" or not root or is_remote(self.uri):
+            return True
+        where = str(self.client.get_run(run_id).info.artifact_uri)
+        inside = where == root or where.startswith(root.rstrip("/") + "/")
+        if inside:
+            log.warning("the organizers' experiment keeps its artifacts in the participants' "
+                        "artifact root (%s): no artifact logged; rename that experiment so "
+                        "that a new one is made under organizer_artifact_location", where)
+        return not inside
 
     def runs_page(self, competition: str | None = None) -> str:
-        """The UI route of a competition's runs table (without one: of the only competition
-        in the store, else the list of experiments)."""
-        import re
-
-        pattern = re.escape(self.config.experiment_name).replace(
-            re.escape("{competition}"), ".+").replace(re.escape("{audience}"),
-                                                        re.escape(self.audience))
-        wanted = self.config.experiment(competition, self.audience) if competition else None
+        """The UI route of a competition's runs table (this tracker's team's, with team
+        experiments; without a competition: of the only competition in the store, else the
+        list of experiments)."""
+        template = self.config.experiment_name.replace("{audience}", self.audience)
+        if self.team and self.audience == "participants" and self.config.team_experiment_name:
+            template = self.config.team_experiment_name.replace("{team}", self.team)
+        pattern = re.escape(template).replace(re.escape("{competition}"), ".+")
+        wanted = self.experiment_name(competition) if competition else None
         found = [e for e in self.client.search_experiments()
                  if e.name == wanted or (wanted is None and re.fullmatch(pattern, e.name))]
         if len(found) != 1:
             return "#/experiments"
         experiment = found[0]
         if experiment.tags.get(KIND_TAG) != MODEL_DEVELOPMENT:
-            self.client.set_experiment_tag(experiment.experiment_id, KIND_TAG,
-                                           MODEL_DEVELOPMENT)
+            with self.writing():
+                self.client.set_experiment_tag(experiment.experiment_id, KIND_TAG,
+                                               MODEL_DEVELOPMENT)
         return f"#/experiments/{experiment.experiment_id}/runs"
 
     def start(self, competition: str, run_name: str, tags: dict[str, Any]) -> str:
-        run = self.client.create_run(self.experiment_id(competition), run_name=run_name,
-                                     tags={k: str(v) for k, v in tags.items()})
+        with self.writing():
+            run = self.client.create_run(self.experiment_id(competition), run_name=run_name,
+                                         tags={k: str(v) for k, v in tags.items()})
         return str(run.info.run_id)
 
     def log(self, run_id: str, params: dict[str, Any] | None = None,
@@ -122,12 +161,13 @@ class Tracker:
         from mlflow.entities import Metric, Param, RunTag
 
         now = _millis()
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
-                     if finite(v) is not None],
-            params=[Param(k, _param(v)) for k, v in (params or {}).items()],
-            tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+        with self.writing():
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, step) for k, v in (metrics or {}).items()
+                         if finite(v) is not None],
+                params=[Param(k, _param(v)) for k, v in (params or {}).items()],
+                tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
     def log_bytes(self, run_id: str, data: bytes, artifact_file: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -138,21 +178,39 @@ class Tracker:
     def log_file(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """A file, or a folder's files, under `artifact_path`."""
         where = None if artifact_path in (None, "", ".") else artifact_path
-        if Path(path).is_dir():
-            self.client.log_artifacts(run_id, str(path), where)
-        else:
-            self.client.log_artifact(run_id, str(path), where)
+        with self.writing():
+            if Path(path).is_dir():
+                self.client.log_artifacts(run_id, str(path), where)
+            else:
+                self.client.log_artifact(run_id, str(path), where)
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status)
+        with self.writing():
+            self.client.set_terminated(run_id, status)
 
-    def runs(self, competition: str, filter_string: str = "") -> list[Any]:
-        name = self.config.experiment(competition, self.audience)
-        found = self.client.get_experiment_by_name(name)
-        if found is None:
+    def runs(self, competition: str, filter_string: str = "",
+             every_team: bool = False) -> list[Any]:
+        """Runs of this tracker's experiment; with `every_team`, of every participants'
+        experiment of the competition this client may read (the shared one and the teams')."""
+        if every_team:
+            ids = self.experiment_ids(competition)
+        else:
+            found = self.client.get_experiment_by_name(self.experiment_name(competition))
+            ids = [] if found is None else [str(found.experiment_id)]
+        if not ids:
             return []
-        return list(self.client.search_runs([found.experiment_id], filter_string,
-                                            max_results=5000))
+        return list(self.client.search_runs(ids, filter_string, max_results=5000))
+
+    def experiment_ids(self, competition: str) -> list[str]:
+        """The ids of the competition's experiments of this audience (shared and per team)."""
+        shared = self.config.experiment(competition, self.audience)
+        template = self.config.team_experiment_name if self.audience == "participants" \
+            else None
+        team = re.compile(re.escape(template).replace(re.escape("{competition}"),
+                                                      re.escape(competition))
+                          .replace(re.escape("{team}"), ".+")) if template else None
+        return [str(e.experiment_id) for e in self.client.search_experiments()
+                if e.name == shared or (team is not None and team.fullmatch(e.name))]
 
     def download(self, run_id: str, artifact: str, dst: Path) -> Path:
         return Path(self.client.download_artifacts(run_id, artifact, str(dst)))
@@ -223,10 +281,12 @@ class SubmissionRecord:
     rows: list[dict[str, Any]]  # per item, with "usage"
     item_kind: str  # what a row is: image, slice or specimen
     reason: str = "submit"
+    event: int | None = None  # the store's score-history row: each event is logged once
 
 
 def submission_runs(record: SubmissionRecord, config: TrackingConfig | None = None) -> list[str]:
-    """Log one participants' run (public only) and one organizers' run; returns run ids."""
+    """Log one participants' run (public only) and one organizers' run; returns the run ids
+    of the stores that hold it now (an event logged before is found, not logged twice)."""
     config = config or load_config()
     if not config.enabled:
         return []
@@ -234,11 +294,18 @@ def submission_runs(record: SubmissionRecord, config: TrackingConfig | None = No
     for audience in AUDIENCES:
         if config.uri(audience) is None:
             continue
+        tracker = Tracker(config, audience, record.team)
         try:
-            ids.append(_submission_run(Tracker(config, audience), record))
+            with tracker.writing():  # the whole run at once: one writer per SQLite store
+                ids.append(_submission_run(tracker, record))
         except Exception as e:  # the store already holds the outcome: never lose it
             warn(f"submission {record.submission_id} ({audience})", e)
     return ids
+
+
+def audiences(config: TrackingConfig) -> int:
+    """How many stores a scored submission is logged to."""
+    return sum(config.uri(audience) is not None for audience in AUDIENCES)
 
 
 def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
@@ -246,6 +313,13 @@ def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
     tags = {"kind": "submission", "competition": record.competition,
             "submission_id": record.submission_id, "team": record.team,
             "reason": record.reason}
+    if record.event is not None:
+        # Logging again what a killed job logged already (its result was committed, its
+        # pending mark not yet cleared) must not make a second run.
+        tags["score_event"] = record.event
+        done = tracker.runs(record.competition, f"tags.score_event = '{record.event}'")
+        if done:
+            return str(done[0].info.run_id)
     run_id = tracker.start(record.competition, f"submission-{record.submission_id}", tags)
     metrics = {"public_score": record.public_score,
                **numeric_fields(record.details.get("public", {}), "public.")}
@@ -261,6 +335,9 @@ def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
         params["solution_sha256"] = record.solution_sha256
     tracker.log(run_id, params=params,
                 metrics={k: v for k, v in metrics.items() if v is not None})  # NaN too
+    if not tracker.artifacts_are_private(run_id):
+        tracker.end(run_id)
+        return run_id
     if tracker.config.item_tables:
         tracker.log_bytes(run_id, rows_csv(rows), f"scores/per_{record.item_kind}.csv")
     for split in ("public", "all") if organizer else ("public",):
@@ -309,12 +386,14 @@ class TrainingRun:
 @contextlib.contextmanager
 def training_run(competition: str, run_name: str, tags: dict[str, Any],
                  config: TrackingConfig | None = None) -> Iterator[TrainingRun]:
-    """A participants' run around training; ended KILLED when the process is interrupted
+    """A participants' run around training (tag `team`: the team that made it, whose
+    experiment it goes to with team experiments); ended KILLED when the process is interrupted
     or terminated (Ctrl-C, SIGTERM), FAILED if the body raises, not left RUNNING."""
     config = config or load_config()
     run = TrainingRun(None, None)
     if config.enabled:
-        tracker = Tracker(config, "participants")
+        # With team experiments, in the experiment of the team the run is tagged with.
+        tracker = Tracker(config, "participants", tags.get("team"))
         try:
             run = TrainingRun(tracker, tracker.start(competition, run_name, tags))
         except Exception as e:

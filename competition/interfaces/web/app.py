@@ -1,25 +1,50 @@
 """The course portal: server-rendered pages (no JavaScript) and a JSON API over one
 competition's board. `create_app` only wires the routers (auth, participants' pages, API,
-organizer) and the error pages together."""
+organizer), the guards (guard.RequestGuard on every request; the Origin check on every
+state-changing one) and the error pages together."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
-from competition.interfaces.web.portal import TEMPLATES, Portal, viewer
+from competition.interfaces.web.guard import RequestGuard
+from competition.interfaces.web.portal import Portal, error_page, same_origin
 from competition.interfaces.web.routers import api, auth, organizer, pages
+from competition.jobs.job import DEFAULT_SCORER
+from competition.jobs.runners import Runner
 
 
-def create_app(directory: Path | str, store_url: str | None = None) -> FastAPI:
-    portal = Portal(directory, store_url)
+def create_app(directory: Path | str, store_url: str | None = None, *,
+               trust_proxy: bool | None = None, session_hours: float | None = None,
+               runner: Runner | None = None, scorer_spec: str = DEFAULT_SCORER) -> FastAPI:
+    """`trust_proxy`: believe `X-Forwarded-Proto`/`X-Forwarded-Host` (only behind a proxy that
+    sets them; default: $COMPETITION_TRUST_PROXY). `session_hours`: how long a sign-in lasts
+    (default: $COMPETITION_SESSION_HOURS, else 12). `runner`: where scoring jobs run (default
+    threads of this process; `competition serve` gives a Dask cluster)."""
+    portal = Portal(directory, store_url, trust_proxy=trust_proxy,
+                    session_ttl=timedelta(hours=session_hours) if session_hours else None,
+                    runner=runner, scorer_spec=scorer_spec)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # At start, queued jobs (and those a stopped serve process left) run at once.
+        await run_in_threadpool(portal.start_jobs)
+        yield
+        await run_in_threadpool(portal.stop_jobs)
+
     app = FastAPI(title=f"{portal.comp.title} — competition portal",
                   description="Submit, see errors and scores, follow the leaderboard.",
-                  version="1")
+                  version="1", dependencies=[Depends(same_origin)], lifespan=lifespan)
     app.state.portal = portal
+    app.add_middleware(RequestGuard, portal=portal)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")),
               name="static")
     for router in (auth.router, pages.router, api.router, organizer.pages, organizer.api):
@@ -30,10 +55,9 @@ def create_app(directory: Path | str, store_url: str | None = None) -> FastAPI:
         if _wants_html(request):
             if exc.status_code == 401:
                 return RedirectResponse("/login", status_code=303)
-            return TEMPLATES.TemplateResponse(request, "error.html", {
-                "comp": portal.comp, "viewer": viewer(request), "status": exc.status_code,
-                "detail": exc.detail}, status_code=exc.status_code)
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+            return await run_in_threadpool(error_page, request, exc.status_code, exc.detail)
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,
+                            headers=exc.headers)
 
     return app
 

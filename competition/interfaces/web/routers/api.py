@@ -1,13 +1,16 @@
-"""The participants' JSON API (`Authorization: Bearer TOKEN`): the same actions as the pages."""
+"""The participants' JSON API (`Authorization: Bearer TOKEN`): the same actions as the pages.
+With the session cookie instead, a state-changing call needs the `X-CSRF-Token` header."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, UploadFile
-from fastapi.responses import JSONResponse, Response
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 
 from competition.board.context import RuleError
+from competition.board.status import WAITING
 from competition.board.views import Entry, Outcome
 from competition.errors import SubmissionError
 from competition.interfaces.web.portal import (
@@ -16,11 +19,14 @@ from competition.interfaces.web.portal import (
     TeamOnly,
     refusal_status,
     safe_file_name,
+    upload_csrf,
 )
 from competition.interfaces.web.routers.pages import SubmissionId
 from competition.interfaces.web.schemas import ERRORS, CompetitionOut, ErrorOut
+from competition.interfaces.web.uploads import UPLOAD_SCHEMA, received_upload
 
 router = APIRouter(prefix="/api")
+MAX_WAIT_SECONDS = 120
 
 
 @router.get("/competition", response_model=CompetitionOut, responses=ERRORS)
@@ -45,26 +51,53 @@ def api_private_leaderboard(p: PortalDep, v: SignedIn) -> Any:
     return [e.as_json() for e in p.board_entries(True)]
 
 
-# exclude_unset: before the deadline `private_score` is absent, not null.
-@router.post("/submissions", response_model=Outcome, status_code=201,
-             response_model_exclude_unset=True,
-             responses={**ERRORS, 413: {"model": ErrorOut}, 422: {"model": Outcome},
+# exclude_unset: before the deadline `private_score` is absent, not null. The body is not
+# declared as parameters: FastAPI would parse (and spool) it before the token is checked; the
+# route streams it itself, after the dependencies (see uploads.py).
+@router.post("/submissions", response_model=Outcome, status_code=202,
+             response_model_exclude_unset=True, openapi_extra=UPLOAD_SCHEMA,
+             responses={**ERRORS, 201: {"model": Outcome}, 413: {"model": ErrorOut},
+                        415: {"model": ErrorOut}, 422: {"model": Outcome},
                         429: {"model": ErrorOut}})
-async def api_submit(p: PortalDep, v: TeamOnly, file: Annotated[UploadFile, File()],
-                     message: Annotated[str | None, Form()] = None) -> Any:
-    from starlette.concurrency import run_in_threadpool
+async def api_submit(request: Request, p: PortalDep, v: TeamOnly,
+                     wait: Annotated[float, Query(ge=0, le=MAX_WAIT_SECONDS)] = 0) -> Any:
+    """Accept a file: 202 with the queued submission and its address at once (scoring runs
+    as a job); with `wait=SECONDS`, the final outcome if it comes within that time (201
+    scored, 422 invalid), else still 202."""
+    assert v.team is not None
+    async with received_upload(request, p.comp.max_submission_bytes,
+                               p.comp.rules.max_message_chars, upload_csrf(request)) as upload:
+        try:
+            outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
+                                              upload.message, False, True)
+        except RuleError as e:
+            raise HTTPException(refusal_status(e), str(e)) from None
+        except SubmissionError as e:  # empty file, size: refused before storing
+            raise HTTPException(400, str(e)) from None
+    if outcome.status in WAITING:
+        p.queued()
+        if wait:
+            outcome = await p.outcome_within(outcome.id, v.team, wait)
+    return JSONResponse(p.outcome_json(outcome, v), status_code=outcome_status(outcome),
+                        headers={"Location": f"/api/submissions/{outcome.id}"})
 
-    data = await p.read_upload(file)
+
+def outcome_status(outcome: Outcome) -> int:
+    if outcome.status in WAITING:
+        return 202
+    return 422 if outcome.status == "invalid" else 201
+
+
+@router.get("/submissions/{submission_id}", response_model=Outcome, responses=ERRORS,
+            response_model_exclude_unset=True)
+def api_submission(submission_id: SubmissionId, p: PortalDep, v: TeamOnly) -> Any:
+    """One of the team's submissions: `queued`, `scoring`, then its outcome."""
     assert v.team is not None
     try:
-        outcome = await run_in_threadpool(p.submit_bytes, data, file.filename or "", v.team,
-                                          message)
-    except RuleError as e:
-        raise HTTPException(refusal_status(e), str(e)) from None
-    except SubmissionError as e:  # empty file, size: refused before storing
-        raise HTTPException(400, str(e)) from None
-    status = 422 if outcome.status == "invalid" else 201
-    return JSONResponse(p.outcome_json(outcome, v), status_code=status)
+        return JSONResponse(p.outcome_json(p.board.submissions.outcome_of(submission_id,
+                                                                          v.team), v))
+    except RuleError:
+        raise HTTPException(404, "no such submission") from None
 
 
 @router.get("/submissions", response_model=list[Outcome], responses=ERRORS,
@@ -79,10 +112,12 @@ def api_submission_file(submission_id: SubmissionId, p: PortalDep, v: SignedIn) 
     row = p.board.submissions.get(submission_id)
     if row is None or (v.role == "team" and row["team"] != v.team):
         raise HTTPException(404, "no such submission")
-    return Response((p.comp.root / row["file_path"]).read_bytes(),
-                    media_type="application/octet-stream",
-                    headers={"Content-Disposition":
-                             f'attachment; filename="{safe_file_name(row["file_name"])}"'})
+    path = p.comp.root / row["file_path"]
+    if not path.is_file():  # refused uploads' files are not kept
+        raise HTTPException(404, "the file of this submission is not kept")
+    return FileResponse(path, media_type="application/octet-stream",
+                        headers={"Content-Disposition":
+                                 f'attachment; filename="{safe_file_name(row["file_name"])}"'})
 
 
 @router.post("/submissions/{submission_id}/select", response_model=list[int],

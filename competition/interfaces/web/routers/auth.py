@@ -1,4 +1,11 @@
-"""Signing in and out of the pages (the API takes a bearer token instead)."""
+"""Signing in and out of the pages (the API takes a bearer token instead).
+
+Signing in exchanges the token for a server-side session (see competition.board.sessions):
+the cookie holds the session's random id, never the token. The login form carries a CSRF
+token (the value of a pre-session cookie), so another site cannot sign a browser into a team
+of its choosing; signing out revokes the session in the store, so a copy of the cookie stops
+working too.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +13,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
+from starlette.concurrency import run_in_threadpool
 
-from competition.interfaces.web.portal import COOKIE, PortalDep, page
+from competition.interfaces.web.portal import (
+    CSRF_COOKIE,
+    CSRF_FIELD,
+    CSRF_REFUSED,
+    SESSION_COOKIE,
+    PortalDep,
+    csrf_valid,
+    error_page,
+    form_field,
+    page,
+    viewer,
+)
 
 router = APIRouter(include_in_schema=False)
+MAX_TOKEN_CHARS = 200
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -18,16 +38,32 @@ def login_form(request: Request) -> Any:
 
 
 @router.post("/login")
-def login(request: Request, p: PortalDep, token: Annotated[str, Form()]) -> Any:
-    if p.board.teams.who(token.strip()) is None:
+def login(request: Request, p: PortalDep, token: Annotated[str, Form(max_length=500)],
+          csrf_token: Annotated[str, Form(max_length=200)] = "") -> Any:
+    if not csrf_valid(request, csrf_token):
+        return page(request, "login.html", status=403, error=CSRF_REFUSED)
+    opened = p.sessions.open(token.strip(), p.session_ttl) \
+        if len(token.strip()) <= MAX_TOKEN_CHARS else None
+    if opened is None:
         return page(request, "login.html", status=401, error="unknown token")
+    p.sessions.revoke(request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
+    session_id, _ = opened
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
+    p.set_cookie(response, request, SESSION_COOKIE, session_id,
+                 max_age=int(p.session_ttl.total_seconds()))
+    p.delete_cookie(response, request, CSRF_COOKIE)
     return response
 
 
 @router.post("/logout")
-def logout() -> Any:
+async def logout(request: Request, p: PortalDep) -> Any:
+    v = await run_in_threadpool(viewer, request)
+    if v is not None and v.via == "session":
+        supplied = await form_field(request, CSRF_FIELD)
+        if not csrf_valid(request, supplied):
+            return await run_in_threadpool(error_page, request, 403, CSRF_REFUSED)
+        await run_in_threadpool(p.sessions.revoke,
+                                request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
     response = RedirectResponse("/leaderboard", status_code=303)
-    response.delete_cookie(COOKIE)
+    p.delete_cookie(response, request, SESSION_COOKIE)
     return response

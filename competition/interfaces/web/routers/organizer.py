@@ -1,4 +1,5 @@
-"""The organizer's page and API: teams and tokens, every submission, rescoring, grades."""
+"""The organizer's page and API: teams and tokens, every submission, rescoring, grades.
+CSV exports are spreadsheet-safe (competition.formats.csv_safe)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
-from competition.interfaces.web.portal import OrganizerOnly, PortalDep, page, safe_file_name
+from competition.board.context import RuleError
+from competition.interfaces.web.portal import (
+    OrganizerOnly,
+    Portal,
+    PortalDep,
+    page,
+    safe_file_name,
+)
 from competition.interfaces.web.schemas import ERRORS
 
 pages = APIRouter(prefix="/organizer", include_in_schema=False)
@@ -20,6 +28,13 @@ def _team_name(team: str) -> str:
     return team.strip()
 
 
+def _issue_token(p: Portal, name: str) -> str:
+    try:
+        return p.board.teams.issue_token(name)
+    except RuleError as e:  # e.g. a name too like an existing team's
+        raise HTTPException(400, str(e)) from None
+
+
 @pages.get("", response_class=HTMLResponse)
 def organizer_page(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
     return page(request, "organizer.html", teams=p.board.teams.overview(),
@@ -30,7 +45,7 @@ def organizer_page(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
 def organizer_issue_token(request: Request, p: PortalDep, v: OrganizerOnly,
                           team: Annotated[str, Form()]) -> Any:
     name = _team_name(team)
-    token = p.board.teams.issue_token(name)
+    token = _issue_token(p, name)
     return page(request, "organizer.html", teams=p.board.teams.overview(),
                 rows=p.board.submissions.all(), issued=(name, token))
 
@@ -42,10 +57,19 @@ def organizer_rescore(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
                 rows=p.board.submissions.all(), changes=changes)
 
 
+def _csv(text: str, name: str) -> PlainTextResponse:
+    return PlainTextResponse(text, media_type="text/csv", headers={
+        "Content-Disposition": f'attachment; filename="{name}"'})
+
+
 @pages.get("/grades.csv")
 def organizer_grades(p: PortalDep, v: OrganizerOnly) -> Any:
-    return PlainTextResponse(p.grades_csv(), media_type="text/csv", headers={
-        "Content-Disposition": f'attachment; filename="{safe_file_name(p.comp.name)}-grades.csv"'})
+    return _csv(p.grades_csv(), f"{safe_file_name(p.comp.name)}-grades.csv")
+
+
+@pages.get("/submissions.csv")
+def organizer_submissions_csv(p: PortalDep, v: OrganizerOnly) -> Any:
+    return _csv(p.submissions_csv(), f"{safe_file_name(p.comp.name)}-submissions.csv")
 
 
 @api.get("/submissions", responses=ERRORS)
@@ -64,7 +88,12 @@ def api_grades(p: PortalDep, v: OrganizerOnly) -> Any:
     return PlainTextResponse(p.grades_csv(), media_type="text/csv")
 
 
+@api.get("/submissions.csv", response_class=PlainTextResponse, responses=ERRORS)
+def api_submissions_csv(p: PortalDep, v: OrganizerOnly) -> Any:
+    return PlainTextResponse(p.submissions_csv(), media_type="text/csv")
+
+
 @api.post("/teams/{team}/token", responses=ERRORS)
 def api_team_token(team: str, p: PortalDep, v: OrganizerOnly) -> Any:
     name = _team_name(team)
-    return {"team": name, "token": p.board.teams.issue_token(name)}
+    return {"team": name, "token": _issue_token(p, name)}

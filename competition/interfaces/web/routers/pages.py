@@ -5,11 +5,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from competition.board.context import RuleError
+from competition.board.status import WAITING
 from competition.errors import SubmissionError
 from competition.interfaces.web.portal import (
     PortalDep,
@@ -18,11 +20,15 @@ from competition.interfaces.web.portal import (
     page,
     refusal_status,
     safe_file_name,
+    upload_csrf,
     viewer,
 )
 from competition.interfaces.web.publish import description_html, folder_summary, stream_zip
+from competition.interfaces.web.uploads import UploadRefused, received_upload
 
 router = APIRouter(include_in_schema=False)
+# How long the submit page waits for a score before it says where the score will appear.
+SUBMIT_PAGE_WAIT_SECONDS = 20
 # Ids fit a database integer: anything larger is a 422, never a database error.
 SubmissionId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
@@ -51,13 +57,14 @@ def download_all(p: PortalDep, v: SignedIn) -> Any:
 def download(request: Request, path: str, p: PortalDep, v: SignedIn) -> Any:
     """A public file, or a public folder's listing."""
     clean = path.strip("/")
-    if clean and "\x00" not in clean and len(clean) <= 1000:
-        folder = (p.public_root / clean).resolve()
-        if folder.is_dir() and folder.is_relative_to(p.public_root) and \
-                folder != p.public_root:
+    folder = p.public_path(clean) if clean else None
+    try:
+        if folder is not None and folder.is_dir() and folder != p.public_root:
             rel = folder.relative_to(p.public_root).as_posix()
             entries = sorted(f for f in p.public_files() if f.startswith(rel + "/"))
             return page(request, "folder.html", folder=rel, files=entries)
+    except OSError:
+        pass  # not a folder we can read: answered as a missing file
     target = p.public_file(clean)
     if target is None:
         raise HTTPException(404, "no such public file")
@@ -70,29 +77,35 @@ def submit_form(request: Request, v: TeamOnly) -> Any:
 
 
 @router.post("/submit", response_class=HTMLResponse)
-async def submit_page(request: Request, p: PortalDep, v: TeamOnly,
-                      file: Annotated[UploadFile, File()],
-                      message: Annotated[str | None, Form()] = None) -> Any:
-    from starlette.concurrency import run_in_threadpool
-
-    data = await p.read_upload(file)
+async def submit_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
+    """The form's upload, streamed after the sign-in is checked (see uploads.py)."""
     assert v.team is not None
     try:
-        outcome = await run_in_threadpool(p.submit_bytes, data, file.filename or "", v.team,
-                                          message)
+        async with received_upload(request, p.comp.max_submission_bytes,
+                                   p.comp.rules.max_message_chars,
+                                   upload_csrf(request)) as upload:
+            outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
+                                              upload.message, False, True)
+    except UploadRefused as e:
+        return page(request, "submit.html", status=e.status_code, refusal=e.detail)
     except RuleError as e:
         return page(request, "submit.html", status=refusal_status(e), refusal=str(e))
     except SubmissionError as e:
         return page(request, "submit.html", status=400, refusal=str(e))
-    status = 422 if outcome.status == "invalid" else 200
+    if outcome.status in WAITING:  # shown when it comes, if it comes soon
+        p.queued()
+        outcome = await p.outcome_within(outcome.id, v.team, SUBMIT_PAGE_WAIT_SECONDS)
+    status = {"invalid": 422, "queued": 202, "scoring": 202}.get(outcome.status, 200)
     return page(request, "submit.html", status=status, outcome=p.outcome_json(outcome, v))
 
 
 @router.get("/submissions", response_class=HTMLResponse)
 def submissions_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
     assert v.team is not None
-    return page(request, "submissions.html",
-                rows=[p.outcome_json(o, v) for o in p.board.submissions.of_team(v.team)])
+    rows = [p.outcome_json(o, v) for o in p.board.submissions.of_team(v.team)]
+    # While a submission waits for its score the page reloads itself (no JavaScript).
+    return page(request, "submissions.html", rows=rows,
+                refresh=any(r["status"] in WAITING for r in rows))
 
 
 @router.post("/submissions/{submission_id}/select")

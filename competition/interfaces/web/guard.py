@@ -1,0 +1,120 @@
+"""The portal's outer guard (an ASGI middleware): odd paths and oversized bodies are refused
+before any route runs, and competition.yaml is checked for changes.
+
+- A path longer than MAX_PATH_BYTES is a 414, one with a control character (`%00`...) a 400.
+- Every request body is counted as it arrives: a declared `Content-Length` over the route's
+  cap, or more bytes than the cap (chunked bodies too), is a 413 as soon as the route asks for
+  the body, so nothing past the cap is ever read. The cap is the competition's
+  `max_submission_mb` plus a little multipart overhead on the two upload routes, and
+  FORM_BODY_CAP on every other route (sign-in, selections, organizer forms).
+The refusal is raised from `receive` as an HTTPException, so the route's own error handling
+(JSON or an error page) answers it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from competition.interfaces.web.portal import UPLOAD_PATHS, Portal
+from competition.interfaces.web.uploads import UploadRefused
+
+MAX_PATH_BYTES = 2048
+FORM_BODY_CAP = 64 * 1024
+# Boundaries, part headers and the CSRF token (the message's own allowance comes on top).
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+def upload_body_cap(portal: Portal) -> int:
+    rules = portal.comp.rules
+    return portal.comp.max_submission_bytes + MULTIPART_OVERHEAD + 4 * rules.max_message_chars
+
+
+def declared_length(headers: Headers) -> int | None:
+    """The declared Content-Length; None when absent (chunked); -1 when not a number."""
+    value = headers.get("content-length")
+    if value is None:
+        return None
+    value = value.strip()
+    return int(value) if value.isdigit() and len(value) < 20 else -1
+
+
+def too_large(cap: int, upload: bool) -> HTTPException:
+    if upload:
+        return UploadRefused(413, f"the upload is over the size limit of {cap / 1e6:.1f} MB "
+                                  "(the competition's max_submission_mb, with the form's "
+                                  "overhead)")
+    return HTTPException(413, f"the request body is over {cap // 1024} KiB")
+
+
+class RequestGuard:
+    def __init__(self, app: ASGIApp, portal: Portal) -> None:
+        self.app, self.portal = app, portal
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "replace")
+        if len(raw_path) > MAX_PATH_BYTES:
+            await _refuse(scope, receive, send, 414,
+                          f"the path is longer than {MAX_PATH_BYTES} characters")
+            return
+        path: str = scope["path"]
+        if any(ord(c) < 32 or ord(c) == 127 for c in path):
+            await _refuse(scope, receive, send, 400,
+                          "the path contains a control character (such as %00)")
+            return
+        if self.portal.stale():
+            await run_in_threadpool(self.portal.reload)
+        upload = scope["method"] == "POST" and path in UPLOAD_PATHS
+        cap = upload_body_cap(self.portal) if upload else FORM_BODY_CAP
+        length = declared_length(Headers(scope=scope))
+        if length == -1:
+            await _refuse(scope, receive, send, 400, "the Content-Length header is not a number")
+            return
+        await _Capped(self.app, cap, length, upload)(scope, receive, send)
+
+
+class _Capped:
+    """One request whose body may not pass `cap` bytes."""
+
+    def __init__(self, app: ASGIApp, cap: int, declared: int | None, upload: bool) -> None:
+        self.app, self.cap, self.declared, self.upload = app, cap, declared, upload
+        self.received = 0
+        self.responding = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def capped_receive() -> Message:
+            over = self.declared is not None and self.declared > self.cap
+            if not over:  # before reading a byte of a body declared too large
+                message = await receive()
+                if message["type"] != "http.request":
+                    return message
+                self.received += len(message.get("body", b""))
+                over = self.received > self.cap
+                if not over:
+                    return message
+            if self.responding:
+                # A response is under way (e.g. a stream that listens for the client going
+                # away): the body is simply not read further.
+                return {"type": "http.disconnect"}
+            raise too_large(self.cap, self.upload)
+
+        async def watched_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                self.responding = True
+            await send(message)
+
+        await self.app(scope, capped_receive, watched_send)
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, status: int,
+                  detail: str) -> None:
+    response: Any = JSONResponse({"detail": detail}, status_code=status)
+    await response(scope, receive, send)

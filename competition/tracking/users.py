@@ -1,0 +1,161 @@
+"""Each team its own runs on a shared tracking server: users and permissions of MLflow's
+basic-auth app (`mlflow server --app-name basic-auth`), kept through its REST API.
+
+The design, in full:
+- the participants' store is an MLflow server started with the basic-auth app and
+  `default_permission = NO_PERMISSIONS` (`competition ui --auth` starts one so), so a user
+  sees no experiment unless granted;
+- participants' runs go to one experiment per team (`team_experiment_name`, e.g.
+  "{competition}/{team}"), the organizers' to their own store or experiment;
+- each participant team gets one MLflow user, named like its experiment, with EDIT (read and
+  write runs) on that experiment and nothing else; `sync_team_users` creates the experiment
+  and the user (a random password, returned once), and takes back any grant another
+  non-admin user holds on the team's experiment or on the organizers' (a user may create an
+  experiment before its team's exists, and its creator is given MANAGE on it);
+- the harness logs scored submissions with an admin's credentials, which MLflow's client
+  reads from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from competition.errors import CompetitionError
+from competition.tracking.config import TrackingConfig
+from competition.tracking.runs import Tracker, is_remote
+
+GRANTED = "EDIT"  # read and write runs of the experiment; not delete it or share it
+READABLE = ("READ", "USE", "EDIT", "MANAGE")
+
+
+@dataclass
+class TeamUser:
+    team: str
+    username: str
+    experiment_id: str
+    password: str | None  # new: created now or reset (shown once); None: unchanged
+    revoked: list[str]  # other users whose grants on the team's experiment were taken back
+
+
+def username(config: TrackingConfig, competition: str, team: str) -> str:
+    """A team's MLflow user: the name of its experiment."""
+    name = config.experiment(competition, "participants", team)
+    if ":" in name or not name.strip():
+        raise CompetitionError(f"team {team!r}: its MLflow user name {name!r} may not contain "
+                               "':' (HTTP basic authentication splits there)")
+    return name
+
+
+def sync_team_users(config: TrackingConfig, competition: str, teams: list[str],
+                    reset_passwords: bool = False) -> list[TeamUser]:
+    """Make each team's experiment, user and permission as the module docstring says."""
+    _check_setup(config)
+    auth = _Auth(config.tracking_uri)
+    others = {u["username"]: bool(u.get("is_admin")) for u in auth.users()}
+    done = []
+    for team in teams:
+        name = username(config, competition, team)
+        experiment_id = Tracker(config, "participants", team).experiment_id(competition)
+        password = None
+        if name not in others:
+            password = secrets.token_urlsafe(18)
+            auth.call("/api/2.0/mlflow/users/create", "POST",
+                      json={"username": name, "password": password})
+            others[name] = False
+        elif reset_passwords:
+            password = secrets.token_urlsafe(18)
+            auth.call("/api/2.0/mlflow/users/update-password", "PATCH",
+                      json={"username": name, "password": password})
+        auth.grant(name, experiment_id, GRANTED)
+        revoked = _take_back(auth, experiment_id, [u for u, admin in others.items()
+                                                   if not admin and u != name])
+        done.append(TeamUser(team, name, experiment_id, password, revoked))
+    if config.organizer_tracking_uri == config.tracking_uri:  # one server for both
+        organizers = Tracker(config, "organizers").experiment_id(competition)
+        _take_back(auth, organizers, [u for u, admin in others.items() if not admin])
+    return done
+
+
+def _check_setup(config: TrackingConfig) -> None:
+    if not is_remote(config.tracking_uri):
+        raise CompetitionError(
+            f"the participants' tracking store is {config.tracking_uri}, not a server: team "
+            "users live in an MLflow server's basic-auth app (start one with `competition ui "
+            "--auth`, then point MLFLOW_TRACKING_URI at it)")
+    if not config.team_experiment_name:
+        raise CompetitionError("set team_experiment_name in mlflow.yaml (e.g. "
+                               "\"{competition}/{team}\"): a team can be given only its own "
+                               "runs if they are in an experiment of its own")
+    if not (os.environ.get("MLFLOW_TRACKING_USERNAME")
+            and os.environ.get("MLFLOW_TRACKING_PASSWORD")):
+        raise CompetitionError("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to "
+                               "the tracking server's admin credentials")
+
+
+def _take_back(auth: _Auth, experiment_id: str, users: list[str]) -> list[str]:
+    """Revoke each of `users`' grants on the experiment; refuse if the server's default
+    lets a user without a grant read it anyway."""
+    revoked = []
+    for user in users:
+        if auth.permission(user, experiment_id) not in READABLE:
+            continue
+        # Refused when the user has no grant of its own (the server's default: checked below).
+        with contextlib.suppress(CompetitionError):
+            auth.revoke(user, experiment_id)
+        if auth.permission(user, experiment_id) in READABLE:
+            raise CompetitionError(
+                f"user {user!r} can still read experiment {experiment_id}: the server's "
+                "default_permission lets every user read every experiment; start it with "
+                "default_permission = NO_PERMISSIONS (as `competition ui --auth` does)")
+        revoked.append(user)
+    return revoked
+
+
+class _Auth:
+    """The basic-auth app's REST API, with the credentials MLflow's client uses."""
+
+    def __init__(self, uri: str):
+        from mlflow.utils.credentials import get_default_host_creds
+
+        self.uri = uri
+        self.creds = get_default_host_creds(uri)  # type: ignore[no-untyped-call]
+
+    def call(self, endpoint: str, method: str, **kwargs: Any) -> dict[str, Any]:
+        from mlflow.utils.rest_utils import http_request
+
+        response = http_request(  # type: ignore[no-untyped-call]
+            self.creds, endpoint, method, max_retries=0, **kwargs)
+        if response.status_code in (401, 403):
+            raise CompetitionError(f"{self.uri}: the admin credentials were refused "
+                                   f"({response.status_code} on {endpoint})")
+        if response.status_code >= 400:
+            raise CompetitionError(f"{self.uri}{endpoint}: {response.status_code} "
+                                   f"{response.text[:300]}")
+        return response.json() if response.content else {}
+
+    def users(self) -> list[dict[str, Any]]:
+        return list(self.call("/api/2.0/mlflow/users/list", "GET").get("users", []))
+
+    def grant(self, user: str, experiment_id: str, permission: str) -> None:
+        """Give `user` exactly `permission` on the experiment (a grant that exists is
+        replaced: the API refuses a second one)."""
+        if self.permission(user, experiment_id) == permission:
+            return
+        with contextlib.suppress(CompetitionError):
+            self.revoke(user, experiment_id)
+        self.call("/api/3.0/mlflow/users/permissions/grant", "POST", json={
+            "username": user, "resource_type": "experiment", "resource_id": experiment_id,
+            "permission": permission})
+
+    def revoke(self, user: str, experiment_id: str) -> None:
+        self.call("/api/3.0/mlflow/users/permissions/revoke", "POST", json={
+            "username": user, "resource_type": "experiment", "resource_id": experiment_id})
+
+    def permission(self, user: str, experiment_id: str) -> str:
+        answer = self.call("/api/3.0/mlflow/users/permissions/get", "GET", params={
+            "username": user, "resource_type": "experiment", "resource_id": experiment_id})
+        return str(answer.get("permission", ""))
