@@ -1,7 +1,10 @@
 """A test double: a scorer slow enough to be killed mid-run, and a submit command that uses it.
 
 `SlowScorer` is a `ChildScorer` whose child sleeps `PAUSE_S` seconds before scoring as usual,
-so a test can find its pid in the store (or the submitting process's) and kill it.
+so a test can find its pid in the store (or the submitting process's) and kill it;
+`BurnScorer`'s child burns `BURN_S` seconds of CPU first (benchmarks of CPU-bound jobs). Both
+read their times from the environment (COMPETITION_TEST_SCORER_PAUSE / _BURN), so that the
+servers and workers a benchmark starts use them too.
 
     python -m tests.slow_submit DIR FILE TEAM
 
@@ -12,6 +15,7 @@ submits FILE for TEAM to the competition in DIR as `competition submit` does (th
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from multiprocessing.connection import Connection
@@ -22,7 +26,9 @@ from competition.board.prepared import PreparedCompetition
 from competition.board.scorer_process import ChildScorer, child_main
 from competition.errors import CompetitionError
 
-PAUSE_S = 60.0
+PAUSE_S = float(os.environ.get("COMPETITION_TEST_SCORER_PAUSE", "60"))
+# BurnScorer's child burns this much CPU time before scoring (a CPU-bound job).
+BURN_S = float(os.environ.get("COMPETITION_TEST_SCORER_BURN", "1"))
 
 
 def slow_child_main(send: Connection, root: str, path: str, file_name: str,
@@ -34,6 +40,19 @@ def slow_child_main(send: Connection, root: str, path: str, file_name: str,
 
 class SlowScorer(ChildScorer):
     target = staticmethod(slow_child_main)
+
+
+def burning_child_main(send: Connection, root: str, path: str, file_name: str,
+                       details: bool) -> None:
+    """The scorer child, after `BURN_S` seconds of CPU time spent in a busy loop."""
+    end = time.process_time() + BURN_S
+    while time.process_time() < end:
+        pass
+    child_main(send, root, path, file_name, details)
+
+
+class BurnScorer(ChildScorer):
+    target = staticmethod(burning_child_main)
 
 
 def main(argv: list[str]) -> int:

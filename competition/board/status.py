@@ -6,7 +6,9 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
-    PENDING = "pending"  # being scored
+    QUEUED = "queued"  # accepted by the portal, waiting for a scoring job
+    SCORING = "scoring"  # claimed: a job is scoring it on the cluster
+    PENDING = "pending"  # being scored by the process that accepted it (the CLI)
     SCORED = "scored"
     INVALID = "invalid"  # the validator's message says why; not counted
     FAILED = "failed"  # a scorer error or an interrupted scoring; retryable, not counted
@@ -14,4 +16,6 @@ class Status(StrEnum):
 
 
 # What uses up a slot of the daily limit.
-COUNTED = (Status.PENDING, Status.SCORED)
+COUNTED = (Status.QUEUED, Status.SCORING, Status.PENDING, Status.SCORED)
+# Not final yet: a participant's pages keep polling while one of these is shown.
+WAITING = (Status.QUEUED, Status.SCORING, Status.PENDING)

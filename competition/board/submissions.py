@@ -1,28 +1,35 @@
-"""Submitting and retrying: a file kept, a slot taken, the file scored, the outcome recorded.
+"""Submitting and retrying: the rules checked, a file kept, a slot taken, the file scored, the
+outcome recorded.
 
-A submission is kept as an immutable content-addressed copy, a slot is reserved against the
-daily limit in one transaction, and the file is scored in a child process. Invalid and failed
-submissions give their slot back. A scorer that dies (even by SIGKILL) leaves the submission
-`failed` and retryable; a submitting process that dies leaves a `pending` row that the next
-command marks `failed` (the ledger's reconcile).
+Cheap refusals come first (the message's length, the team's name, the opening hours, the
+hourly upload limit), before the file is read. The upload is then staged (copied and hashed in
+chunks), and one transaction with the team locked checks the hourly upload limit and the daily
+limit again, counts the upload (whatever becomes of it) and takes a slot. Only an accepted
+upload's copy is kept, as an immutable content-addressed file; a refused one's is discarded.
+The file is scored in a child process. Invalid and failed submissions give their slot back; an
+upload that ends invalid also gives its file back (see `_drop_invalid_file`). A scorer that
+dies (even by SIGKILL) leaves the submission `failed` and retryable; a submitting process that
+dies leaves a `pending` row that the next command marks `failed` (the ledger's reconcile).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import unicodedata
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
-from competition.board.context import BoardContext, RuleError
+from competition.board.context import BoardContext, LimitReached, RuleError
 from competition.board.ledger import Ledger
 from competition.board.scorer_process import ChildScorer, ScoredFile
 from competition.board.status import Status
 from competition.board.store import db
-from competition.board.store.files import store_file
+from competition.board.store.files import Staged, lock_file, remove_file, stage_file
 from competition.board.store.schema import item_scores, score_history, selections, submissions
 from competition.board.store.schema import teams as teams_table
 from competition.board.teams import Teams
@@ -51,6 +58,22 @@ class Submissions:
                                 .order_by(submissions.c.id)).mappings().all()
         return [outcome(row, team, row["id"] in chosen) for row in rows]
 
+    def outcome_of(self, submission_id: int, team: str) -> Outcome:
+        """One submission of `team`, as the team sees it (RuleError if not the team's)."""
+        with db.read(self.ctx.engine) as conn:
+            team_id = Teams.id_of(conn, team)
+            row = conn.execute(select(submissions).where(and_(
+                submissions.c.id == submission_id, submissions.c.team_id == team_id))
+            ).mappings().first()
+            if team_id is None or row is None:
+                raise RuleError(f"no submission {submission_id} of team {team!r}")
+            selected = conn.execute(select(selections.c.submission_id).where(and_(
+                selections.c.team_id == team_id,
+                selections.c.submission_id == submission_id))).first() is not None
+            seen = outcome(row, team, selected)
+            seen.remaining_today = self.ledger.remaining_today(conn, team_id)
+        return seen
+
     def get(self, submission_id: int) -> dict[str, Any] | None:
         """A submission's row, with its team's name as `team`."""
         with db.read(self.ctx.engine) as conn:
@@ -73,24 +96,67 @@ class Submissions:
     # --- submitting ------------------------------------------------------------------------
 
     def submit(self, path: Path, team: str, message: str | None = None,
-               baseline: bool = False) -> Outcome:
+               baseline: bool = False, queue: bool = False) -> Outcome:
         """Keep, validate and score one file for `team` under the rules (a team first seen
-        here is created; as an organizers' baseline with `baseline`)."""
+        here is created; as an organizers' baseline with `baseline`). With `queue`, the
+        accepted submission is left `queued` for a scoring job (see board.queue) and its
+        outcome returned at once; otherwise it is scored here, in a child process."""
         self.ledger.reconcile()
         comp = self.ctx.comp
-        digest, rel = store_file(comp.root, comp.submission(Path(path)),
-                                 comp.task.submission_suffix)
+        message = checked_message(message, self.ctx.rules.max_message_chars)
+        submission = comp.submission(Path(path))
         now = self.ctx.now()
         self.ledger.check_open(now)
-        team_id = self.teams.ensure(team, now, baseline)
+        with db.read(self.ctx.engine) as conn:  # early refusals, before the file is read
+            known = Teams.id_of(conn, team)  # a look-alike of a team's name is refused
+            if known is not None:
+                self.ledger.check_uploads(conn, known, team.strip(), now)
+        staged = stage_file(comp.root, submission)
+        try:
+            team_id = self.teams.ensure(team, now, baseline)
+            team = team.strip()  # the team's name exactly (ensure refuses look-alikes)
+            submission_id, duplicate = self._admit(staged, Path(path).name, team_id, team,
+                                                   message, now,
+                                                   Status.QUEUED if queue else Status.PENDING)
+            # Kept only now that its row is committed (see store.files).
+            try:
+                rel = staged.keep(comp.task.submission_suffix)
+            except OSError as e:  # e.g. a full disk: no pending row may wait for it forever
+                self._not_kept(submission_id, e)
+                raise
+        finally:
+            staged.discard()
+        if duplicate is not None:
+            return duplicate
+        if queue:
+            with db.read(self.ctx.engine) as conn:
+                accepted = outcome(self._row(conn, submission_id), team)
+                accepted.remaining_today = self.ledger.remaining_today(conn, team_id)
+            return accepted
+        return self._score_and_record(submission_id, team, comp.root / rel, Path(path).name)
+
+    def _admit(self, staged: Staged, file_name: str, team_id: int, team: str,
+               message: str | None, now: datetime,
+               status: Status = Status.PENDING) -> tuple[int, Outcome | None]:
+        """In one transaction with the team locked: the hourly upload limit checked and the
+        upload counted, then a duplicate recorded or a slot of the day taken for a row of
+        `status` (pending: scored by this process; queued: by a job). Returns the row's id
+        and, for a duplicate, its outcome. An upload refused by the daily limit is counted
+        all the same (committed) before the refusal is raised."""
+        rel = staged.rel(self.ctx.comp.task.submission_suffix)
+        refused: LimitReached | None = None
         with db.write(self.ctx.engine) as conn:
             self.ledger.lock_team(conn, team_id)
-            values = dict(team_id=team_id, submitted_at=now, file_name=Path(path).name,
-                          file_sha256=digest, file_path=rel, message=message)
+            self.ledger.check_uploads(conn, team_id, team, now)
+            lock_file(conn, rel)
+            values = dict(team_id=team_id, submitted_at=now, file_name=file_name,
+                          file_sha256=staged.sha256, file_path=rel, message=message,
+                          day_limit=self.ctx.rules.daily_limit)
             earlier = conn.execute(
                 select(submissions.c.id, submissions.c.public_score,
                        submissions.c.private_score).where(and_(
-                        submissions.c.team_id == team_id, submissions.c.file_sha256 == digest,
+                        submissions.c.team_id == team_id,
+                        submissions.c.file_sha256 == staged.sha256,
                         submissions.c.status == Status.SCORED))
                 .order_by(submissions.c.id).limit(1)).first()
             if earlier is not None:
@@ -99,19 +165,39 @@ class Submissions:
                     error=f"same file as submission {earlier.id}: not scored again")
                 ).inserted_primary_key
                 assert key is not None
+                self.ledger.record_upload(conn, team_id, now, int(key[0]))
                 result = outcome(self._row(conn, int(key[0])), team)
                 result.public_score, result.private_score = earlier[1], earlier[2]
                 result.remaining_today = self.ledger.remaining_today(conn, team_id)
-                return result
-            self.ledger.reserve(conn, team_id, team, now)
-            key = conn.execute(insert(submissions).values(
-                **values, status=Status.PENDING, counted=True, scorer_host=self.ctx.host,
-                owner_pid=os.getpid(), scorer_pid=None)).inserted_primary_key
-            assert key is not None
-        return self._score_and_record(int(key[0]), team, comp.root / rel, Path(path).name)
+                return int(key[0]), result
+            try:
+                self.ledger.reserve(conn, team_id, team, now)
+            except LimitReached as e:
+                refused = e
+                self.ledger.record_upload(conn, team_id, now, None)
+            else:
+                key = conn.execute(insert(submissions).values(
+                    **values, status=status, counted=True, scorer_host=self.ctx.host,
+                    owner_pid=os.getpid() if status == Status.PENDING else None,
+                    scorer_pid=None)).inserted_primary_key
+                assert key is not None
+                self.ledger.record_upload(conn, team_id, now, int(key[0]))
+                return int(key[0]), None
+        assert refused is not None
+        raise refused
+
+    def _not_kept(self, submission_id: int, error: OSError) -> None:
+        """A submission whose file could not be kept: failed and uncounted, not pending."""
+        with db.write(self.ctx.engine) as conn:
+            conn.execute(update(submissions).where(and_(
+                submissions.c.id == submission_id, submissions.c.status == Status.PENDING))
+                .values(status=Status.FAILED, counted=False,
+                        error=f"the file could not be kept ({error.strerror or error}); "
+                              "submit it again"))
 
     def retry(self, submission_id: int, team: str | None = None) -> Outcome:
-        """Score a failed submission again (it takes a slot of the day again)."""
+        """Score a failed submission again: it takes a slot again, of the UTC day it was made
+        and under the limit in force then (a submission counts on its own day)."""
         self.ledger.reconcile()
         now = self.ctx.now()
         self.ledger.check_open(now)
@@ -119,14 +205,15 @@ class Submissions:
             row = conn.execute(select(submissions, teams_table.c.name.label("team"))
                                .join(teams_table, teams_table.c.id == submissions.c.team_id)
                                .where(submissions.c.id == submission_id)).mappings().first()
-            if row is None or (team is not None and row["team"] != team):
+            if row is None or (team is not None and row["team"].strip() != team.strip()):
                 raise RuleError(f"no submission {submission_id}"
                                 + (f" of team {team!r}" if team else ""))
             if row["status"] != Status.FAILED:
                 raise RuleError(f"submission {submission_id} is {row['status']}; only failed "
                                 "submissions can be retried")
             self.ledger.lock_team(conn, row["team_id"])
-            self.ledger.reserve(conn, row["team_id"], row["team"], now)
+            self.ledger.reserve(conn, row["team_id"], row["team"], now,
+                                made_at=row["submitted_at"], limit=row["day_limit"])
             conn.execute(update(submissions).where(submissions.c.id == submission_id).values(
                 status=Status.PENDING, counted=True, error=None, scorer_host=self.ctx.host,
                 owner_pid=os.getpid(), scorer_pid=None))
@@ -152,12 +239,43 @@ class Submissions:
                           file_name: str) -> Outcome:
         result = self.score_stored(path, file_name, submission_id)
         with db.write(self.ctx.engine) as conn:
-            self.record(conn, submission_id, result, reason="submit")
+            event = self.record(conn, submission_id, result, reason="submit")
             row = self._row(conn, submission_id)
             seen = outcome(row, team)
             seen.remaining_today = self.ledger.remaining_today(conn, row["team_id"])
-        self.track(dict(row), team, result, "submit")
+        self.after_record(dict(row), team, result, event)
         return seen
+
+    def after_record(self, row: dict[str, Any], team: str, result: ScoredFile,
+                     event: int | None = None) -> None:
+        """What follows a committed result: an invalid upload's file given back, the
+        submission logged to MLflow."""
+        if result.status == Status.INVALID:
+            self._drop_invalid_file(row["file_path"])
+        self.track(row, team, result, "submit", event)
+
+    def _drop_invalid_file(self, rel: str) -> None:
+        """Remove the file of an upload that ended invalid, unless a submission that is not
+        invalid (pending, scored, failed, duplicate) shares it; the rows keep their errors.
+
+        Removed rather than kept within a per-team quota: an invalid file never ranks and is
+        never scored again (a retry is for failed submissions), a quota would still let each
+        team hold quota x max_submission_mb of refused bytes, and what a team needs to fix
+        it (the error naming file, line or image) stays in its row."""
+        with db.write(self.ctx.engine) as conn:
+            if not lock_file(conn, rel):
+                return  # no lock to be had on this server: keep rather than risk a loss
+            kept = conn.execute(select(func.count()).select_from(submissions).where(and_(
+                submissions.c.file_path == rel,
+                submissions.c.status != Status.INVALID))).scalar_one()
+            if kept:
+                return
+            conn.execute(update(submissions).where(and_(
+                submissions.c.file_path == rel, submissions.c.file_deleted_at.is_(None)))
+                .values(file_deleted_at=self.ctx.now()))
+            # Inside the transaction and its lock: a submission of the same file committed
+            # after this keeps a copy of its own (store.files).
+            remove_file(self.ctx.comp.root, rel)
 
     @staticmethod
     def _row(conn: Connection, submission_id: int) -> RowMapping:
@@ -165,40 +283,86 @@ class Submissions:
                             ).mappings().one()
 
     def record(self, conn: Connection, submission_id: int, result: ScoredFile,
-               reason: str) -> None:
+               reason: str) -> int:
         """Write a scoring's outcome, its item scores and a history row (in the caller's
-        transaction)."""
+        transaction); returns the history row's id (the event MLflow logs it under). A scored
+        submission counts toward the limit of its day: the caller has reserved its slot. A
+        scored result is marked as not yet logged to MLflow until `track` has logged it."""
         now = self.ctx.now()
         conn.execute(update(submissions).where(submissions.c.id == submission_id).values(
             status=result.status, counted=result.status == Status.SCORED, error=result.error,
             public_score=result.public, private_score=result.private,
             scorer_version=result.scorer_version, solution_sha256=result.solution_sha256,
-            scored_at=now))
+            scored_at=now,
+            tracking_pending=result.status == Status.SCORED and self.tracking.enabled))
         conn.execute(item_scores.delete().where(item_scores.c.submission_id == submission_id))
         if result.items:
             conn.execute(insert(item_scores), [
                 {"submission_id": submission_id, "position": k, "item": item, "usage": usage,
                  "item_values": json.dumps(values)}
                 for k, (item, usage, values) in enumerate(result.items)])
-        conn.execute(insert(score_history).values(
+        key = conn.execute(insert(score_history).values(
             submission_id=submission_id, status=result.status, public_score=result.public,
             private_score=result.private, scorer_version=result.scorer_version,
-            solution_sha256=result.solution_sha256, recorded_at=now, reason=reason))
+            solution_sha256=result.solution_sha256, recorded_at=now, reason=reason)
+        ).inserted_primary_key
+        assert key is not None
+        return int(key[0])
 
-    def track(self, row: dict[str, Any], team: str, result: ScoredFile, reason: str) -> None:
-        """Log a scored submission to MLflow, after the store has committed it."""
+    def track(self, row: dict[str, Any], team: str, result: ScoredFile, reason: str,
+              event: int | None = None) -> None:
+        """Log a scored submission to MLflow, after the store has committed it, then clear
+        its pending mark (left set when a store could not be reached: `track_pending`
+        retries it)."""
         if result.status != Status.SCORED or not self.tracking.enabled:
             return
         from competition.tracking import runs
 
         comp = self.ctx.comp
-        runs.submission_runs(runs.SubmissionRecord(
+        logged = runs.submission_runs(runs.SubmissionRecord(
             competition=comp.name, task=comp.task.name, submission_id=row["id"],
             team=team, file_sha256=row["file_sha256"],
             scorer_version=result.scorer_version or "",
             solution_sha256=result.solution_sha256 or "", public_score=result.public,
             private_score=result.private, score=result.score, details=result.details,
-            rows=result.rows, item_kind=result.item_kind, reason=reason), self.tracking)
+            rows=result.rows, item_kind=result.item_kind, reason=reason, event=event),
+            self.tracking)
+        if len(logged) == runs.audiences(self.tracking):
+            with db.write(self.ctx.engine) as conn:
+                conn.execute(update(submissions).where(submissions.c.id == row["id"])
+                             .values(tracking_pending=False))
+
+    def track_pending(self, submission_id: int) -> bool:
+        """Log a scored submission still marked pending (its job died after committing, or
+        MLflow was unreachable): scored again for its details, logged under its latest
+        event. Returns whether anything was pending."""
+        row = self.get(submission_id)
+        if row is None or not row["tracking_pending"] or row["status"] != Status.SCORED:
+            return False
+        with db.read(self.ctx.engine) as conn:
+            latest = conn.execute(
+                select(score_history.c.id, score_history.c.reason)
+                .where(score_history.c.submission_id == submission_id)
+                .order_by(score_history.c.id.desc()).limit(1)).one()
+        result = self.score_stored(self.ctx.comp.root / row["file_path"], row["file_name"])
+        if result.status == Status.SCORED:
+            self.track(row, row["team"], result, str(latest.reason), int(latest.id))
+        return True
+
+
+def checked_message(message: str | None, limit: int) -> str | None:
+    """The submission's note within its limit and free of control characters (line breaks
+    and tabs aside), or a RuleError before anything is read or stored."""
+    if message is None or not message.strip():
+        return None
+    if len(message) > limit:
+        raise RuleError(f"the message is {len(message)} characters long; at most {limit} are "
+                        "allowed")
+    for k, char in enumerate(message):
+        if char not in "\t\n\r" and unicodedata.category(char) in ("Cc", "Cs"):
+            raise RuleError(f"the message contains a control character (U+{ord(char):04X}) "
+                            f"at position {k + 1}")
+    return message
 
 
 def outcome(row: RowMapping, team: str, selected: bool = False) -> Outcome:

@@ -11,9 +11,11 @@ usage error: one line on stderr, never a traceback); 1 an internal error; 130 in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +24,13 @@ import typer
 from competition.errors import CompetitionError
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     from rich.console import Console
 
     from competition.board.board import Board
     from competition.board.views import Outcome
+    from competition.formats.files import Limits
     from competition.tasks.base import ScoreResult
 
 EXIT_REFUSED = 2
@@ -103,13 +108,21 @@ def prepare(
     test_fraction: float | None = typer.Option(None, help="Share of labelled data held out."),
     force: bool = typer.Option(False, help="Replace an existing directory."),
     name: str | None = typer.Option(None, help="Competition name (default: the kind)."),
+    synthetic: str | None = typer.Option(
+        None, metavar="SPEC", help="Synthetic kinds: what to generate, as the kind's task "
+        "describes it (e.g. a volume's size 1300x1040x1900)."),
+    option: list[str] = typer.Option([], "--option", metavar="KEY=VALUE", help="An option "
+                                     "of the kind's preparer (repeatable; the task's "
+                                     "README lists them); an unknown key names the kind's "
+                                     "options."),
 ) -> None:
     """Turn a data set (or a synthetic demo) into a competition with a hidden test split."""
     from competition.board.prepared import PreparedCompetition
+    from competition.tasks.preparing import parse_options
     from competition.tasks.preparing import prepare as prepare_competition
 
     path = prepare_competition(kind, out_dir, source, seed, public_fraction, test_fraction,
-                               force, name)
+                               force, name, synthetic, parse_options(option))
     comp = PreparedCompetition.open(path)
     counts = comp.config.counts
     out(f"[green]prepared[/] {path} ({comp.task.name}: "
@@ -244,9 +257,11 @@ def submit(
         if len(paths) != 1 or not token:
             raise CompetitionError("with --server give the file alone and --token TOKEN "
                                    "(or COMPETITION_TOKEN)")
+        from competition.formats.files import Limits
         from competition.interfaces.web.client import submit_remote
 
-        body = submit_remote(server, token, Path(paths[0]), message)
+        with _as_file(Path(paths[0]), Limits(max_files=4096)) as path:
+            body = submit_remote(server, token, path, message)
         status, shown = body.get("status"), body
         show_private = "private_score" in body
     else:
@@ -254,7 +269,8 @@ def submit(
             raise CompetitionError("give DIR FILE and --team TEAM (or --server URL --token "
                                    "TOKEN FILE)")
         board = _board(Path(paths[0]))
-        outcome = board.submissions.submit(Path(paths[1]), team, message)
+        with _as_file(Path(paths[1]), board.comp.limits) as path:
+            outcome = board.submissions.submit(path, team, message)
         show_private = board.private_visible
         status, shown = outcome.status, outcome.as_json(show_private)
     if as_json:
@@ -263,6 +279,19 @@ def submit(
         _print_outcome(shown, show_private)
     if status in ("invalid", "failed"):
         raise typer.Exit(EXIT_REFUSED)
+
+
+@contextlib.contextmanager
+def _as_file(path: Path, limits: Limits) -> Iterator[Path]:
+    """A folder is submitted as its deterministic zip, named after it (the store keeps
+    files); a file as it is."""
+    if not path.is_dir():
+        yield path
+        return
+    from competition.formats.folder_zip import zip_folder
+
+    with tempfile.TemporaryDirectory() as tmp:
+        yield zip_folder(path, Path(tmp) / f"{path.resolve().name}.zip", limits)
 
 
 @app.command("run")
@@ -310,12 +339,16 @@ def ensemble(
     weights: list[float] | None = typer.Option(None, "--weights", help="One per member "
                                                "(repeat the option), for --method mean."),
     rounds: int = typer.Option(10, help="Greedy: the most members added."),
-    team: str = typer.Option("ensemble", help="Team to submit as."),
+    team: str = typer.Option("ensemble", help="Team to submit as. With --as-participant "
+                             "every member must be this team's own run; as a baseline, no "
+                             "member may be a participant team's."),
     no_submit: bool = typer.Option(False, "--no-submit", help="Write the file only."),
     as_participant: bool = typer.Option(False, "--as-participant", help="Submit as a "
                                         "participant team, not as a baseline."),
 ) -> None:
-    """Combine runs' prediction maps into one submission, submit it and log it to MLflow."""
+    """Combine runs' prediction maps into one submission, submit it and log it to MLflow.
+    Only the team's own runs can be combined (a run's tag `team`; see
+    competition/ensembles/build.py)."""
     from rich.table import Table
 
     from competition.ensembles.build import build
@@ -383,10 +416,17 @@ def ui(
                                             "runs (default: the store's only competition)."),
     organizers: bool = typer.Option(False, "--organizers", help="Open the organizers' store "
                                     "(private scores) instead of the participants' one."),
+    team: str | None = typer.Option(None, help="Open this team's own runs (with "
+                                    "team_experiment_name in mlflow.yaml: its experiment)."),
+    auth: bool = typer.Option(False, "--auth", help="Serve the participants' store to "
+                              "participants: MLflow's basic-auth app, where each team user "
+                              "(`competition tracking-users`) sees only its own experiment; "
+                              "admin credentials from MLFLOW_TRACKING_USERNAME/PASSWORD."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(5000, help="Port to listen on."),
 ) -> None:
-    """Start the MLflow UI on the configured tracking store and print its address."""
+    """Start the MLflow UI on the configured tracking store and print the address of the
+    caller's runs (on a tracking server: print it)."""
     from competition.interfaces.mlflow_ui import serve_ui
 
     name = None
@@ -394,7 +434,40 @@ def ui(
         from competition.board.prepared import PreparedCompetition
 
         name = PreparedCompetition.open(directory).name
-    sys.exit(serve_ui(organizers, host, port, out, name))
+    sys.exit(serve_ui(organizers, host, port, out, name, team, auth))
+
+
+@app.command("tracking-users")
+def tracking_users(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    team: list[str] = typer.Option([], "--team", help="Only this team (repeatable; default: "
+                                   "every participant team on the board)."),
+    reset_password: bool = typer.Option(False, "--reset-password", help="Give existing users "
+                                        "a new password (printed once)."),
+) -> None:
+    """Give each team an MLflow user that reads and writes only its own experiment on the
+    shared tracking server (basic-auth); prints new passwords once. Run it again whenever
+    teams are added, before they log anything."""
+    from competition.tracking.config import load_config
+    from competition.tracking.users import sync_team_users
+
+    board = _board(directory)
+    names = team or [t["team"] for t in board.teams.overview() if not t["baseline"]]
+    if not names:
+        raise CompetitionError("no participant team yet: add teams with `competition team "
+                               "add`, or name them with --team")
+    config = load_config()
+    for user in sync_team_users(config, board.comp.name, names, reset_password):
+        line = (f"team {escape(user.team)}: MLflow user {escape(user.username)}, experiment "
+                f"{user.experiment_id} (EDIT)")
+        if user.revoked:
+            line += "; took back the grants of " + ", ".join(map(escape, user.revoked))
+        out(line)
+        if user.password:
+            out(f"  password: {user.password}  (shown once; MLFLOW_TRACKING_USERNAME/"
+                "MLFLOW_TRACKING_PASSWORD for the team)")
+    out(f"participants log to {config.tracking_uri} with these credentials and see only their "
+        "own experiment")
 
 
 @app.command()
@@ -402,16 +475,41 @@ def serve(
     directory: Path = typer.Argument(..., help="A prepared competition."),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
+    trust_proxy: bool = typer.Option(False, "--trust-proxy", envvar="COMPETITION_TRUST_PROXY",
+                                     help="Behind a reverse proxy that sets X-Forwarded-Proto "
+                                     "and X-Forwarded-Host: believe them (cookies become "
+                                     "Secure when the proxy says https)."),
+    session_hours: float = typer.Option(12.0, envvar="COMPETITION_SESSION_HOURS", min=0.01,
+                                        help="How long a sign-in lasts."),
+    scheduler: str | None = typer.Option(None, envvar="COMPETITION_DASK_SCHEDULER",
+                                         help="Run scoring jobs on this Dask scheduler "
+                                         "(tcp://HOST:8786; workers started with `dask "
+                                         "worker`). Default: a LocalCluster here."),
+    workers: int | None = typer.Option(None, min=1, help="Workers of the LocalCluster "
+                                       "(default: one per core)."),
+    threads: bool = typer.Option(False, "--threads", help="Run scoring jobs in threads of "
+                                 "this process instead of a Dask cluster."),
+    scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
+                               help="The scorer class of the jobs (tests, benchmarks)."),
 ) -> None:
-    """Start the course portal (pages and JSON API) on this competition."""
+    """Start the course portal (pages and JSON API) on this competition. Uploads are queued
+    and scored as jobs on a Dask cluster (see docs/deploy.md)."""
     import uvicorn
 
     from competition.interfaces.web.app import create_app
+    from competition.jobs.runners import DaskRunner, ThreadRunner
 
-    web_app = create_app(directory)
-    out(f"serving {directory} on http://{host}:{port}/ (API docs at /docs); "
-        "organizer token: `competition organizer-token DIR`")
-    uvicorn.run(web_app, host=host, port=port, log_level="warning")
+    runner = ThreadRunner(workers or 2) if threads else DaskRunner(scheduler, workers)
+    try:
+        web_app = create_app(directory, trust_proxy=trust_proxy, session_hours=session_hours,
+                             runner=runner, scorer_spec=scorer)
+        where = "threads" if threads else (scheduler or "a LocalCluster")
+        out(f"serving {directory} on http://{host}:{port}/ (API docs at /docs); scoring jobs "
+            f"on {where}; organizer token: `competition organizer-token DIR`")
+        # The forwarded headers are the portal's to judge (--trust-proxy), not uvicorn's.
+        uvicorn.run(web_app, host=host, port=port, log_level="warning", proxy_headers=False)
+    finally:
+        runner.close()
 
 
 def _print_outcome(shown: dict[str, Any], show_private: bool) -> None:
@@ -547,6 +645,10 @@ def leaderboard(
     columns = ["rank", "team", "score", "95% interval", "~leader", "entries", "last"]
     if private:
         columns[5:5] = ["public rank", "change"]
+    # The task's item metrics (means over the board's items) and the mean rank, where given.
+    labels = list(entries[0].metrics) if entries else []
+    ranked = any(e.mean_rank is not None for e in entries)
+    columns[3:3] = labels + (["mean rank"] if ranked else [])
     table = Table(*columns, title=title, caption="~leader: not significantly different from "
                   "the leader (paired bootstrap over test items)")
     for e in entries:
@@ -558,6 +660,8 @@ def leaderboard(
         if private:
             change = "" if e.rank_change is None else f"{e.rank_change:+d}"
             row[5:5] = [str(e.public_rank or "-"), change]
+        row[3:3] = [_fmt(e.metrics.get(label)) for label in labels] + (
+            [_fmt(e.mean_rank)] if ranked else [])
         table.add_row(*row)
     out(table)
 
@@ -588,6 +692,9 @@ def rescore(
                       f"{_fmt(c['old_public'])} -> {_fmt(c['new_public'])}",
                       f"{_fmt(c['old_private'])} -> {_fmt(c['new_private'])}")
     out(table)
+    for c in changes:  # valid now, but its day's slots were taken: it does not count
+        if c.get("note"):
+            out(f"submission {c['id']}: {escape(c['note'])}")
 
 
 def _print_score(result: ScoreResult, per_item: bool) -> None:

@@ -57,6 +57,7 @@ def add_missing_columns(engine: Engine) -> None:
     """Columns added to the schema since a store was created (create_all adds tables, not
     columns): each gets its default, so older stores keep working."""
     from sqlalchemy import inspect
+    from sqlalchemy.schema import CreateIndex
 
     inspector = inspect(engine)
     for table in metadata.sorted_tables:
@@ -74,6 +75,12 @@ def add_missing_columns(engine: Engine) -> None:
             with engine.begin() as conn:
                 conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
                                      f"{kind}{clause}")
+        # Indexes of columns added since (create_all makes them only with a new table).
+        indexed = {ix["name"] for ix in inspector.get_indexes(table.name)}
+        for index in table.indexes:
+            if index.name not in indexed:
+                with engine.begin() as conn:
+                    conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 @contextlib.contextmanager

@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 
 metadata = MetaData()
@@ -28,7 +29,12 @@ teams = Table(
     # A baseline (a `competition run` or ensemble of the organizers): on the board, marked;
     # in the grades, left out.
     Column("baseline", Boolean, nullable=False, server_default=false()),
+    # The board's rules (issue 16): SHA-256 of the name folded for comparison (NFKC, case,
+    # spacing, look-alike letters; competition.board.teams.name_key). Unique, so "Owls" and
+    # "ｏwls" cannot both exist; filled for stores made before it by Teams when a board opens.
+    Column("name_key", String(64)),
 )
+Index("ux_teams_name_key", teams.c.name_key, unique=True)
 
 # Other hashed credentials, e.g. the organizer token.
 credentials = Table(
@@ -66,10 +72,38 @@ submissions = Table(
     Column("scorer_pid", Integer),  # its scoring child
     Column("scorer_host", String(255)),
     Column("duplicate_of", ForeignKey("submissions.id")),
+    # The board's rules (issue 16): the daily limit in force when it was made (retrying or
+    # rescoring never counts it past that on its own UTC day; NULL in older stores: the limit
+    # in force now), and when its content-addressed copy was removed (an upload that ended
+    # invalid, its file shared by no kept submission; the row and its error stay).
+    Column("day_limit", Integer),
+    Column("file_deleted_at", DateTime),
+    # Scoring jobs (the portal's queue): the current claim on the job, its holder (a serve
+    # process), until when the claim holds unless renewed, and how often it was claimed.
+    Column("claim_token", String(32)),
+    Column("claimed_by", String(300)),
+    Column("lease_until", DateTime),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    # A scored result not yet logged to MLflow (set with the result, cleared once logged):
+    # what a job that died between the two, or an unreachable server, left to do.
+    Column("tracking_pending", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_submissions_team_time", submissions.c.team_id, submissions.c.submitted_at)
 Index("ix_submissions_status", submissions.c.status)
 Index("ix_submissions_team_sha", submissions.c.team_id, submissions.c.file_sha256)
+Index("ix_submissions_file", submissions.c.file_path)
+
+# The board's rules (issue 16): every upload a team made, whatever became of it (scored,
+# invalid, failed, duplicate, or refused by the daily limit: submission_id NULL). The hourly
+# upload limit counts these rows.
+uploads = Table(
+    "uploads", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("team_id", ForeignKey("teams.id"), nullable=False),
+    Column("uploaded_at", DateTime, nullable=False),
+    Column("submission_id", ForeignKey("submissions.id")),
+)
+Index("ix_uploads_team_time", uploads.c.team_id, uploads.c.uploaded_at)
 
 # One row per test image/slice/specimen: the values the task aggregates (bootstrap input).
 item_scores = Table(
@@ -101,3 +135,19 @@ score_history = Table(
     Column("recorded_at", DateTime, nullable=False),
     Column("reason", String(50), nullable=False),
 )
+
+# --- web portal sessions (issue 16, web layer) ----------------------------------------------
+# A signed-in browser: the cookie holds a random id, the store only its SHA-256. A session is
+# valid until it expires or is revoked (logout), and only while the token it was opened with
+# is still the team's (or organizer's) token: issuing a new token ends the old sessions.
+sessions = Table(
+    "sessions", metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("role", String(16), nullable=False),  # "team" or "organizer"
+    Column("team_id", ForeignKey("teams.id")),
+    Column("credential_sha256", String(64), nullable=False),  # the token signed in with
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+)
+Index("ix_sessions_credential", sessions.c.credential_sha256)

@@ -1,0 +1,85 @@
+"""Where jobs run: Dask distributed (a LocalCluster on this machine, or an existing scheduler
+whose workers run on any host), or a pool of threads in this process (tests, small courses).
+A runner returns futures with `done()`, `result()` and `exception()`."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+log = logging.getLogger(__name__)
+SCHEDULER_ENV = "COMPETITION_DASK_SCHEDULER"
+
+
+class Runner(Protocol):
+    def capacity(self) -> int:
+        """How many jobs can run at once now."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class ThreadRunner:
+    """Jobs in threads of this process (each job scores in a child process of its own)."""
+
+    def __init__(self, workers: int = 2):
+        self.workers = workers
+        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="scoring")
+
+    def capacity(self) -> int:
+        return self.workers
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any:
+        return self.pool.submit(fn, *args)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class DaskRunner:
+    """Jobs on a Dask cluster: the scheduler at `address` (workers started with `dask worker
+    ADDRESS` on any host that has this package and read access to the competition's files),
+    or a LocalCluster of `workers` processes with one thread each."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None):
+        import importlib
+
+        import dask
+
+        # distributed has no type information: its objects are Any here.
+        distributed: Any = importlib.import_module("distributed")
+        Client, LocalCluster = distributed.Client, distributed.LocalCluster
+        # A job whose worker dies is rerun on another (up to this many deaths), then fails.
+        # Workers must not be daemons: a job scores in a child process of its own (limited
+        # in memory and CPU time), and daemonic processes may not have children.
+        dask.config.set({"distributed.scheduler.allowed-failures": 3,
+                         "distributed.worker.daemon": False})
+        address = address or os.environ.get(SCHEDULER_ENV) or None
+        self.cluster: Any = None
+        self.client: Any
+        if address:
+            self.client = Client(address, timeout="30s")
+        else:
+            n = workers or len(os.sched_getaffinity(0))
+            self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, host="127.0.0.1")
+            self.client = Client(self.cluster)
+        log.info("Dask scheduler %s with %d worker thread(s)", self.client.scheduler.address,
+                 self.capacity())
+
+    def capacity(self) -> int:
+        """Worker threads now (workers may join or leave at any time)."""
+        return sum(self.client.nthreads().values())
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any:
+        # pure=False: the same job submitted again (a new claim) runs again.
+        return self.client.submit(fn, *args, key=key, pure=False)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
