@@ -20,10 +20,10 @@ FLOORS = {
     "competition.tracking": 3,
     "competition.board": 4,
     "competition.training": 5, "competition.ensembles": 5,
-    "competition.landmark_imaging": 5,
+    "competition.landmark_imaging": 5, "competition.jobs": 5,
     "competition.interfaces": 6,
 }
-TASK_NAMES = ("nuclei", "em", "landmarks")
+TASK_NAMES = ("nuclei", "em", "landmarks", "tomography", "mri")
 
 
 def module_name(path: Path) -> str:

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from competition.errors import CompetitionError
+from competition.errors import CompetitionError, SourceDataError
 from competition.formats.files import Limits, SubmissionFile
 from competition.formats.jsonsafe import jsonable
 
@@ -96,19 +96,39 @@ def usage_masks(usages: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray] |
 
 
 @dataclass(frozen=True)
+class ItemMetric:
+    """One number of every item row, with its direction: what a board shows beside the score
+    (its mean over the board's items) and what a `ranking: mean_of_ranks` board ranks each
+    item on. A task that declares item metrics returns exactly these values, in this order,
+    from `item_values` (so `finish` sees them too)."""
+
+    name: str  # the item row's field, e.g. "hd95"
+    label: str  # as a board shows it, e.g. "HD95 (mm)"
+    direction: Direction
+
+
+@dataclass(frozen=True)
 class Source:
     """A kind of data set a task prepares competitions from (`competition prepare KIND`).
 
     `prepare(source, stage, seed, public_fraction, name=, kind=, **options)` writes the
     competition into `stage` (a `competition.tasks.preparing.Staging`). A synthetic kind (a
-    demo) also has `synthetic(folder, seed)`, which writes a source in the real layout first:
-    the demo runs the real preparer.
+    demo) also has `synthetic(folder, seed, spec=None)`, which writes a source in the real
+    layout first: the demo runs the real preparer. `spec` is `competition prepare
+    --synthetic SPEC` (e.g. a volume's size), None by default; a writer that takes none
+    refuses one with `refuse_spec`.
     """
 
     prepare: Callable[..., None]
     description: str
-    synthetic: Callable[[Path, int], None] | None = None
+    synthetic: Callable[..., None] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+
+def refuse_spec(spec: str | None, what: str) -> None:
+    """A synthetic writer's answer to a `--synthetic SPEC` it does not understand."""
+    if spec is not None:
+        raise SourceDataError(f"{what} takes no --synthetic spec (got {spec!r}); leave it out")
 
 
 @dataclass
@@ -153,6 +173,15 @@ class Task(ABC):
     maps_are_predictions: ClassVar[bool] = False  # maps need no post-processing at all
     postprocess_keys: ClassVar[tuple[str, ...]] = ()  # entry config keys maps -> predictions
     supports_reference: ClassVar[bool] = False  # scores against reference predictions
+    # Per-item metrics that `item_values` carries, in order (boards show their means and may
+    # rank by the mean of per-item ranks); empty: the item values are the score's alone.
+    item_metrics: ClassVar[tuple[ItemMetric, ...]] = ()
+    # Scoring limits this task needs at least (issue 16): None leaves them to the competition's
+    # rules (RulesConfig.scoring_memory_mb, default 2048 MB, and scoring_cpu_seconds, 120 s);
+    # a number is a floor, e.g. a task scoring large 3D volumes sets more: the scorer uses the
+    # larger of the task's and the competition's value.
+    scoring_memory_mb: ClassVar[int | None] = None
+    scoring_cpu_seconds: ClassVar[int | None] = None
 
     @property
     def higher_is_better(self) -> bool:

@@ -4,13 +4,16 @@ directory, splits, Usage, the manifest, competition.yaml and the README's rules.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import hashlib
+import inspect
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -115,15 +118,19 @@ def assign_usage(ids: list[str], public_fraction: float,
 
 
 def competition_yaml(*, name: str, kind: str, task: str, title: str, seed: int,
-                     public_fraction: float, files: dict[str, str], counts: dict[str, int]
-                     ) -> bytes:
-    """The organizer-editable settings; no timestamps, so equal inputs give equal bytes."""
+                     public_fraction: float, files: dict[str, str], counts: dict[str, int],
+                     max_submission_mb: float | None = None) -> bytes:
+    """The organizer-editable settings; no timestamps, so equal inputs give equal bytes.
+
+    `max_submission_mb`: the upload limit this competition's submissions need, where the
+    default rule's is too small (e.g. a label volume); the board and the portal read it."""
     from competition.configs import CompetitionConfig, FilesConfig, RulesConfig
 
+    limit = {} if max_submission_mb is None else {"max_submission_mb": max_submission_mb}
+    rules = RulesConfig.model_validate({"public_fraction": round(public_fraction, 6), **limit})
     return CompetitionConfig(
         name=name, title=title, kind=kind, task=task, seed=seed, counts=counts,
-        files=FilesConfig(**files),
-        rules=RulesConfig(public_fraction=round(public_fraction, 6))).to_yaml()
+        files=FilesConfig(**files), rules=rules).to_yaml()
 
 
 RULES = """## Rules
@@ -143,23 +150,78 @@ def readme_rules(counts: dict[str, int], items: str) -> str:
                         private=counts["test"] - counts["public"], items=items)
 
 
+# --- preparer options (issue 18): `competition prepare KIND --option key=value` -------------
+# The harness's own arguments of a preparer: never options.
+_FIXED_PARAMETERS = ("source", "stage", "seed", "public_fraction", "name", "kind")
+
+
+def parse_options(items: list[str]) -> dict[str, Any]:
+    """`key=value` strings (the CLI's repeatable `--option`) as keyword options; values are
+    read as YAML (`0.25` a number, `[1, 2]` a list, `mirrored` a string), as `--set` reads
+    them for entries."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise SourceDataError(f"--option {item!r}: expected key=value (e.g. "
+                                  "holdout=mirrored)")
+        try:
+            options[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            options[key] = value
+    return options
+
+
+def preparer_options(preparer: Callable[..., Any]) -> list[str]:
+    """The keyword options a preparer takes (its parameters beyond the harness's own)."""
+    parameters = inspect.signature(preparer).parameters.values()
+    return sorted(p.name for p in parameters
+                  if p.name not in _FIXED_PARAMETERS
+                  and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def check_options(kind: str, preparer: Callable[..., Any], options: dict[str, Any]) -> None:
+    """Unknown options are an error naming the kind's options (and the closest one); their
+    values are the preparer's to check."""
+    known = preparer_options(preparer)
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise SourceDataError(f"--option {key}: {kind} has no such option{hint}; its "
+                                  "options: " + (", ".join(known) or "none"))
+
+
 def prepare(kind: str, out: Path, source: Path | None = None, seed: int = 0,
             public_fraction: float = DEFAULT_PUBLIC_FRACTION,
             test_fraction: float | None = None, force: bool = False,
-            name: str | None = None) -> Path:
+            name: str | None = None, synthetic: str | None = None,
+            options: dict[str, Any] | None = None) -> Path:
     """Prepare a competition of `kind` in `out`; all or nothing.
 
     The name defaults to the kind (not the directory), so the same inputs give the same bytes
     wherever they are written. A synthetic kind (a demo) writes its source in the real layout
-    into a temporary folder first and runs the real preparer on it.
+    into a temporary folder first and runs the real preparer on it; `synthetic` (`--synthetic
+    SPEC`, e.g. a volume's size) is handed to its writer, which refuses what it does not
+    understand. `options` (`--option key=value`) reach the preparer as keyword options; a name
+    it does not take is an error here, a value it cannot use is the preparer's error.
     """
-    from competition.tasks import find_source
+    from competition.tasks import all_sources, find_source
 
     if not 0 < public_fraction < 1:
         raise SourceDataError(f"public fraction {public_fraction} must lie strictly in (0, 1)")
-    _, spec = find_source(kind)
+    task, spec = find_source(kind)
+    if synthetic is not None and spec.synthetic is None:
+        demos = sorted(k for k, (t, s) in all_sources().items()
+                       if t.name == task.name and s.synthetic is not None)
+        raise SourceDataError(f"{kind} is prepared from --source DIR; --synthetic applies to "
+                              "synthetic kinds" + (f" ({', '.join(demos)})" if demos else ""))
+    check_options(kind, spec.prepare, options or {})
     options = {**spec.options, **({} if test_fraction is None else
-                                  {"test_fraction": test_fraction})}
+                                  {"test_fraction": test_fraction}), **(options or {})}
     out = Path(out)
     if spec.synthetic is None:
         if source is None:
@@ -172,7 +234,11 @@ def prepare(kind: str, out: Path, source: Path | None = None, seed: int = 0,
                          **options)
         return out
     with tempfile.TemporaryDirectory() as tmp, staged_output(out, force) as stage:
-        spec.synthetic(Path(tmp), seed)
+        # The spec is passed only when given: writers of other packages may take none.
+        if synthetic is None:
+            spec.synthetic(Path(tmp), seed)
+        else:
+            spec.synthetic(Path(tmp), seed, spec=synthetic)
         spec.prepare(Path(tmp), stage, seed, public_fraction, name=name or kind, kind=kind,
                      **options)
     return out

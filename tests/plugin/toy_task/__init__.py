@@ -14,7 +14,15 @@ import numpy as np
 
 from competition.errors import SourceDataError, SubmissionError
 from competition.formats.files import SubmissionFile
-from competition.tasks.base import Direction, Maps, ScoreResult, Source, Task, usage_masks
+from competition.tasks.base import (
+    Direction,
+    Maps,
+    ScoreResult,
+    Source,
+    Task,
+    refuse_spec,
+    usage_masks,
+)
 from competition.tasks.preparing import (
     Staging,
     assign_usage,
@@ -39,7 +47,8 @@ def _rows(data: bytes, header: list[str], name: str) -> list[list[str]]:
     return list(reader)
 
 
-def write_source(folder: Path, seed: int) -> None:
+def write_source(folder: Path, seed: int, spec: str | None = None) -> None:
+    refuse_spec(spec, "the toy source")
     rng = np.random.default_rng(seed)
     x = rng.uniform(0, 10, 40)
     y = 2 * x + 1 + rng.normal(0, 0.5, 40)

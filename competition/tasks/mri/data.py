@@ -1,0 +1,173 @@
+"""What MRI entries train on and predict: volumes of 3-channel slices, their masks, spacing.
+
+Maps are keyed by slice (`<case>_<n>`, the Kaggle ImageId), (H, W, 1) abnormality
+probability; predictions are one (S, H, W) boolean volume per case.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from competition.errors import CompetitionError
+from competition.formats import nifti
+from competition.tasks.base import Maps, PixelItem, Validation
+from competition.tasks.mri import geometry, layout
+
+FLAIR = 1  # the channel the abnormality is defined on
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class MriData:
+    cases: list[str]
+    volumes: list[np.ndarray]  # (S, H, W, 3) uint8: pre-contrast, FLAIR, post-contrast
+    spacing: list[geometry.Spacing]  # (row, col, slice) mm
+    first_slices: list[int]
+    masks: list[np.ndarray] | None = None  # (S, H, W) bool; training only
+
+    def slice_ids(self, k: int) -> list[str]:
+        first = self.first_slices[k]
+        return [f"{self.cases[k]}_{first + z}" for z in range(len(self.volumes[k]))]
+
+    @property
+    def ids(self) -> list[str]:
+        """Every slice's id: the keys of maps."""
+        return [i for k in range(len(self.cases)) for i in self.slice_ids(k)]
+
+    def subset(self, keep: list[int]) -> MriData:
+        return MriData([self.cases[k] for k in keep], [self.volumes[k] for k in keep],
+                       [self.spacing[k] for k in keep], [self.first_slices[k] for k in keep],
+                       None if self.masks is None else [self.masks[k] for k in keep])
+
+
+def _spacing_table(public: Path) -> dict[str, geometry.Spacing]:
+    path = Path(public) / geometry.SPACING_FILE
+    return geometry.read_spacing(path) if path.is_file() else {}
+
+
+def load_folder(folder: Path, public: Path, masks: bool) -> MriData:
+    cases = layout.find_cases(folder, masks)
+    spacing = geometry.spacing_of([c.name for c in cases], _spacing_table(public))
+    volumes, labels = [], []
+    for case in cases:
+        volume, mask = layout.read_case(case, masks)
+        volumes.append(volume)
+        labels.append(mask)
+    return MriData([c.name for c in cases], volumes, [spacing[c.name] for c in cases],
+                   [c.slices[0] for c in cases],
+                   [m for m in labels if m is not None] if masks else None)
+
+
+def load_train(public: Path) -> MriData:
+    return load_folder(Path(public) / "train", public, masks=True)
+
+
+def load_inputs(public: Path, folder: Path | None = None) -> MriData:
+    return load_folder(Path(folder) if folder else Path(public) / "test", public, masks=False)
+
+
+def write_zip(members: Mapping[str, bytes]) -> bytes:
+    """A zip of named files with fixed times, in name order: equal inputs, equal bytes."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(members):
+            archive.writestr(zipfile.ZipInfo(name, ZIP_TIME), members[name])
+    return out.getvalue()
+
+
+def write_submission(inputs: MriData, predictions: Mapping[str, np.ndarray]) -> bytes:
+    """(S, H, W) masks by case -> a zip of `<case>.nii.gz` (H, W, S) uint8 volumes, each with
+    its case's affine."""
+    members = {}
+    for k, case in enumerate(inputs.cases):
+        if case not in predictions:
+            raise CompetitionError(f"no prediction for case {case}")
+        labels = np.asarray(predictions[case]).astype(np.uint8).transpose(1, 2, 0)
+        members[f"{case}.nii.gz"] = nifti.write_volume(labels, geometry.affine(inputs.spacing[k]))
+    return write_zip(members)
+
+
+def hold_out(train: MriData, seed: int = 0) -> tuple[MriData, Validation | None]:
+    """Training data less one patient drawn with `seed` (a whole patient: its slices
+    would leak into training otherwise); the validation picture is its FLAIR volume."""
+    if len(train.cases) < 2 or train.masks is None:
+        return train, None
+    k = int(np.random.default_rng(seed).integers(len(train.cases)))
+    rest = [i for i in range(len(train.cases)) if i != k]
+    held = train.subset([k])
+    return train.subset(rest), Validation(train.cases[k], MriData(
+        held.cases, held.volumes, held.spacing, held.first_slices), train.volumes[k],
+        train.masks[k])
+
+
+def pixel_items(data: MriData) -> list[PixelItem]:
+    """Each slice's FLAIR channel as the grey image (the abnormality is defined on it);
+    with masks, the abnormality as the one target channel."""
+    items = []
+    for k, volume in enumerate(data.volumes):
+        for z, slice_id in enumerate(data.slice_ids(k)):
+            item = PixelItem(slice_id, volume[z, ..., FLAIR].astype(np.float32))
+            if data.masks is not None:
+                mask = data.masks[k][z]
+                item.targets = mask[..., None].astype(np.float32)
+                item.objects = ndimage.label(mask)[0].astype(np.int32)
+            items.append(item)
+    return items
+
+
+def split_slice_id(slice_id: str) -> tuple[str, int]:
+    case, _, number = slice_id.rpartition("_")
+    if not case or not number.isdigit():
+        raise CompetitionError(f"map key {slice_id!r} is not a slice id (<case>_<n>)")
+    return case, int(number)
+
+
+def volumes_from_maps(maps: Maps) -> dict[str, np.ndarray]:
+    """(S, H, W) float32 probability volumes by case, slices in numeric order."""
+    by_case: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for key, m in maps.items():
+        case, number = split_slice_id(key)
+        m = np.asarray(m, np.float32)
+        by_case.setdefault(case, []).append((number, m[..., 0] if m.ndim == 3 else m))
+    return {case: np.stack([m for _, m in sorted(slices, key=lambda s: s[0])])
+            for case, slices in by_case.items()}
+
+
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest 3D connected component (face-connected) of a case's mask."""
+    labels, n = ndimage.label(mask)
+    if n <= 1:
+        return np.asarray(mask, bool)
+    sizes = np.bincount(labels.ravel())[1:]
+    out: np.ndarray = labels == int(np.argmax(sizes)) + 1
+    return out
+
+
+def predictions_from_maps(maps: Maps, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """Masks by case: probability > `threshold` (0.5), optionally only each case's largest
+    connected component (`largest_component`)."""
+    threshold = float(config.get("threshold", 0.5))
+    keep_largest = bool(config.get("largest_component", False))
+    out = {}
+    for case, volume in volumes_from_maps(maps).items():
+        mask = volume > threshold
+        out[case] = largest_component(mask) if keep_largest else mask
+    return out
+
+
+def maps_from_predictions(inputs: MriData, predictions: Mapping[str, np.ndarray]) -> Maps:
+    """Hard 0/1 maps by slice."""
+    maps: Maps = {}
+    for k, case in enumerate(inputs.cases):
+        volume = np.asarray(predictions[case], np.float32)
+        for z, slice_id in enumerate(inputs.slice_ids(k)):
+            maps[slice_id] = volume[z][..., None]
+    return maps

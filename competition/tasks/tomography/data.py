@@ -1,0 +1,162 @@
+"""What tomography entries train on and predict: volumes (z, y, x), read lazily from zarr."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from competition.errors import CompetitionError
+from competition.tasks.base import PixelItem, Validation
+from competition.tasks.tomography import submission, volumes
+
+MAX_PIXEL_ITEM_VOXELS = 256_000_000  # pixel_items holds float32 images and targets
+
+
+@dataclass
+class TomoData:
+    """A grey volume and (training data) its labels: zarr arrays, numpy arrays or anything
+    that slices like them; `np.asarray(data.volume[z0:z1])` reads a slab."""
+
+    volume: Any  # (z, y, x) grey
+    labels: Any | None = None  # (z, y, x) uint8: 0 matrix, 1 fibre, 2 pore
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.volume.shape)  # type: ignore[return-value]
+
+    @property
+    def ids(self) -> list[str]:
+        """Slices by number: the item ids of maps."""
+        return slice_ids(self.shape[0])
+
+
+def slice_ids(n: int) -> list[str]:
+    return [f"{z:04d}" for z in range(n)]
+
+
+def open_zarr(path: Path) -> Any:
+    import zarr
+
+    if not path.exists():
+        raise CompetitionError(f"{path}: not found")
+    try:
+        return zarr.open_array(str(path), mode="r")
+    except Exception as e:  # zarr raises several types for a damaged store
+        raise CompetitionError(f"{path}: not a readable zarr array ({e})") from None
+
+
+def load_train(public: Path) -> TomoData:
+    return TomoData(open_zarr(public / "train-volume.zarr"),
+                    open_zarr(public / "train-labels.zarr"))
+
+
+def load_inputs(public: Path, folder: Path | None = None) -> TomoData:
+    """The test slab, or any grey volume: a zarr array, or a folder holding one volume (raw
+    with its sidecar, HDF5 or zarr)."""
+    if folder is None:
+        return TomoData(open_zarr(public / "test-volume.zarr"))
+    folder = Path(folder)
+    if (folder / ".zarray").is_file() or (folder / "zarr.json").is_file():
+        return TomoData(open_zarr(folder))
+    found = [v for v in volumes.find_volumes(folder) if not volumes.is_label_name(v.name)]
+    if len(found) != 1:
+        raise CompetitionError(f"{folder}: needs exactly one grey volume; found "
+                               f"{', '.join(v.name for v in found) or 'none'}")
+    return TomoData(_Sliceable(found[0]))
+
+
+class _Sliceable:
+    """A source volume that slices along z like an array."""
+
+    def __init__(self, volume: volumes.Volume):
+        self.volume, self.shape, self.dtype = volume, volume.shape, volume.dtype
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):
+            first, rest = key[0], key[1:]
+        else:
+            first, rest = key, ()
+        if isinstance(first, int):
+            one: np.ndarray = self.volume.read(first, first + 1)[0][rest]
+            return one
+        z0, z1, step = first.indices(self.shape[0])
+        many: np.ndarray = self.volume.read(z0, z1)[::step][(slice(None), *rest)]
+        return many
+
+
+def write_submission(inputs: TomoData, predictions: Any) -> bytes:
+    """A (z, y, x) label volume (numpy, zarr or dask) -> a zipped zarr store, chunk by chunk."""
+    if tuple(predictions.shape) != inputs.shape:
+        raise CompetitionError(f"predictions of shape {tuple(predictions.shape)} for inputs of "
+                               f"shape {inputs.shape}")
+    buffer = io.BytesIO()
+    submission.write_zarr_zip(predictions, buffer)
+    return buffer.getvalue()
+
+
+def hold_out(train: TomoData, seed: int = 0) -> tuple[TomoData, Validation | None]:
+    """Training data less a slab at its end (a tenth, 4 to 32 slices): neighbouring slices
+    are nearly identical, so an inner slab would leak."""
+    n = train.shape[0]
+    k = min(max(n // 10, 4), 32)
+    if train.labels is None or n < 2 * k:
+        return train, None
+    held = TomoData(train.volume[n - k:], train.labels[n - k:])
+    volume, labels = np.asarray(held.volume), np.asarray(held.labels)
+    return (TomoData(_Prefix(train.volume, n - k), _Prefix(train.labels, n - k)),
+            Validation(f"slices {n - k}-{n - 1}", TomoData(volume), volume, labels))
+
+
+class _Prefix:
+    """The first `n` slices of a lazy volume, still lazy."""
+
+    def __init__(self, array: Any, n: int):
+        self.array, self.n = array, n
+        self.shape = (n, *array.shape[1:])
+        self.dtype = array.dtype
+
+    def __getitem__(self, key: Any) -> Any:
+        first, rest = (key[0], key[1:]) if isinstance(key, tuple) else (key, ())
+        if isinstance(first, int):
+            if not -self.n <= first < self.n:
+                raise IndexError(first)
+            return self.array[(first % self.n, *rest)]
+        z0, z1, step = first.indices(self.n)
+        return self.array[(slice(z0, z1, step), *rest)]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.asarray(self.array[: self.n])
+        return out if dtype is None else out.astype(dtype)
+
+
+def pixel_items(data: TomoData) -> list[PixelItem]:
+    """Each z-slice as a grey image with its one-hot class targets (small volumes only: the
+    baselines read the volumes themselves)."""
+    if np.prod(data.shape) > MAX_PIXEL_ITEM_VOXELS:
+        raise CompetitionError(f"a volume of {np.prod(data.shape):,} voxels is too large for "
+                               "pixel items; read task data's volumes slab by slab")
+    volume = np.asarray(data.volume[:])
+    labels = None if data.labels is None else np.asarray(data.labels[:])
+    items = []
+    for z, key in enumerate(data.ids):
+        item = PixelItem(key, volume[z].astype(np.float32))
+        if labels is not None:
+            item.targets = np.eye(submission.N_CLASSES, dtype=np.float32)[labels[z]]
+        items.append(item)
+    return items
+
+
+def labels_from_maps(maps: dict[str, np.ndarray]) -> np.ndarray:
+    """Class maps by slice id ((H, W, K) each) -> the (z, y, x) label volume (argmax)."""
+    keys = sorted(maps, key=int)
+    return np.stack([np.asarray(maps[k]).argmax(axis=-1).astype(np.uint8) for k in keys])
+
+
+def maps_from_labels(labels: Any) -> dict[str, np.ndarray]:
+    eye = np.eye(submission.N_CLASSES, dtype=np.float32)
+    n = int(labels.shape[0])
+    return {key: eye[np.asarray(labels[z])] for z, key in enumerate(slice_ids(n))}

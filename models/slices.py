@@ -1,0 +1,204 @@
+"""A 2D U-Net over the slices of volumes (multi-channel MRI), optionally 2.5D, trained with
+regional losses and, optionally, Kervadec's boundary loss.
+
+Task-agnostic: volumes are (S, H, W, C) uint8 arrays (channels such as pre-contrast, FLAIR,
+post-contrast) with (S, H, W) binary masks. The network sees one slice at a time: the chosen
+channels of that slice and, with `context` k > 0, of its k neighbours on each side (2.5D;
+neighbours past the volume's ends repeat the end slice). Volumes are contrast-stretched per
+case and channel and kept as 8 bits; the signed distance maps of the boundary loss are
+computed once per slice before training (not per step) and kept as float16.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from scipy import ndimage
+
+from models.losses import combined, with_boundary
+from models.unet import build_unet
+
+CHANNELS = {"flair": [1], "all": [0, 1, 2]}
+
+
+@dataclass
+class SliceTrained:
+    model: keras.Model
+    config: dict[str, Any]
+    history: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+
+
+def case_normalise(volume: np.ndarray) -> np.ndarray:
+    """Each channel stretched from its 1st to 99th percentile over the case's non-zero
+    voxels (the head) to 0..255, as uint8 (S, H, W, C)."""
+    volume = np.asarray(volume)
+    out = np.zeros(volume.shape, np.uint8)
+    for c in range(volume.shape[-1]):
+        channel = volume[..., c].astype(np.float32)
+        inside = channel[channel > 0]
+        if inside.size == 0:
+            continue
+        low, high = np.percentile(inside, (1, 99))
+        out[..., c] = (np.clip((channel - low) / max(high - low, 1e-6), 0, 1) * 255).round()
+    return out
+
+
+def slice_input(volume: np.ndarray, z: int, channels: Sequence[int], context: int) -> np.ndarray:
+    """(H, W, len(channels) * (2 context + 1)) float32 in [0, 1]: slices z - context ..
+    z + context (clamped at the ends), each with the chosen channels."""
+    picks = [min(max(z + d, 0), len(volume) - 1) for d in range(-context, context + 1)]
+    stack = volume[picks][..., list(channels)]  # (n, H, W, c)
+    return np.moveaxis(stack, 0, 2).reshape(*stack.shape[1:3], -1).astype(np.float32) / 255
+
+
+def signed_distance(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> np.ndarray:
+    """Kervadec's signed distance map of one slice: the distance to the object outside it,
+    minus the distance to the background (less one pixel) inside it; zero when the slice has
+    no object."""
+    mask = np.asarray(mask, bool)
+    if not mask.any():
+        return np.zeros(mask.shape, np.float32)
+    outside = ndimage.distance_transform_edt(~mask, sampling=spacing)
+    inside = ndimage.distance_transform_edt(mask, sampling=spacing)
+    out: np.ndarray = (outside * ~mask - (inside - 1) * mask).astype(np.float32)
+    return out
+
+
+class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is untyped
+    """Batches of whole slices: `positive_fraction` of them drawn among slices with an
+    object (the rest among all), flipped and rotated by multiples of 90 degrees with their
+    targets, with a small brightness and contrast change."""
+
+    def __init__(self, volumes: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                 channels: Sequence[int], context: int, batch_size: int, steps: int,
+                 positive_fraction: float, augment: bool, seed: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.volumes, self.targets = volumes, targets
+        self.channels, self.context = list(channels), context
+        self.batch_size, self.steps = batch_size, steps
+        self.positive_fraction, self.augment, self.seed = positive_fraction, augment, seed
+        self.all = [(k, z) for k, v in enumerate(volumes) for z in range(len(v))]
+        self.positive = [(k, z) for k, z in self.all if targets[k][z, ..., 0].any()]
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def on_epoch_end(self) -> None:
+        self.epoch += 1
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        xs, ys = [], []
+        for _ in range(self.batch_size):
+            pool = self.positive if self.positive and \
+                rng.random() < self.positive_fraction else self.all
+            k, z = pool[int(rng.integers(len(pool)))]
+            x = slice_input(self.volumes[k], z, self.channels, self.context)
+            y = self.targets[k][z].astype(np.float32)
+            if self.augment:
+                square = x.shape[0] == x.shape[1]  # quarter turns keep a square's shape
+                turns = int(rng.integers(4)) if square else 2 * int(rng.integers(2))
+                x, y = np.rot90(x, turns), np.rot90(y, turns)
+                if rng.random() < 0.5:
+                    x, y = x[:, ::-1], y[:, ::-1]
+                x = np.clip(x * rng.uniform(0.9, 1.1) + rng.uniform(-0.05, 0.05), 0, 1)
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+
+
+def training_targets(masks: Sequence[np.ndarray], spacing: Sequence[Sequence[float]],
+                     boundary: bool) -> list[np.ndarray]:
+    """(S, H, W, 1) labels, or (S, H, W, 2) labels and signed distances (float16), computed
+    here once for all of training."""
+    out = []
+    for mask, step in zip(masks, spacing, strict=True):
+        labels = np.asarray(mask, np.float16)[..., None]
+        if boundary:
+            distance = np.stack([signed_distance(m, step[:2]) for m in mask])
+            labels = np.concatenate([labels, distance.astype(np.float16)[..., None]], -1)
+        out.append(labels)
+    return out
+
+
+class BoundaryWeight(keras.callbacks.Callback):  # type: ignore[misc]  # keras is untyped
+    """Raises the boundary term's weight by `step` after each epoch, up to `top`."""
+
+    def __init__(self, weight: Any, step: float, top: float):
+        super().__init__()
+        self.weight, self.step, self.top = weight, step, top
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.weight.assign(min(self.top, (epoch + 1) * self.step))
+
+
+def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
+        spacing: Sequence[Sequence[float]], config: dict[str, Any],
+        on_epoch: Callable[..., None] | None = None) -> SliceTrained:
+    keras.utils.set_random_seed(config["seed"])
+    keras.mixed_precision.set_global_policy(
+        "mixed_float16" if config.get("mixed_precision") else "float32")
+    channels = CHANNELS[config["channels"]]
+    context = int(config["context"])
+    names = list(config["loss"])
+    boundary = "boundary" in names
+    normalised = [case_normalise(v) for v in volumes]
+    targets = training_targets(masks, spacing, boundary)
+    model = build_unet(in_channels=len(channels) * (2 * context + 1), out_channels=1,
+                       depth=config["depth"], base_filters=config["base_filters"],
+                       batch_norm=config["batch_norm"], dropout=config["dropout"])
+    callbacks: list[Any] = []
+    if boundary:
+        weight = keras.Variable(0.0, trainable=False, name="boundary_weight")
+        loss = with_boundary(names, weight, bool(config.get("boundary_rebalance", False)))
+        callbacks.append(BoundaryWeight(weight, float(config["boundary_step"]),
+                                        float(config["boundary_max"])))
+    else:
+        loss = combined(names, weighted=False)
+    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss=loss,
+                  jit_compile=config.get("jit_compile", "auto"))
+    dataset = SliceDataset(normalised, targets, channels, context, config["batch_size"],
+                           config["steps_per_epoch"], config["positive_fraction"],
+                           config["augment"], config["seed"], workers=config["workers"],
+                           use_multiprocessing=False)
+    trained = SliceTrained(model, config)
+    if on_epoch is not None:  # the model so far goes with each epoch's logs (snapshots)
+        callbacks.append(keras.callbacks.LambdaCallback(
+            on_epoch_end=lambda epoch, logs: on_epoch(epoch, dict(logs or {}), trained)))
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=config["epochs"], verbose=config["verbose"],
+                        callbacks=callbacks)
+    trained.seconds = time.perf_counter() - start
+    trained.history = {k: [float(v) for v in vals] for k, vals in history.history.items()}
+    seen = config["epochs"] * config["steps_per_epoch"] * config["batch_size"]
+    trained.images_per_second = seen / max(trained.seconds, 1e-9)
+    return trained
+
+
+def predict(trained: SliceTrained, volume: np.ndarray, batch_size: int = 8) -> np.ndarray:
+    """(S, H, W) float32 probabilities of one volume, slice by slice (padded to a multiple of
+    2**depth by reflection, then cropped back)."""
+    config = trained.config
+    channels, context = CHANNELS[config["channels"]], int(config["context"])
+    normalised = case_normalise(volume)
+    s, h, w = normalised.shape[:3]
+    unit = 2 ** int(config["depth"])
+    pad = ((0, (-h) % unit), (0, (-w) % unit), (0, 0))
+    out = np.zeros((s, h, w), np.float32)
+    for start in range(0, s, batch_size):
+        # Always a full batch (the last slice repeated): one traced shape, not one per size.
+        zs = [min(z, s - 1) for z in range(start, start + batch_size)]
+        batch = np.stack([np.pad(slice_input(normalised, z, channels, context), pad,
+                                 mode="reflect") for z in zs])
+        probability = np.asarray(trained.model.predict_on_batch(batch), np.float32)
+        n = min(batch_size, s - start)
+        out[start:start + n] = probability[:n, :h, :w, 0]
+    return out
