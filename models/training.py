@@ -58,17 +58,20 @@ def augmentation(elastic: bool = True) -> tuple[A.Compose, A.Compose]:
 class PatchDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is untyped
     """Random patches of (image channels, targets), augmented, `steps` batches per epoch.
 
-    `images` are (H, W, C) float32 in [0, 1]; `targets` (H, W, K) float32; the first
-    `photometric_channels` image channels get brightness/contrast/noise changes.
+    `images` are (H, W, C) in [0, 1] and `targets` (H, W, K), float32 or float16 (patches
+    are float32); the first `photometric_channels` image channels get brightness/contrast/
+    noise changes. `zoom` (low, high): each patch is cut at a random scale in that range
+    (a larger region shrunk, or a smaller one enlarged, to `patch`).
     """
 
     def __init__(self, images: Sequence[np.ndarray], targets: Sequence[np.ndarray], patch: int,
                  batch_size: int, steps: int, augment: bool = True, elastic: bool = True,
                  photometric_channels: int = 1, arms: bool = False, seed: int = 0,
-                 **kwargs: Any) -> None:
+                 zoom: Sequence[float] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.images, self.targets = images, targets
         self.patch, self.batch_size, self.steps = patch, batch_size, steps
+        self.zoom = (float(zoom[0]), float(zoom[1])) if zoom else None
         self.augment, self.photometric_channels, self.arms = augment, photometric_channels, arms
         self.geometric, self.photometric = augmentation(elastic)
         self.seed = seed
@@ -84,12 +87,18 @@ class PatchDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
         image, target = self.images[k], self.targets[k]
         h, w = image.shape[:2]
         p = self.patch
-        if h < p or w < p:  # small images: reflect-pad up to one patch
-            pad = ((0, max(p - h, 0)), (0, max(p - w, 0)), (0, 0))
+        z = float(np.exp(rng.uniform(*np.log(self.zoom)))) if self.zoom else 1.0
+        c = max(int(round(p / z)), 8)  # the region cut, before zooming to the patch
+        y, x = rng.integers(0, max(h - c, 0) + 1), rng.integers(0, max(w - c, 0) + 1)
+        image = np.asarray(image[y:y + c, x:x + c], np.float32)
+        target = np.asarray(target[y:y + c, x:x + c], np.float32)
+        if image.shape[0] < c or image.shape[1] < c:  # small images: reflect-pad to the cut
+            pad = ((0, c - image.shape[0]), (0, c - image.shape[1]), (0, 0))
             image, target = np.pad(image, pad, mode="reflect"), np.pad(target, pad, "reflect")
-            h, w = image.shape[:2]
-        y, x = rng.integers(0, h - p + 1), rng.integers(0, w - p + 1)
-        return image[y:y + p, x:x + p], target[y:y + p, x:x + p]
+        if c != p:
+            image = _resized(image, p)
+            target = _resized(target, p)
+        return image, target
 
     def __getitem__(self, index: int) -> tuple[np.ndarray | dict[str, np.ndarray], np.ndarray]:
         rng = np.random.default_rng((self.seed, self.epoch, index))
@@ -110,6 +119,12 @@ class PatchDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
             ys.append(target)
         x, y = np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
         return (split_arms(x) if self.arms else x), y
+
+
+def _resized(array: np.ndarray, size: int) -> np.ndarray:
+    out = cv2.resize(array, (size, size), interpolation=cv2.INTER_LINEAR)
+    resized: np.ndarray = out[..., None] if out.ndim == 2 else out
+    return resized
 
 
 def predict_batches(model: keras.Model, arms: bool) -> Callable[[np.ndarray], np.ndarray]:

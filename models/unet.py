@@ -79,3 +79,39 @@ def build_multiarm_unet(in_channels: int = 1, out_channels: int = 1, depth: int 
     outputs = layers.Conv2D(out_channels, 1, activation="sigmoid", dtype="float32",
                             name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def build_unet_nd(dims: int = 3, in_channels: int = 1, n_classes: int = 3, depth: int = 3,
+                  base_filters: int = 8, batch_norm: bool = True, dropout: float = 0.0,
+                  name: str | None = None) -> keras.Model:
+    """A 2-D or 3-D U-Net with softmax class outputs (one probability per class and voxel),
+    for multi-class volumes: inputs (..., in_channels) of any size divisible by 2**depth."""
+    conv, pool, up, drop = {
+        2: (layers.Conv2D, layers.MaxPooling2D, layers.Conv2DTranspose, layers.SpatialDropout2D),
+        3: (layers.Conv3D, layers.MaxPooling3D, layers.Conv3DTranspose, layers.SpatialDropout3D),
+    }[dims]
+
+    def block(x: Any, filters: int, rate: float, label: str) -> Any:
+        for k in range(2):
+            x = conv(filters, 3, padding="same", use_bias=not batch_norm,
+                     kernel_initializer="he_normal", name=f"{label}_conv{k}")(x)
+            if batch_norm:
+                x = layers.BatchNormalization(name=f"{label}_bn{k}")(x)
+            x = layers.Activation("relu", name=f"{label}_relu{k}")(x)
+        return drop(rate, name=f"{label}_drop")(x) if rate else x
+
+    inputs = keras.Input((None,) * dims + (in_channels,), name="image")
+    x, skips = inputs, []
+    for level in range(depth):
+        x = block(x, base_filters * 2**level, dropout if level else 0.0, f"down{level}")
+        skips.append(x)
+        x = pool(2, name=f"pool{level}")(x)
+    x = block(x, base_filters * 2**depth, dropout, "bottom")
+    for level in reversed(range(depth)):
+        x = up(base_filters * 2**level, 2, strides=2, padding="same",
+               name=f"up{level}_transpose")(x)
+        x = layers.Concatenate(name=f"up{level}_skip")([x, skips[level]])
+        x = block(x, base_filters * 2**level, dropout if level else 0.0, f"up{level}")
+    outputs = conv(n_classes, 1, activation="softmax", dtype="float32",
+                   name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=name or f"unet{dims}d")

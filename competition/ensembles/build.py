@@ -6,6 +6,15 @@ element-wise; `greedy` is forward selection with replacement (Caruana et al., 20
 chooses members by the public split's score only: the private split is never scored here.
 The task post-processes the combined maps (`predictions_from_maps`) with the members' own
 post-processing settings (`postprocess_keys`), so an ensemble post-processes as they do.
+
+Whose runs may be combined. A run's owner is the team named by its tag `team` (set by
+`competition run`, ensembles and scored submissions); with team experiments
+(`team_experiment_name`) the run must also lie in that team's experiment, where only that
+team (and the organizers) can write. An ensemble submitted as participant team T
+(`--as-participant --team T`) combines only runs owned by T; an organizers' baseline (the
+default) combines only runs of teams that are not participant teams on the board (baseline
+teams, or teams that never submitted). Any other member, or one with no `team` tag, is
+refused, naming the member.
 """
 
 from __future__ import annotations
@@ -51,15 +60,19 @@ class Member:
 RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
-def load_members(comp: PreparedCompetition, refs: list[str],
-                 config: TrackingConfig) -> list[Member]:
+def load_members(comp: PreparedCompetition, refs: list[str], config: TrackingConfig,
+                 team: str = "ensemble", baseline: bool = True) -> list[Member]:
+    """The members' runs and maps, once each is known to be `team`'s own (see the module
+    docstring for the rule)."""
     if not config.enabled:
         raise CompetitionError("ensembles read their members from MLflow, and tracking is off "
                                f"(${SWITCH_ENV})")
-    tracker = tracking.Tracker(config, "participants")
+    tracker = tracking.Tracker(config, "participants", team)
+    competing = _participant_teams(comp) if baseline else set()
     members = []
     for ref in refs:
         run = _find_run(tracker, comp, ref)
+        _check_owner(tracker, comp, ref, run, team, baseline, competing)
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = tracker.download(run.info.run_id, tracking.PREDICTIONS_ARTIFACT,
@@ -76,12 +89,51 @@ def load_members(comp: PreparedCompetition, refs: list[str],
     return members
 
 
+def _participant_teams(comp: PreparedCompetition) -> set[str]:
+    from competition.board.board import Board
+
+    return {_key(t["team"]) for t in Board(comp).teams.overview() if not t["baseline"]}
+
+
+def _key(team: str) -> str:
+    return " ".join(team.casefold().split())
+
+
+def _check_owner(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str, run: Any,
+                 team: str, baseline: bool, competing: set[str]) -> None:
+    run_id = run.info.run_id
+    owner = run.data.tags.get("team")
+    if not owner:
+        raise CompetitionError(
+            f"member {ref}: run {run_id} names no team (tag `team`), so it cannot be shown to "
+            f"be {team!r}'s own; runs of `competition run` and of ensembles name theirs")
+    if tracker.config.team_experiment_name:
+        expected = tracker.config.experiment(comp.name, "participants", owner)
+        actual = tracker.client.get_experiment(run.info.experiment_id).name
+        if actual != expected:
+            raise CompetitionError(
+                f"member {ref}: run {run_id} names team {owner!r} but lies in experiment "
+                f"{actual!r}, not in that team's {expected!r}")
+    if not baseline and owner != team:
+        raise CompetitionError(
+            f"member {ref}: run {run_id} belongs to team {owner!r}, not to {team!r}: an "
+            "ensemble combines only its own team's runs")
+    if baseline and _key(owner) in competing:
+        raise CompetitionError(
+            f"member {ref}: run {run_id} belongs to the participant team {owner!r}: an "
+            "organizers' baseline combines only baseline runs (submit as that team with "
+            "--as-participant --team to combine its own runs)")
+
+
 def _find_run(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str) -> Any:
     ref = ref.strip()
     if RUN_ID.match(ref):
         try:
             run = tracker.client.get_run(ref)
-        except Exception:
+        except Exception as e:
+            if getattr(e, "error_code", "") == "PERMISSION_DENIED":
+                raise CompetitionError(f"member {ref}: the tracking server does not let you "
+                                       "read that run (another team's)") from None
             raise CompetitionError(f"member {ref}: no MLflow run with that id at "
                                    f"{tracker.uri}") from None
         if run.data.tags.get("competition") != comp.name:
@@ -90,7 +142,7 @@ def _find_run(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str) ->
         return run
     if ref.isdigit():
         runs = tracker.runs(comp.name, f"tags.submission_id = '{int(ref)}' and "
-                                       "tags.kind != 'submission'")
+                                       "tags.kind != 'submission'", every_team=True)
         if not runs:
             raise CompetitionError(
                 f"member {ref}: submission {ref} carries no predictions (no training or "
@@ -107,7 +159,7 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean",
           submit: bool = True, config: TrackingConfig | None = None,
           baseline: bool = True) -> dict[str, Any]:
     """Combine, post-process, write, submit (as an organizers' baseline unless `baseline` is
-    False) and log an ensemble; returns its record."""
+    False) and log an ensemble of runs that are `team`'s own; returns its record."""
     comp = PreparedCompetition.open(comp_dir)
     task = comp.task
     if method not in METHODS:
@@ -115,7 +167,7 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean",
     if not refs:
         raise CompetitionError("name at least one member (MLflow run id or submission id)")
     config = config or load_config()
-    members = load_members(comp, refs, config)
+    members = load_members(comp, refs, config, team, baseline)
     check_compatible([m.maps for m in members], [m.ref for m in members])
     post = {k: _number(members[0].params[k]) for k in task.postprocess_keys
             if k in members[0].params}
@@ -163,14 +215,14 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean",
             baseline=baseline)
         record.update(submission_id=outcome.id, status=outcome.status,
                       public_score=outcome.public_score, error=outcome.error)
-    _log(comp, record, members, out_dir, config)
+    _log(comp, record, members, out_dir, config, team)
     (out_dir / "ensemble.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return record
 
 
 def _log(comp: PreparedCompetition, record: dict[str, Any], members: list[Member],
-         out_dir: Path, config: TrackingConfig) -> None:
-    tags = {"kind": "ensemble", "competition": comp.name, "task": comp.task.name,
+         out_dir: Path, config: TrackingConfig, team: str) -> None:
+    tags = {"kind": "ensemble", "competition": comp.name, "task": comp.task.name, "team": team,
             "method": record["method"], "members": ",".join(m.run_id for m in members),
             "submission_id": record.get("submission_id", "none")}
     for k, m in enumerate(members):

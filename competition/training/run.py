@@ -10,11 +10,13 @@ training run (see competition.tracking).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -44,16 +46,23 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out_dir = comp.root / "runs" / f"{name}-{stamp}"
     out_dir.mkdir(parents=True, exist_ok=True)
-    with bar("Loading the training data"):
+    timings: dict[str, Any] = {}
+    run_start = time.perf_counter()
+    with bar("Loading the training data"), _timed(timings, "load_data"):
         train, validation = task.hold_out(task.load_train(comp.public_dir),
                                           config.get("seed", 0))
-    tags = {"kind": "training", "competition": comp.name, "task": task.name, "entry": name}
+    # `team`: who made the run (an ensemble combines only its own team's runs).
+    tags = {"kind": "training", "competition": comp.name, "task": task.name, "entry": name,
+            "team": team or f"baseline-{name}"}
     with tracking.training_run(comp.name, f"{name}-{stamp}", tags) as tracked:
         tracked.log(params={**_flat(config), "entry": name, "competition": comp.name,
                             "task": task.name, "validation_item": validation.name
                             if validation else "none"})
         record = _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
-                                       tracked, inputs, team, submit, also_predict, baseline)
+                                       tracked, inputs, team, submit, also_predict, baseline,
+                                       timings)
+        timings["total"] = time.perf_counter() - run_start
+        record["timings"] = _rounded(timings)
         tracked.log(metrics={k: record[k] for k in ("fit_seconds", "predict_seconds",
                                                    "images_per_second", "seconds_per_item",
                                                    "public_score", "val_score")
@@ -71,8 +80,15 @@ def _train_predict_submit(comp: PreparedCompetition, entry: ModuleType, config: 
                           name: str, out_dir: Path, train: Any, validation: Validation | None,
                           tracked: tracking.TrainingRun, inputs: Path | None, team: str | None,
                           submit: bool, also_predict: Path | None,
-                          baseline: bool) -> dict[str, Any]:
+                          baseline: bool, timings: dict[str, Any]) -> dict[str, Any]:
+    """Per-stage seconds go into `timings` (run.json's "timings"): each epoch's training
+    (from the end of the previous epoch's validation picture, so the first includes the
+    entry's own setup) and its validation picture, the final picture and the GIF, saving the
+    model, loading and predicting the test inputs (maps, then predictions), writing the file,
+    the extra folder (`also_predict`) and scoring."""
     task = comp.task
+    epoch_rows: list[dict[str, Any]] = []
+    timings["epochs"] = epoch_rows
     has_maps = callable(getattr(entry, "probabilities", None))
     history: list[dict[str, Any]] = []
     frames: list[tuple[Any, str]] = []
@@ -80,53 +96,70 @@ def _train_predict_submit(comp: PreparedCompetition, entry: ModuleType, config: 
     def snapshot(model: Any, caption: str) -> float | None:
         if validation is None or not has_maps:
             return None
-        maps = entry.probabilities(task, model, validation.inputs, config)
-        frame, score = task.snapshot(maps, validation, config)
+        with _timed(timings, "validation_pictures"):
+            maps = entry.probabilities(task, model, validation.inputs, config)
+            frame, score = task.snapshot(maps, validation, config)
         frames.append((frame, f"{caption}  val {score:.3f}"))
         return score
 
     epochs = config.get("epochs") if isinstance(config.get("epochs"), int) else None
     with bar(f"Training {name}" + (" (epochs)" if epochs else ""), epochs) as shown:
         def on_epoch(epoch: int, logs: dict[str, Any], model: Any = None) -> None:
+            now = time.perf_counter()
+            timing = {"epoch": epoch + 1, "train": now - marks[-1], "validation_picture": 0.0}
             row = {"epoch": epoch + 1, **logs}
             if model is not None:
                 row["val_score"] = snapshot(model, f"epoch {epoch + 1}")
+                timing["validation_picture"] = time.perf_counter() - now
+            epoch_rows.append(timing)
             history.append(row)
             tracked.log_epoch(epoch + 1, {k: v for k, v in row.items()
                                           if k != "epoch" and v is not None})
             loss = logs.get("loss")
             shown.advance(note=f"loss {loss:.4f}" if isinstance(loss, float) else None)
+            marks.append(time.perf_counter())
 
         start = time.perf_counter()
+        marks = [start]
         model = entry.fit(task, train, config, on_epoch=on_epoch)
         fit_seconds = time.perf_counter() - start
+    timings["fit"] = fit_seconds
     val_score = snapshot(model, "final")
     if frames:
-        (out_dir / "validation.gif").write_bytes(gif([f for f, _ in frames],
-                                                     [c for _, c in frames]))
+        with _timed(timings, "validation_pictures"):
+            (out_dir / "validation.gif").write_bytes(gif([f for f, _ in frames],
+                                                         [c for _, c in frames]))
         tracked.log_file(out_dir / "validation.gif", "validation")
-    _save_model(model, out_dir / "model")
+    with _timed(timings, "save_model"):
+        _save_model(model, out_dir / "model")
     tracked.log_file(out_dir / "model", "model")
 
-    test_inputs = task.load_inputs(comp.public_dir, inputs)
+    with _timed(timings, "load_inputs"):
+        test_inputs = task.load_inputs(comp.public_dir, inputs)
     start = time.perf_counter()
     with bar("Predicting the test inputs"):
-        maps = entry.probabilities(task, model, test_inputs, config) if has_maps else None
+        with _timed(timings, "predict_maps"):
+            maps = entry.probabilities(task, model, test_inputs, config) if has_maps else None
         if maps is not None and inputs is None:
-            (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(maps, task.map_dtype))
+            with _timed(timings, "write_maps"):
+                (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(maps,
+                                                                             task.map_dtype))
             tracked.log_file(out_dir / "predictions.npz", "predictions")
-        predictions = _predictions(task, entry, model, test_inputs, config, maps)
+        with _timed(timings, "predict"):
+            predictions = _predictions(task, entry, model, test_inputs, config, maps)
     predict_seconds = time.perf_counter() - start
     path = out_dir / ("submission" + task.submission_suffix)
-    path.write_bytes(task.write_submission(test_inputs, predictions))
+    with _timed(timings, "write_submission"):
+        path.write_bytes(task.write_submission(test_inputs, predictions))
     tracked.log_file(path, "submission")
     extra_path = None
     if also_predict is not None:
-        extra_inputs = task.load_inputs(comp.public_dir, also_predict)
-        extra_path = out_dir / (f"{Path(also_predict).name}_submission"
-                                + task.submission_suffix)
-        extra_path.write_bytes(task.write_submission(
-            extra_inputs, entry.predict(task, model, extra_inputs, config)))
+        with _timed(timings, "also_predict"):
+            extra_inputs = task.load_inputs(comp.public_dir, also_predict)
+            extra_path = out_dir / (f"{Path(also_predict).name}_submission"
+                                    + task.submission_suffix)
+            extra_path.write_bytes(task.write_submission(
+                extra_inputs, entry.predict(task, model, extra_inputs, config)))
         tracked.log_file(extra_path, "submission")
     record: dict[str, Any] = {
         "entry": name, "competition": comp.name, "task": task.name, "config": config,
@@ -148,7 +181,7 @@ def _train_predict_submit(comp: PreparedCompetition, entry: ModuleType, config: 
 
         # Training libraries leave threads running: score in processes from a fork server.
         board = Board(comp, scorer=ChildScorer("forkserver"))
-        with bar("Scoring the submission"):
+        with bar("Scoring the submission"), _timed(timings, "score"):
             outcome = board.submissions.submit(path, team or f"baseline-{name}",
                                                f"competition run {name}", baseline=baseline)
         record["submission_id"] = outcome.id
@@ -161,11 +194,31 @@ def _train_predict_submit(comp: PreparedCompetition, entry: ModuleType, config: 
 
 def _predictions(task: Task, entry: ModuleType, model: Any, inputs: Any,
                  config: dict[str, Any], maps: Maps | None) -> Any:
-    """The entry's predictions; where the task's maps are its predictions (coordinates),
-    the maps just computed, not computed twice."""
+    """The entry's predictions, from the maps just computed where it can (the maps are not
+    computed twice): where the task's maps are its predictions (coordinates), or where the
+    entry defines `predictions_from_maps(task, model, maps, config)`."""
     if maps is not None and task.maps_are_predictions:
         return maps
+    from_maps = getattr(entry, "predictions_from_maps", None)
+    if maps is not None and callable(from_maps):
+        return from_maps(task, model, maps, config)
     return entry.predict(task, model, inputs, config)
+
+
+@contextlib.contextmanager
+def _timed(timings: dict[str, Any], stage: str) -> Iterator[None]:
+    """Adds the block's wall seconds to `timings[stage]` (stages may recur: pictures)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def _rounded(timings: dict[str, Any]) -> dict[str, Any]:
+    return {k: [{f: round(v, 3) if isinstance(v, float) else v for f, v in row.items()}
+                for row in val] if isinstance(val, list) else round(val, 3)
+            for k, val in timings.items()}
 
 
 def _flat(config: dict[str, Any]) -> dict[str, Any]:

@@ -1,11 +1,14 @@
-"""Threshold + watershed baseline, OpenCV only (no learning beyond two numbers).
+"""Threshold + watershed baseline, OpenCV and SciPy (no learning beyond a few numbers).
 
-Nuclei: grey image; invert it when its mean is above a cut learned on the training images
-(bright-field and stained tissue show dark nuclei on a bright background); contrast stretch;
-a global threshold chosen on the training images by a foreground-IoU sweep; an opening drops
-specks; distance transform, markers (the cores of objects, at a fraction of each object's
-largest distance, chosen on training images by the competition metric) and a watershed split
-touching nuclei.
+Nuclei, per modality (fluorescence, bright-field, stained colour: each its own numbers, since
+their images differ most): the task's grey image with nuclei bright (`task.pixel_items`, view
+from config.yaml); contrast stretch; a threshold at a learned fraction of the image's own
+Otsu threshold (dim and bright images alike); an opening drops specks; the nucleus diameter
+is estimated from the image (`models.scale.blob_diameter`), and touching nuclei are split by
+a watershed of the distance transform from markers at least a learned fraction of that
+diameter apart (0: one marker per connected object); objects smaller than a tenth of a
+nucleus are dropped. The Otsu fraction and the marker spacing are chosen per modality on
+training images by the competition's metric.
 EM: the same idea on membrane intensity: membranes are dark, so the smoothed, stretched
 intensity is the cell probability; the smoothing is chosen on training slices by V_rand.
 
@@ -15,87 +18,103 @@ The two pipelines differ by what the task asks for (`task.prediction`): instance
 
 import cv2
 import numpy as np
+from scipy import ndimage
+from skimage.feature import peak_local_max
+from skimage.filters import threshold_otsu
+from skimage.segmentation import watershed
 
 from competition.metrics import em as em_metric
 from competition.metrics.nuclei import image_score
 from competition.progress import track
+from models.scale import blob_diameter
 
 
-def grey(rgb):
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-
-
-def stretch(gray, invert):
+def stretch(gray, invert=False):
+    """8-bit contrast stretch between the 1st and 99th percentiles (EM slices)."""
     low, high = np.percentile(gray, (1, 99))
     out = cv2.convertScaleAbs(gray, alpha=255.0 / max(high - low, 1), beta=-low * 255.0 /
                               max(high - low, 1))
     return 255 - out if invert else out
 
 
-def learn_inversion_cut(grays, labels):
-    """The image-mean cut that best predicts 'nuclei darker than background'."""
-    means = np.array([g.mean() for g in grays])
-    darker = np.array([g[lab > 0].mean() < g[lab == 0].mean() for g, lab in
-                       zip(grays, labels, strict=True)])
-    candidates = np.concatenate([[-1.0], np.sort(means) + 1e-3])
-    accuracy = [((means > c) == darker).mean() for c in candidates]
-    return float(candidates[int(np.argmax(accuracy))])
+def contrast(gray):
+    """8-bit contrast stretch of a float grey image between its 1st and 99.5th percentiles."""
+    low, high = np.percentile(gray, (1, 99.5))
+    out = np.clip((np.asarray(gray, np.float32) - low) / max(high - low, 1e-6), 0, 1) * 255
+    return out.astype(np.uint8)
+
+
+def modality(rgb):
+    """fluorescence (dark background), brightfield (light, grey) or colour (stained)."""
+    rgb = np.asarray(rgb, np.int16)
+    if np.abs(rgb[..., 0] - rgb[..., 1]).mean() + np.abs(rgb[..., 1] - rgb[..., 2]).mean() > 4:
+        return "colour"
+    return "brightfield" if rgb.mean() > 127 else "fluorescence"
 
 
 def wants_probabilities(task):
     return task.prediction == "probabilities"
 
 
+class Prepared:
+    """One image, ready for every setting tried: stretched, its Otsu level and its estimated
+    nucleus diameter."""
+
+    def __init__(self, gray):
+        self.image = contrast(gray)
+        self.otsu = float(threshold_otsu(self.image)) if self.image.max() > self.image.min() \
+            else 255.0
+        self.diameter = blob_diameter(gray)
+
+
+def segment(prepared, otsu_fraction, spacing, min_size):
+    """Instance labels: threshold, opening, distance-transform watershed from markers
+    `spacing` diameters apart (0: connected components)."""
+    mask = prepared.image > otsu_fraction * prepared.otsu
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel) > 0
+    objects, n = ndimage.label(mask)
+    if n and spacing > 0:
+        distance = ndimage.distance_transform_edt(mask)
+        peaks = peak_local_max(ndimage.gaussian_filter(distance, 1),
+                               min_distance=max(2, int(spacing * prepared.diameter / 2)),
+                               labels=objects, exclude_border=False)
+        markers = np.zeros_like(objects)
+        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
+        objects = watershed(-distance, markers, mask=mask)
+    smallest = max(min_size, 0.1 * np.pi * (prepared.diameter / 2) ** 2)
+    sizes = np.bincount(objects.ravel())
+    small = sizes < smallest
+    small[0] = False
+    objects[small[objects]] = 0
+    _, objects = np.unique(objects, return_inverse=True)
+    return objects.reshape(mask.shape).astype(np.int32)
+
+
 def fit(task, train, config, on_epoch=None):
     if wants_probabilities(task):
         return {"sigma": best_em_sigma(train, config)}
     rng = np.random.default_rng(config["seed"])
-    pick = rng.permutation(len(train.images))[: config["max_fit_images"]]
-    grays = [grey(train.images[k]) for k in pick]
-    labels = [train.labels[k] for k in pick]
-    cut = learn_inversion_cut(grays, labels)
-    prepared = [stretch(g, g.mean() > cut) for g in grays]
-    best = (-1.0, 128)
-    for t in track(range(5, 255, 5), "Choosing the threshold"):
-        ious = []
-        for image, lab in zip(prepared, labels, strict=True):
-            pred, true = image > t, lab > 0
-            union = (pred | true).sum()
-            ious.append((pred & true).sum() / union if union else 1.0)
-        best = max(best, (float(np.mean(ious)), t))
-    threshold = best[1]
-    # How eagerly to split touching nuclei, chosen by the competition's own metric.
-    split = max((float(np.mean([image_score(lab, split_nuclei(image > threshold, f,
-                                                                 config["min_size"]))
-                                for image, lab in zip(prepared[: config["max_split_images"]],
-                                                      labels, strict=False)])), f)
-                for f in track(config["split_fractions"], "Choosing the split"))
-    return {"inversion_cut": cut, "threshold": threshold, "train_iou": best[0],
-            "split_fraction": split[1], "train_score": split[0]}
-
-
-def split_nuclei(mask, fraction, min_size):
-    """Opening, then markers where the distance to the background exceeds `fraction` of its
-    object's largest distance (0: one marker per connected object), then a watershed of the
-    distance transform."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    mask = cv2.morphologyEx(mask.astype(np.uint8), cv2.MORPH_OPEN, kernel)
-    dist = cv2.distanceTransform(mask, cv2.DIST_L2, 5)
-    n, objects = cv2.connectedComponents(mask)
-    peak = np.zeros(n, np.float32)
-    np.maximum.at(peak, objects.ravel(), dist.ravel())
-    sure = (dist > fraction * peak[objects]) & (mask > 0)
-    _, markers = cv2.connectedComponents(sure.astype(np.uint8))
-    markers = markers + 1  # background 1, nuclei 2..
-    markers[(mask > 0) & ~sure] = 0  # to be flooded
-    relief = cv2.cvtColor(cv2.normalize(-dist, None, 0, 255, cv2.NORM_MINMAX)
-                          .astype(np.uint8), cv2.COLOR_GRAY2BGR)
-    labels = cv2.watershed(relief, markers.astype(np.int32))
-    labels[(labels <= 1) | (mask == 0)] = 0  # background and watershed lines
-    sizes = np.bincount(labels.ravel())
-    labels[sizes[labels] < min_size] = 0
-    _, labels = np.unique(labels, return_inverse=True)
-    return labels.reshape(mask.shape).astype(np.int32)
+    items = task.pixel_items(train, **(config.get("pixels") or {}))
+    by_modality = {}
+    for k in rng.permutation(len(items)):
+        by_modality.setdefault(modality(train.images[k]), []).append(k)
+    settings = {}
+    for kind, picked in sorted(by_modality.items()):
+        picked = picked[: config["max_fit_images"]]
+        prepared = [Prepared(items[k].image) for k in track(picked, f"Reading {kind} images")]
+        labels = [items[k].objects for k in picked]
+        scored = []
+        for fraction in track(config["otsu_fractions"], f"Choosing {kind} settings"):
+            for spacing in config["marker_spacings"]:
+                score = np.mean([image_score(lab, segment(p, fraction, spacing,
+                                                          config["min_size"]))
+                                 for p, lab in zip(prepared, labels, strict=True)])
+                scored.append((float(score), fraction, spacing))
+        best = max(scored)
+        settings[kind] = {"otsu_fraction": best[1], "marker_spacing": best[2],
+                          "train_score": best[0], "images": len(picked)}
+    return {"settings": settings}
 
 
 def em_probability(raw, sigma):
@@ -120,13 +139,13 @@ def best_em_sigma(train, config):
 def predict(task, model, inputs, config):
     if wants_probabilities(task):
         return np.stack([em_probability(raw, model["sigma"]) for raw in inputs.volume])
+    items = task.pixel_items(inputs, **(config.get("pixels") or {}))
+    fallback = max(model["settings"].values(), key=lambda s: s["images"])
     out = {}
-    for image_id, rgb in track(list(zip(inputs.ids, inputs.images, strict=True)),
-                               "Predicting images"):
-        g = grey(rgb)
-        image = stretch(g, g.mean() > model["inversion_cut"])
-        out[image_id] = split_nuclei(image > model["threshold"], model["split_fraction"],
-                                     config["min_size"])
+    for item, rgb in track(list(zip(items, inputs.images, strict=True)), "Predicting images"):
+        chosen = model["settings"].get(modality(rgb), fallback)
+        out[item.key] = segment(Prepared(item.image), chosen["otsu_fraction"],
+                                chosen["marker_spacing"], config["min_size"])
     return out
 
 

@@ -10,6 +10,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from competition.formats import em_tiff
+from competition.tasks.base import refuse_spec
 
 
 def em_volume(rng: np.random.Generator, shape: tuple[int, int, int] = (18, 192, 192),
@@ -50,8 +51,9 @@ def _field(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np
     return unit
 
 
-def write_em_source(root: Path, seed: int) -> None:
+def write_em_source(root: Path, seed: int, spec: str | None = None) -> None:
     """The ISBI 2012 layout: train-volume.tif and train-labels.tif."""
+    refuse_spec(spec, "the synthetic EM stack")
     raw, labels = em_volume(np.random.default_rng(seed))
     root.mkdir(parents=True, exist_ok=True)
     (root / "train-volume.tif").write_bytes(em_tiff.write_stack(raw))

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from competition import rlimits
 from competition.errors import SubmissionError
 from competition.formats import em_tiff
 from competition.formats.files import SubmissionFile
@@ -157,12 +158,14 @@ def score_stack(labels: np.ndarray, proposal: np.ndarray,
                 thresholds: tuple[float, ...]) -> np.ndarray:
     """(3, slices, thresholds): V_rand, V_info and pixel error per slice and threshold.
 
-    Slices are independent, so they are spread over the CPU cores.
+    Slices are independent, so they are spread over the CPU cores. Under scoring limits each
+    worker gets its share of what the scorer has left (`rlimits.shared`): the whole process
+    tree stays within one memory and CPU-time budget.
     """
     n = len(labels)
     workers = min(os.cpu_count() or 1, n)
     if workers > 1 and n >= 4:
-        with ProcessPoolExecutor(workers) as pool:
+        with rlimits.shared(workers) as bounds, ProcessPoolExecutor(workers, **bounds) as pool:
             rows = list(pool.map(metric.score_slice, labels, proposal, [thresholds] * n))
     else:
         rows = [metric.score_slice(lab, prop, thresholds) for lab, prop in

@@ -9,6 +9,7 @@ import numpy as np
 import trimesh
 
 from competition.formats import meshes
+from competition.tasks.base import refuse_spec
 
 # Unit directions of the landmark features on the template (bumps and ridges of a "skull").
 _LANDMARK_DIRECTIONS = np.array([
@@ -45,8 +46,10 @@ def skull_mesh(rng: np.random.Generator) -> tuple[trimesh.Trimesh, dict[str, np.
     return mesh, {str(k + 1): p for k, p in enumerate(points)}
 
 
-def write_landmarks_source(root: Path, seed: int, n_specimens: int = 12) -> None:
+def write_landmarks_source(root: Path, seed: int, n_specimens: int = 12, *,
+                           spec: str | None = None) -> None:
     """The SlicerMorph layout: Models/<name>.ply and LMs/<name>.mrk.json."""
+    refuse_spec(spec, "the synthetic landmarks source")
     rng = np.random.default_rng(seed)
     (root / "Models").mkdir(parents=True)
     (root / "LMs").mkdir(parents=True)

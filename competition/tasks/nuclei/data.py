@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 from PIL import Image
+from skimage.color import rgb2hed
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import nuclei_csv, rle
 from competition.tasks.base import PixelItem, Validation
+from competition.tasks.nuclei import appearance
 from competition.tasks.nuclei.postprocess import boundary_target
 
 
@@ -85,11 +87,48 @@ def nuclei_gray(rgb: np.ndarray) -> np.ndarray:
     return 255 - gray if np.median(gray) > 127 else gray
 
 
-def pixel_items(data: NucleiData) -> list[PixelItem]:
-    """Each image grey (nuclei bright); with labels, targets foreground and boundary."""
+# Optical density of 8-bit light, scaled back to 0..255: -log((I + 1) / 256) * 255 / log(256)
+_OD_SCALE = 255 / np.log(256)
+
+
+def stain_gray(rgb: np.ndarray) -> np.ndarray:
+    """The grey image with nuclei bright, per modality (`appearance.modality`):
+    fluorescence as it is; bright-field as optical density (absorbing nuclei bright, and
+    light's multiplicative shading turned additive); stained tissue as the hematoxylin
+    (nuclear stain) density of Ruifrok and Johnston's colour deconvolution, so that eosin
+    (cytoplasm, pink) and the background stay dark. 0..255, float32 (the stain density
+    stretched to its 99.9th percentile)."""
+    kind = appearance.modality(rgb)
+    f = np.asarray(rgb, np.float32)[..., :3]
+    if kind == "fluorescence":
+        gray: npt.NDArray[np.float32] = f.mean(axis=-1)
+        return gray
+    if kind == "brightfield":
+        density: npt.NDArray[np.float32] = (-np.log((f + 1) / 256).mean(axis=-1)
+                                            * _OD_SCALE).astype(np.float32)
+        return density
+    # skimage's H channel: the hematoxylin optical density, stretched to 0..255 (its scale
+    # depends on the stain's strength; every consumer stretches the contrast anyway)
+    hematoxylin: npt.NDArray[np.float64] = rgb2hed(np.asarray(rgb)[..., :3])[..., 0]
+    low, high = np.percentile(hematoxylin, (0, 99.9))
+    stained: npt.NDArray[np.float32] = (np.clip((hematoxylin - low) / max(high - low, 1e-9),
+                                                0, 1) * 255).astype(np.float32)
+    return stained
+
+
+VIEWS = {"grey": nuclei_gray, "stain": stain_gray}
+
+
+def pixel_items(data: NucleiData, view: str = "grey") -> list[PixelItem]:
+    """Each image grey (nuclei bright); with labels, targets foreground and boundary.
+    `view` (an entry's `pixels: {view: ...}`): "grey" the mean of the channels, inverted on
+    bright backgrounds; "stain" per modality (`stain_gray`)."""
+    if view not in VIEWS:
+        raise CompetitionError(f"pixel view {view!r}: choose one of {', '.join(VIEWS)}")
+    to_gray = VIEWS[view]
     items = []
     for k, (image_id, rgb) in enumerate(zip(data.ids, data.images, strict=True)):
-        item = PixelItem(image_id, nuclei_gray(rgb))
+        item = PixelItem(image_id, to_gray(rgb))
         if data.labels is not None:
             labels = data.labels[k]
             item.targets = np.stack([labels > 0, boundary_target(labels)], -1).astype(

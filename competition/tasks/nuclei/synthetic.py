@@ -11,6 +11,7 @@ from PIL import Image
 from scipy import ndimage
 
 from competition.formats import nuclei_csv, rle
+from competition.tasks.base import refuse_spec
 
 MODALITIES = ("fluorescence", "brightfield", "colour")
 
@@ -67,8 +68,10 @@ def nuclei_image(rng: np.random.Generator, shape: tuple[int, int],
     return rgba.round().astype(np.uint8), labels
 
 
-def write_nuclei_source(root: Path, seed: int, n_images: int = 60) -> None:
+def write_nuclei_source(root: Path, seed: int, n_images: int = 60, *,
+                        spec: str | None = None) -> None:
     """A Kaggle DSB 2018 layout: stage1_train/<id>/images/<id>.png + stage1_train_labels.csv."""
+    refuse_spec(spec, "the synthetic nuclei source")
     rng = np.random.default_rng(seed)
     rows = []
     for k in range(n_images):

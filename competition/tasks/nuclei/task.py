@@ -7,9 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from competition.errors import SubmissionError
+from competition.errors import CompetitionError, SubmissionError
 from competition.formats import nuclei_csv
 from competition.formats.files import SubmissionFile
+from competition.formats.text import read_csv_rows
 from competition.metrics import nuclei as metric
 from competition.tasks.base import (
     Direction,
@@ -24,7 +25,38 @@ from competition.tasks.base import (
 from competition.tasks.nuclei import data, naive, pictures, prepare, synthetic
 from competition.tasks.nuclei.postprocess import boundary_target, instances_from_probabilities
 
-Solution = dict[str, nuclei_csv.NucleiImage]
+
+class Solution(dict[str, nuclei_csv.NucleiImage]):
+    """The hidden images by ImageId, with each image's type (`appearance.TYPES`) where the
+    solution has a types sidecar (`<solution>_types.csv`, written by the preparer)."""
+
+    types: dict[str, str]
+
+    def __init__(self, images: dict[str, nuclei_csv.NucleiImage],
+                 types: dict[str, str] | None = None):
+        super().__init__(images)
+        self.types = types or {}
+
+
+def types_path(solution_path: Path) -> Path:
+    """Where a solution's per-image types are: `solution.csv` -> `solution_types.csv`
+    (`stage1_solution.csv` -> `stage1_solution_types.csv`)."""
+    path = Path(solution_path)
+    return path.with_name(path.stem + prepare.TYPES_SUFFIX)
+
+
+def read_types(path: Path, ids: set[str]) -> dict[str, str]:
+    """`ImageId,Type` rows for exactly the solution's images."""
+    try:
+        rows = read_csv_rows(path.read_bytes(), prepare.TYPES_HEADER)
+    except SubmissionError as e:
+        raise CompetitionError(str(e.located(str(path)))) from None
+    types = {fields[0].strip(): fields[1].strip() for _, fields in rows}
+    if set(types) != ids:
+        odd = sorted(set(types) ^ ids)
+        raise CompetitionError(f"{path}: its ImageIds differ from the solution's (first: "
+                               f"{odd[0]}); prepare the competition again")
+    return types
 
 
 class NucleiTask(Task):
@@ -51,9 +83,15 @@ class NucleiTask(Task):
 
     def load_solution(self, path: Path) -> Solution:
         try:
-            return nuclei_csv.read_solution(Path(path).read_bytes())
+            images = nuclei_csv.read_solution(Path(path).read_bytes())
         except SubmissionError as e:
             raise e.located(str(path)) from None
+        sidecar = types_path(path)
+        return Solution(images, read_types(sidecar, set(images)) if sidecar.is_file() else None)
+
+    def solution_files(self, path: Path) -> list[Path]:
+        sidecar = types_path(path)
+        return [Path(path), *([sidecar] if sidecar.is_file() else [])]
 
     def shapes(self, solution: Solution) -> dict[str, tuple[int, int]]:
         """The public facts a submission is checked against: test ids and image sizes."""
@@ -64,10 +102,8 @@ class NucleiTask(Task):
 
     def validate(self, submission: SubmissionFile,
                  solution: Solution) -> dict[str, nuclei_csv.NucleiImage]:
-        images = nuclei_csv.read_submission(submission.read_bytes(), self.shapes(solution))
-        for image_id, image in images.items():
-            image.labels_flat(f"ImageId {image_id}")  # overlap check
-        return images
+        # The reader refuses overlapping masks from their runs, before painting any.
+        return nuclei_csv.read_submission(submission.read_bytes(), self.shapes(solution))
 
     def item_values(self, item: dict[str, Any]) -> list[float]:
         return [item["score"]]
@@ -85,6 +121,7 @@ class NucleiTask(Task):
         """`only` ("Public"/"Private"): the whole file is validated, the images of that usage
         scored (detail metrics of one split)."""
         parsed = nuclei_csv.read_submission(submission.read_bytes(), self.shapes(solution))
+        types: dict[str, str] = getattr(solution, "types", {})
         matches, items = [], []
         for image_id, truth in solution.items():
             if only is not None and truth.usage != only:
@@ -102,12 +139,13 @@ class NucleiTask(Task):
             items.append({
                 "ImageId": image_id,
                 "usage": truth.usage,
+                **({"type": types[image_id]} if types else {}),
                 "score": m.score,
                 "n_true": m.n_true,
                 "n_pred": m.n_pred,
                 "tp": m.tp.tolist(),
             })
-        return summarize(matches, items)
+        return summarize(matches, items, types)
 
     # --- training data and predictions ---------------------------------------------------
 
@@ -125,8 +163,10 @@ class NucleiTask(Task):
                  seed: int = 0) -> tuple[data.NucleiData, Validation | None]:
         return data.hold_out(train, seed)
 
-    def pixel_items(self, data_: data.NucleiData) -> list[PixelItem]:
-        return data.pixel_items(data_)
+    def pixel_items(self, data_: data.NucleiData, view: str = "grey") -> list[PixelItem]:
+        """`view`: "grey" (the default) or "stain" (per-modality normalisation; see
+        `data.stain_gray`): entries ask with their config's `pixels: {view: stain}`."""
+        return data.pixel_items(data_, view)
 
     def predictions_from_maps(self, maps: Maps, config: dict[str, Any]
                               ) -> dict[str, np.ndarray]:
@@ -155,7 +195,18 @@ class NucleiTask(Task):
         return naive.naive_submission(public)
 
 
-def summarize(matches: list[metric.ImageMatch], items: list[dict[str, Any]]) -> ScoreResult:
+def per_type(items: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """The mean image score and image count of each type (items carry their `type`): the
+    official score is the mean over all images, whatever their types."""
+    scores: dict[str, list[float]] = {}
+    for item in items:
+        scores.setdefault(item["type"], []).append(item["score"])
+    return {t: {"score": float(np.mean(v)), "n_images": len(v)}
+            for t, v in sorted(scores.items())}
+
+
+def summarize(matches: list[metric.ImageMatch], items: list[dict[str, Any]],
+              types: dict[str, str] | None = None) -> ScoreResult:
     masks = usage_masks([it["usage"] for it in items])
     public = private = None
     if masks is not None:
@@ -173,6 +224,7 @@ def summarize(matches: list[metric.ImageMatch], items: list[dict[str, Any]]) -> 
             "per_threshold": {f"{t:.2f}": float(v) for t, v in
                               zip(metric.THRESHOLDS, per_threshold, strict=True)},
             "empty_image_rule": "no true and no predicted objects scores 1.0",
+            **({"per_type": per_type(items)} if types else {}),
         },
         items=items,
         item_kind=NucleiTask.item_kind,

@@ -1,0 +1,144 @@
+"""The U-Net + multi-arm U-Net ensemble of two `competition run` runs, chosen on the public
+part of the (mirrored) validation split only, for that split and for Kaggle's stage-1 test.
+
+    python benchmarks/dsb_ensemble.py data/dsb2018-mirrored RUN_A RUN_B
+        [--predict ../shared/data/dsb2018/stage1_test] [--weights 0 0.25 0.5 0.75 1]
+
+RUN_A and RUN_B are run folders (`DIR/runs/unet-TIME`, `DIR/runs/multiarm_unet-TIME`) of the
+same competition, each with its `predictions.npz` (the hidden images' maps), `run.json` and
+`model/model.keras`.
+
+1. The weight of RUN_A (RUN_B gets the rest) and the watershed settings (RUN_A's or RUN_B's
+   own, as each chose them on its held-out training images; run.json's report) are chosen by
+   the score over the **public** images only: a candidate's private images are never scored,
+   as in `competition ensemble --method greedy`.
+2. The chosen ensemble's submission of the hidden images is written and scored (public,
+   private, whole split and per image type: the organizers' view, for the README).
+3. With `--predict FOLDER`: both models predict the folder (each entry's own
+   `probabilities`: its pixels, scale and test-time augmentation), the maps are combined with
+   the chosen weight and post-processed alike, and `FOLDER-NAME_submission.csv` is written.
+
+Writes into DIR/runs/ensemble-dsb-TIME/ (ensemble.json and the files); submits nothing (the
+files can be submitted with `competition submit`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def load_run(folder: Path) -> dict[str, Any]:
+    from competition.formats import maps as maps_format
+
+    record = json.loads((folder / "run.json").read_text())
+    return {"folder": folder, "record": record, "entry": record["entry"],
+            "maps": maps_format.from_npz((folder / "predictions.npz").read_bytes(),
+                                         str(folder / "predictions.npz")),
+            "postprocess": {**{k: record["config"][k] for k in
+                               ("fg_threshold", "marker_threshold", "min_size")
+                               if k in record["config"]},
+                            **((record.get("report") or {}).get("postprocess") or {})}}
+
+
+def trained_model(run: dict[str, Any]) -> Any:
+    """The run's model as its entry predicts with it (network, configuration, the scale
+    calibration and the settings it chose)."""
+    import keras
+
+    from models.segmentation import Trained
+
+    record = run["record"]
+    network = keras.models.load_model(run["folder"] / "model" / "model.keras", compile=False)
+    report = record.get("report") or {}
+    return Trained(network, {**record["config"], "arms": len(network.inputs) > 1},
+                   scale_calibration=report.get("scale_calibration", 1.0),
+                   postprocess=report.get("postprocess") or {})
+
+
+def entry_module(name: str) -> Any:
+    path = REPO / "submissions" / name / "entry.py"
+    spec = importlib.util.spec_from_file_location(f"entry_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("competition", type=Path)
+    parser.add_argument("run_a", type=Path)
+    parser.add_argument("run_b", type=Path)
+    parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    parser.add_argument("--predict", type=Path, help="also predict this folder")
+    args = parser.parse_args()
+
+    from competition.board.prepared import PreparedCompetition
+    from competition.board.scoring import Scorer
+    from competition.ensembles.combine import combine, public_only
+
+    comp = PreparedCompetition.open(args.competition)
+    task = comp.task
+    scorer = Scorer.load(comp)
+    usage = task.usage(scorer.solution)
+    runs = [load_run(args.run_a), load_run(args.run_b)]
+    inputs = task.load_inputs(comp.public_dir)
+    out_dir = comp.root / "runs" / ("ensemble-dsb-" + dt.datetime.now(dt.UTC)
+                                    .strftime("%Y%m%dT%H%M%SZ"))
+    out_dir.mkdir(parents=True)
+
+    def submission(maps: dict[str, Any], settings: dict[str, Any], path: Path,
+                   data: Any = inputs) -> Path:
+        path.write_bytes(task.write_submission(data, task.predictions_from_maps(maps,
+                                                                                settings)))
+        return path
+
+    candidates = []
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        for w in args.weights:
+            maps = public_only(combine([r["maps"] for r in runs], "mean", [w, 1 - w]), usage)
+            for k, run in enumerate(runs):
+                path = submission(maps, run["postprocess"], Path(tmp) / f"{w}-{k}.csv")
+                score = scorer.score(comp.submission(path), only="Public").score
+                candidates.append({"weight_a": w, "settings_of": run["entry"],
+                                   "settings": run["postprocess"], "public_score": score})
+    best = max(candidates, key=lambda c: (c["public_score"], -abs(c["weight_a"] - 0.5)))
+    weights = [best["weight_a"], 1 - best["weight_a"]]
+    combined = combine([r["maps"] for r in runs], "mean", weights)
+    path = submission(combined, best["settings"], out_dir / "submission.csv")
+    result = scorer.score(comp.submission(path))
+    record: dict[str, Any] = {
+        "competition": comp.name, "members": [str(r["folder"]) for r in runs],
+        "chosen_on": "public images only", "candidates": candidates, "chosen": best,
+        "submission": str(path), "score": result.score, "public": result.public,
+        "private": result.private, "per_type": result.fields.get("per_type")}
+    if args.predict is not None:
+        folder_inputs = task.load_inputs(comp.public_dir, args.predict)
+        member_maps = []
+        for run in runs:
+            entry = entry_module(run["entry"])
+            member_maps.append(entry.probabilities(task, trained_model(run), folder_inputs,
+                                                   run["record"]["config"]))
+        extra = submission(combine(member_maps, "mean", weights), best["settings"],
+                           out_dir / f"{args.predict.name}_submission.csv", folder_inputs)
+        record["also_predicted"] = str(extra)
+    (out_dir / "ensemble.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(json.dumps({k: record[k] for k in ("chosen", "score", "public", "private",
+                                             "per_type", "submission")}, indent=1,
+                     default=str))
+    if record.get("also_predicted"):
+        print(f"wrote {record['also_predicted']}")
+
+
+if __name__ == "__main__":
+    main()
