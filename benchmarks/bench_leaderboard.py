@@ -103,6 +103,7 @@ def bench_throughput(root: Path, n: int, tracked: bool) -> float:
     comp_dir = prepare("demo-nuclei", root / f"throughput-{'tracked' if tracked else 'bare'}")
     comp = PreparedCompetition.open(comp_dir)
     comp.config.rules.daily_limit = n + 2
+    comp.config.rules.uploads_per_hour = n + 2  # one team uploads n + 1 files at once
     store = Board(comp)
     sample = (comp.public_dir / "sample_submission.csv").read_text()
     first_id = sample.splitlines()[1].split(",")[0]

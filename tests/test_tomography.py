@@ -638,6 +638,41 @@ def test_submit_to_the_board_and_naive_beats_the_sample(comp_dir, tmp_path):
     assert day_one.public_score > sample.public_score > 0.2
 
 
+def test_queued_volume_is_scored_on_a_dask_worker(comp_dir, tmp_path):
+    """With a cluster configured (here a LocalCluster of one worker process), a queued volume
+    is scored there, and scores what it scores in this process."""
+    import time
+
+    from competition.board.board import Board
+    from competition.jobs.dispatcher import Dispatcher
+    from competition.jobs.runners import DaskRunner
+
+    comp = PreparedCompetition.open(shutil.copytree(comp_dir, tmp_path / "c"))
+    board = Board(comp)
+    naive = tmp_path / "naive.zip"
+    naive.write_bytes(comp.task.naive_submission(comp.public_dir))
+    queued = board.submissions.submit(naive, "owls", queue=True)
+    assert queued.status == "queued"
+    runner = DaskRunner(workers=1)
+    dispatcher = Dispatcher(board, runner, poll_seconds=0.1)
+    dispatcher.start()
+    try:
+        deadline = time.monotonic() + 120
+        while (time.monotonic() < deadline
+               and board.submissions.get(queued.id)["status"] != "scored"):
+            time.sleep(0.2)
+        workers = runner.client.run(lambda: "competition.tasks.tomography.scoring" in
+                                    __import__("sys").modules)
+    finally:
+        dispatcher.stop()
+        runner.close()
+    row = board.submissions.get(queued.id)
+    assert row["status"] == "scored", row.get("error")
+    assert list(workers.values()) == [True]  # the worker process did the scoring
+    expected = scoring.score(comp, naive)
+    assert row["public_score"] == pytest.approx(expected.public, abs=1e-12)
+
+
 # --- baselines ------------------------------------------------------------------------------------
 
 def test_blockwise_prediction_equals_whole_volume_prediction():
@@ -664,13 +699,20 @@ def test_blockwise_prediction_equals_whole_volume_prediction():
         assert blocks.shape == (*volume.shape, 3)
 
 
-@pytest.mark.parametrize("entry", ["tomo_unet2d", "tomo_unet25d", "tomo_unet3d"])
-def test_smoke_run_of_each_baseline(comp_dir, tmp_path, entry):
+@pytest.mark.parametrize("config", ["config.yaml", "unet25d.yaml", "unet3d.yaml"])
+def test_smoke_run_of_each_baseline(comp_dir, tmp_path, config):
+    """Each configuration's network (2-D, 2.5-D, 3-D), shrunk by smoke.yaml's settings."""
+    from competition.training.entries import resolve_config
     from competition.training.run import run
 
     comp = Path(shutil.copytree(comp_dir, tmp_path / "c"))
-    folder = REPO / "submissions" / entry
-    record = run(comp, folder, folder / "smoke.yaml", team=f"smoke-{entry}")
+    folder = REPO / "submissions" / "tomo_unet"
+    shape = resolve_config(folder, "tomography",
+                           None if config == "config.yaml" else folder / config)
+    overrides = [f"{k}={json.dumps(shape[k])}" for k in ("dims", "context")]
+    record = run(comp, folder, folder / "smoke.yaml", overrides=overrides,
+                 team=f"smoke-{config}")
+    assert record["config"]["dims"] == shape["dims"]
     assert record["status"] == "scored", record.get("error")
     assert record["public_score"] is not None
     run_json = json.loads((Path(record["submission"]).parent / "run.json").read_text())

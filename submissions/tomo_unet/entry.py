@@ -1,7 +1,9 @@
 """U-Net baseline for the tomography task (matrix, fibre, pore), in the dimensionality its
-config.yaml sets: `dims: 2` (slices), `2.5` (neighbouring slices as channels) or `3` (blocks).
-Run it with `competition run DIR submissions/ENTRY`; the networks, patch sampling and the
-block-wise whole-volume prediction (dask, overlapping halos) are in `models/volumetric.py`.
+configuration sets: `dims: 2` (slices, config.yaml), `2.5` (neighbouring slices as channels,
+unet25d.yaml) or `3` (blocks, unet3d.yaml). Run it with `competition run DIR
+submissions/tomo_unet [--config submissions/tomo_unet/unet3d.yaml]`; the networks, patch
+sampling and the block-wise whole-volume prediction (dask, overlapping halos) are in
+`models/volumetric.py`.
 
 Training reads the training volume (`train.volume`, `train.labels`: zarr arrays, z y x) into
 memory as stored (uint8), at most `max_train_voxels` of it. Test volumes are predicted block by
