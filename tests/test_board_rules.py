@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import multiprocessing
 import os
 import re
 import tracemalloc
@@ -41,6 +40,7 @@ from competition.board.store.files import FILES_DIR, stage_file
 from competition.board.store.schema import score_history, submissions, teams, uploads
 from competition.errors import SubmissionError
 from competition.formats.files import Limits, SubmissionFile
+from tests.processes import clean_context
 from tests.test_bad_input import run_cli
 from tests.test_store import make_comp, variant
 
@@ -167,7 +167,7 @@ def test_the_hourly_limit_holds_under_concurrent_processes(demo_dirs, tmp_path, 
     # Invalid and valid files alike: every upload counts.
     paths = [bad_file(tmp_path, f"bad{k}.csv", f"nonsense {k}\n") if k % 2
              else variant(comp, tmp_path, k) for k in range(12)]
-    ctx = multiprocessing.get_context("fork")
+    ctx = clean_context()
     barrier, queue = ctx.Barrier(len(paths)), ctx.Queue()
     procs = [ctx.Process(target=_upload_in_process,
                          args=(comp, store_url, path, "owls", barrier, queue))
@@ -303,7 +303,7 @@ def test_concurrent_invalid_uploads_never_remove_a_shared_file(demo_dirs, tmp_pa
     file if nothing kept shares it), half are kept: every kept submission's file is there."""
     comp = make_comp(demo_dirs, tmp_path, uploads_per_hour=100)
     board_of(comp, store_url)
-    ctx = multiprocessing.get_context("fork")
+    ctx = clean_context()
     for round_ in range(2):
         path = variant(comp, tmp_path, 10 + round_)
         n = 8
@@ -444,7 +444,7 @@ def test_concurrent_lookalikes_make_one_team(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path)
     board_of(comp, store_url)
     names = ["Owls", *LOOKALIKES]
-    ctx = multiprocessing.get_context("fork")
+    ctx = clean_context()
     barrier, queue = ctx.Barrier(len(names)), ctx.Queue()
     procs = [ctx.Process(target=_create_in_process, args=(comp, store_url, n, barrier, queue))
              for n in names]

@@ -45,3 +45,20 @@ def test_scoring_a_nuclei_csv_loads_no_mesh_or_deep_learning_library(demo_dirs, 
     loaded = top_level(loaded_modules("score", str(demo_dirs["demo-nuclei"]), str(path)))
     assert "numpy" in loaded  # it did score
     assert loaded.isdisjoint({"trimesh", "open3d", "tensorflow", "keras", "mlflow"})
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_tensorflow_log_noise_is_off_unless_verbose(verbose):
+    """The logging the CLI sets up (before any import) silences TensorFlow's C++ INFO lines
+    ("oneDNN custom operations are on", "cpu_feature_guard") and its Python warnings;
+    `--verbose` lets them through."""
+    script = ("from competition.interfaces import logs\n"
+              f"logs.configure(verbose={verbose})\n"
+              "import tensorflow as tf\n"
+              "print(int(tf.reduce_sum(tf.ones((4, 4)))))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == "16"
+    chatter = [line for line in done.stderr.splitlines()
+               if "tensorflow/core" in line or "oneDNN" in line]
+    assert bool(chatter) == verbose, done.stderr[-2000:]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
 import os
 import shutil
 import signal
@@ -23,6 +22,7 @@ from competition.board.context import RuleError
 from competition.board.prepared import PreparedCompetition
 from competition.board.store.schema import score_history, submissions, teams
 from competition.board.submissions import Submissions
+from tests.processes import clean_context
 from tests.test_bad_input import nuclei_valid, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,7 +163,7 @@ def test_fifty_concurrent_processes_lose_and_duplicate_nothing(demo_dirs, tmp_pa
     comp = make_comp(demo_dirs, tmp_path, daily_limit=5)
     open_board(comp, store_url)  # create the schema once, as `prepare` users would
     paths = [variant(comp, tmp_path, k) for k in range(50)]
-    ctx = multiprocessing.get_context("fork")
+    ctx = clean_context()
     barrier, queue = ctx.Barrier(50), ctx.Queue()
     procs = [ctx.Process(target=_submit_in_process,
                          args=(comp, store_url, paths[k], f"team{k % 5}", barrier, queue))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import multiprocessing
 import re
 import shutil
 from collections import Counter
@@ -22,6 +21,7 @@ from competition.board.prepared import PreparedCompetition
 from competition.errors import ConfigError
 from competition.tracking import config as tracking_config
 from competition.tracking import runs as tracking
+from tests.processes import clean_context
 from tests.test_bad_input import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -324,7 +324,7 @@ def test_concurrent_submissions_lose_no_run(demo_dirs, tmp_path, monkeypatch):
         path = tmp_path / f"variant{k}.csv"
         path.write_text(base + f"{first},{k + 1} 1\n")
         paths.append(path)
-    ctx = multiprocessing.get_context("fork")
+    ctx = clean_context()
     barrier, queue = ctx.Barrier(PARALLEL), ctx.Queue()
     procs = [ctx.Process(target=_submit, args=(comp.root, paths[k], f"team{k}", barrier,
                                                 queue)) for k in range(PARALLEL)]
