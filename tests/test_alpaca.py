@@ -192,14 +192,22 @@ def test_cross_estimates_script_writes_a_landmark_csv(demo_dirs, tmp_path):
     train = demo_train(comp)
     out = tmp_path / "estimates.csv"
     script = FOLDER / "cross_estimates.py"
-    done = subprocess.run([sys.executable, script, comp, "--out", out, "--config",
-                           FOLDER / "smoke.yaml", "--set", "principal_axes_starts=true"],
-                          capture_output=True, text=True, timeout=600)
+    command = [sys.executable, script, comp, "--out", out, "--config", FOLDER / "smoke.yaml",
+               "--set", "principal_axes_starts=true", "--cache", tmp_path / "cache"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert "8 specimens" in done.stderr and "mean" in done.stderr
     points, _ = landmarks_csv.read_points(out.read_bytes(),
                                           expected={i: train.landmarks for i in train.ids})
     assert sorted(points) == sorted(train.ids)
+    # One template per left-out specimen, each transfer kept; a rerun reads them back.
+    cached = {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*/*.npz")}
+    assert len(cached) == 8
+    first = out.read_bytes()
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert out.read_bytes() == first
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*/*.npz")} == cached
     bad = subprocess.run([sys.executable, script, tmp_path / "missing", "--out", out],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr

@@ -72,6 +72,27 @@ def test_real_landmarks_map_back_to_the_surface():
     assert np.median(errors) < 0.1, errors  # 2 mm window: 0.018 mm per pixel
 
 
+def test_surface_renders_its_neighbourhood_exactly_as_the_whole_mesh():
+    """Surface.render draws from the vertices a view can reach: the same bytes as `render`
+    on the whole mesh, for every view, shift and seed."""
+    source = shared("mouse_skulls")
+    ply = sorted((source / "Models").glob("*.ply"))[1]
+    mesh, _, _ = meshes.drop_nonfinite(meshes.read_mesh(ply.read_bytes(), str(ply)))
+    surface = patches.Surface.of(np.asarray(mesh.vertices), np.asarray(mesh.faces))
+    rng = np.random.default_rng(0)
+    for k, vertex in enumerate(rng.choice(len(surface.vertices), 4, replace=False)):
+        centre = surface.vertices[vertex] + rng.normal(0, 0.2, 3)
+        seed = None if k % 2 else np.array([0.0, 1.0, 0.0])
+        for view in patches.views(radii=(1.0, 2.0, 4.0), shift=1.5):
+            fast = surface.render(centre, view, seed)
+            whole = patches.render(surface.vertices, surface.faces, centre, view.radius,
+                                   view.shift, surface.normals, surface.curvature, seed)
+            assert np.array_equal(fast.image, whole.image)
+            assert np.array_equal(fast.height, whole.height, equal_nan=True)
+            assert np.array_equal(fast.axes, whole.axes)
+            assert fast.image.any()
+
+
 def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys):
     import csv
 

@@ -18,7 +18,7 @@ specimen, however the specimen arrived.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numba
@@ -139,7 +139,9 @@ def obscurance(height: np.ndarray, mm_per_pixel: float, reach_px: int = 12,
             shifted[max(-sy, 0): SIZE + min(-sy, 0), max(-sx, 0): SIZE + min(-sx, 0)] = src
             with np.errstate(invalid="ignore"):
                 rise = (shifted - filled) / (step * mm_per_pixel * np.hypot(dx, dy))
-            steepest = np.maximum(steepest, np.nan_to_num(rise, nan=0, neginf=0, posinf=0))
+            # fmax skips NaN (no surface either side) and -inf (none beside); +inf appears
+            # only where this pixel has no surface, which the image leaves black anyway.
+            steepest = np.fmax(steepest, rise)
         total += np.arctan(steepest) / (np.pi / 2)
     return total / directions
 
@@ -167,12 +169,16 @@ def least_aligned_axis(direction: np.ndarray) -> np.ndarray:
 
 def render(vertices: np.ndarray, faces: np.ndarray, centre: np.ndarray, radius: float,
            shift: tuple[float, float] = (0.0, 0.0), normals: np.ndarray | None = None,
-           curvature: np.ndarray | None = None, seed: np.ndarray | None = None) -> Patch:
+           curvature: np.ndarray | None = None, seed: np.ndarray | None = None,
+           curvature_scale: float | None = None) -> Patch:
     """The patch of the surface within `radius` (mm) of `centre`, viewed along its mean
     normal (image x from `seed`, see `frame`); `shift` (mm, in the image plane) moves the
-    window, not the frame."""
+    window, not the frame. `curvature_scale`: the whole surface's 95th percentile of
+    |curvature| (default: of the vertices given)."""
     normals = vertex_normals(vertices, faces) if normals is None else normals
     curvature = vertex_curvature(vertices, faces, normals) if curvature is None else curvature
+    if curvature_scale is None:
+        curvature_scale = float(np.percentile(np.abs(curvature), 95))
     axes = frame(vertices, normals, centre, radius, seed)
     window = centre + shift[0] * axes[0] + shift[1] * axes[1]
     mm_per_pixel = 2 * radius / (SIZE - 1)
@@ -189,7 +195,7 @@ def render(vertices: np.ndarray, faces: np.ndarray, centre: np.ndarray, radius: 
     height = np.where(np.isfinite(height), height, np.nan)
     surface = np.isfinite(height)
     occ = obscurance(height, mm_per_pixel)
-    curv = np.tanh(drawn[..., 0] / max(np.percentile(np.abs(curvature), 95), 1e-12))
+    curv = np.tanh(drawn[..., 0] / max(curvature_scale, 1e-12))
     rgb = np.stack([1 - occ, (curv + 1) / 2, drawn[..., 1]], axis=-1)
     image = np.where(surface[..., None], np.clip(rgb, 0, 1) * 255, 0).astype(np.uint8)
     return Patch(image, height, window, axes, mm_per_pixel)
@@ -218,6 +224,8 @@ class Surface:
     faces: np.ndarray
     normals: np.ndarray
     curvature: np.ndarray
+    _tree: cKDTree | None = field(default=None, repr=False, compare=False)
+    _scale: float | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def of(cls, vertices: np.ndarray, faces: np.ndarray) -> Surface:
@@ -227,8 +235,28 @@ class Surface:
         return cls(vertices, faces, normals, vertex_curvature(vertices, faces, normals))
 
     def render(self, centre: np.ndarray, view: View, seed: np.ndarray | None = None) -> Patch:
-        return render(self.vertices, self.faces, np.asarray(centre, float), view.radius,
-                      view.shift, self.normals, self.curvature, seed)
+        """`render` on the part of the surface a view can reach (the same image as on the
+        whole mesh, several times faster: a skull has some 80,000 vertices, a window a few
+        hundred)."""
+        centre = np.asarray(centre, float)
+        if self._tree is None:
+            from scipy.spatial import cKDTree
+
+            self._tree = cKDTree(self.vertices)
+            self._scale = float(np.percentile(np.abs(self.curvature), 95))
+        # The view's box (half-width 1.05 radius, depth radius, around the shifted window)
+        # lies within this ball around the centre, and so does the frame's neighbourhood.
+        reach = float(np.hypot(*view.shift)) + 1.8 * view.radius
+        near = np.zeros(len(self.vertices), bool)
+        near[self._tree.query_ball_point(centre, reach)] = True
+        faces = self.faces[near[self.faces].any(axis=1)]
+        mask = np.zeros(len(self.vertices), bool)
+        mask[faces] = True
+        used = np.flatnonzero(mask)  # sorted: the vertices keep their order
+        index = np.full(len(self.vertices), -1, np.int64)
+        index[used] = np.arange(len(used))
+        return render(self.vertices[used], index[faces], centre, view.radius, view.shift,
+                      self.normals[used], self.curvature[used], seed, self._scale)
 
     def moved(self, pose: tuple[np.ndarray, np.ndarray]) -> Surface:
         """The same surface rigidly moved (normals turn with it; curvature does not change)."""

@@ -90,3 +90,36 @@ def per_landmark(d: np.ndarray) -> dict[str, np.ndarray]:
         "mean": d.mean(axis=0),
         "median": np.median(d, axis=0),
     }
+
+
+def win_rate_interval(wins: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The exact (Clopper-Pearson) binomial interval of a win rate, in percent.
+
+    Examples
+    --------
+    >>> low, high = win_rate_interval(8, 10)
+    >>> round(low, 1), round(high, 1)
+    (44.4, 97.5)
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    from scipy.stats import binomtest
+
+    ci = binomtest(int(wins), int(n)).proportion_ci(confidence, method="exact")
+    return 100.0 * float(ci.low), 100.0 * float(ci.high)
+
+
+def paired_test(errors_a: np.ndarray, errors_b: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p value of paired errors (e.g. per-specimen mean
+    errors of two methods; a specimen's points are not independent, so pair specimens, not
+    points). 1.0 where every pair is equal; NaN for fewer than two pairs."""
+    a, b = np.asarray(errors_a, np.float64), np.asarray(errors_b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError("paired errors differ in shape")
+    if a.size < 2:
+        return float("nan")
+    if np.all(a == b):
+        return 1.0
+    from scipy.stats import wilcoxon
+
+    return float(wilcoxon(a, b).pvalue)

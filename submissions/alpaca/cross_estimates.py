@@ -5,6 +5,10 @@ errors (`submissions/xception_landmarks`: `--set training_estimates=FILE`).
 
     python submissions/alpaca/cross_estimates.py data/mouse-landmarks --out estimates.csv
     python submissions/alpaca/cross_estimates.py DIR --out F --config submissions/alpaca/smoke.yaml
+    python submissions/alpaca/cross_estimates.py DIR --out F --cache data/landmarks-cv/transfers
+
+`--cache` keeps (and reuses) every transfer, keyed by template and target name: e.g. those
+of benchmarks/landmarks_cv.py, run on the same meshes.
 """
 
 from __future__ import annotations
@@ -30,7 +34,10 @@ def main(directory: Path = typer.Argument(..., help="A prepared landmark competi
          out: Path = typer.Option(..., help="The landmark CSV to write."),
          config: Path | None = typer.Option(None, help="A configuration on top of "
                                             "config.yaml (e.g. smoke.yaml)."),
-         set_: list[str] = typer.Option([], "--set", help="key=value overrides.")) -> None:
+         set_: list[str] = typer.Option([], "--set", help="key=value overrides."),
+         cache: Path | None = typer.Option(None, help="A folder of cached transfers "
+                                           "(benchmarks/landmarks_cv.py's OUT/transfers).")
+         ) -> None:
     err = Console(stderr=True)
     try:
         comp = PreparedCompetition.open(directory)
@@ -40,8 +47,10 @@ def main(directory: Path = typer.Argument(..., help="A prepared landmark competi
             raise CompetitionError(f"{directory}: leave-one-out needs two training specimens")
         with Progress(console=err, transient=True, disable=not err.is_terminal) as bar:
             task = bar.add_task("ALPACA, leaving each specimen out", total=len(train.ids))
-            estimates = load_entry(HERE).cross_estimates(
-                train, settings, progress=lambda _: bar.advance(task))
+            entry = load_entry(HERE)
+            kept = None if cache is None else entry.TransferCache.for_settings(cache, settings)
+            estimates = entry.cross_estimates(
+                train, settings, progress=lambda _: bar.advance(task), cache=kept)
     except CompetitionError as e:
         err.print("[red]error:[/]", escape(str(e)), soft_wrap=True)
         sys.exit(2)

@@ -9,12 +9,16 @@ normals (radius 2 voxels) and FPFH features (radius 5 voxels); RANSAC on feature
 point drift deformable registration (alpha 2, beta 2, 100 iterations); the template's
 landmarks follow the same rigid motion and deformation field; optionally projected onto the
 target surface (nearest vertex). Several templates (MALPACA): the median of their estimates.
-Templates are the most typical training specimens (closest to the Procrustes mean shape).
+One template is the most typical training specimen (closest to the Procrustes mean shape);
+several are chosen by k-means clustering of the Procrustes-aligned shapes (MALPACA).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -28,25 +32,45 @@ def fit(task, train, config, on_epoch=None):
 
 
 def choose_templates(train, config):
-    """The most typical training specimens (`templates` of them) with their landmarks."""
-    order = typical_order(train.points)
-    chosen = order[: config["templates"]]
+    """The training specimens that serve as templates, with their landmarks."""
+    chosen = template_indices(train.points, config["templates"], config["seed"])
     return {"templates": [(train.ids[k], np.asarray(train.meshes[k].vertices),
                            train.points[k]) for k in chosen]}
 
 
-def typical_order(points: np.ndarray) -> list[int]:
-    """Specimens by their Procrustes distance to the mean shape, most typical first."""
-    shapes = [p - p.mean(axis=0) for p in points]
+def template_indices(points: np.ndarray, count: int, seed: int = 0) -> list[int]:
+    """One template: the most typical specimen (closest to the Procrustes mean shape). More
+    (MALPACA, Zhang et al. 2022): k-means clusters of the Procrustes-aligned shapes, and in
+    each cluster the specimen closest to its centre, so that the templates span the
+    sample's variation instead of crowding at its mean."""
+    aligned, mean = procrustes_aligned(points)
+    if count <= 1 or count >= len(points):
+        order = np.argsort(np.linalg.norm(aligned - mean, axis=(1, 2)))
+        return [int(k) for k in order[:max(count, 1)]]
+    from scipy.cluster.vq import kmeans2
+
+    flat = aligned.reshape(len(aligned), -1)
+    centres, labels = kmeans2(flat, count, minit="++", seed=seed)
+    chosen = []
+    for c in range(count):
+        members = np.flatnonzero(labels == c)
+        if len(members):
+            chosen.append(int(members[np.argmin(np.linalg.norm(flat[members] - centres[c],
+                                                               axis=1))]))
+    return sorted(chosen)
+
+
+def procrustes_aligned(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Shapes centred, scaled to unit size and rotated onto their mean (generalised
+    Procrustes), and that mean."""
+    shapes = [p - p.mean(axis=0) for p in np.asarray(points, float)]
     shapes = [s / np.linalg.norm(s) for s in shapes]
     mean = shapes[0]
     for _ in range(5):  # generalised Procrustes: align to the mean, re-average
         aligned = [procrustes.apply(s, procrustes.rigid_fit(s, mean)) for s in shapes]
         mean = np.mean(aligned, axis=0)
         mean /= np.linalg.norm(mean)
-    distances = [np.linalg.norm(procrustes.apply(s, procrustes.rigid_fit(s, mean)) - mean)
-                 for s in shapes]
-    return list(np.argsort(distances))
+    return np.array([procrustes.apply(s, procrustes.rigid_fit(s, mean)) for s in shapes]), mean
 
 
 def diagonal(points: np.ndarray) -> float:
@@ -186,19 +210,66 @@ def low_rank_cpd(base):
     return LowRankCPD
 
 
+class TransferCache:
+    """ALPACA transfers on disk, one .npz (points, seconds) per (template, target, seed), for
+    evaluations that need a transfer more than once (cross-validation, leave-one-out). One
+    cache serves one set of meshes: keys are specimen names."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def for_settings(cls, root: Path, config: dict) -> TransferCache:
+        """The cache under `root` of these registration settings (a hash of them; not of the
+        template count: a transfer is one template's)."""
+        relevant = {k: v for k, v in sorted(config.items()) if k not in {"templates", "tasks"}}
+        text = json.dumps(relevant, sort_keys=True, default=str)
+        return cls(Path(root) / hashlib.sha256(text.encode()).hexdigest()[:12])
+
+    def path(self, key: tuple[str, str, int]) -> Path:
+        template, target, seed = key
+        return self.folder / f"{template}__{target}__{seed}.npz"
+
+    def get(self, key: tuple[str, str, int]) -> np.ndarray | None:
+        path = self.path(key)
+        if not path.is_file():
+            return None
+        with np.load(path) as stored:
+            return np.asarray(stored["points"])
+
+    def put(self, key: tuple[str, str, int], points: np.ndarray, seconds: float = 0.0) -> None:
+        tmp = self.path(key).with_suffix(".tmp.npz")
+        np.savez(tmp, points=points, seconds=seconds)
+        tmp.replace(self.path(key))  # whole or absent, however the run is stopped
+
+    def seconds(self, key: tuple[str, str, int]) -> float:
+        with np.load(self.path(key)) as stored:
+            return float(stored["seconds"])
+
+
 def predict(task, model, inputs, config):
     return place(model, inputs, config)
 
 
-def place(model, inputs, config):
-    """Each input specimen's landmarks: transferred from every template, their median."""
+def place(model, inputs, config, cache=None):
+    """Each input specimen's landmarks: transferred from every template, their median.
+    `cache` (optional; `get(key)` and `put(key, points)`, key = (template, specimen, seed))
+    keeps transfers that an evaluation needs more than once."""
     out = {}
     seconds = []
     for specimen, mesh in zip(inputs.ids, inputs.meshes, strict=True):
         start = time.perf_counter()
         vertices = np.asarray(mesh.vertices)
-        estimates = [transfer(tv, tl, vertices, config, seed=config["seed"] + k)[0]
-                     for k, (_, tv, tl) in enumerate(model["templates"])]
+        estimates = []
+        for k, (template, tv, tl) in enumerate(model["templates"]):
+            key = (template, specimen, config["seed"] + k)
+            found = None if cache is None else cache.get(key)
+            if found is None:
+                found = transfer(tv, tl, vertices, config, seed=key[2])[0]
+                if cache is not None:
+                    cache.put(key, found)
+            estimates.append(found)
         points = np.median(estimates, axis=0)
         if config["project"]:
             _, nearest = cKDTree(vertices).query(points)
@@ -209,7 +280,7 @@ def place(model, inputs, config):
     return out
 
 
-def cross_estimates(train, config, progress=None) -> np.ndarray:
+def cross_estimates(train, config, progress=None, cache=None) -> np.ndarray:
     """Leave-one-out estimates of the training specimens: each one landmarked from templates
     chosen among the others, as a test specimen would be. (specimens, landmarks, 3); what a
     refiner trains on, so that its training estimates err the way ALPACA's do."""
@@ -219,7 +290,8 @@ def cross_estimates(train, config, progress=None) -> np.ndarray:
         others = type(train)([train.ids[j] for j in rest], [train.meshes[j] for j in rest],
                              train.landmarks, train.points[rest])
         target = type(train)([train.ids[k]], [train.meshes[k]], train.landmarks)
-        out[k] = place(choose_templates(others, config), target, config)[train.ids[k]]
+        out[k] = place(choose_templates(others, config), target, config,
+                       cache)[train.ids[k]]
         if progress is not None:
             progress(k)
     return out

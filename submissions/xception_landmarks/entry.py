@@ -98,6 +98,20 @@ def training_estimates(task, train, config) -> np.ndarray:
     return np.array([given[i] for i in train.ids])
 
 
+def shown(image: np.ndarray, config, rng: np.random.Generator) -> np.ndarray:
+    """The patch as the CNN sees it. `images: noise` or `constant` replace it (the ablation
+    that tells whether the images help at all: what such a model learns is only where each
+    landmark and view lies on average)."""
+    how = config.get("images", "real")
+    if how == "real":
+        return image
+    if how == "noise":
+        return rng.integers(0, 256, image.shape, dtype=np.uint8)
+    if how == "constant":
+        return np.full_like(image, 128)
+    raise CompetitionError(f"images {how!r}: real, noise or constant")
+
+
 def kinds_of(config, names) -> int:
     """Output kinds: one (the published model), or one per landmark and view."""
     return 1 if config["outputs"] == "one" else len(names) * len(_views(config))
@@ -121,7 +135,7 @@ def training_patches(surfaces, truths, estimates, index, seeds, config, rng):
                     centre = jittered_estimate(surface, centre, config["jitter_mm"], rng, tree)
                 for v, view in enumerate(_views(config)):
                     patch = surface.render(centre, view, seeds[j])
-                    images.append(patch.image)
+                    images.append(shown(patch.image, config, rng))
                     targets.append(patch.to_pixel(truth[k])[0] / (SIZE - 1) * 2 - 1)
                     which.append(j * len(_views(config)) + v)
                     groups.append(s)
@@ -186,6 +200,7 @@ def transfer_weights(source: keras.Model, target: keras.Model) -> int:
 def fit(task, train, config, on_epoch=None):
     if config["shrink"] != "auto" and not 0 <= float(config["shrink"]) <= 1:
         raise CompetitionError(f"shrink {config['shrink']}: auto or a number in [0, 1]")
+    shown(np.zeros((1, 1, 3), np.uint8), config, rng=np.random.default_rng())  # checks it
     keras.utils.set_random_seed(config["seed"])
     rng = np.random.default_rng(config["seed"])
     names = chosen_landmarks(train.landmarks, config)
@@ -262,12 +277,13 @@ def refine(refiner: Refiner, mesh, estimates: np.ndarray, shrinks=None):
                                   refiner.mean)
     config = refiner.config
     batch, which, patches = [], [], []
+    rng = np.random.default_rng(config["seed"])
     for j, name in enumerate(refiner.names):
         k = refiner.landmarks.index(name)
         for v, view in enumerate(_views(config)):
             patch = surface.render(placed[k], view, refiner.seeds[j])
             patches.append(patch)
-            batch.append(patch.image)
+            batch.append(shown(patch.image, config, rng))
             which.append(j * len(_views(config)) + v)
     scaled = np.asarray(refiner.model.predict(
         model_inputs(batch, which, kinds_of(config, refiner.names)), batch_size=32, verbose=0))

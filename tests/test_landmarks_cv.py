@@ -1,0 +1,229 @@
+"""The cross-validated landmark evaluation: folds, the bias-correction ablation, MALPACA's
+templates, the statistics, the images-free refiner, and the organizers' script on the demo
+skulls."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import typer
+from scipy.spatial.transform import Rotation
+from typer.testing import CliRunner
+
+from competition.board.prepared import PreparedCompetition
+from competition.formats import landmarks_csv
+from competition.landmark_imaging import bias, evaluation
+from competition.metrics import landmarks as metric
+from competition.tracking import config as tracking_config
+from competition.training import entries
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shapes(count: int, seed: int = 0, landmarks: int = 12) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    base = rng.normal(0, 10, (landmarks, 3))
+    return np.array([base + rng.normal(0, 0.3, base.shape) for _ in range(count)])
+
+
+def test_folds_cover_every_specimen_once_fixed_by_seed():
+    parts = evaluation.folds(62, 5, seed=0)
+    assert sorted(len(p) for p in parts) == [12, 12, 12, 13, 13]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(62))
+    again = evaluation.folds(62, 5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in
+                   zip(parts, evaluation.folds(62, 5, seed=1), strict=True))
+    with pytest.raises(ValueError):
+        evaluation.folds(4, 5, seed=0)
+
+
+def test_bias_correction_learns_a_systematic_offset_in_the_common_pose():
+    truths = shapes(20)
+    rng = np.random.default_rng(1)
+    offset = rng.normal(0, 0.4, truths.shape[1:])  # each landmark's own systematic error
+    estimates, posed_truths = [], []
+    for k, truth in enumerate(truths):
+        # Every specimen arrives in its own pose; the error is systematic in the shape's frame.
+        rotation = Rotation.random(rng=k).as_matrix()
+        estimate = truth - offset + rng.normal(0, 0.05, truth.shape)
+        estimates.append(estimate @ rotation.T + k)
+        posed_truths.append(truth @ rotation.T + k)
+    estimates, posed_truths = np.array(estimates), np.array(posed_truths)
+    correction = bias.learn(estimates[:15], posed_truths[:15])
+    assert correction.share >= 0.8
+    assert bias.learn(estimates[:15], posed_truths[:15], criterion="error").share >= 0.8
+    with pytest.raises(ValueError, match="wins or error"):
+        bias.learn(estimates, posed_truths, criterion="median")
+    before = np.linalg.norm(estimates[15:] - posed_truths[15:], axis=2)
+    after = np.linalg.norm(np.array([correction.apply(e) for e in estimates[15:]])
+                           - posed_truths[15:], axis=2)
+    assert after.mean() < 0.4 * before.mean()
+    assert metric.win_rate(after, before).percent > 90
+
+
+def test_bias_correction_without_a_systematic_error_keeps_the_estimates_close():
+    truths = shapes(12, seed=2)
+    rng = np.random.default_rng(3)
+    estimates = truths + rng.normal(0, 0.3, truths.shape)  # errors with no common direction
+    correction = bias.learn(estimates, truths)
+    moved = np.linalg.norm(correction.share * correction.offsets, axis=1)
+    assert moved.mean() < 0.2  # a share of offsets that average out
+
+
+def test_compare_win_rates_intervals_and_paired_tests():
+    rng = np.random.default_rng(0)
+    reference = rng.uniform(0.2, 0.6, (30, 4))
+    better = reference * 0.8
+    mixed = reference * rng.choice([0.9, 1.1], reference.shape)
+    summary = evaluation.compare({"alpaca": reference, "better": better, "mixed": mixed},
+                                 ["a", "b", "c", "d"], "alpaca",
+                                 against=[("better", "mixed"), ("better", "absent")])
+    good = summary["methods"]["better"]
+    assert good["win_rate"] == 100.0 and good["wins"] == 120
+    low, high = good["win_rate_ci"]
+    assert 96 < low < 100 and high == 100.0
+    assert good["p_specimens"] < 1e-6
+    assert summary["methods"]["mixed"]["p_specimens"] > 0.001
+    assert len(good["per_landmark_win_rate"]) == 4 and all(p < 0.01 for p in
+                                                          good["per_landmark_p"])
+    assert list(summary["pairs"]) == ["better vs mixed"]  # a missing method is left out
+    table = evaluation.markdown_table(summary)
+    assert table.count("\n") == 2 + 4 + 1 and "**100.0 %** (" in table
+
+
+def test_paired_test_edge_cases():
+    assert metric.paired_test(np.ones(5), np.ones(5)) == 1.0
+    assert np.isnan(metric.paired_test(np.ones(1), np.zeros(1)))
+    assert metric.win_rate_interval(0, 0) != metric.win_rate_interval(0, 0)  # NaNs
+
+
+def test_malpaca_templates_span_the_shape_clusters():
+    alpaca = entries.load_entry(REPO / "submissions" / "alpaca")
+    rng = np.random.default_rng(0)
+    base = rng.normal(0, 10, (15, 3))
+    groups = [base + rng.normal(0, 2.0, base.shape) for _ in range(3)]
+    points = np.array([groups[k % 3] + rng.normal(0, 0.05, base.shape) for k in range(18)])
+    chosen = alpaca.template_indices(points, 3, seed=0)
+    assert sorted(k % 3 for k in chosen) == [0, 1, 2]  # one from each cluster
+    single = alpaca.template_indices(points, 1)
+    aligned, mean = alpaca.procrustes_aligned(points)
+    assert single == [int(np.argmin(np.linalg.norm(aligned - mean, axis=(1, 2))))]
+
+
+def test_refiner_images_ablation_replaces_every_patch():
+    refiner = entries.load_entry(REPO / "submissions" / "xception_landmarks")
+    image = np.arange(2 * 2 * 3, dtype=np.uint8).reshape(2, 2, 3)
+    rng = np.random.default_rng(0)
+    assert refiner.shown(image, {"images": "real"}, rng) is image
+    assert (refiner.shown(image, {"images": "constant"}, rng) == 128).all()
+    noise = refiner.shown(np.zeros((64, 64, 3), np.uint8), {"images": "noise"}, rng)
+    assert noise.dtype == np.uint8 and noise.std() > 50
+    with pytest.raises(Exception, match="real, noise or constant"):
+        refiner.shown(image, {"images": "blank"}, rng)
+
+
+def script_cli() -> typer.Typer:
+    """benchmarks/landmarks_cv.py as a command, run in this process (so with `--workers 1`:
+    a worker process could not import a module loaded from a path)."""
+    spec = importlib.util.spec_from_file_location(
+        "landmarks_cv", REPO / "benchmarks" / "landmarks_cv.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    app = typer.Typer()
+    app.command()(module.main)
+    return app
+
+
+@pytest.mark.usefixtures("open3d")
+def test_cross_validation_script_on_the_demo_skulls(demo_dirs, tmp_path):
+    source = demo_dirs["demo-landmarks"] / "public" / "train"  # Models/ and LMs/
+    out = tmp_path / "cv"
+    args = [str(source), "--out", str(out), "--folds", "2", "--workers", "1",
+            "--methods", "alpaca,malpaca,bias,bias-error,refiner,noise", "--malpaca", "2",
+            "--alpaca-config", str(REPO / "submissions/alpaca/smoke.yaml"),
+            "--refiner-config", str(REPO / "submissions/xception_landmarks/smoke.yaml"),
+            "--set", "training_estimates=alpaca", "--set", "validation_specimens=1",
+            "--set", "epochs=1", "--no-mlflow"]
+    app = script_cli()
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    specimens = summary["specimens_ids"]
+    held = [s for fold in summary["fold_info"] for s in fold["held_out"]]
+    assert sorted(held) == sorted(specimens)  # each predicted once, while held out
+    assert set(summary["methods"]) == {"alpaca", "malpaca", "bias", "bias-error", "refiner",
+                                       "noise"}
+    assert {"refiner vs bias", "refiner vs noise", "refiner vs bias-error"} <= set(
+        summary["pairs"])
+    for fold in summary["fold_info"]:  # templates come from the other fold only
+        for names in fold["templates"].values():
+            assert not set(names) & set(fold["held_out"])
+        assert len(fold["templates"]["2"]) == 2 and 0 <= fold["bias_share"] <= 1
+        assert fold["refiner"]["fit_seconds"] > 0 and "shrink" in fold["noise"]
+    cached = list((out / "transfers").glob("*/*.npz"))
+    assert len(cached) == summary["transfers"] > len(specimens)
+    errors = np.load(out / "errors.npz")
+    assert errors["alpaca"].shape == (len(specimens), len(summary["landmarks"]))
+    assert np.isfinite(errors["refiner"]).all()
+    assert summary["methods"]["alpaca"]["mean_error"] == pytest.approx(errors["alpaca"].mean())
+    assert (out / "per_landmark_error.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (out / "per_landmark.csv").read_text().splitlines()
+    assert len(rows) == 1 + len(summary["landmarks"])
+    # A rerun reuses every transfer and fold: same numbers, nothing recomputed.
+    stamps = {p: p.stat().st_mtime_ns for p in cached}
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "0 to run" in again.output
+    assert {p: p.stat().st_mtime_ns for p in cached} == stamps
+    assert json.loads((out / "results.json").read_text())["methods"] == summary["methods"]
+
+
+@pytest.mark.usefixtures("open3d")
+def test_evaluation_on_a_competitions_hidden_split_uses_its_reference(demo_dirs, tmp_path,
+                                                                     monkeypatch):
+    comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
+    comp = PreparedCompetition.open(comp_dir)
+    truths, _ = landmarks_csv.read_points(comp.solution_path.read_bytes(), with_usage=True)
+    # A reference 0.1 mm off along x on every point: ALPACA's errors must be exactly those.
+    shifted = tmp_path / "reference.csv"
+    shifted.write_bytes(landmarks_csv.write_points(
+        [(i, n, p + [0.1, 0, 0]) for i, marks in truths.items() for n, p in marks.items()]))
+    comp.install_reference(shifted)
+    out = tmp_path / "split"
+    store = tmp_path / "mlflow.yaml"  # tracking on, to fresh stores
+    store.write_text(json.dumps({"tracking_uri": "sqlite:///participants.db",
+                                 "organizer_tracking_uri": "sqlite:///organizers.db",
+                                 "artifact_location": "artifacts",
+                                 "organizer_artifact_location": "organizer-artifacts"}))
+    monkeypatch.setenv(tracking_config.CONFIG_ENV, str(store))
+    monkeypatch.setenv(tracking_config.SWITCH_ENV, "on")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(script_cli(), [
+        str(comp_dir), "--out", str(out), "--methods", "alpaca,bias", "--workers", "1",
+        "--alpaca-config", str(REPO / "submissions/alpaca/smoke.yaml")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "results.json").read_text())
+    assert summary["evaluation"] == "hidden split"
+    assert sorted(summary["specimens_ids"]) == sorted(truths)
+    assert summary["methods"]["alpaca"]["mean_error"] == pytest.approx(0.1)
+    info = summary["fold_info"][0]
+    assert info["alpaca"] == "the competition's reference predictions"
+    assert 0 <= info["bias_share"] <= 1 and info["loo_mean_error"] > 0
+    # Logged to the organizers' store only (it holds every specimen's manual landmarks).
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'organizers.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert len(runs) == 1 and runs[0].data.metrics["alpaca.mean_error"] == pytest.approx(0.1)
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "cv")}
+    assert "cv/per_landmark_error.png" in logged and "cv/table.md" in logged
+    assert not (tmp_path / "participants.db").exists() or not MlflowClient(
+        f"sqlite:///{tmp_path / 'participants.db'}").search_runs(
+        [e.experiment_id for e in MlflowClient(
+            f"sqlite:///{tmp_path / 'participants.db'}").search_experiments()])
