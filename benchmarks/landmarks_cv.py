@@ -57,7 +57,11 @@ from competition.formats import landmarks_csv, meshes  # noqa: E402
 from competition.landmark_imaging import bias, evaluation  # noqa: E402
 from competition.tasks import get_task  # noqa: E402
 from competition.tasks.landmarks.data import LandmarkData  # noqa: E402
-from competition.tasks.landmarks.prepare import find_specimens, load_clean_mesh  # noqa: E402
+from competition.tasks.landmarks.prepare import (  # noqa: E402
+    TASK_NAME,
+    find_specimens,
+    load_clean_mesh,
+)
 from competition.training.entries import load_entry, resolve_config  # noqa: E402
 
 ALPACA = REPO / "submissions" / "alpaca"
@@ -168,7 +172,7 @@ def load_split(directory: Path) -> tuple[LandmarkData, LandmarkData, np.ndarray 
     from competition.board.prepared import PreparedCompetition
 
     comp = PreparedCompetition.open(directory)
-    if comp.task.name != "landmarks":
+    if comp.task.name != TASK_NAME:
         raise CompetitionError(f"{directory}: a {comp.task.name} competition, not landmarks")
     train = comp.task.load_train(comp.public_dir)
     test = comp.task.load_inputs(comp.public_dir)
@@ -227,7 +231,7 @@ def fold_predictions(train: LandmarkData, test: LandmarkData, methods: list[str]
             info[f"{method}_share"] = correction.share
             done[method] = np.array([correction.apply(e) for e in done["alpaca"]])
     save()
-    task = get_task("landmarks")
+    task = get_task(TASK_NAME)
     refiner = load_entry(REFINER)
     for method, images in TRAINED.items():
         if method not in methods or method in done:
@@ -250,7 +254,7 @@ def fold_predictions(train: LandmarkData, test: LandmarkData, methods: list[str]
 def per_landmark_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     reference = summary["reference"]
-    for k, landmark in enumerate(summary["landmarks"]):
+    for k, landmark in enumerate(summary["landmark_names"]):
         row: dict[str, Any] = {"landmark": landmark}
         for name, m in summary["methods"].items():
             row[f"{name}_mean_error"] = round(m["per_landmark_mean"][k], 4)
@@ -271,7 +275,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = summary["landmarks"]
+    names = summary["landmark_names"]
     x = np.arange(len(names))
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(8, len(names) * 0.25), 7),
                                       sharex=True)
@@ -345,8 +349,8 @@ def main(source: Path = typer.Argument(..., help="Models/*.ply and LMs/ of every
     try:
         started = time.perf_counter()
         alpaca = load_entry(ALPACA)
-        a_config = resolve_config(ALPACA, "landmarks", alpaca_config, [])
-        r_config = resolve_config(REFINER, "landmarks", refiner_config, set_)
+        a_config = resolve_config(ALPACA, TASK_NAME, alpaca_config, [])
+        r_config = resolve_config(REFINER, TASK_NAME, refiner_config, set_)
         cache = alpaca.TransferCache.for_settings(cache_root or out / "transfers", a_config)
         fold_info = []
         if (source / "competition.yaml").is_file():  # the hidden split of a competition

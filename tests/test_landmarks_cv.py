@@ -169,12 +169,12 @@ def test_cross_validation_script_on_the_demo_skulls(demo_dirs, tmp_path):
     cached = list((out / "transfers").glob("*/*.npz"))
     assert len(cached) == summary["transfers"] > len(specimens)
     errors = np.load(out / "errors.npz")
-    assert errors["alpaca"].shape == (len(specimens), len(summary["landmarks"]))
+    assert errors["alpaca"].shape == (len(specimens), len(summary["landmark_names"]))
     assert np.isfinite(errors["refiner"]).all()
     assert summary["methods"]["alpaca"]["mean_error"] == pytest.approx(errors["alpaca"].mean())
     assert (out / "per_landmark_error.png").read_bytes()[:4] == b"\x89PNG"
     rows = (out / "per_landmark.csv").read_text().splitlines()
-    assert len(rows) == 1 + len(summary["landmarks"])
+    assert len(rows) == 1 + len(summary["landmark_names"])
     # A rerun reuses every transfer and fold: same numbers, nothing recomputed.
     stamps = {p: p.stat().st_mtime_ns for p in cached}
     again = CliRunner().invoke(app, args)

@@ -64,7 +64,7 @@ def compare(errors: dict[str, np.ndarray], landmarks: list[str], reference: str,
                 "mean_error_difference": float(a.mean() - b.mean()),
                 "specimens_better": int((a.mean(axis=1) < b.mean(axis=1)).sum()),
                 "win_rate": wins.percent}
-    return {"reference": reference, "landmarks": list(landmarks),
+    return {"reference": reference, "landmark_names": list(landmarks),
             "specimens": int(base.shape[0]), "methods": methods, "pairs": pairs}
 
 
@@ -85,7 +85,7 @@ def markdown_table(summary: dict[str, Any], methods: list[str] | None = None) ->
     def cells(errors: list[float], rates: list[str]) -> str:
         return " | ".join([f"{e:.3f}" for e in errors] + rates)
 
-    for k, landmark in enumerate(summary["landmarks"]):
+    for k, landmark in enumerate(summary["landmark_names"]):
         errors = [summary["methods"][n]["per_landmark_mean"][k] for n in names]
         rates = []
         for n in others:
