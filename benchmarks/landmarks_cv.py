@@ -157,6 +157,19 @@ def run_transfers(data: LandmarkData, needed: set[tuple[str, str, int]], cache: 
             bar.advance(task)
 
 
+def seconds_per_specimen(cache: Any, fold_info: list[dict[str, Any]], count: int,
+                         seed: int) -> float | None:
+    """Mean CPU seconds of one held-out specimen's transfers with `count` templates (a
+    method's time per specimen), from the cached transfers it used."""
+    totals = []
+    for fold in fold_info:
+        for target in fold["held_out"] if str(count) in fold.get("templates", {}) else []:
+            keys = [(t, target, seed + j) for j, t in enumerate(fold["templates"][str(count)])]
+            if all(cache.path(key).is_file() for key in keys):
+                totals.append(sum(cache.seconds(key) for key in keys))
+    return float(np.mean(totals)) if totals else None
+
+
 def write_estimates(path: Path, data: LandmarkData, estimates: np.ndarray) -> Path:
     path.write_bytes(landmarks_csv.write_points(
         [(i, n, estimates[s, k]) for s, i in enumerate(data.ids)
@@ -395,7 +408,10 @@ def main(source: Path = typer.Argument(..., help="Models/*.ply and LMs/ of every
         "folds": None if split else folds, "seed": seed, "specimens_ids": data.ids,
         "transfers": len(needed), "transfer_cpu_hours": sum(seconds) / 3600,
         "seconds_per_transfer": float(np.mean(seconds)) if seconds else None,
-        "alpaca_seconds_per_specimen": float(np.mean(seconds)) if seconds else None,
+        "alpaca_seconds_per_specimen": seconds_per_specimen(cache, fold_info, 1,
+                                                            a_config["seed"]),
+        "malpaca_seconds_per_specimen": seconds_per_specimen(cache, fold_info, malpaca,
+                                                             a_config["seed"]),
         "malpaca_templates": malpaca if "malpaca" in wanted else None,
         "wall_seconds": time.perf_counter() - started, "fold_info": fold_info,
         "refiner_config": {k: v for k, v in r_config.items() if k != "alpaca"}})

@@ -166,6 +166,9 @@ def test_cross_validation_script_on_the_demo_skulls(demo_dirs, tmp_path):
             assert not set(names) & set(fold["held_out"])
         assert len(fold["templates"]["2"]) == 2 and 0 <= fold["bias_share"] <= 1
         assert fold["refiner"]["fit_seconds"] > 0 and "shrink" in fold["noise"]
+    single, multi = (summary["alpaca_seconds_per_specimen"],
+                     summary["malpaca_seconds_per_specimen"])
+    assert 0 < single < multi  # two templates' transfers a specimen
     cached = list((out / "transfers").glob("*/*.npz"))
     assert len(cached) == summary["transfers"] > len(specimens)
     errors = np.load(out / "errors.npz")
