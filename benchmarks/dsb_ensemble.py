@@ -3,15 +3,19 @@ part of the (mirrored) validation split only, for that split and for Kaggle's st
 
     python benchmarks/dsb_ensemble.py data/dsb2018-mirrored RUN_A RUN_B
         [--predict ../shared/data/dsb2018/stage1_test] [--weights 0 0.25 0.5 0.75 1]
+        [--fg 0.5 0.6 0.7] [--marker 0.5 0.7 0.8 0.9] [--boundary-weight 1 2 3]
+        [--min-size 5 10 20]
 
 RUN_A and RUN_B are run folders (`DIR/runs/unet-TIME`, `DIR/runs/multiarm_unet-TIME`) of the
 same competition, each with its `predictions.npz` (the hidden images' maps), `run.json` and
 `model/model.keras`.
 
-1. The weight of RUN_A (RUN_B gets the rest) and the watershed settings (RUN_A's or RUN_B's
-   own, as each chose them on its held-out training images; run.json's report) are chosen by
-   the score over the **public** images only: a candidate's private images are never scored,
-   as in `competition ensemble --method greedy`.
+1. The weight of RUN_A (RUN_B gets the rest) and the watershed settings are chosen by the
+   score over the **public** images only: a candidate's private images are never scored, as
+   in `competition ensemble --method greedy`. The settings compete from RUN_A's and RUN_B's
+   own (as each chose them on its held-out training images; run.json's report) and a grid
+   (`--fg`, `--marker`, `--boundary-weight`, `--min-size`): the averaged map is smoother than
+   either member's, so the members' thresholds need not suit it.
 2. The chosen ensemble's submission of the hidden images is written and scored (public,
    private, whole split and per image type: the organizers' view, for the README).
 3. With `--predict FOLDER`: both models predict the folder (each entry's own
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
+import itertools
 import json
 import sys
 import tempfile
@@ -35,6 +40,15 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+POSTPROCESS_KEYS = ("fg_threshold", "marker_threshold", "min_size", "boundary_weight")
+
+
+def settings_grid(fg: list[float], marker: list[float], boundary_weight: list[float],
+                  min_size: list[int]) -> list[dict[str, Any]]:
+    """Every combination of the watershed settings, as the nuclei task's config keys."""
+    return [dict(zip(POSTPROCESS_KEYS, values, strict=True))
+            for values in itertools.product(fg, marker, min_size, boundary_weight)]
 
 
 def load_run(folder: Path) -> dict[str, Any]:
@@ -45,7 +59,7 @@ def load_run(folder: Path) -> dict[str, Any]:
             "maps": maps_format.from_npz((folder / "predictions.npz").read_bytes(),
                                          str(folder / "predictions.npz")),
             "postprocess": {**{k: record["config"][k] for k in
-                               ("fg_threshold", "marker_threshold", "min_size")
+                               POSTPROCESS_KEYS
                                if k in record["config"]},
                             **((record.get("report") or {}).get("postprocess") or {})}}
 
@@ -80,6 +94,15 @@ def main() -> None:
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
+    parser.add_argument("--fg", type=float, nargs="*", default=[0.5, 0.6, 0.7],
+                        help="foreground thresholds of the settings grid")
+    parser.add_argument("--marker", type=float, nargs="*", default=[0.5, 0.7, 0.8, 0.9],
+                        help="marker thresholds of the settings grid")
+    parser.add_argument("--boundary-weight", type=float, nargs="*", default=[1.0, 2.0, 3.0],
+                        help="boundary weights of the settings grid (markers: foreground "
+                             "less this times the boundary)")
+    parser.add_argument("--min-size", type=int, nargs="*", default=[5, 10, 20],
+                        help="smallest objects (px) of the settings grid")
     parser.add_argument("--predict", type=Path, help="also predict this folder")
     args = parser.parse_args()
 
@@ -103,15 +126,18 @@ def main() -> None:
                                                                                 settings)))
         return path
 
+    grid = [(run["entry"], run["postprocess"]) for run in runs]
+    grid += [("grid", s) for s in settings_grid(args.fg, args.marker, args.boundary_weight,
+                                                args.min_size)]
     candidates = []
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         for w in args.weights:
             maps = public_only(combine([r["maps"] for r in runs], "mean", [w, 1 - w]), usage)
-            for k, run in enumerate(runs):
-                path = submission(maps, run["postprocess"], Path(tmp) / f"{w}-{k}.csv")
+            for k, (origin, settings) in enumerate(grid):
+                path = submission(maps, settings, Path(tmp) / f"{w}-{k}.csv")
                 score = scorer.score(comp.submission(path), only="Public").score
-                candidates.append({"weight_a": w, "settings_of": run["entry"],
-                                   "settings": run["postprocess"], "public_score": score})
+                candidates.append({"weight_a": w, "settings_of": origin,
+                                   "settings": settings, "public_score": score})
     best = max(candidates, key=lambda c: (c["public_score"], -abs(c["weight_a"] - 0.5)))
     weights = [best["weight_a"], 1 - best["weight_a"]]
     combined = combine([r["maps"] for r in runs], "mean", weights)

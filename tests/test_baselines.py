@@ -82,6 +82,11 @@ def test_marker_watershed_splits_touching_nuclei():
     assert split.max() == 2
     merged = instances_from_probabilities(fg, None)
     assert merged.max() == 1
+    # A faint boundary between them (the crowded case) merges the markers at weight 1;
+    # weighting the boundary up separates them again.
+    faint = boundary * 0.3
+    assert instances_from_probabilities(fg, faint).max() == 1
+    assert instances_from_probabilities(fg, faint, boundary_weight=3.0).max() == 2
 
 
 @pytest.fixture(scope="module")

@@ -454,12 +454,20 @@ def test_ensemble_script_chooses_on_public_images_and_predicts_a_folder(demo_dir
         folders.append(Path(record["submission"]).parent)
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dsb_ensemble.py"),
                           str(comp), *map(str, folders), "--weights", "0", "0.5", "1",
+                          "--fg", "0.5", "--marker", "0.5", "0.9", "--boundary-weight", "1",
+                          "3", "--min-size", "10",
                           "--predict", str(comp / "public" / "test")],
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr
     (made,) = (comp / "runs").glob("ensemble-dsb-*/ensemble.json")
     record = json.loads(made.read_text())
-    assert record["chosen_on"] == "public images only" and len(record["candidates"]) == 6
+    # 3 weights x (the 2 members' own settings + a grid of 1 x 2 x 2 x 1)
+    assert record["chosen_on"] == "public images only" and len(record["candidates"]) == 18
+    grid = [c["settings"] for c in record["candidates"] if c["settings_of"] == "grid"]
+    assert {(g["marker_threshold"], g["boundary_weight"]) for g in grid} == {
+        (0.5, 1), (0.5, 3), (0.9, 1), (0.9, 3)}
+    best = max(c["public_score"] for c in record["candidates"])
+    assert record["chosen"]["public_score"] == best and record["public"] == pytest.approx(best)
     assert record["chosen"]["weight_a"] in (0, 0.5, 1)
     assert record["score"] is not None and record["per_type"]
     lines = Path(record["also_predicted"]).read_text().splitlines()

@@ -70,7 +70,7 @@ class NucleiTask(Task):
     submission_suffix = ".csv"
     prediction = "instances"  # {ImageId: (H, W) instance labels}
     map_channels = ("foreground", "boundary")
-    postprocess_keys = ("fg_threshold", "marker_threshold", "min_size")
+    postprocess_keys = ("fg_threshold", "marker_threshold", "min_size", "boundary_weight")
 
     def sources(self) -> dict[str, Source]:
         return {
@@ -176,7 +176,8 @@ class NucleiTask(Task):
             m[..., 0].astype(np.float32),
             m[..., 1].astype(np.float32) if m.shape[-1] > 1 else None,
             config.get("fg_threshold", 0.5), config.get("marker_threshold", 0.5),
-            config.get("min_size", 10)) for image_id, m in maps.items()}
+            config.get("min_size", 10), config.get("boundary_weight", 1.0))
+            for image_id, m in maps.items()}
 
     def maps_from_predictions(self, inputs: data.NucleiData,
                               predictions: dict[str, np.ndarray]) -> Maps:
