@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import itertools
 import json
 import sys
 import tempfile
@@ -41,17 +40,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-POSTPROCESS_KEYS = ("fg_threshold", "marker_threshold", "min_size", "boundary_weight")
 
-
-def settings_grid(fg: list[float], marker: list[float], boundary_weight: list[float],
-                  min_size: list[int]) -> list[dict[str, Any]]:
-    """Every combination of the watershed settings, as the nuclei task's config keys."""
-    return [dict(zip(POSTPROCESS_KEYS, values, strict=True))
-            for values in itertools.product(fg, marker, min_size, boundary_weight)]
-
-
-def load_run(folder: Path) -> dict[str, Any]:
+def load_run(folder: Path, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The run's record, hidden-image maps and post-processing settings (`keys`: the
+    task's)."""
     from competition.formats import maps as maps_format
 
     record = json.loads((folder / "run.json").read_text())
@@ -59,8 +51,7 @@ def load_run(folder: Path) -> dict[str, Any]:
             "maps": maps_format.from_npz((folder / "predictions.npz").read_bytes(),
                                          str(folder / "predictions.npz")),
             "postprocess": {**{k: record["config"][k] for k in
-                               POSTPROCESS_KEYS
-                               if k in record["config"]},
+                               keys if k in record["config"]},
                             **((record.get("report") or {}).get("postprocess") or {})}}
 
 
@@ -109,12 +100,14 @@ def main() -> None:
     from competition.board.prepared import PreparedCompetition
     from competition.board.scoring import Scorer
     from competition.ensembles.combine import combine, public_only
+    from models.tuning import grid_points
 
     comp = PreparedCompetition.open(args.competition)
     task = comp.task
     scorer = Scorer.load(comp)
     usage = task.usage(scorer.solution)
-    runs = [load_run(args.run_a), load_run(args.run_b)]
+    runs = [load_run(args.run_a, task.postprocess_keys),
+            load_run(args.run_b, task.postprocess_keys)]
     inputs = task.load_inputs(comp.public_dir)
     out_dir = comp.root / "runs" / ("ensemble-dsb-" + dt.datetime.now(dt.UTC)
                                     .strftime("%Y%m%dT%H%M%SZ"))
@@ -127,8 +120,9 @@ def main() -> None:
         return path
 
     grid = [(run["entry"], run["postprocess"]) for run in runs]
-    grid += [("grid", s) for s in settings_grid(args.fg, args.marker, args.boundary_weight,
-                                                args.min_size)]
+    grid += [("grid", s) for s in grid_points(task.postprocess_keys, {
+        "fg_threshold": args.fg, "marker_threshold": args.marker,
+        "boundary_weight": args.boundary_weight, "min_size": args.min_size})]
     candidates = []
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
         for w in args.weights:

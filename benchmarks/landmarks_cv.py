@@ -163,8 +163,9 @@ def seconds_per_specimen(cache: Any, fold_info: list[dict[str, Any]], count: int
     method's time per specimen), from the cached transfers it used."""
     totals = []
     for fold in fold_info:
-        for target in fold["held_out"] if str(count) in fold.get("templates", {}) else []:
-            keys = [(t, target, seed + j) for j, t in enumerate(fold["templates"][str(count)])]
+        templates = fold.get("templates", {}).get(str(count))
+        for target in fold["held_out"] if templates else []:
+            keys = [(t, target, seed + j) for j, t in enumerate(templates)]
             if all(cache.path(key).is_file() for key in keys):
                 totals.append(sum(cache.seconds(key) for key in keys))
     return float(np.mean(totals)) if totals else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,14 +32,21 @@ def hold_out(task: Any, train: Any, n: int, seed: int = 0) -> tuple[Any, list[An
     return train, held
 
 
+def grid_points(keys: Sequence[str], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of `grid`'s values for `keys` (those with values), as settings."""
+    keys = [k for k in keys if grid.get(k)]
+    return [dict(zip(keys, values, strict=True))
+            for values in itertools.product(*(grid[k] for k in keys))]
+
+
 def choose(task: Any, probabilities: Callable[[Any], dict[str, np.ndarray]],
            held: list[Any], config: dict[str, Any], grid: dict[str, list[Any]]
            ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The best grid point of the task's post-processing keys (others in `grid` are
     ignored) by mean score over `held`, and a report (each point's score, the config's own
     settings' score, how many items)."""
-    keys = [k for k in task.postprocess_keys if k in grid and grid[k]]
-    if not held or not keys:
+    points = grid_points(task.postprocess_keys, grid)
+    if not held or points == [{}]:
         return {}, {}
     start = time.perf_counter()
     maps = [probabilities(item.inputs) for item in held]
@@ -50,8 +57,6 @@ def choose(task: Any, probabilities: Callable[[Any], dict[str, np.ndarray]],
                   for m, item in zip(maps, held, strict=True)]
         return float(np.mean(scores))
 
-    points = [dict(zip(keys, values, strict=True))
-              for values in itertools.product(*(grid[k] for k in keys))]
     scored = [(mean_score(p), k) for k, p in enumerate(points)]
     best_score, best = max(scored, key=lambda s: (s[0], -s[1]))
     default = mean_score({})
