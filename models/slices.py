@@ -140,6 +140,20 @@ class BoundaryWeight(keras.callbacks.Callback):  # type: ignore[misc]  # keras i
         self.weight.assign(min(self.top, (epoch + 1) * self.step))
 
 
+def learning_rate(config: dict[str, Any]) -> Any:
+    """Adam's learning rate: constant, or (`lr_schedule: cosine`) decayed along a cosine
+    from `learning_rate` to 1 % of it over all training steps, so that the last weights,
+    which are the ones kept, come from a settled optimiser rather than a noisy one."""
+    schedule = config.get("lr_schedule", "constant")
+    if schedule == "constant":
+        return float(config["learning_rate"])
+    if schedule == "cosine":
+        steps = int(config["epochs"]) * int(config["steps_per_epoch"])
+        return keras.optimizers.schedules.CosineDecay(float(config["learning_rate"]),
+                                                      decay_steps=max(steps, 1), alpha=0.01)
+    raise ValueError(f"lr_schedule: {schedule!r} is not one of constant, cosine")
+
+
 def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
         spacing: Sequence[Sequence[float]], config: dict[str, Any],
         on_epoch: Callable[..., None] | None = None) -> SliceTrained:
@@ -163,7 +177,7 @@ def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                                         float(config["boundary_max"])))
     else:
         loss = combined(names, weighted=False)
-    model.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]), loss=loss,
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate(config)), loss=loss,
                   jit_compile=config.get("jit_compile", "auto"))
     dataset = SliceDataset(normalised, targets, channels, context, config["batch_size"],
                            config["steps_per_epoch"], config["positive_fraction"],

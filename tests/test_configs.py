@@ -13,7 +13,7 @@ import yaml
 from competition.board.prepared import PreparedCompetition
 from competition.errors import CompetitionError, ConfigError
 from competition.tracking.config import load_config
-from competition.training.entries import resolve_config
+from competition.training.entries import resolve_config, supported_tasks
 from tests.test_bad_input import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,3 +99,18 @@ def test_misspelt_mlflow_key_is_an_error(tmp_path):
         load_config(path)
     path.write_text("tracking_uri: sqlite:///x.db\n")
     assert load_config(path).tracking_uri == f"sqlite:///{tmp_path / 'x.db'}"
+
+
+@pytest.mark.parametrize("overlay", sorted(p for p in (REPO / "submissions").glob("*/*.yaml")
+                                           if p.name != "config.yaml"),
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_shipped_overlay_names_only_keys_of_its_entry(overlay):
+    """A README command such as `--config submissions/unet_mri/long.yaml` must not fail
+    hours later, or at once, on a key its entry does not have."""
+    tasks = supported_tasks(overlay.parent)
+    doc = yaml.safe_load(overlay.read_text()) or {}
+    for task in tasks:
+        settings = resolve_config(overlay.parent, task, overlay)
+        for key, value in doc.items():
+            if key not in tasks:
+                assert settings[key] == value, (overlay, key)

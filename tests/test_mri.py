@@ -584,3 +584,16 @@ def test_smoke_run_of_the_mri_baseline(comp, config):
         run_json["config"]["epochs"]
     assert (run_dir / "validation.gif").is_file()  # the held-out training patient only
     assert run_json["validation_item"] in TASK.load_train(comp.public_dir).cases
+
+
+def test_learning_rate_schedules():
+    from models.slices import learning_rate
+
+    config = {"learning_rate": 0.001, "epochs": 4, "steps_per_epoch": 25}
+    assert learning_rate(config) == 0.001
+    cosine = learning_rate({**config, "lr_schedule": "cosine"})
+    assert float(cosine(0)) == pytest.approx(0.001)
+    assert float(cosine(50)) == pytest.approx(0.001 * (0.01 + 0.99 * 0.5), rel=1e-4)
+    assert float(cosine(100)) == pytest.approx(0.00001, rel=1e-4)
+    with pytest.raises(ValueError, match="lr_schedule: 'step' is not one of"):
+        learning_rate({**config, "lr_schedule": "step"})
