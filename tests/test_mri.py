@@ -5,6 +5,7 @@ inf -> diagonal rules, the mean-of-ranks board, the portal, MLflow, pictures and
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import io
 import json
 import math
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 import tifffile
 import yaml
+from PIL import Image
 from scipy.stats import rankdata
 
 from competition.board import leaderboard
@@ -571,7 +573,7 @@ def test_boundary_losses():
 
 
 @pytest.mark.parametrize("config", ["smoke.yaml", "boundary_smoke.yaml"])
-def test_smoke_run_of_the_mri_baseline(comp, config):
+def test_smoke_run_of_the_mri_baseline(comp, config, capsys):
     from competition.training.run import run
 
     folder = REPO / "submissions" / "unet_mri"
@@ -584,6 +586,34 @@ def test_smoke_run_of_the_mri_baseline(comp, config):
         run_json["config"]["epochs"]
     assert (run_dir / "validation.gif").is_file()  # the held-out training patient only
     assert run_json["validation_item"] in TASK.load_train(comp.public_dir).cases
+    if config == "smoke.yaml":
+        readme_tools_on_a_run(comp, run_dir, capsys)
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(
+        name, REPO / "submissions" / "unet_mri" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def readme_tools_on_a_run(comp, run_dir, capsys):
+    """report.py scores the run both ways over every hidden patient; curves.py draws it."""
+    capsys.readouterr()
+    script("report").main(str(comp.root), str(run_dir))
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["largest_component"] for r in rows] == [False, True]
+    hidden = len(truths(comp.root))
+    for row in rows:
+        assert row["patients"] == hidden
+        for name in ("dice", "hd95", "assd"):
+            low, high = row[f"{name}_ci95"]
+            assert low <= row[name] <= high
+    out = run_dir / "curves.png"
+    script("curves").main(str(out), str(run_dir))
+    with Image.open(out) as picture:
+        assert picture.size == (1210, 440)
 
 
 def test_learning_rate_schedules():
