@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 # wherever they run (the tracking tests switch it on with their own stores).
 os.environ["COMPETITION_TRACKING"] = "off"
 SHARED_DATA = Path(os.environ.get("COMPETITION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def load_script(path: Path, name: str | None = None) -> Any:
+    """A script that is not in a package (benchmarks/, an entry's tools) as a module."""
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def shared(name: str) -> Path:

@@ -4,7 +4,6 @@ skulls."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -21,8 +20,7 @@ from competition.landmark_imaging import bias, evaluation
 from competition.metrics import landmarks as metric
 from competition.tracking import config as tracking_config
 from competition.training import entries
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.conftest import REPO, load_script
 
 
 def shapes(count: int, seed: int = 0, landmarks: int = 12) -> np.ndarray:
@@ -131,10 +129,7 @@ def test_refiner_images_ablation_replaces_every_patch():
 def script_cli() -> typer.Typer:
     """benchmarks/landmarks_cv.py as a command, run in this process (so with `--workers 1`:
     a worker process could not import a module loaded from a path)."""
-    spec = importlib.util.spec_from_file_location(
-        "landmarks_cv", REPO / "benchmarks" / "landmarks_cv.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script(REPO / "benchmarks" / "landmarks_cv.py")
     app = typer.Typer()
     app.command()(module.main)
     return app

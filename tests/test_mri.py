@@ -5,7 +5,6 @@ inf -> diagonal rules, the mean-of-ranks board, the portal, MLflow, pictures and
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import json
 import math
@@ -37,7 +36,7 @@ from competition.tasks.mri import geometry, layout
 from competition.tasks.mri.prepare import strata
 from competition.tasks.mri.submission import Reference
 from competition.tasks.preparing import prepare
-from tests.conftest import REPO, shared
+from tests.conftest import REPO, load_script, shared
 
 TASK = get_task("mri")
 
@@ -590,18 +589,10 @@ def test_smoke_run_of_the_mri_baseline(comp, config, capsys):
         readme_tools_on_a_run(comp, run_dir, capsys)
 
 
-def script(name: str):
-    spec = importlib.util.spec_from_file_location(
-        name, REPO / "submissions" / "unet_mri" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def readme_tools_on_a_run(comp, run_dir, capsys):
     """report.py scores the run both ways over every hidden patient; curves.py draws it."""
     capsys.readouterr()
-    script("report").main(str(comp.root), str(run_dir))
+    load_script(REPO / "submissions" / "unet_mri" / "report.py").main(str(comp.root), str(run_dir))
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [r["largest_component"] for r in rows] == [False, True]
     hidden = len(truths(comp.root))
@@ -611,7 +602,7 @@ def readme_tools_on_a_run(comp, run_dir, capsys):
             low, high = row[f"{name}_ci95"]
             assert low <= row[name] <= high
     out = run_dir / "curves.png"
-    script("curves").main(str(out), str(run_dir))
+    load_script(REPO / "submissions" / "unet_mri" / "curves.py").main(str(out), str(run_dir))
     with Image.open(out) as picture:
         assert picture.size == (1210, 440)
 

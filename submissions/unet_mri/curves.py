@@ -48,8 +48,7 @@ def main(out: str, *run_dirs: str) -> None:
         rows = run["history"]
         epoch = np.array([r["epoch"] for r in rows])
         loss = np.array([r["loss"] for r in rows], float)
-        score = np.array([np.nan if r.get("val_score") is None else r["val_score"]
-                          for r in rows], float)
+        score = np.array([r.get("val_score") for r in rows], float)  # None: NaN
         line, = left.plot(epoch, loss, label=label(run))
         right.plot(epoch, score, color=line.get_color(), alpha=0.25)
         right.plot(epoch, running_mean(np.nan_to_num(score)), color=line.get_color(),
