@@ -169,6 +169,32 @@ class StoreConfig(BaseModel):
     url: str | None = None
 
 
+class PortalConfig(BaseModel):
+    """What the portal and its scoring queue grant any one team, and everyone together
+    (issue 33, hostile participants): refusals come from the request's headers and the
+    session, before a byte of an upload is stored."""
+
+    model_config = STRICT
+    # Uploads being received at once: per team, and in all (a 429 past either).
+    uploads_in_flight_per_team: PositiveInt = 2
+    uploads_in_flight: PositiveInt = 32
+    # Temporary space that uploads being received may take in all, in MB (a 507 past it);
+    # null: eight uploads at the competition's size limit (rules.max_submission_mb). One
+    # upload's own cap is max_submission_mb.
+    upload_space_mb: PositiveFloat | None = None
+    # Sign-in attempts (the form, and bearer tokens the API does not know) within a window
+    # of `sign_in_window_seconds`: failed ones per client address; any per token prefix
+    # (the first characters of the token tried). Successful sign-ins never count against
+    # an address, so a whole class behind one address signs in.
+    sign_in_window_seconds: PositiveInt = 600
+    sign_in_failures_per_address: PositiveInt = 30
+    sign_in_attempts_per_token_prefix: PositiveInt = 10
+    # Scoring: the CPU seconds one team's jobs may hold in flight (each job counts its CPU
+    # limit, rules.scoring_cpu_seconds or the task's); null: two jobs' worth. Jobs are taken
+    # round-robin across teams whatever this is.
+    team_cpu_seconds_in_flight: PositiveInt | None = None
+
+
 class CompetitionConfig(BaseModel):
     """`competition.yaml`: what `prepare` writes and the organizer may edit."""
 
@@ -182,6 +208,7 @@ class CompetitionConfig(BaseModel):
     files: FilesConfig
     rules: RulesConfig = Field(default_factory=RulesConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    portal: PortalConfig = Field(default_factory=PortalConfig)
 
     def to_yaml(self) -> bytes:
         """Stable bytes (no timestamps, keys in declaration order)."""
