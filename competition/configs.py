@@ -177,7 +177,7 @@ class PortalConfig(BaseModel):
     model_config = STRICT
     # Uploads being received at once: per team, and in all (a 429 past either).
     uploads_in_flight_per_team: PositiveInt = 2
-    uploads_in_flight: PositiveInt = 32
+    uploads_in_flight: PositiveInt = 64
     # Temporary space that uploads being received may take in all, in MB (a 507 past it);
     # null: eight uploads at the competition's size limit (rules.max_submission_mb). One
     # upload's own cap is max_submission_mb.

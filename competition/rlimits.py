@@ -26,6 +26,7 @@ import contextlib
 import ctypes
 import logging
 import math
+import os
 import resource
 import signal
 from collections.abc import Iterator
@@ -150,7 +151,7 @@ def _worker_init(limits: ScoringLimits, memory_share: int | None,
     pool sends the exception back) instead of killing the worker."""
     global _ACTIVE
     _ACTIVE = limits
-    _die_with_parent()
+    die_with_parent()
     base = address_space()
     if memory_share is not None and base is not None:
         _set(resource.RLIMIT_AS, base + memory_share, base + memory_share + RESERVE_MB * MIB)
@@ -160,11 +161,16 @@ def _worker_init(limits: ScoringLimits, memory_share: int | None,
         _set(resource.RLIMIT_CPU, cpu, cpu + CPU_GRACE_S)
 
 
-def _die_with_parent() -> None:
-    """A worker ends with the scoring child (which a limit may kill) instead of waiting forever
-    on a queue nobody writes to (Linux prctl PR_SET_PDEATHSIG; elsewhere skipped)."""
+def die_with_parent() -> None:
+    """This process ends (SIGKILL) when its parent does: a scoring child whose worker was
+    killed, or a pool worker whose scoring child a limit killed, never runs on outside any
+    process tree (Linux prctl PR_SET_PDEATHSIG; elsewhere skipped). A parent that died
+    before the signal was armed is caught by the check after it."""
+    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass
+        return
+    if parent == 1 or os.getppid() != parent:
+        os._exit(1)

@@ -197,13 +197,23 @@ def wait_until(predicate, seconds: float, what: str):
 
 class Cluster:
     """A `dask scheduler`, worker processes and serve processes, all on loopback, started in
-    process groups of their own and stopped together."""
+    process groups of their own and stopped together; TLS with the certificates of
+    `competition cluster-certs`, each role with its own pair, as docs/deploy.md says."""
 
     def __init__(self, root: Path, env: dict[str, str], log_dir: Path):
+        from competition.jobs.cluster_security import make_certificates
+
         self.root, self.env, self.logs = root, env, log_dir
         self.procs: list[subprocess.Popen] = []
         self.scheduler_port = free_port()
-        self.address = f"tcp://127.0.0.1:{self.scheduler_port}"
+        self.address = f"tls://127.0.0.1:{self.scheduler_port}"
+        self.certs = log_dir / "certs"
+        make_certificates(self.certs)
+
+    def tls(self, role: str) -> list[str]:
+        return ["--tls-ca-file", str(self.certs / "ca.pem"),
+                "--tls-cert", str(self.certs / f"{role}.pem"),
+                "--tls-key", str(self.certs / f"{role}-key.pem")]
 
     def start(self, name: str, command: list[str]) -> subprocess.Popen:
         log = (self.logs / f"{name}.log").open("ab")
@@ -214,15 +224,18 @@ class Cluster:
 
     def scheduler(self) -> None:
         self.start("scheduler", [DASK, "scheduler", "--host", "127.0.0.1",
-                                 "--port", str(self.scheduler_port), "--no-dashboard"])
+                                 "--port", str(self.scheduler_port), "--no-dashboard",
+                                 "--protocol", "tls", *self.tls("scheduler")])
 
     def worker(self, name: str) -> subprocess.Popen:
         return self.start(name, [DASK, "worker", self.address, "--nthreads", "1",
-                                 "--no-nanny", "--no-dashboard", "--host", "127.0.0.1"])
+                                 "--no-nanny", "--no-dashboard", "--host", "127.0.0.1",
+                                 *self.tls("worker")])
 
     def serve(self, name: str, port: int) -> subprocess.Popen:
         proc = self.start(name, [sys.executable, "-m", "competition", "serve", str(self.root),
-                                 "--port", str(port), "--scheduler", self.address])
+                                 "--port", str(port), "--scheduler", self.address,
+                                 "--cluster-certs", str(self.certs)])
         wait_until(lambda: _answers(f"http://127.0.0.1:{port}/leaderboard"), 120,
                    f"serve process {name}")
         return proc

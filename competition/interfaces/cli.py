@@ -483,8 +483,14 @@ def serve(
                                         help="How long a sign-in lasts."),
     scheduler: str | None = typer.Option(None, envvar="COMPETITION_DASK_SCHEDULER",
                                          help="Run scoring jobs on this Dask scheduler "
-                                         "(tcp://HOST:8786; workers started with `dask "
-                                         "worker`). Default: a LocalCluster here."),
+                                         "(tls://HOST:8786, with --cluster-certs; workers "
+                                         "started with `dask worker`). Default: a "
+                                         "LocalCluster here, on TLS with credentials only "
+                                         "this process holds."),
+    cluster_certs: Path | None = typer.Option(None, envvar="COMPETITION_DASK_CERTS",
+                                              help="The folder `competition cluster-certs` "
+                                              "made (ca.pem, portal.pem, portal-key.pem): "
+                                              "the portal's credentials for --scheduler."),
     workers: int | None = typer.Option(None, min=1, help="Workers of the LocalCluster "
                                        "(default: one per core)."),
     threads: bool = typer.Option(False, "--threads", help="Run scoring jobs in threads of "
@@ -499,7 +505,8 @@ def serve(
     from competition.interfaces.web.app import create_app
     from competition.jobs.runners import DaskRunner, ThreadRunner
 
-    runner = ThreadRunner(workers or 2) if threads else DaskRunner(scheduler, workers)
+    runner = ThreadRunner(workers or 2) if threads else \
+        DaskRunner(scheduler, workers, certs=cluster_certs)
     try:
         web_app = create_app(directory, trust_proxy=trust_proxy, session_hours=session_hours,
                              runner=runner, scorer_spec=scorer)
@@ -510,6 +517,22 @@ def serve(
         uvicorn.run(web_app, host=host, port=port, log_level="warning", proxy_headers=False)
     finally:
         runner.close()
+
+
+@app.command("cluster-certs")
+def cluster_certs(
+    folder: Path = typer.Argument(..., help="A new folder for the certificates."),
+    days: int = typer.Option(365, min=1, help="How long they are valid."),
+) -> None:
+    """Make the scoring cluster's TLS certificates: a certificate authority (ca.pem; its key
+    ca-key.pem stays with you) and a certificate and key for the scheduler, the workers and
+    the portal. Only holders of a certificate it signed can talk to the cluster (see
+    docs/deploy.md for which file goes to which host)."""
+    from competition.jobs.cluster_security import make_certificates
+
+    for path in make_certificates(folder, days=days):
+        out(f"wrote {path}")
+    out("hand each host only its role's pair with ca.pem; keep ca-key.pem off the cluster")
 
 
 def _print_outcome(shown: dict[str, Any], show_private: bool) -> None:

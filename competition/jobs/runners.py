@@ -8,6 +8,7 @@ import logging
 import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,20 @@ class ThreadRunner:
 class DaskRunner:
     """Jobs on a Dask cluster: the scheduler at `address` (workers started with `dask worker
     ADDRESS` on any host that has this package and read access to the competition's files),
-    or a LocalCluster of `workers` processes with one thread each."""
+    or a LocalCluster of `workers` processes with one thread each.
 
-    def __init__(self, address: str | None = None, workers: int | None = None):
+    Only holders of the cluster's credentials talk to it (see cluster_security): the
+    LocalCluster speaks TLS with temporary credentials held in this process alone; a named
+    scheduler must be `tls://` with `certs` (a folder made by `competition cluster-certs`,
+    or Dask's own TLS configuration), or plain `tcp://` on loopback."""
+
+    def __init__(self, address: str | None = None, workers: int | None = None,
+                 certs: Path | None = None):
         import importlib
 
         import dask
+
+        from competition.jobs import cluster_security
 
         # distributed has no type information: its objects are Any here.
         distributed: Any = importlib.import_module("distributed")
@@ -59,15 +68,21 @@ class DaskRunner:
         dask.config.set({"distributed.scheduler.allowed-failures": 3,
                          "distributed.worker.daemon": False})
         address = address or os.environ.get(SCHEDULER_ENV) or None
+        if certs is None and os.environ.get(cluster_security.CERTS_ENV):
+            certs = Path(os.environ[cluster_security.CERTS_ENV])
         self.cluster: Any = None
         self.client: Any
         if address:
-            self.client = Client(address, timeout="30s")
+            security = cluster_security.client_security(certs)
+            address = cluster_security.checked_address(address, security)
+            self.client = Client(address, timeout="30s", security=security)
         else:
+            # security=True: a fresh certificate authority in memory, for this cluster only.
             n = workers or len(os.sched_getaffinity(0))
             self.cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, host="127.0.0.1")
-            self.client = Client(self.cluster)
+                                        dashboard_address=None, host="127.0.0.1",
+                                        security=True)
+            self.client = Client(self.cluster, security=self.cluster.security)
         log.info("Dask scheduler %s with %d worker thread(s)", self.client.scheduler.address,
                  self.capacity())
 
