@@ -175,7 +175,8 @@ class PortalConfig(BaseModel):
     session, before a byte of an upload is stored."""
 
     model_config = STRICT
-    # Uploads being received at once: per team, and in all (a 429 past either).
+    # Uploads being received at once: per team (a 429 past it), and in all (a 503: the
+    # portal is busy, no team is at fault).
     uploads_in_flight_per_team: PositiveInt = 2
     uploads_in_flight: PositiveInt = 64
     # Temporary space that uploads being received may take in all, in MB (a 507 past it);
@@ -184,10 +185,13 @@ class PortalConfig(BaseModel):
     upload_space_mb: PositiveFloat | None = None
     # Sign-in attempts (the form, and bearer tokens the API does not know) within a window
     # of `sign_in_window_seconds`: failed ones per client address; any per token prefix
-    # (the first characters of the token tried). Successful sign-ins never count against
-    # an address, so a whole class behind one address signs in.
+    # (the first 8 characters of the token tried); a token tried again in the window counts
+    # once (a script polling with a replaced token is not a new guess). Successful sign-ins
+    # never count against an address, so a whole class behind one address signs in; 100
+    # failures in 10 minutes leave room for a class's typos and still cap guessing at 0.17
+    # a second, against 192-bit tokens.
     sign_in_window_seconds: PositiveInt = 600
-    sign_in_failures_per_address: PositiveInt = 30
+    sign_in_failures_per_address: PositiveInt = 100
     sign_in_attempts_per_token_prefix: PositiveInt = 10
     # Scoring: the CPU seconds one team's jobs may hold in flight (each job counts its CPU
     # limit, rules.scoring_cpu_seconds or the task's); null: two jobs' worth. Jobs are taken

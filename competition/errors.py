@@ -37,3 +37,23 @@ class CompetitionDirError(CompetitionError):
 class ConfigError(CompetitionError):
     """A configuration file (competition.yaml, an entry's config, mlflow.yaml) is malformed:
     the message names the file, the key and, for a misspelt key, the closest valid one."""
+
+
+MAX_ERROR_CHARS = 500  # of one error, as a participant sees it (the organizers' log has it all)
+
+
+def clipped(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """`text`, or its start and a marker saying it was cut, in at most `limit` characters
+    (any limit longer than the marker): a message about a hostile file may list thousands
+    of its names.
+
+    >>> clipped("short")
+    'short'
+    >>> cut = clipped("x" * 1000, 60)
+    >>> len(cut), cut[-34:]
+    (60, 'x … (cut; 1,000 characters in all)')
+    """
+    if len(text) <= limit:
+        return text
+    marker = f" … (cut; {len(text):,} characters in all)"
+    return text[: max(limit - len(marker), 0)] + marker

@@ -38,6 +38,7 @@ from competition.board.status import Status
 from competition.board.store import db
 from competition.board.store.files import FILES_DIR, stage_file
 from competition.board.store.schema import score_history, submissions, teams, uploads
+from competition.board.store.schema import sessions as sessions_table
 from competition.errors import SubmissionError
 from competition.formats.files import Limits, SubmissionFile
 from tests.processes import clean_context
@@ -429,6 +430,79 @@ def test_team_names_are_bounded_and_visible(demo_dirs, tmp_path, name, message):
     assert board.teams.add("y" * 200, []) == []
 
 
+# Suffixes drawn as nothing or as a blank: Hangul fillers (letters), the combining grapheme
+# joiner and variation selector 16 (marks), the Braille blank (a symbol).
+INVISIBLE_SUFFIXES = ["\u3164", "\u115f", "\u034f", "\ufe0f", "\u2800"]
+
+
+@pytest.mark.parametrize("suffix", INVISIBLE_SUFFIXES)
+def test_a_name_with_an_invisible_character_is_refused(demo_dirs, tmp_path, store_url,
+                                                       suffix):
+    comp = make_comp(demo_dirs, tmp_path)
+    board = board_of(comp, store_url)
+    board.teams.add("alpha", [])
+    code = f"U+{ord(suffix):04X}"
+    says = re.escape(f"invisible or control character ({code})")
+    for name in ("alpha" + suffix, "al" + suffix + "pha", "beta" + suffix):
+        with pytest.raises(RuleError, match=says):
+            board.teams.add(name, [])
+    with pytest.raises(RuleError, match=re.escape(code)):
+        board.teams.add("alpha", ["ana" + suffix])  # member names too
+    with pytest.raises(RuleError, match=re.escape(code)):
+        board.submissions.submit(variant(comp, tmp_path, 0), "alpha" + suffix)
+    assert [t["team"] for t in board.teams.overview()] == ["alpha"]
+    assert kept_files(comp) == []
+    # The key drops them: one name with "alpha", and the same name whatever the case.
+    assert folded("alpha" + suffix) == folded("ALPHA") == "alpha"
+    assert name_key("al" + suffix + "pha") == name_key("alpha")
+
+
+@pytest.mark.parametrize("suffix", INVISIBLE_SUFFIXES)
+def test_a_stored_name_with_an_invisible_character_keeps_its_twin_out(
+        demo_dirs, tmp_path, store_url, suffix):
+    """A team named before the check ("alpha" + a filler, with a key of the older folding):
+    opening the store gives it the key of "alpha", so "alpha" cannot be made beside it; its
+    token still signs in."""
+    from competition.board.sessions import Sessions
+    from competition.board.teams import token_hash
+
+    comp = make_comp(demo_dirs, tmp_path)
+    board = board_of(comp, store_url)
+    with board.engine.begin() as conn:
+        conn.execute(insert(teams).values(name="alpha" + suffix, created_at=DAY1,
+                                          baseline=False, name_key="an older folding's key",
+                                          token_sha256=token_hash("an old team's token")))
+    board = board_of(comp, store_url)
+    with pytest.raises(RuleError, match="looks like the existing team"):
+        board.teams.add("alpha", [])
+    with pytest.raises(RuleError, match="looks like the existing team"):
+        board.submissions.submit(variant(comp, tmp_path, 0), "Alpha")
+    assert len(board.teams.overview()) == 1
+    _, session = Sessions(board.ctx, board.teams).open("an old team's token")
+    assert session.team == "alpha" + suffix
+
+
+@pytest.mark.parametrize("name, other", [
+    ("한글팀", "한국팀"),  # Korean (Hangul syllables; their jamo are not fillers)
+    ("Ομάδα Άλφα", "Ομάδα Βήτα"),  # Greek
+    ("Команда Альфа", "Команда Бета"),  # Cyrillic
+    ("Équipe Café", "Équipe Crème"),  # accented Latin
+    ("🦉 Owls", "🦇 Bats"),  # emoji
+    ("\u2764\ufe0f Hearts", "\u2600\ufe0f Suns"),  # emoji presentation of a symbol
+])
+def test_names_in_other_scripts_still_work(demo_dirs, tmp_path, name, other):
+    board = board_of(make_comp(demo_dirs, tmp_path), None)
+    assert board.teams.add(name, ["김민준", "Zoë"]) == ["Zoë", "김민준"]
+    assert board.teams.add(other, []) == []
+    assert {t["team"] for t in board.teams.overview()} == {name, other}
+    assert board.submissions.submit(variant(board.comp.root, tmp_path, 0), name).team == name
+    # The presentation selector is dropped from the key: the plain symbol is the same name.
+    plain = name.replace("\ufe0f", "")
+    if plain != name:
+        with pytest.raises(RuleError, match="looks like the existing team"):
+            board.teams.add(plain, [])
+
+
 def _create_in_process(comp, url, name, barrier, queue):
     barrier.wait()
     try:
@@ -503,6 +577,35 @@ def test_team_lookalikes_from_the_cli(demo_dirs, tmp_path, capsys):
     code, _, err = run_cli(["submit", comp, variant(comp, tmp_path, 0), "--team", "owls"],
                            capsys)
     assert code == 2 and "'Owls'" in err and "Traceback" not in err
+
+
+# --- sessions: nothing kept of a revoked one ---------------------------------------------
+
+def test_a_revoked_session_leaves_no_row_in_the_store(demo_dirs, tmp_path, store_url):
+    from competition.board.sessions import MAX_LIVE_PER_TOKEN, Sessions, session_hash
+
+    board = board_of(make_comp(demo_dirs, tmp_path), store_url)
+    sessions = Sessions(board.ctx, board.teams)
+    token = board.teams.issue_token("owls")
+
+    def stored() -> set[str]:
+        with board.engine.connect() as conn:
+            return set(conn.execute(select(sessions_table.c.id_sha256)).scalars())
+
+    kept, gone = sessions.open(token)[0], sessions.open(token)[0]
+    assert sessions.revoke(gone) and sessions.get(gone) is None and not sessions.revoke(gone)
+    assert stored() == {session_hash(kept)}
+    # Past the number of live sessions one token may have, the oldest are deleted.
+    newer = [sessions.open(token)[0] for _ in range(MAX_LIVE_PER_TOKEN + 2)]
+    assert stored() == {session_hash(i) for i in newer[2:]}
+    # A row a store from before this change kept as revoked: never valid, deleted at the
+    # next sign-in.
+    with board.engine.begin() as conn:
+        conn.execute(sessions_table.update().where(
+            sessions_table.c.id_sha256 == session_hash(newer[-1])).values(revoked_at=DAY1))
+    assert sessions.get(newer[-1]) is None
+    latest = sessions.open(token)[0]
+    assert session_hash(newer[-1]) not in stored() and session_hash(latest) in stored()
 
 
 # --- 5. messages --------------------------------------------------------------------------

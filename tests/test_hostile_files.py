@@ -21,7 +21,9 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -37,8 +39,9 @@ from competition.board.context import RuleError
 from competition.board.prepared import PreparedCompetition
 from competition.board.scorer_process import ChildScorer
 from competition.board.status import Status
+from competition.errors import MAX_ERROR_CHARS, SubmissionError, clipped
 from competition.formats import em_tiff, landmarks_csv, nuclei_csv, rle
-from competition.formats.files import SubmissionFile
+from competition.formats.files import Limits, SubmissionFile, count_entries, directory_span
 from competition.tasks import get_task
 
 REPO = Path(__file__).resolve().parents[1]
@@ -493,3 +496,330 @@ def test_a_landmark_file_far_longer_than_the_test_set_is_refused_before_splittin
         landmarks_csv.read_points(long, expected)
     with pytest.raises(landmarks_csv.SubmissionError, match="duplicate of line 2"):
         landmarks_csv.read_points(valid + b"s1,1,0,0,0\n", expected)
+
+
+# --- archives that cost what the file costs (issue 33) -----------------------------------------
+#
+# Measured before: a 20,000-member zip of `i/.zarray` files took the whole 300 s of CPU (each
+# member read opened the zip and parsed its directory again); one chunk declared at 3.9 GiB in
+# a 4 MB zip drove the scorer to 2 GB before it was read; damaged zips ended `failed`
+# (BadZipFile, NotImplementedError); an unknown HDF5 filter sent HDF5 to the server's plugin
+# folder; and one error text listed 5,000 member names (69 KB).
+
+TOMO_SPEC = "56x48x40,chunks=32:24:16"  # a 10x48x56 hidden slab
+MAX_ARCHIVE_SECONDS = 5
+
+
+@pytest.fixture(scope="module")
+def tomo_dir(tmp_path_factory) -> Path:
+    from competition.tasks.preparing import prepare
+
+    return prepare("demo-tomography", tmp_path_factory.mktemp("tomo") / "t", synthetic=TOMO_SPEC,
+                   seed=0)
+
+
+def slab_shape(comp: Path) -> tuple[int, int, int]:
+    return PreparedCompetition.open(comp).load_solution().shape
+
+
+def zarray(shape, compressor: dict | None = None) -> bytes:
+    """A zarr v2 `.zarray` of uint8 labels stored as one chunk."""
+    return json.dumps({"zarr_format": 2, "shape": list(shape), "chunks": list(shape),
+                       "dtype": "|u1", "compressor": compressor, "fill_value": 0,
+                       "order": "C", "filters": None}).encode()
+
+
+def zip_of(entries: list[tuple[str, int, bytes, int, int]]) -> bytes:
+    """A zip written field by field from (name, method, stored bytes, declared size, CRC)
+    entries, so that it may declare what zipfile would never write."""
+    out, directory = bytearray(), bytearray()
+    for name, method, stored, size, crc in entries:
+        raw = name.encode()
+        offset = len(out)
+        out += struct.pack("<4s5H3I2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc,
+                           len(stored), size, len(raw), 0) + raw + stored
+        directory += struct.pack("<4s6H3I5H2I", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc,
+                                 len(stored), size, len(raw), 0, 0, 0, 0, 0o644 << 16,
+                                 offset) + raw
+    end = struct.pack("<4s4H2IH", b"PK\x05\x06", 0, 0, len(entries), len(entries),
+                      len(directory), len(out), 0)
+    return bytes(out + directory + end)
+
+
+def stored(name: str, data: bytes) -> tuple[str, int, bytes, int, int]:
+    return name, 0, data, len(data), zlib.crc32(data)
+
+
+def many_zarrays(shape, n: int) -> bytes:
+    """`n` deflated `k/.zarray` members: each a valid array of the slab's shape."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for k in range(n):
+            archive.writestr(f"{k}/.zarray", zarray(shape))
+    return buffer.getvalue()
+
+
+def declared_chunk_bomb(shape, blocks: int = 62) -> bytes:
+    """A zlib-compressed zarr store whose one chunk member declares (and inflates to)
+    `blocks` x 64 MiB of zeros: 3.9 GiB in a 4 MB zip, CRC and all."""
+    crc, zeros = 0, bytes(64 * MIB)
+    for _ in range(blocks):
+        crc = zlib.crc32(zeros, crc)
+    raw_deflate = deflate_zeros(blocks)[2:-4]  # without the zlib header and checksum
+    return zip_of([stored(".zarray", zarray(shape, {"id": "zlib", "level": 1})),
+                   ("0.0.0", zipfile.ZIP_DEFLATED, raw_deflate, blocks * 64 * MIB, crc)])
+
+
+def test_a_zip_of_20000_zarr_metadata_files_is_invalid_in_seconds(tomo_dir, tmp_path):
+    """Refused from the listing, before any member is read, with a short message that names
+    a few of them (the task's limits admit 100,000 files: this zip is within them)."""
+    from competition.board import scoring
+    from competition.tasks.tomography.task import TomographyTask
+
+    comp = PreparedCompetition.open(tomo_dir)
+    shape = slab_shape(tomo_dir)
+    assert TomographyTask.limits.max_files == 100_000
+    path = tmp_path / "many.zip"
+    path.write_bytes(many_zarrays(shape, 20_000))
+    assert path.stat().st_size < 5 * MIB
+    start = time.monotonic()
+    with pytest.raises(SubmissionError) as e:
+        scoring.validate(comp, path)
+    assert time.monotonic() - start < MAX_ARCHIVE_SECONDS
+    text = str(e.value)
+    assert "20,000 zarr metadata files" in text and "and 19,997 more" in text, text
+    assert len(text) < 300
+    # Fewer: each read, and the arrays found named a few at a time.
+    path.write_bytes(many_zarrays(shape, 10))
+    with pytest.raises(SubmissionError, match="exactly one array") as e:
+        scoring.validate(comp, path)
+    assert "0/.zarray, 1/.zarray, 2/.zarray and 7 more" in str(e.value)
+
+
+def test_every_member_of_a_20000_member_zip_is_read_in_one_pass(tmp_path):
+    """The zip's directory is parsed once per SubmissionFile, not once per member read."""
+    path = tmp_path / "many.zip"
+    path.write_bytes(many_zarrays((1, 1, 1), 20_000))
+    submission = SubmissionFile(path, Limits(max_files=20_000))
+    start = time.process_time()  # CPU time: the machine may be busy with other tests
+    members = submission.members()
+    assert sum(len(submission.read_member(m)) for m in members) == sum(m.size for m in members)
+    for member in members:
+        with submission.open_member(member) as stream:
+            assert stream.read() == zarray((1, 1, 1))
+    assert time.process_time() - start < MAX_ARCHIVE_SECONDS  # before: hours
+    submission.close()
+    assert submission.read_member(members[-1]) == zarray((1, 1, 1))  # listed again
+
+
+def test_a_directory_of_too_many_entries_is_refused_before_zipfile_lists_it(tmp_path,
+                                                                             monkeypatch):
+    """Entries are counted from the raw directory, where zipfile will read it (whatever the
+    end record claims), so millions of them never become millions of ZipInfo objects."""
+    data = bytearray(zip_of([stored(f"{k}.csv", b"1") for k in range(25)]))
+    struct.pack_into("<HH", data, len(data) - 22 + 8, 1, 1)  # the end record: "1 entry"
+    path = tmp_path / "many.zip"
+    path.write_bytes(bytes(data))
+    fewer = tmp_path / "fewer.zip"
+    fewer.write_bytes(zip_of([stored(f"{k}.csv", b"1") for k in range(15)]))
+    limits = Limits(max_files=10)
+    with pytest.raises(SubmissionError, match="more than 10 files"):  # listed, then refused
+        SubmissionFile(fewer, limits).members()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("zipfile listed a directory the limits refuse")
+
+    monkeypatch.setattr(zipfile, "ZipFile", refuse)
+    with pytest.raises(SubmissionError, match="lists over 20 entries; at most 10 files"):
+        SubmissionFile(path, limits).members()
+
+
+@pytest.mark.parametrize("layout", ["plain", "comment", "prefix", "zip64"])
+def test_the_directory_is_found_where_zipfile_finds_it(tmp_path, layout):
+    """The raw count covers exactly what zipfile lists: after an archive comment, behind
+    prepended bytes (a self-extracting archive), and past a Zip64 end record."""
+    n = 70_000 if layout == "zip64" else 50  # over 65,535 entries: Zip64 records
+    buffer = io.BytesIO()
+    if layout == "prefix":
+        buffer.write(b"#!/bin/sh\nexit 0\n" * 100)
+    with zipfile.ZipFile(buffer, "a" if layout == "prefix" else "w") as archive:
+        for k in range(n):
+            archive.writestr(f"d/{k}", b"x" * (k % 3))
+        archive.writestr("d/", b"")  # a folder's own entry counts too
+        if layout == "comment":
+            archive.comment = b"an archive comment " * 1000
+    with zipfile.ZipFile(buffer) as archive:
+        expected = (archive.start_dir, len(archive.infolist()))
+    buffer.seek(0)
+    span = directory_span(buffer)
+    assert span is not None and span[0] == expected[0]
+    assert count_entries(buffer, *span, 10**6) == expected[1] == n + 1
+    assert count_entries(buffer, *span, 9) == 10  # stops once over the bound
+
+
+def test_a_chunk_declared_at_gigabytes_is_refused_before_it_is_read(tomo_dir, tmp_path):
+    """Its declared size is checked against what a chunk may take before a byte is read: a
+    clean refusal naming the member, submitted as the board does (a forked scorer under a
+    256 MB scoring limit), the scorer's peak memory well under that (before: the read
+    reached 2 GB, and the memory error it met was reported as a damaged file)."""
+    comp = competition_copy({"tomography": tomo_dir}, "tomography", tmp_path,
+                            scoring_memory_mb=256)
+    path = tmp_path / "bomb.zip"
+    path.write_bytes(declared_chunk_bomb(slab_shape(comp)))
+    assert path.stat().st_size < 4.2e6
+    report = submit_measured(comp, path)
+    assert report["status"] == Status.INVALID, report
+    assert "0.0.0: chunk of 4,160,749,568 bytes" in report["error"], report
+    assert "takes at most" in report["error"] and "memory" not in report["error"]
+    assert report["children_kb"] * 1024 < 256 * MIB, report  # the scorer's peak
+    assert report["seconds"] < MAX_SECONDS, report
+
+
+def damaged_zip(case: str, shape) -> bytes:
+    chunk = bytes(int(np.prod(shape)))
+    meta = zarray(shape)
+    good = [stored(".zarray", meta), stored("0.0.0", chunk)]
+    if case == "method 9 raw":  # Deflate64: zipfile cannot read it
+        info = f"size = {shape[2]} {shape[1]} {shape[0]}\n".encode()
+        return zip_of([("a.raw", 9, chunk, len(chunk), zlib.crc32(chunk)),
+                       stored("a.raw.info", info)])
+    if case.startswith("method 9"):
+        k = 1 if "chunk" in case else 0
+        name, _, data, size, crc = good[k]
+        good[k] = (name, 9, data, size, crc)
+        return zip_of(good)
+    if case == "bad deflate data":
+        return zip_of([(".zarray", zipfile.ZIP_DEFLATED, b"\xff" * 40, len(meta),
+                        zlib.crc32(meta)), good[1]])
+    if case == "bad crc":
+        return zip_of([good[0], ("0.0.0", 0, chunk, len(chunk), 12345)])
+    if case == "zip version 9.9":
+        data = bytearray(zip_of(good))
+        struct.pack_into("<H", data, data.index(b"PK\x01\x02") + 6, 99)  # version needed
+        return bytes(data)
+    data = bytearray(zip_of(good))
+    if case == "names differ":  # the local header's name is not the directory's
+        at = data.index(b"PK\x03\x04") + 30
+        data[at:at + 7] = b".zarrax"
+    elif case == "names differ, chunk":
+        at = data.index(b"PK\x03\x04", 4) + 30
+        data[at:at + 5] = b"0.0.1"
+    elif case == "header past the end":
+        struct.pack_into("<I", data, data.index(b"PK\x01\x02") + 42, len(data) + 1000)
+    return bytes(data)
+
+
+DAMAGED = {
+    "names differ": "damaged file (File name in directory '.zarray'",
+    "names differ, chunk": "0.0.0: damaged file",
+    "method 9": ".zarray: compression method 9 is not accepted",
+    "method 9 chunk": "0.0.0: compression method 9 is not accepted",
+    "method 9 raw": "a.raw: compression method 9 is not accepted",
+    "bad deflate data": ".zarray: damaged file",
+    "bad crc": "0.0.0: damaged file (Bad CRC-32",
+    "zip version 9.9": "not a readable zip archive (zip file version 9.9)",
+    "header past the end": ".zarray: damaged file",
+}
+
+
+@pytest.mark.parametrize("case", sorted(DAMAGED))
+def test_a_damaged_zip_is_invalid_with_a_reason(tomo_dir, tmp_path, case):
+    """Wherever zipfile meets the damage (its directory, a member's header, its data), the
+    submission is `invalid` with a short reason, never `failed` as a harness fault."""
+    from competition.board.scorer_process import score_file
+
+    path = tmp_path / "damaged.zip"
+    path.write_bytes(damaged_zip(case, slab_shape(tomo_dir)))
+    payload = score_file(str(tomo_dir), str(path), "damaged.zip", False)
+    assert payload["status"] == Status.INVALID, payload
+    assert DAMAGED[case] in payload["error"] and len(payload["error"]) < 200, payload
+
+
+def test_a_damaged_member_read_as_a_stream_is_a_submission_error(tmp_path):
+    """The same through `open_member` (the raw and NIfTI readers stream members)."""
+    path = tmp_path / "damaged.zip"
+    data = bytearray(zip_of([stored("a.raw", b"x" * 100)]))
+    data[data.index(b"PK\x03\x04") + 30] = ord("b")  # the local header names "b.raw"
+    path.write_bytes(bytes(data))
+    submission = SubmissionFile(path, Limits(max_files=2))
+    (member,) = submission.members()
+    with pytest.raises(SubmissionError, match="a.raw: damaged archive member"):
+        submission.open_member(member)
+    path.write_bytes(zip_of([("a.raw", zipfile.ZIP_DEFLATED, b"\xff" * 40, 100, 0)]))
+    submission = SubmissionFile(path, Limits(max_files=2))
+    (member,) = submission.members()
+    with submission.open_member(member) as stream, \
+            pytest.raises(SubmissionError, match="a.raw: damaged archive member"):
+        stream.read()
+
+
+def h5_with_filter(path: Path, shape, case: str) -> Path:
+    import h5py
+
+    labels = np.zeros(shape, np.uint8)
+    with h5py.File(path, "w") as f:
+        if case == "unknown 40000":  # no such filter here: written as raw chunks
+            dataset = f.create_dataset("labels", shape=shape, dtype="u1", chunks=shape,
+                                       compression=40000, allow_unknown_filter=True)
+            dataset.id.write_direct_chunk((0, 0, 0), labels.tobytes())
+        elif case == "fletcher32":
+            f.create_dataset("labels", data=labels, chunks=shape, fletcher32=True)
+        elif case == "scaleoffset":
+            f.create_dataset("labels", data=labels, chunks=shape, scaleoffset=0)
+        else:
+            f.create_dataset("labels", data=labels, chunks=shape, compression="lzf",
+                             shuffle=True)
+    return path
+
+
+@pytest.mark.parametrize("case, code", [("unknown 40000", 40000), ("fletcher32", 3),
+                                        ("scaleoffset", 6)])
+def test_hdf5_filters_outside_the_documented_list_are_refused(tomo_dir, tmp_path, case, code):
+    """Refused from the dataset's filter pipeline before its data is read: HDF5 would look
+    for an unknown filter among the server's plugins (and name their folder)."""
+    from competition.board import scoring
+
+    comp = PreparedCompetition.open(tomo_dir)
+    path = h5_with_filter(tmp_path / "f.h5", slab_shape(tomo_dir), case)
+    with pytest.raises(SubmissionError) as e:
+        scoring.validate(comp, path)
+    text = str(e.value)
+    assert f"labels: HDF5 filter {code} is not accepted" in text, text
+    assert "gzip (1), shuffle (2), lzf (32000)" in text
+    assert "plugin" not in text and "/usr" not in text
+    lzf = h5_with_filter(tmp_path / "lzf.h5", slab_shape(tomo_dir), "lzf")
+    assert "valid tomography submission" in scoring.validate(comp, lzf)
+
+
+def test_error_texts_are_clipped_for_participants_and_logged_whole(monkeypatch, caplog):
+    """Whatever a scoring outcome's error says, a participant sees at most MAX_ERROR_CHARS
+    of it, marked as cut; the organizers' log has it all."""
+    import multiprocessing
+
+    from competition.board import scorer_process
+
+    assert clipped("short") == "short" and clipped("x" * 500) == "x" * 500
+    cut = clipped("y" * 69_000)
+    assert len(cut) == MAX_ERROR_CHARS and cut.endswith("… (cut; 69,000 characters in all)")
+    long = "0.0.0: " + ", ".join(f"{k}/.zarray" for k in range(5000))
+
+    def invalid(root, path, file_name, details):
+        return {"status": Status.INVALID, "error": long}
+
+    def broken(root, path, file_name, details):
+        raise RuntimeError(long)
+
+    for fake, status in ((invalid, Status.INVALID), (broken, Status.FAILED)):
+        monkeypatch.setattr(scorer_process, "score_file", fake)
+        receive, send = multiprocessing.Pipe(duplex=False)
+        caplog.clear()
+        child = threading.Thread(target=scorer_process.child_main,
+                                 args=(send, "root", "path", "team.zip", False))
+        child.start()  # a payload larger than the pipe's buffer waits for its reader
+        payload = receive.recv()
+        child.join()
+        assert payload["status"] == status
+        assert len(payload["error"]) <= MAX_ERROR_CHARS
+        assert payload["error"].endswith("characters in all)")
+        assert any(long in record.getMessage() and "team.zip" in record.getMessage()
+                   for record in caplog.records)

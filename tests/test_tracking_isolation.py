@@ -12,6 +12,7 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -217,13 +218,28 @@ def test_each_team_reads_and_writes_only_its_own_runs(auth_server, demo_dirs, tm
         assert red.search_runs([experiment]) == []
     assert {e.name for e in red.search_experiments()} == {red_user}
 
-    # A team that creates another team's experiment first keeps nothing of it once the
-    # organizer gives that team its user.
+    # No team creates an experiment: not the one of a team that does not exist yet (it would
+    # be MANAGE of it, and could fill it with runs before that team sees it), nor any other,
+    # nor the UI's demo data.
     green_user = config.experiment(comp.name, "participants", "green")
-    squatted = red.create_experiment(green_user)
-    assert red.get_experiment(squatted).name == green_user
+    for name in (green_user, f"{red_user}-scratch"):
+        refused(red.create_experiment, name)
+    with pytest.raises(MlflowException, match="may not create experiments"):
+        red.create_experiment(green_user)
+    demo = httpx.post(f"{url}/ajax-api/3.0/mlflow/demo/generate", json={},
+                      auth=(red_user, passwords[red_user]))
+    assert demo.status_code == 403, demo.text
     as_user(monkeypatch, auth_server.admin, auth_server.password)
+    assert admin.get_experiment_by_name(green_user) is None
+    assert admin.get_experiment_by_name("MLflow Demo") is None
     assert admin.get_run(blue_run.info.run_id).data.tags["team"] == "blue"  # untouched
+    # A grant from before (a server without that refusal gave a squatter MANAGE) is taken
+    # back once the organizer gives the experiment's team its user.
+    squatted = admin.create_experiment(green_user)
+    grant = httpx.post(f"{url}/api/3.0/mlflow/users/permissions/grant", json={
+        "username": red_user, "resource_type": "experiment", "resource_id": squatted,
+        "permission": "MANAGE"}, auth=(auth_server.admin, auth_server.password))
+    assert grant.status_code == 200, grant.text
     code, out, err = run_cli(["tracking-users", comp.root, "--team", "green"], capsys)
     assert code == 0 and f"took back the grants of {red_user}" in out, out + err
     as_user(monkeypatch, red_user, passwords[red_user])

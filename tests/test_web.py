@@ -27,9 +27,10 @@ from tests.test_bad_input import nuclei_valid
 class Portal:
     """A competition with two teams and an organizer, served in-process."""
 
-    def __init__(self, root: Path, **rules):
+    def __init__(self, root: Path, portal: dict | None = None, **rules):
         config = yaml.safe_load((root / "competition.yaml").read_text())
         config["rules"].update(rules)
+        config.setdefault("portal", {}).update(portal or {})
         (root / "competition.yaml").write_text(yaml.safe_dump(config))
         self.root = root
         board = Board(PreparedCompetition.open(root))
@@ -222,7 +223,9 @@ def running_server(demo_dirs, tmp_path):
     """`competition serve` in its own process, on a free loopback port."""
     root = tmp_path / "served"
     shutil.copytree(demo_dirs["demo-nuclei"], root)
-    portal = Portal(root, daily_limit=3)
+    # Five uploads of a team at once (the per-team cap on uploads in flight is
+    # tests/test_upload_limits.py's matter; here the daily limit's transaction is).
+    portal = Portal(root, portal={"uploads_in_flight_per_team": 5}, daily_limit=3)
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "competition", "serve", str(root),
                              "--port", str(port)], stdout=subprocess.PIPE,

@@ -10,11 +10,18 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
-from competition.board.context import BoardContext, Closed, LimitReached, TooManyUploads
+from competition.board.context import (
+    BoardContext,
+    Closed,
+    LimitReached,
+    RuleError,
+    TooManyUploads,
+)
 from competition.board.rules import utc_day
 from competition.board.status import COUNTED, Status
 from competition.board.store import db
 from competition.board.store.schema import submissions, teams, uploads
+from competition.board.teams import Teams
 
 HOUR = timedelta(hours=1)
 
@@ -88,6 +95,24 @@ class Ledger:
             f"{limit} (every upload counts, whatever became of it); the next upload is "
             f"possible at {_whole_second(retry_at).isoformat()}Z (in {wait} s)",
             retry_at, wait)
+
+    def refusal_now(self, team: str) -> RuleError | None:
+        """What would refuse an upload of `team` right now (the opening hours, the hourly
+        upload limit, the daily limit), read without taking anything: the portal asks before
+        it reads an upload's body. The check that counts is still the one in the transaction
+        that takes the slot (see Submissions.submit): this one only spares the disk."""
+        now = self.ctx.now()
+        try:
+            self.check_open(now)
+            with db.read(self.ctx.engine) as conn:
+                team_id = Teams.id_of(conn, team)
+                if team_id is None:  # a team first seen now is over no limit
+                    return None
+                self.check_uploads(conn, team_id, team.strip(), now)
+                self.reserve(conn, team_id, team.strip(), now)  # reads only: refuses or not
+        except RuleError as e:
+            return e
+        return None
 
     @staticmethod
     def record_upload(conn: Connection, team_id: int, now: datetime,

@@ -1,6 +1,19 @@
 """Team and member names: checked (length, no invisible or control characters) and folded into
 a key under which names that look alike are equal.
 
+Invisible characters: besides control and format characters (refused by category), Unicode's
+Default_Ignorable_Code_Point set (variation selectors, the combining grapheme joiner, Hangul
+fillers, tag characters...: letters and marks by category, drawn as nothing) and the symbols
+drawn as a blank (U+2800 BRAILLE PATTERN BLANK, U+1D159 MUSICAL SYMBOL NULL NOTEHEAD). They are
+refused in new names, and dropped from the key as well. Refused: such a name is nobody's honest
+choice, and wherever names are shown or used exactly (the boards, grades.csv, a team's MLflow
+experiment) it is indistinguishable from its visible twin. Dropped: a name stored before this
+check ("alpha" + U+3164) still has the key of "alpha", so a new "alpha" is refused as its
+look-alike (the stored name itself, refused now like a new one, can no longer be used). One
+exception: variation selector 15 or 16 right after a symbol chooses its text or emoji
+presentation (phones add U+FE0F after U+2764 HEAVY BLACK HEART), so it is allowed there; the
+key drops it all the same.
+
 The key: NFKC (full-width and styled letters become plain ones), case folded, whitespace runs
 collapsed, and the look-alike letters of other scripts mapped to one prototype after Unicode
 TR39's confusables (Cyrillic "о" and Greek "ο" are Latin "o"; "0" is "o", "1" and "I" are "l",
@@ -28,6 +41,26 @@ MAX_NAME_CHARS = 200  # the store's name columns hold 200 characters
 # Control characters, format characters (zero-width joiners, bidirectional overrides: they
 # change how a name looks without being seen), surrogates and private-use characters.
 FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co"})
+# Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties.txt of Unicode 15), as (first,
+# last) ranges: Python's unicodedata does not expose the property.
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD), (0x034F, 0x034F), (0x061C, 0x061C), (0x115F, 0x1160),
+    (0x17B4, 0x17B5), (0x180B, 0x180F), (0x200B, 0x200F), (0x202A, 0x202E),
+    (0x2060, 0x206F), (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# Symbols drawn as a blank (not whitespace to Python, so not collapsed with it).
+BLANK_SYMBOLS = frozenset({"\u2800", "\U0001D159"})
+# Text and emoji presentation selectors: allowed right after a symbol (see the docstring).
+PRESENTATION_SELECTORS = frozenset({"\uFE0E", "\uFE0F"})
+
+
+def is_invisible(char: str) -> bool:
+    """Drawn as nothing or as a blank, though not whitespace (see the module docstring)."""
+    code = ord(char)
+    return char in BLANK_SYMBOLS or any(first <= code <= last
+                                        for first, last in DEFAULT_IGNORABLE)
 
 
 def checked_name(name: str, what: str = "team name") -> str:
@@ -39,7 +72,10 @@ def checked_name(name: str, what: str = "team name") -> str:
         raise RuleError(f"the {what} is {len(stripped)} characters long; at most "
                         f"{MAX_NAME_CHARS} are allowed")
     for k, char in enumerate(stripped):
-        if unicodedata.category(char) in FORBIDDEN_CATEGORIES:
+        presentation = char in PRESENTATION_SELECTORS and k > 0 and \
+            unicodedata.category(stripped[k - 1]) == "So"
+        if unicodedata.category(char) in FORBIDDEN_CATEGORIES or \
+                (is_invisible(char) and not presentation):
             raise RuleError(f"the {what} contains an invisible or control character "
                             f"(U+{ord(char):04X}) at position {k + 1}; use visible "
                             "characters and spaces only")
@@ -47,10 +83,11 @@ def checked_name(name: str, what: str = "team name") -> str:
 
 
 def folded(name: str) -> str:
-    """The name as compared: NFKC, case folded, look-alikes mapped, whitespace collapsed."""
-    text = unicodedata.normalize("NFKC", name)
+    """The name as compared: NFKC, case folded, look-alikes mapped, invisible characters
+    dropped, whitespace collapsed."""
+    text = _visible(unicodedata.normalize("NFKC", name))
     for _ in range(4):  # a fixed point within a few rounds (prototypes are not sources)
-        mapped = unicodedata.normalize("NFKC", _skeleton(text)).casefold()
+        mapped = _visible(unicodedata.normalize("NFKC", _skeleton(text)).casefold())
         if mapped == text:
             break
         text = mapped
@@ -61,6 +98,10 @@ def name_key(name: str) -> str:
     """SHA-256 of the folded name: what the store keeps unique (fixed length, whatever the
     folding expands to)."""
     return hashlib.sha256(folded(name).encode()).hexdigest()
+
+
+def _visible(text: str) -> str:
+    return "".join(c for c in text if not is_invisible(c))
 
 
 def _skeleton(text: str) -> str:

@@ -7,6 +7,11 @@ its claim holds (`record_claimed`): a late or duplicated job whose claim was tak
 the token changed and records nothing, so every submission is recorded once. A claim whose
 lease ran out (its dispatcher died) is taken back to the queue by any dispatcher.
 
+Claims are fair across teams (issue 33): jobs are taken round-robin, the team with the fewest
+jobs in flight first, so a team's backlog delays another team's first job by at most one job;
+and a team holds at most `portal.team_cpu_seconds_in_flight` of scoring CPU limits in flight
+(at least one job), so slow uploads cannot take most workers.
+
 On PostgreSQL, claims skip rows other dispatchers have locked (`FOR UPDATE SKIP LOCKED`); on
 SQLite the database's write lock serialises them.
 """
@@ -17,10 +22,11 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
 
 from competition.board.context import BoardContext
-from competition.board.scorer_process import ScoredFile
+from competition.board.prepared import PreparedCompetition
+from competition.board.scorer_process import ScoredFile, scoring_limits
 from competition.board.status import Status
 from competition.board.store import db
 from competition.board.store.schema import submissions
@@ -37,28 +43,48 @@ class Claim:
     attempts: int
 
 
+def team_jobs_in_flight(comp: PreparedCompetition) -> int:
+    """How many jobs one team may have in flight: `portal.team_cpu_seconds_in_flight` over
+    the scoring CPU limit each job may use (null: two jobs), and at least one, so that no
+    team is ever starved."""
+    per_job = scoring_limits(comp).cpu_seconds
+    allowed = comp.config.portal.team_cpu_seconds_in_flight or 2 * per_job
+    return max(1, allowed // per_job)
+
+
 class Queue:
     def __init__(self, ctx: BoardContext, holder: str,
                  lease_seconds: float = DEFAULT_LEASE_SECONDS):
-        """`holder` names the dispatcher (e.g. host:pid of a serve process)."""
+        """`holder` names the dispatcher (e.g. host:pid of a serve process). The per-team
+        cap comes from `ctx.comp` as it was read: a re-read competition.yaml needs a new
+        Queue (Dispatcher.rebind)."""
         self.ctx, self.holder, self.lease = ctx, holder, dt.timedelta(seconds=lease_seconds)
+        self.team_jobs = team_jobs_in_flight(ctx.comp)
 
     def claim(self, limit: int) -> list[Claim]:
-        """Up to `limit` jobs, oldest first: queued ones, and scoring ones whose lease ran
-        out (their dispatcher is gone)."""
+        """Up to `limit` jobs, fairly across teams (see `_fair_pick`): queued ones, and
+        scoring ones whose lease ran out (their dispatcher is gone)."""
         now = self.ctx.now()
-        claimable = or_(submissions.c.status == Status.QUEUED,
-                        and_(submissions.c.status == Status.SCORING,
-                             submissions.c.lease_until < now))
+        claimable = _claimable(now)
         with db.write(self.ctx.engine) as conn:
+            picked = _fair_pick(conn, claimable, now, self.team_jobs, limit)
+            if not picked:
+                return []
+            # Lock what was picked, checking again that it is claimable: on PostgreSQL
+            # another dispatcher may hold or have just taken some of these rows (skipped, or
+            # no longer claimable once its claim committed), so no row is claimed twice; a
+            # batch that lost rows that way is smaller, and the next poll takes more.
             query = (select(submissions.c.id, submissions.c.file_path,
                             submissions.c.file_name, submissions.c.attempts)
-                     .where(claimable).order_by(submissions.c.id).limit(limit))
+                     .where(and_(submissions.c.id.in_(picked), claimable)))
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update(skip_locked=True)
-            rows = conn.execute(query).all()
+            rows = {row.id: row for row in conn.execute(query)}
             claims = []
-            for row in rows:
+            for sid in picked:  # in the fair order
+                row = rows.get(sid)
+                if row is None:
+                    continue
                 token = secrets.token_hex(16)
                 conn.execute(update(submissions).where(submissions.c.id == row.id).values(
                     status=Status.SCORING, claim_token=token, claimed_by=self.holder,
@@ -111,6 +137,41 @@ class Queue:
         with db.write(self.ctx.engine) as conn:
             return _holds(conn, claim, values={"status": Status.QUEUED, "claim_token": None,
                                                "lease_until": None})
+
+
+def _claimable(now: dt.datetime) -> ColumnElement[bool]:
+    return or_(submissions.c.status == Status.QUEUED,
+               and_(submissions.c.status == Status.SCORING, submissions.c.lease_until < now))
+
+
+def _fair_pick(conn: Connection, claimable: ColumnElement[bool], now: dt.datetime,
+               team_jobs: int, limit: int) -> list[int]:
+    """The ids of up to `limit` claimable jobs in round-robin order, computed in the
+    database (only the ids come back, however long the queue).
+
+    A team's k-th oldest claimable job (k from 0) would be its (in flight + k + 1)-th job in
+    flight, its turn being `in flight + k`: jobs go by turn, so the team with the fewest jobs
+    in flight (those claimed in this batch included) goes first, and each team's oldest job
+    first. Within a turn each team has one job, its oldest waiting one: the oldest of those
+    goes first. Jobs whose turn reaches `team_jobs` wait. In flight: scoring under a live
+    lease, by any dispatcher.
+
+    A plain query (no row locks: PostgreSQL allows none beside a window function); the
+    caller locks the rows it picked."""
+    in_flight = (select(submissions.c.team_id, func.count().label("n"))
+                 .where(and_(submissions.c.status == Status.SCORING,
+                             submissions.c.lease_until >= now))
+                 .group_by(submissions.c.team_id).subquery("in_flight"))
+    rank = func.row_number().over(partition_by=submissions.c.team_id,
+                                  order_by=submissions.c.id) - 1
+    waiting = (select(submissions.c.id, submissions.c.team_id, rank.label("rank"))
+               .where(claimable).subquery("waiting"))
+    turn = func.coalesce(in_flight.c.n, 0) + waiting.c.rank
+    query = (select(waiting.c.id)
+             .select_from(waiting.outerjoin(in_flight,
+                                            in_flight.c.team_id == waiting.c.team_id))
+             .where(turn < team_jobs).order_by(turn, waiting.c.id).limit(limit))
+    return list(conn.execute(query).scalars())
 
 
 def _holds(conn: Connection, claim: Claim, values: dict[str, object]) -> bool:

@@ -14,7 +14,10 @@ parent, which knows the limits it set. Any other death stays `failed` and retrya
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
+import os
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,7 +29,7 @@ from competition import rlimits
 from competition.board.prepared import PreparedCompetition
 from competition.board.scoring import Scorer
 from competition.board.status import Status
-from competition.errors import SubmissionError
+from competition.errors import MAX_ERROR_CHARS, SubmissionError, clipped
 from competition.formats.jsonsafe import finite, jsonable
 
 
@@ -75,13 +78,21 @@ def score_file(root: str, path: str, file_name: str, details: bool) -> dict[str,
 
 def child_main(send: Connection, root: str, path: str, file_name: str, details: bool) -> None:
     """The scorer child: score and send a payload; a scorer bug is `failed`, retryable; a
-    scoring limit reached is `invalid`, naming the limit."""
+    scoring limit reached is `invalid`, naming the limit. An error's text is clipped to
+    MAX_ERROR_CHARS for the participant, and logged whole (this child's stderr is the
+    worker's log)."""
     try:
         payload = score_file(root, path, file_name, details)
     except (MemoryError, rlimits.CpuLimitExceeded) as e:
         payload = limit_payload(e)
     except Exception as e:  # a scorer bug: recorded, retryable, never a lost submission
         payload = {"status": Status.FAILED, "error": f"scorer error: {type(e).__name__}: {e}"}
+    error = payload.get("error")
+    if isinstance(error, str) and len(error) > MAX_ERROR_CHARS:
+        logging.getLogger(__name__).warning("scoring %s: %s error of %d characters, cut for "
+                                            "the participant: %s", file_name,
+                                            payload["status"], len(error), error)
+        payload["error"] = clipped(error)
     send.send(payload)
     send.close()
 
@@ -100,10 +111,31 @@ def limit_payload(e: BaseException) -> dict[str, Any]:
 
 def bounded_child(limits: rlimits.ScoringLimits | None, target: Callable[..., None],
                   *args: Any) -> None:
-    """The child process's entry: its limits first, then `target` (child_main or a test's)."""
+    """The child process's entry: tied to its parent's life (a killed worker, or a killed
+    CLI, takes its scoring child with it: a fork server's children are tied to the fork
+    server, which ends with the process that started it), its limits, then `target`
+    (child_main or a test's)."""
+    _leave_fork_server()
+    rlimits.die_with_parent()
     if limits is not None:
         rlimits.apply(limits)
     target(*args)
+
+
+def _leave_fork_server() -> None:
+    """Drop this child's copy of its fork server's "alive" pipe. A fork server serves until
+    every process holding that pipe has gone, and hands a copy to each child it starts (so
+    that it may start processes through it too; a scoring child never does): kept, a scoring
+    child would keep its fork server, and so itself, alive after the worker that started
+    both was killed."""
+    from multiprocessing import forkserver
+
+    server: Any = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        server._forkserver_alive_fd = None
 
 
 def scoring_limits(comp: PreparedCompetition) -> rlimits.ScoringLimits:

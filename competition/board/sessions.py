@@ -4,7 +4,9 @@ Signing in exchanges a team's (or the organizer's) token for a random session id
 keeps the id in a cookie, the store keeps only its SHA-256 with the role, the team, the hash of
 the token it was opened with, and when it expires. A session ends when it expires, when it is
 revoked (logout), or when its token is replaced (`team add`/`organizer-token` issue a new one),
-so a copied cookie stops working at the latest when the token it came from does.
+so a copied cookie stops working at the latest when the token it came from does. A revoked
+session's row is deleted at once (nothing of it is kept to be read back); expired rows go at
+the next sign-in.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select
 
 from competition.board.context import BoardContext
 from competition.board.store import db
@@ -23,7 +25,7 @@ from competition.board.teams import Teams, token_hash
 
 DEFAULT_TTL = timedelta(hours=12)
 # Signing in again and again must not fill the store: past this many live sessions of one
-# token, the oldest are revoked.
+# token, the oldest are deleted.
 MAX_LIVE_PER_TOKEN = 20
 
 
@@ -61,21 +63,23 @@ class Sessions:
         now = self.ctx.now()
         credential = token_hash(token)
         with db.write(self.ctx.engine) as conn:
-            team_id = Teams.id_of(conn, team) if team is not None else None
+            # By the token, not the name: a name stored before a newer check still signs in.
+            team_id = conn.execute(select(teams.c.id).where(
+                teams.c.token_sha256 == credential)).scalar() if role == "team" else None
             if role == "team" and team_id is None:
-                return None  # the team went away between the two reads
-            conn.execute(delete(sessions).where(sessions.c.expires_at <= now))
+                return None  # the team or its token went away between the two reads
+            # Expired rows, and rows revoked by stores from before revoking deleted them.
+            conn.execute(delete(sessions).where(or_(sessions.c.expires_at <= now,
+                                                    sessions.c.revoked_at.is_not(None))))
             conn.execute(insert(sessions).values(
                 id_sha256=session_hash(session_id), role=role, team_id=team_id,
                 credential_sha256=credential, created_at=now, expires_at=now + ttl))
             live: list[str] = list(conn.execute(
-                select(sessions.c.id_sha256).where(and_(
-                    sessions.c.credential_sha256 == credential,
-                    sessions.c.revoked_at.is_(None)))
+                select(sessions.c.id_sha256).where(sessions.c.credential_sha256 == credential)
                 .order_by(sessions.c.created_at.desc(), sessions.c.id_sha256)).scalars())
             if len(live) > MAX_LIVE_PER_TOKEN:
-                conn.execute(update(sessions).where(
-                    sessions.c.id_sha256.in_(live[MAX_LIVE_PER_TOKEN:])).values(revoked_at=now))
+                conn.execute(delete(sessions).where(
+                    sessions.c.id_sha256.in_(live[MAX_LIVE_PER_TOKEN:])))
         return session_id, Session(role, team, now + ttl, csrf_token_of(session_id))
 
     def get(self, session_id: str | None) -> Session | None:
@@ -92,6 +96,7 @@ class Sessions:
                 .select_from(sessions.outerjoin(teams, teams.c.id == sessions.c.team_id))
                 .where(and_(
                     sessions.c.id_sha256 == session_hash(session_id),
+                    # (revoked_at: rows of stores from before revoking deleted them)
                     sessions.c.revoked_at.is_(None), sessions.c.expires_at > now,
                     or_(and_(sessions.c.role == "team",
                              teams.c.token_sha256 == sessions.c.credential_sha256),
@@ -103,11 +108,10 @@ class Sessions:
         return Session(row.role, row.name, row.expires_at, csrf_token_of(session_id))
 
     def revoke(self, session_id: str | None) -> bool:
-        """End a session now (logout); True if a live one was ended."""
+        """End a session now (logout): its row is deleted; True if there was one."""
         if not session_id or len(session_id) > 200:
             return False
         with db.write(self.ctx.engine) as conn:
-            result = conn.execute(update(sessions).where(and_(
-                sessions.c.id_sha256 == session_hash(session_id),
-                sessions.c.revoked_at.is_(None))).values(revoked_at=self.ctx.now()))
+            result = conn.execute(delete(sessions).where(
+                sessions.c.id_sha256 == session_hash(session_id)))
         return bool(result.rowcount)

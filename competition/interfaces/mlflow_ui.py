@@ -10,7 +10,8 @@ Each store is served with its artifacts proxied from its own root (`--serve-arti
 participants' `artifact_location` or the organizers' `organizer_artifact_location`). With
 `auth`, the participants' store is served by MLflow's basic-auth app, where a user sees no
 experiment unless granted one (`default_permission = NO_PERMISSIONS`; team users come from
-`competition tracking-users`); its users are kept in a database beside the store
+`competition tracking-users`) and only admins create experiments (see
+competition.tracking.users); its users are kept in a database beside the store
 (`mlflow.db` -> `mlflow-auth.db`).
 """
 
@@ -50,9 +51,9 @@ def server_command(uri: str, artifacts: str | None, host: str, port: int,
 def auth_environment(uri: str, folder: Path, user: str | None = None,
                      password: str | None = None) -> dict[str, str]:
     """The environment of a basic-auth server on the SQLite store `uri`: a configuration
-    (written into `folder`) where users see nothing unless granted, users kept beside the
-    store, the admin's credentials (default: MLFLOW_TRACKING_USERNAME/PASSWORD; MLflow
-    creates that admin on the first start)."""
+    (written into `folder`) where users see nothing unless granted and only admins create
+    experiments, users kept beside the store, the admin's credentials (default:
+    MLFLOW_TRACKING_USERNAME/PASSWORD; MLflow creates that admin on the first start)."""
     from competition.tracking.locks import sqlite_file
 
     store = sqlite_file(uri)
@@ -68,7 +69,7 @@ def auth_environment(uri: str, folder: Path, user: str | None = None,
     path.write_text("[mlflow]\ndefault_permission = NO_PERMISSIONS\n"
                     f"database_uri = sqlite:///{users}\nadmin_username = {user}\n"
                     "authorization_function = "
-                    "mlflow.server.auth:authenticate_request_basic_auth\n")
+                    "competition.tracking.users:authenticate_team_user\n")
     # The app's CSRF tokens are signed with this key: one per server start unless given.
     key = os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_hex(32)
     return {"MLFLOW_AUTH_CONFIG_PATH": str(path), "MLFLOW_AUTH_ADMIN_PASSWORD": password,

@@ -86,7 +86,13 @@ class Dispatcher:
         while not self._stop.is_set():
             try:
                 self._collect()
-                free = self.runner.capacity() * 2 - len(self.running)  # keep workers fed
+                # Claims only up to the workers there are, not ahead of them: a claimed job
+                # waits in the runner's own first-in-first-out queue, where a team that
+                # arrives later could no longer pass it, so claiming ahead would defeat the
+                # queue's round-robin (a new team's job would wait behind every job claimed
+                # before it). A worker freed is not left idle until the next poll: each
+                # job's end wakes this loop (`_start`), which claims the next job at once.
+                free = self.runner.capacity() - len(self.running)
                 if free > 0:
                     for claim in self.queue.claim(free):
                         self._start(claim)
@@ -104,6 +110,8 @@ class Dispatcher:
                                     self.scorer_spec,
                                     key=f"score-{claim.submission_id}-{claim.token}")
         self.running[claim.submission_id] = Running(claim, future)
+        # Both runners' futures call back when done (Dask's from a thread of its own).
+        future.add_done_callback(lambda _: self._wake.set())
 
     def _collect(self) -> None:
         for sid, job in list(self.running.items()):

@@ -2,18 +2,32 @@
 basic-auth app (`mlflow server --app-name basic-auth`), kept through its REST API.
 
 The design, in full:
-- the participants' store is an MLflow server started with the basic-auth app and
-  `default_permission = NO_PERMISSIONS` (`competition ui --auth` starts one so), so a user
-  sees no experiment unless granted;
+- the participants' store is an MLflow server started with the basic-auth app,
+  `default_permission = NO_PERMISSIONS` and `authenticate_team_user` below as its
+  `authorization_function` (`competition ui --auth` starts one so): a user sees no experiment
+  unless granted, and only admins create experiments;
 - participants' runs go to one experiment per team (`team_experiment_name`, e.g.
   "{competition}/{team}"), the organizers' to their own store or experiment;
 - each participant team gets one MLflow user, named like its experiment, with EDIT (read and
   write runs) on that experiment and nothing else; `sync_team_users` creates the experiment
   and the user (a random password, returned once), and takes back any grant another
-  non-admin user holds on the team's experiment or on the organizers' (a user may create an
-  experiment before its team's exists, and its creator is given MANAGE on it);
+  non-admin user holds on the team's experiment or on the organizers';
 - the harness logs scored submissions with an admin's credentials, which MLflow's client
   reads from MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD.
+
+Why no participant may create an experiment: MLflow gives the creator of an experiment MANAGE
+on it, and experiment names are first come, first served. A team could otherwise create the
+experiment of a team that does not exist yet ("{competition}/{later team}"), fill it with runs
+of its choosing, and have them shown to that team once its user is given the experiment. The
+basic-auth app has no setting for this short of its workspaces mode (`--enable-workspaces`, a
+change to the whole server); a DENY grant on every experiment would deny the team's own as well
+(the wildcard grant and the team's are folded together, and DENY wins). So the refusal is made
+where the app authenticates each request. (MLflow's UI then leaves out its change-password and
+log-out items, which it shows only with its own function; `competition tracking-users
+--reset-password` gives new passwords.) On a server started otherwise (MLflow's own
+`authenticate_request_basic_auth`) participants can create experiments again: taking back the
+grants on the team's experiment at each sync is then the only defence, and runs written into it
+before stay there.
 """
 
 from __future__ import annotations
@@ -78,6 +92,29 @@ def sync_team_users(config: TrackingConfig, competition: str, teams: list[str],
         organizers = Tracker(config, "organizers").experiment_id(competition)
         _take_back(auth, organizers, [u for u, admin in others.items() if not admin])
     return done
+
+
+def authenticate_team_user() -> Any:
+    """The basic-auth app's `authorization_function` (see the module docstring): MLflow's
+    own basic-auth check, then a 403 to any user but an admin who asks to create an
+    experiment (or the UI's demo data, which makes one). Runs in the MLflow server."""
+    from flask import jsonify, request
+    from mlflow.server import auth
+    from mlflow.server.auth.routes import DEMO_GENERATE
+
+    found = auth.authenticate_request_basic_auth()
+    username = getattr(found, "username", None)  # None: a 401 challenge to answer as is
+    creating = request.method == "POST" and (
+        request.path == DEMO_GENERATE or auth.BEFORE_REQUEST_VALIDATORS.get(
+            (request.path, request.method)) is auth.validate_can_create_experiment)
+    if creating and username and not auth.store.get_user(username).is_admin:
+        refusal = jsonify({"error_code": "PERMISSION_DENIED", "message": (
+            f"user {username!r} may not create experiments on this server: the organizers "
+            "create each team's experiment (`competition tracking-users`); log your runs "
+            "to your team's own")})
+        refusal.status_code = 403
+        return refusal
+    return found
 
 
 def _check_setup(config: TrackingConfig) -> None:

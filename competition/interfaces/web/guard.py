@@ -9,19 +9,29 @@ before any route runs, and competition.yaml is checked for changes.
   FORM_BODY_CAP on every other route (sign-in, selections, organizer forms).
 The refusal is raised from `receive` as an HTTPException, so the route's own error handling
 (JSON or an error page) answers it.
+
+The upload routes then admit an upload (`admitted_upload`) before they read its body: the
+limits the team is already over, then a slot and temporary space (see upload_slots.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from competition.interfaces.web.portal import UPLOAD_PATHS, Portal
+from competition.board.context import LimitReached, RuleError, TooManyUploads
+from competition.board.rules import utc_day
+from competition.interfaces.web.portal import UPLOAD_PATHS, Portal, refusal_status
+from competition.interfaces.web.upload_slots import SlotLimits
 from competition.interfaces.web.uploads import UploadRefused
 
 MAX_PATH_BYTES = 2048
@@ -42,6 +52,34 @@ def declared_length(headers: Headers) -> int | None:
         return None
     value = value.strip()
     return int(value) if value.isdigit() and len(value) < 20 else -1
+
+
+@contextlib.asynccontextmanager
+async def admitted_upload(request: Request, portal: Portal, team: str) -> AsyncIterator[int]:
+    """What an upload passes before a byte of its body is read, cheapest first (the route's
+    dependencies have checked the token): the limits the team is already over (429; 403
+    outside the opening hours), then a slot and the temporary space the upload may fill
+    (429, 503, 507; see upload_slots). Yields the bytes reserved; the slot and the space are
+    given back when the block ends, however it ends."""
+    board = portal.board
+    refusal = await run_in_threadpool(board.ledger.refusal_now, team)
+    if refusal is not None:
+        raise UploadRefused(refusal_status(refusal), str(refusal),
+                            headers=_retry_after(refusal, board.ctx.now))
+    limits = SlotLimits.of(portal.comp.config.portal, upload_body_cap(portal))
+    # A length that is not a number never gets here (the guard answered 400).
+    with portal.uploads.reserved(team, declared_length(request.headers), limits) as wanted:
+        yield wanted
+
+
+def _retry_after(refusal: RuleError, now: Callable[[], datetime]) -> dict[str, str] | None:
+    """When the limit that refused lets the team upload again, as a Retry-After header."""
+    if isinstance(refusal, TooManyUploads):
+        return {"Retry-After": str(refusal.retry_after_s)}
+    if isinstance(refusal, LimitReached):  # the daily limit: it resets at 00:00 UTC
+        moment = now()
+        return {"Retry-After": str(max(1, int((utc_day(moment)[1] - moment).total_seconds())))}
+    return None
 
 
 def too_large(cap: int, upload: bool) -> HTTPException:

@@ -39,6 +39,8 @@ from competition.board.status import WAITING
 from competition.board.views import Entry, Outcome
 from competition.errors import CompetitionError
 from competition.formats.csv_safe import csv_text
+from competition.interfaces.web.sign_in_limits import SignInLimits, client_address
+from competition.interfaces.web.upload_slots import UploadSlots
 from competition.jobs.dispatcher import Dispatcher
 from competition.jobs.job import DEFAULT_SCORER
 from competition.jobs.runners import Runner, ThreadRunner
@@ -97,6 +99,7 @@ class Portal:
         hours = os.environ.get(SESSION_HOURS_ENV)
         self.session_ttl = session_ttl or (timedelta(hours=float(hours)) if hours
                                            else DEFAULT_TTL)
+        self.sign_ins = SignInLimits()  # failed sign-ins, kept across reloads
         self.scorer = ChildScorer("forkserver")
         self._lock = threading.Lock()
         self._refused: tuple[int, int, int] | None = None
@@ -109,6 +112,8 @@ class Portal:
         self.runner = runner or ThreadRunner(2)
         self.dispatcher = Dispatcher(self.board, self.runner, store_url, scorer_spec)
         self.on_reload.append(self.dispatcher.rebind)
+        # Uploads being received: slots and temporary space (kept across reloads).
+        self.uploads = UploadSlots()
 
     # --- the competition, re-read when its configuration changes ---------------------------
 
@@ -324,9 +329,25 @@ def viewer(request: Request) -> Viewer | None:
     header = request.headers.get("authorization", "")
     result: Viewer | None = None
     if header.lower().startswith("bearer "):
-        who = p.board.teams.who(header[7:].strip())
+        # A bearer token is a sign-in on every request: an unknown one counts as a failed
+        # attempt, and over the limits the token is not looked at (sign_in_limits.py).
+        token, rules = header[7:].strip(), p.comp.config.portal
+        address = client_address(request, p.trust_proxy)
+        refusal = p.sign_ins.admit(address, token, rules, attempt=False)
+        if refusal is not None:
+            state.viewer, state.viewer_resolved = None, True
+            # A page is served as to nobody instead: its error pages (404s, 413s...) ask who
+            # is viewing from the app's error handler, where a 429 would become a 500.
+            if request.url.path.startswith("/api/") or \
+                    "text/html" not in request.headers.get("accept", "text/html"):
+                raise HTTPException(429, refusal.message,
+                                    headers={"Retry-After": str(refusal.retry_after)})
+            return None
+        who = p.board.teams.who(token)
         if who is not None:
             result = Viewer(role=who[0], team=who[1])
+        else:
+            p.sign_ins.failed(address, token, rules, attempt=True)
     else:
         session = p.sessions.get(request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
         if session is not None:

@@ -184,7 +184,8 @@ shape [{counts['test']}, {h}, {w}]), integer labels 0, 1, 2 (uint8 preferred), a
   `ZipStore` writes them, or in one folder), or a zarr directory: `competition submit` zips
   a folder itself; for the portal, `python -m competition.tasks.tomography.tools zip DIR
   OUT.zip` makes the same zip; compressors Blosc, Zstd, GZip or none; no sharding;
-- an **HDF5** file with exactly one 3-D dataset;
+- an **HDF5** file with exactly one 3-D dataset, uncompressed or with the gzip, lzf and
+  shuffle filters only;
 - **raw** bytes with a sidecar: `NAME.raw` and `NAME.raw.info` (`size = {w} {h} {counts['test']}`,
   `dtype = uint8`, `byte order = little`) zipped together, or a bare `.raw` file of exactly
   {counts['test'] * h * w:,} bytes (uint8).

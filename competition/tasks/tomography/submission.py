@@ -6,27 +6,30 @@ slab's shape):
 - a zarr array (format 2 or 3), zipped (the store's files at the zip's root or in one folder)
   or as a folder; compressors Blosc, Zstd, GZip/zlib or none; chunks missing from the store
   hold the fill value, as zarr defines;
-- an HDF5 file with one 3-D dataset (contiguous or chunked; gzip, lzf or shuffle filters);
+- an HDF5 file with one 3-D dataset (contiguous or chunked; gzip, lzf or shuffle filters,
+  no other: an unknown one would send HDF5 looking for a plugin on the server);
 - a raw file with its sidecar (`NAME.raw` + `NAME.raw.info`, zipped or as a folder; see
   `volumes.parse_sidecar`), or a bare raw file of exactly z*y*x bytes (uint8).
 
 Everything is checked against what the metadata declares before a byte of data is decoded:
 the shape must be the test slab's, the data type an integer, a chunk at most
 `MAX_CHUNK_BYTES` decoded and a row of chunks at most `MAX_ROW_BYTES` (so a declared shape
-or chunk that would not fit in memory is refused, not allocated). Each chunk is then decoded
-into a buffer of exactly its declared size (a stream that claims otherwise is damaged) and its
-labels checked.
+or chunk that would not fit in memory is refused, not allocated). Each chunk is then read only
+if its stored size fits a chunk (a zip member declared at gigabytes is refused before a byte
+is read), decoded into a buffer of exactly its declared size (a stream that claims otherwise
+is damaged) and its labels checked. Messages list at most a few names of a listing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import stat
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -41,6 +44,8 @@ MIB = 1024 * 1024
 MAX_CHUNK_BYTES = 64 * MIB  # one chunk, decoded
 MAX_ROW_BYTES = 192 * MIB  # one row of chunks along z, as uint8 labels
 MAX_METADATA_BYTES = 64 * 1024
+MAX_METADATA_FILES = 64  # .zarray / zarr.json files: a store of one array has one or a few
+HDF5_FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf"}  # documented; HDF5's and h5py's
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 N_CLASSES = 3
 CLASS_NAMES = "0 (matrix), 1 (fibre) and 2 (pore)"
@@ -84,9 +89,13 @@ def open_labels(submission: SubmissionFile, shape: tuple[int, int, int]) -> Labe
         if head == HDF5_MAGIC:
             return Hdf5Labels(submission.path, shape)
         return RawLabels(submission, None, None, shape)
-    members = submission.members()
+    members = submission.members()  # the zip's listing, within the limits, before any read
     names = {m.name: m for m in members}
     metadata = [m for m in members if PurePosixPath(m.name).name in (".zarray", "zarr.json")]
+    if len(metadata) > MAX_METADATA_FILES:
+        raise SubmissionError(f"{len(metadata):,} zarr metadata files (.zarray, zarr.json), "
+                              f"such as {some(m.name for m in metadata)}; a store of one array "
+                              f"has a few (at most {MAX_METADATA_FILES} are read)")
     if metadata:
         return ZarrLabels(submission, names, metadata, shape)
     raws = [m for m in members if m.name.lower().endswith(".raw")]
@@ -96,7 +105,14 @@ def open_labels(submission: SubmissionFile, shape: tuple[int, int, int]) -> Labe
         raise SubmissionError("submit an HDF5 file as it is, not zipped or in a folder")
     raise SubmissionError(
         "neither a zarr store (.zarray or zarr.json), nor one .raw file with its sidecar; "
-        f"found {len(members)} file(s) such as {', '.join(sorted(names)[:3])}")
+        f"found {len(members)} file(s) such as {some(sorted(names))}")
+
+
+def some(names: Iterable[str], shown: int = 3) -> str:
+    """A few of `names` and how many more (a listing may hold thousands)."""
+    names = list(names)
+    more = f" and {len(names) - shown:,} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _open(path: Path) -> IO[bytes]:
@@ -154,14 +170,13 @@ class ZarrLabels(LabelVolume):
     def __init__(self, submission: SubmissionFile, members: dict[str, Member],
                  metadata: list[Member], shape: tuple[int, int, int]):
         self.submission, self.members, self.expected = submission, members, shape
-        self.reader = MemberReader(submission)
         arrays = []
         for member in metadata:
             doc = _json_member(submission, member)
             if PurePosixPath(member.name).name == ".zarray" or doc.get("node_type") == "array":
                 arrays.append((member, doc))
         if len(arrays) != 1:
-            found = ", ".join(m.name for m, _ in arrays) or "none"
+            found = some(m.name for m, _ in arrays) or "none"
             raise SubmissionError(f"a zarr store with exactly one array is expected; arrays "
                                   f"found: {found}")
         member, doc = arrays[0]
@@ -289,10 +304,14 @@ class ZarrLabels(LabelVolume):
             yield Slab(z0, z1, row)
 
     def _decode(self, member: Member, expected: int, key: str) -> bytes | np.ndarray:
-        if member.size > expected + MAX_METADATA_BYTES and not self.codecs:
-            raise SubmissionError(f"{member.size} bytes where an uncompressed chunk has "
-                                  f"{expected}", where=key)
-        data: bytes | np.ndarray = self.reader.read(member)
+        # Refused from the listing, before a byte is read: a member declared at gigabytes
+        # would otherwise be read whole before its decoded size could be checked.
+        most = stored_bound(expected, compressed=bool(self.codecs))
+        if member.size > most:
+            raise SubmissionError(f"chunk of {member.size:,} bytes (as its archive entry "
+                                  f"declares) where a chunk of {expected:,} bytes takes at "
+                                  f"most {most:,}", where=key)
+        data: bytes | np.ndarray = self.submission.read_member(member, most=most)
         for k in reversed(range(len(self.codecs))):
             data = _decode(self.codecs[k], bytes(data) if k else data,  # type: ignore[arg-type]
                            expected if k == 0 else None, key)
@@ -302,50 +321,17 @@ class ZarrLabels(LabelVolume):
         return data
 
 
-    def close(self) -> None:
-        self.reader.close()
-
-
-class MemberReader:
-    """Members of a zip or folder read one at a time, each at most its declared size; a zip
-    is opened once (not once per chunk: its directory may list thousands)."""
-
-    def __init__(self, submission: SubmissionFile):
-        self.submission = submission
-        self.archive: zipfile.ZipFile | None = None
-        if not submission.path.is_dir():
-            try:
-                self.archive = zipfile.ZipFile(submission.path)
-            except (zipfile.BadZipFile, OSError) as e:
-                raise SubmissionError(f"not a readable zip archive ({e})") from None
-
-    def read(self, member: Member) -> bytes:
-        try:
-            if self.archive is None:
-                with (self.submission.path / member.name).open("rb") as f:
-                    data = f.read(member.size + 1)
-            else:
-                with self.archive.open(member.name) as f:
-                    data = f.read(member.size + 1)
-        except SubmissionError:
-            raise
-        except Exception as e:  # zipfile and zlib raise several types on damaged members
-            raise SubmissionError(f"damaged file ({e})", where=member.name) from None
-        if len(data) != member.size:
-            raise SubmissionError(f"holds {len(data)} bytes where {member.size} are declared",
-                                  where=member.name)
-        return data
-
-    def close(self) -> None:
-        if self.archive is not None:
-            self.archive.close()
+def stored_bound(expected: int, compressed: bool) -> int:
+    """The most bytes a chunk of `expected` decoded bytes may take as stored: compressors
+    grow incompressible data a little (zstd by 1/256 and a header; deflate and Blosc less)."""
+    return expected + (expected // 64 if compressed else 0) + MAX_METADATA_BYTES
 
 
 def _json_member(submission: SubmissionFile, member: Member) -> dict[str, Any]:
     if member.size > MAX_METADATA_BYTES:
         raise SubmissionError(f"metadata of {member.size} bytes is too large", where=member.name)
     try:
-        doc = json.loads(submission.read_member(member))
+        doc = json.loads(submission.read_member(member, most=MAX_METADATA_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SubmissionError(f"not JSON ({e})", where=member.name) from None
     if not isinstance(doc, dict):
@@ -419,7 +405,7 @@ def _decode(codec: str, data: bytes, expected: int | None, where: str) -> bytes 
             raise SubmissionError("compressed chunk is truncated or unpacks to more than a "
                                   "chunk", where=where)
         return result
-    except SubmissionError:
+    except (SubmissionError, MemoryError):
         raise
     except Exception as e:  # codecs raise RuntimeError, ValueError, zlib.error...
         raise SubmissionError(f"damaged {codec} chunk ({e})", where=where) from None
@@ -454,8 +440,10 @@ class Hdf5Labels(LabelVolume):
         self.path, self.shape = path, shape
         try:
             self.file = h5py.File(path, "r", locking=False)
+        except MemoryError:
+            raise
         except Exception as e:  # h5py raises OSError and others on damaged files
-            raise SubmissionError(f"not a readable HDF5 file ({e})") from None
+            raise SubmissionError(f"not a readable HDF5 file ({_h5_reason(e)})") from None
         try:
             self.dataset = self._dataset()
         except BaseException:
@@ -477,10 +465,10 @@ class Hdf5Labels(LabelVolume):
 
         try:
             self.file.visititems(visit)
-        except SubmissionError:
+        except (SubmissionError, MemoryError):
             raise
         except Exception as e:  # a damaged object tree
-            raise SubmissionError(f"damaged HDF5 file ({e})") from None
+            raise SubmissionError(f"damaged HDF5 file ({_h5_reason(e)})") from None
         if len(found) != 1:
             raise SubmissionError(f"needs exactly one 3-D dataset; found {len(found)}"
                                   + (f" ({', '.join(found[:5])})" if found else ""))
@@ -491,6 +479,7 @@ class Hdf5Labels(LabelVolume):
                                   where=name)
         _check_shape(dataset.shape, self.shape, name)
         _check_dtype(dataset.dtype, name)
+        _check_filters(dataset, name)
         self.dtype = str(dataset.dtype)
         self.step = max(dataset.chunks[0], 1) if dataset.chunks else 32
         if dataset.chunks:
@@ -507,13 +496,32 @@ class Hdf5Labels(LabelVolume):
             z1 = min(z0 + self.step, self.shape[0])
             try:
                 block = self.dataset[z0:z1]
+            except MemoryError:
+                raise
             except Exception as e:  # h5py raises OSError on damaged or truncated data
-                raise SubmissionError(f"slices {z0}-{z1 - 1} cannot be read ({e})",
-                                      where=self.where) from None
+                raise SubmissionError(f"slices {z0}-{z1 - 1} cannot be read "
+                                      f"({_h5_reason(e)})", where=self.where) from None
             yield Slab(z0, z1, as_labels(np.asarray(block), f"{self.where} slices {z0}-{z1 - 1}"))
 
     def close(self) -> None:
         self.file.close()
+
+
+def _check_filters(dataset: Any, where: str) -> None:
+    """Only the documented filters, checked from the dataset's creation properties before any
+    data is read: HDF5 looks for an unknown one among the server's plugins."""
+    plist = dataset.id.get_create_plist()
+    for i in range(plist.get_nfilters()):
+        code = int(plist.get_filter(i)[0])
+        if code not in HDF5_FILTERS:
+            allowed = ", ".join(f"{name} ({k})" for k, name in HDF5_FILTERS.items())
+            raise SubmissionError(f"HDF5 filter {code} is not accepted; the filters accepted "
+                                  f"are {allowed}", where=where)
+
+
+def _h5_reason(e: Exception) -> str:
+    """h5py's message without file system paths (the server's, not the participant's)."""
+    return re.sub(r"(?<![\w.-])/[^\s()'\",]*", "[path]", str(e))
 
 
 # --- raw ------------------------------------------------------------------------------------------
@@ -546,7 +554,8 @@ class RawLabels(LabelVolume):
             assert sidecar is not None
             if sidecar.size > MAX_METADATA_BYTES:
                 raise SubmissionError("sidecar too large", where=sidecar.name)
-            text = submission.read_member(sidecar).decode("utf-8", "replace")
+            text = submission.read_member(sidecar, most=MAX_METADATA_BYTES).decode(
+                "utf-8", "replace")
             try:
                 self.layout = volumes.parse_sidecar(text, sidecar.name)
             except SourceDataError as e:

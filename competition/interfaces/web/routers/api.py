@@ -13,6 +13,7 @@ from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.board.views import Entry, Outcome
 from competition.errors import SubmissionError
+from competition.interfaces.web.guard import admitted_upload
 from competition.interfaces.web.portal import (
     PortalDep,
     SignedIn,
@@ -65,8 +66,10 @@ async def api_submit(request: Request, p: PortalDep, v: TeamOnly,
     as a job); with `wait=SECONDS`, the final outcome if it comes within that time (201
     scored, 422 invalid), else still 202."""
     assert v.team is not None
-    async with received_upload(request, p.comp.max_submission_bytes,
-                               p.comp.rules.max_message_chars, upload_csrf(request)) as upload:
+    # The team's limits, a slot and temporary space before the body; then the body.
+    async with (admitted_upload(request, p, v.team),
+                received_upload(request, p.comp.max_submission_bytes,
+                                p.comp.rules.max_message_chars, upload_csrf(request)) as upload):
         try:
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
                                               upload.message, False, True)

@@ -4,7 +4,8 @@ Signing in exchanges the token for a server-side session (see competition.board.
 the cookie holds the session's random id, never the token. The login form carries a CSRF
 token (the value of a pre-session cookie), so another site cannot sign a browser into a team
 of its choosing; signing out revokes the session in the store, so a copy of the cookie stops
-working too.
+working too. Sign-ins are limited per client address and per token prefix (see
+sign_in_limits.py): past a limit the form answers 429 without looking at the token.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from competition.interfaces.web.portal import (
     page,
     viewer,
 )
+from competition.interfaces.web.sign_in_limits import client_address
 
 router = APIRouter(include_in_schema=False)
 MAX_TOKEN_CHARS = 200
@@ -42,9 +44,16 @@ def login(request: Request, p: PortalDep, token: Annotated[str, Form(max_length=
           csrf_token: Annotated[str, Form(max_length=200)] = "") -> Any:
     if not csrf_valid(request, csrf_token):
         return page(request, "login.html", status=403, error=CSRF_REFUSED)
-    opened = p.sessions.open(token.strip(), p.session_ttl) \
-        if len(token.strip()) <= MAX_TOKEN_CHARS else None
+    token, rules = token.strip(), p.comp.config.portal
+    address = client_address(request, p.trust_proxy)
+    refusal = p.sign_ins.admit(address, token, rules)
+    if refusal is not None:
+        refused = page(request, "login.html", status=429, error=refusal.message)
+        refused.headers["Retry-After"] = str(refusal.retry_after)
+        return refused
+    opened = p.sessions.open(token, p.session_ttl) if len(token) <= MAX_TOKEN_CHARS else None
     if opened is None:
+        p.sign_ins.failed(address, token, rules)
         return page(request, "login.html", status=401, error="unknown token")
     p.sessions.revoke(request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
     session_id, _ = opened

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.errors import SubmissionError
+from competition.interfaces.web.guard import admitted_upload
 from competition.interfaces.web.portal import (
     PortalDep,
     SignedIn,
@@ -81,13 +82,16 @@ async def submit_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
     """The form's upload, streamed after the sign-in is checked (see uploads.py)."""
     assert v.team is not None
     try:
-        async with received_upload(request, p.comp.max_submission_bytes,
-                                   p.comp.rules.max_message_chars,
-                                   upload_csrf(request)) as upload:
+        async with (admitted_upload(request, p, v.team),  # limits, a slot: before the body
+                    received_upload(request, p.comp.max_submission_bytes,
+                                    p.comp.rules.max_message_chars,
+                                    upload_csrf(request)) as upload):
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
                                               upload.message, False, True)
     except UploadRefused as e:
-        return page(request, "submit.html", status=e.status_code, refusal=e.detail)
+        refused = page(request, "submit.html", status=e.status_code, refusal=e.detail)
+        refused.headers.update(e.headers or {})  # e.g. Retry-After
+        return refused
     except RuleError as e:
         return page(request, "submit.html", status=refusal_status(e), refusal=str(e))
     except SubmissionError as e:
