@@ -179,10 +179,13 @@ class PortalConfig(BaseModel):
     # portal is busy, no team is at fault).
     uploads_in_flight_per_team: PositiveInt = 2
     uploads_in_flight: PositiveInt = 64
-    # Temporary space that uploads being received may take in all, in MB (a 507 past it);
-    # null: eight uploads at the competition's size limit (rules.max_submission_mb). One
-    # upload's own cap is max_submission_mb.
+    # Temporary space that uploads being received may take in all, in MB, counted as their
+    # bytes arrive (a 507 past it); null: eight uploads at the competition's size limit
+    # (rules.max_submission_mb). One upload's own cap is max_submission_mb.
     upload_space_mb: PositiveFloat | None = None
+    # An upload whose body stops arriving for this many seconds is stopped (408), so that a
+    # stalled client does not hold its slot.
+    upload_idle_seconds: PositiveFloat = 30
     # Sign-in attempts (the form, and bearer tokens the API does not know) within a window
     # of `sign_in_window_seconds`: failed ones per client address; any per token prefix
     # (the first 8 characters of the token tried); a token tried again in the window counts

@@ -489,6 +489,8 @@ def test_a_stored_name_with_an_invisible_character_keeps_its_twin_out(
     ("Équipe Café", "Équipe Crème"),  # accented Latin
     ("🦉 Owls", "🦇 Bats"),  # emoji
     ("\u2764\ufe0f Hearts", "\u2600\ufe0f Suns"),  # emoji presentation of a symbol
+    ("Đội Việt", "Nhóm Hệ"),  # Vietnamese: two marks on one letter
+    ("नमस्ते टीम", "हिंदी टीम"),  # Devanagari: vowel signs and virama
 ])
 def test_names_in_other_scripts_still_work(demo_dirs, tmp_path, name, other):
     board = board_of(make_comp(demo_dirs, tmp_path), None)
@@ -501,6 +503,18 @@ def test_names_in_other_scripts_still_work(demo_dirs, tmp_path, name, other):
     if plain != name:
         with pytest.raises(RuleError, match="looks like the existing team"):
             board.teams.add(plain, [])
+
+
+def test_stacked_combining_marks_are_refused(demo_dirs, tmp_path):
+    """"Zalgo" names draw over the rows around them on a board."""
+    board = board_of(make_comp(demo_dirs, tmp_path), None)
+    board.teams.add("alpha", [])
+    for name in ("alpha" + "\u0301" * 30, "al\u0301\u0302\u0303\u0304\u0305pha"):
+        with pytest.raises(RuleError, match="stacks more than 4 combining marks"):
+            board.teams.add(name, [])
+        with pytest.raises(RuleError, match="stacks more than 4 combining marks"):
+            board.teams.add("beta", [name])
+    assert board.teams.add("al\u0301\u0302\u0303\u0304pha", []) == []  # four: a name
 
 
 def _create_in_process(comp, url, name, barrier, queue):

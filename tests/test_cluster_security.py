@@ -258,3 +258,31 @@ def test_the_portal_and_its_jobs_never_read_the_solution(demo_dirs, tmp_path):
                           capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[:3] == ["201", "scored", "0"], done.stdout
+
+
+def test_a_plain_scheduler_dialled_on_loopback_but_listening_everywhere_is_refused(tmp_path):
+    """`dask scheduler` with its default host listens on every interface: reached through
+    127.0.0.1 it still serves anyone on the network, so the portal judges where it listens."""
+    port = free_port()
+    log = (tmp_path / "scheduler.log").open("wb")
+    proc = subprocess.Popen([DASK, "scheduler", "--port", str(port), "--no-dashboard"],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                            cwd=REPO)
+    try:
+        client = wait_until(lambda: _plain_client(port), 60, "the plain scheduler")
+        listening = client.scheduler_info()["address"]
+        client.close()
+        if cluster_security.is_loopback(listening.split("://")[1].rsplit(":", 1)[0]):
+            pytest.skip("this machine has no interface but loopback")
+        with pytest.raises(CompetitionError, match="listens on .*off loopback"):
+            DaskRunner(f"tcp://127.0.0.1:{port}")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+
+def _plain_client(port: int):
+    try:
+        return distributed.Client(f"tcp://127.0.0.1:{port}", timeout="2s")
+    except OSError:
+        return None

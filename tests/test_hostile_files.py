@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 import os
 import resource
 import shutil
@@ -789,6 +790,29 @@ def test_hdf5_filters_outside_the_documented_list_are_refused(tomo_dir, tmp_path
     assert "plugin" not in text and "/usr" not in text
     lzf = h5_with_filter(tmp_path / "lzf.h5", slab_shape(tomo_dir), "lzf")
     assert "valid tomography submission" in scoring.validate(comp, lzf)
+
+
+def test_a_grid_of_tiny_hdf5_chunks_is_refused_before_it_is_read(tomo_dir, tmp_path,
+                                                                 monkeypatch):
+    """1x1x1 chunks, none stored (all the fill value): a file of a few KB that costs a call
+    per voxel (10 s of CPU on a 64x192x192 slab). Refused from the dataset's layout before
+    any is read; this slab is small, so the bound is lowered to what its voxels pass."""
+    import h5py
+
+    from competition.board import scoring
+    from competition.tasks.tomography import submission
+
+    comp = PreparedCompetition.open(tomo_dir)
+    shape = slab_shape(tomo_dir)
+    monkeypatch.setattr(submission, "MAX_CHUNKS", math.prod(shape) // 2)
+    path = tmp_path / "tiny.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("labels", shape=shape, dtype="uint8", chunks=(1, 1, 1))
+    with pytest.raises(SubmissionError, match=f"make a grid of {math.prod(shape):,} chunks"):
+        scoring.validate(comp, path)
+    with h5py.File(path, "w") as f:  # a chunk per slice: a grid of a few
+        f.create_dataset("labels", data=np.zeros(shape, np.uint8), chunks=(1, *shape[1:]))
+    assert "valid tomography submission" in scoring.validate(comp, path)
 
 
 def test_error_texts_are_clipped_for_participants_and_logged_whole(monkeypatch, caplog):

@@ -132,14 +132,16 @@ def head(s: SimpleNamespace, team: str, length: int | None,
 
 
 @contextlib.contextmanager
-def upload_in_flight(s: SimpleNamespace, team: str, size: int) -> Iterator[socket.socket]:
-    """An upload of `size` declared bytes whose body has begun and then waits: admitted
-    (its temporary folder is there) and holding its slot until the block ends, when the
-    client goes away mid-body."""
+def upload_in_flight(s: SimpleNamespace, team: str, size: int,
+                     sent: int | None = None) -> Iterator[socket.socket]:
+    """An upload of `size` declared bytes whose body has begun (`sent` bytes of the file,
+    default a quarter) and then waits: admitted (its temporary folder is there) and holding
+    its slot until the block ends, when the client goes away mid-body."""
     before = set(upload_folders(s.tmp))
     sock = socket.create_connection(("127.0.0.1", s.port))
     try:
-        sock.sendall(head(s, team, form_length(size)) + file_head() + b"0" * (size // 4))
+        sock.sendall(head(s, team, form_length(size)) + file_head() +
+                     b"0" * (size // 4 if sent is None else sent))
 
         def admitted() -> bool:
             """the upload's temporary folder exists"""
@@ -296,13 +298,14 @@ def test_a_team_gets_one_upload_at_a_time_while_another_team_uploads(demo_dirs, 
 # --- (c) temporary space in all --------------------------------------------------------------
 
 def test_an_upload_that_would_pass_the_temporary_space_gets_507(demo_dirs, tmp_path):
-    """3 MB of space, one upload's cap 2 MB (and a little): an upload of 1.5 MB in flight
-    leaves room for a small declared upload, not for a chunked one (which may grow to the
-    cap, so reserves it)."""
+    """3 MB of space, one upload's cap 2 MB (and a little): an upload with 1.5 MB of its body
+    received leaves room for a small declared upload, not for a chunked one (which may grow
+    to the cap, so must fit it)."""
     with serving(demo_dirs, tmp_path, rules={"max_submission_mb": 2},
                  portal={"upload_space_mb": 3}) as s:
-        chunked = iter([form(s.variant(0))])  # no length: reserves the whole cap
-        with upload_in_flight(s, "owls", 3 * MB // 2):
+        chunked = iter([form(s.variant(0))])  # no length: must fit the whole cap
+        with upload_in_flight(s, "owls", 2 * MB, sent=3 * MB // 2):
+            wait_until(lambda: tree_bytes(s.tmp) >= 3 * MB // 2)  # the body has arrived
             full = post(s, "bats", chunked)
             assert full.status_code == 507, full.text
             assert "temporary space for uploads" in full.json()["detail"]
@@ -312,6 +315,40 @@ def test_an_upload_that_would_pass_the_temporary_space_gets_507(demo_dirs, tmp_p
         wait_for_no_upload(s)
         again = post(s, "bats", iter([form(s.variant(2))]))
         assert again.status_code == 201, again.text
+
+
+def test_a_stalled_upload_holds_no_space_and_is_stopped(demo_dirs, tmp_path):
+    """A client that declares an upload at the cap and then sends nothing more takes no
+    temporary space (another team's chunked upload, which must fit the cap, still goes
+    through in 3 MB of space), and is stopped with a 408 once its body stops arriving, which
+    gives its slot back."""
+    with serving(demo_dirs, tmp_path, rules={"max_submission_mb": 2},
+                 portal={"upload_space_mb": 3, "upload_idle_seconds": 2,
+                         "uploads_in_flight_per_team": 1}) as s:
+        with upload_in_flight(s, "owls", 2 * MB, sent=2) as stalled:
+            started = time.monotonic()
+            other = post(s, "bats", iter([form(s.variant(0))]))
+            assert other.status_code == 201, other.text
+            stalled.settimeout(30)
+            answer = stalled.recv(4096).decode("latin-1")
+            waited = time.monotonic() - started
+        assert answer.startswith("HTTP/1.1 408"), answer[:200]
+        assert "no data arrived for 2 s" in answer
+        assert 1.5 < waited < 15, waited
+        wait_for_no_upload(s)
+        assert post(s, "owls", form(s.variant(1))).status_code == 201  # its slot came back
+
+
+def test_a_length_beside_chunks_is_refused(demo_dirs, tmp_path):
+    """With both headers the server follows the chunks: the declared length would bound
+    nothing, so the request is refused before its body."""
+    with serving(demo_dirs, tmp_path) as s:
+        both = head(s, "owls", 10).replace(b"\r\n\r\n",
+                                           b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        status, _, _, _ = send_raw(s.port, both, (b"%x\r\n%s\r\n" % (len(c), c)
+                                                  for c in streamed(4 * MB)))
+        assert "400" in status
+        assert not upload_folders(s.tmp)
 
 
 # --- (d) slots come back however an upload ends ----------------------------------------------
@@ -365,23 +402,31 @@ def refusal(slots: UploadSlots, team: str, declared: int | None) -> UploadRefuse
 def test_the_registry_refuses_per_team_then_in_all_then_by_space():
     slots = UploadSlots()
     with contextlib.ExitStack() as held:
-        assert held.enter_context(slots.reserved("owls", None, LIMITS)) == 4 * MB  # chunked
-        assert held.enter_context(slots.reserved("owls", 10**12, LIMITS)) == 4 * MB  # capped
+        chunked = held.enter_context(slots.reserved("owls", None, LIMITS))
+        declared_huge = held.enter_context(slots.reserved("owls", 10**12, LIMITS))
+        assert slots.reserved_bytes == 0  # space is what arrives, not what is declared
+        chunked.grow(4 * MB)
+        declared_huge.grow(4 * MB)
         per_team = refusal(slots, "owls", 10)
         assert per_team.status_code == 429 and "already has 2 uploads" in per_team.detail
         assert per_team.headers == {"Retry-After": str(RETRY_AFTER_S)}
         space = refusal(slots, "bats", 3 * MB)  # 8 + 3 MB > 10 MB
         assert space.status_code == 507 and "8.0 of 10.0 MB" in space.detail
-        assert held.enter_context(slots.reserved("bats", 2 * MB, LIMITS)) == 2 * MB
+        small = held.enter_context(slots.reserved("bats", 2 * MB, LIMITS))
+        small.grow(MB)
         in_all = refusal(slots, "moths", 0)
         assert in_all.status_code == 503 and "3 uploads at once" in in_all.detail
-        assert (slots.in_flight, slots.reserved_bytes, slots.of_team("owls")) == (3, 10 * MB, 2)
+        with pytest.raises(UploadRefused) as grown:  # 9 + 2 MB > 10 MB, as the body arrives
+            small.grow(2 * MB)
+        assert grown.value.status_code == 507
+        assert (slots.in_flight, slots.reserved_bytes, slots.of_team("owls")) == (3, 9 * MB, 2)
     assert (slots.in_flight, slots.reserved_bytes, slots.of_team("owls")) == (0, 0, 0)
 
 
 def test_the_registry_gives_back_on_errors_and_holds_under_threads():
     slots = UploadSlots()
-    with pytest.raises(RuntimeError), slots.reserved("owls", MB, LIMITS):
+    with pytest.raises(RuntimeError), slots.reserved("owls", MB, LIMITS) as reservation:
+        reservation.grow(MB)
         raise RuntimeError("the upload broke")
     assert (slots.in_flight, slots.reserved_bytes) == (0, 0)
     seen = {"owls": 0, "bats": 0, "all": 0, "refused": 0}
@@ -390,7 +435,8 @@ def test_the_registry_gives_back_on_errors_and_holds_under_threads():
     def hammer(team: str) -> None:
         for _ in range(300):
             try:
-                with slots.reserved(team, MB, LIMITS):
+                with slots.reserved(team, MB, LIMITS) as reservation:
+                    reservation.grow(MB)
                     with lock:
                         seen[team] = max(seen[team], slots.of_team(team))
                         seen["all"] = max(seen["all"], slots.in_flight)

@@ -50,6 +50,7 @@ DEFAULT_IGNORABLE = (
     (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
+MAX_STACKED_MARKS = 4
 # Symbols drawn as a blank (not whitespace to Python, so not collapsed with it).
 BLANK_SYMBOLS = frozenset({"\u2800", "\U0001D159"})
 # Text and emoji presentation selectors: allowed right after a symbol (see the docstring).
@@ -71,6 +72,7 @@ def checked_name(name: str, what: str = "team name") -> str:
     if len(stripped) > MAX_NAME_CHARS:
         raise RuleError(f"the {what} is {len(stripped)} characters long; at most "
                         f"{MAX_NAME_CHARS} are allowed")
+    _check_stacked_marks(stripped, what)
     for k, char in enumerate(stripped):
         presentation = char in PRESENTATION_SELECTORS and k > 0 and \
             unicodedata.category(stripped[k - 1]) == "So"
@@ -80,6 +82,18 @@ def checked_name(name: str, what: str = "team name") -> str:
                             f"(U+{ord(char):04X}) at position {k + 1}; use visible "
                             "characters and spaces only")
     return stripped
+
+
+def _check_stacked_marks(name: str, what: str) -> None:
+    """At most MAX_STACKED_MARKS combining marks on one character (decomposed, so that
+    precomposed letters count their marks too): more are drawn over the neighbouring rows of
+    a board, not as a name (Vietnamese needs two; "Zalgo" text piles up dozens)."""
+    run = 0
+    for char in unicodedata.normalize("NFD", name):
+        run = run + 1 if unicodedata.category(char) in ("Mn", "Me") else 0
+        if run > MAX_STACKED_MARKS:
+            raise RuleError(f"the {what} stacks more than {MAX_STACKED_MARKS} combining marks "
+                            "on one character")
 
 
 def folded(name: str) -> str:

@@ -10,6 +10,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from competition.errors import CompetitionError
 
 log = logging.getLogger(__name__)
 SCHEDULER_ENV = "COMPETITION_DASK_SCHEDULER"
@@ -76,6 +79,8 @@ class DaskRunner:
             security = cluster_security.client_security(certs)
             address = cluster_security.checked_address(address, security)
             self.client = Client(address, timeout="30s", security=security)
+            if not address.startswith("tls://"):
+                self._check_plain_cluster_is_local(cluster_security)
         else:
             # security=True: a fresh certificate authority in memory, for this cluster only.
             n = workers or len(os.sched_getaffinity(0))
@@ -85,6 +90,20 @@ class DaskRunner:
             self.client = Client(self.cluster, security=self.cluster.security)
         log.info("Dask scheduler %s with %d worker thread(s)", self.client.scheduler.address,
                  self.capacity())
+
+    def _check_plain_cluster_is_local(self, cluster_security: Any) -> None:
+        """A plain scheduler reached on loopback may still listen on every interface (Dask's
+        default host): judge where it and its workers listen, not the address dialled."""
+        info = self.client.scheduler_info()
+        exposed = [a for a in [info.get("address", ""), *info.get("workers", {})]
+                   if not cluster_security.is_loopback(urlsplit(a).hostname or "")]
+        if exposed:
+            self.client.close()
+            raise CompetitionError(
+                f"refusing the Dask cluster: it speaks plain TCP and listens on "
+                f"{', '.join(sorted(exposed)[:3])}, off loopback, where anyone who reaches "
+                "it can run code on it and read the hidden labels; start the scheduler and "
+                "workers with --host 127.0.0.1, or use TLS (see docs/deploy.md)")
 
     def capacity(self) -> int:
         """Worker threads now (workers may join or leave at any time)."""

@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from competition.board.context import LimitReached, RuleError, TooManyUploads
 from competition.board.rules import utc_day
 from competition.interfaces.web.portal import UPLOAD_PATHS, Portal, refusal_status
-from competition.interfaces.web.upload_slots import SlotLimits
+from competition.interfaces.web.upload_slots import Reservation, SlotLimits
 from competition.interfaces.web.uploads import UploadRefused
 
 MAX_PATH_BYTES = 2048
@@ -55,12 +55,14 @@ def declared_length(headers: Headers) -> int | None:
 
 
 @contextlib.asynccontextmanager
-async def admitted_upload(request: Request, portal: Portal, team: str) -> AsyncIterator[int]:
+async def admitted_upload(request: Request, portal: Portal,
+                          team: str) -> AsyncIterator[Reservation]:
     """What an upload passes before a byte of its body is read, cheapest first (the route's
     dependencies have checked the token): the limits the team is already over (429; 403
-    outside the opening hours), then a slot and the temporary space the upload may fill
-    (429, 503, 507; see upload_slots). Yields the bytes reserved; the slot and the space are
-    given back when the block ends, however it ends."""
+    outside the opening hours), then a slot, and room in the temporary space for what the
+    upload declares (429, 503, 507; see upload_slots). Yields the reservation, which the
+    body's bytes grow as they arrive; the slot and the space are given back when the block
+    ends, however it ends."""
     board = portal.board
     refusal = await run_in_threadpool(board.ledger.refusal_now, team)
     if refusal is not None:
@@ -68,8 +70,8 @@ async def admitted_upload(request: Request, portal: Portal, team: str) -> AsyncI
                             headers=_retry_after(refusal, board.ctx.now))
     limits = SlotLimits.of(portal.comp.config.portal, upload_body_cap(portal))
     # A length that is not a number never gets here (the guard answered 400).
-    with portal.uploads.reserved(team, declared_length(request.headers), limits) as wanted:
-        yield wanted
+    with portal.uploads.reserved(team, declared_length(request.headers), limits) as reservation:
+        yield reservation
 
 
 def _retry_after(refusal: RuleError, now: Callable[[], datetime]) -> dict[str, str] | None:
@@ -112,9 +114,16 @@ class RequestGuard:
             await run_in_threadpool(self.portal.reload)
         upload = scope["method"] == "POST" and path in UPLOAD_PATHS
         cap = upload_body_cap(self.portal) if upload else FORM_BODY_CAP
-        length = declared_length(Headers(scope=scope))
+        headers = Headers(scope=scope)
+        length = declared_length(headers)
         if length == -1:
             await _refuse(scope, receive, send, 400, "the Content-Length header is not a number")
+            return
+        if length is not None and "transfer-encoding" in headers:
+            # The server would follow the chunks and the length would only pretend to bound
+            # the body (RFC 9112 lets a server refuse such a request).
+            await _refuse(scope, receive, send, 400, "send either Content-Length or "
+                                                     "Transfer-Encoding, not both")
             return
         await _Capped(self.app, cap, length, upload)(scope, receive, send)
 

@@ -329,25 +329,23 @@ def viewer(request: Request) -> Viewer | None:
     header = request.headers.get("authorization", "")
     result: Viewer | None = None
     if header.lower().startswith("bearer "):
-        # A bearer token is a sign-in on every request: an unknown one counts as a failed
-        # attempt, and over the limits the token is not looked at (sign_in_limits.py).
-        token, rules = header[7:].strip(), p.comp.config.portal
-        address = client_address(request, p.trust_proxy)
-        refusal = p.sign_ins.admit(address, token, rules, attempt=False)
-        if refusal is not None:
-            state.viewer, state.viewer_resolved = None, True
-            # A page is served as to nobody instead: its error pages (404s, 413s...) ask who
-            # is viewing from the app's error handler, where a 429 would become a 500.
-            if request.url.path.startswith("/api/") or \
-                    "text/html" not in request.headers.get("accept", "text/html"):
-                raise HTTPException(429, refusal.message,
-                                    headers={"Retry-After": str(refusal.retry_after)})
-            return None
+        token = header[7:].strip()
         who = p.board.teams.who(token)
         if who is not None:
             result = Viewer(role=who[0], team=who[1])
         else:
-            p.sign_ins.failed(address, token, rules, attempt=True)
+            # An unknown bearer token is a failed sign-in (sign_in_limits.py): counted, or
+            # over the limits a 429.
+            refusal = p.sign_ins.refused(client_address(request, p.trust_proxy), token,
+                                         p.comp.config.portal)
+            if refusal is not None and (
+                    request.url.path.startswith("/api/") or
+                    "text/html" not in request.headers.get("accept", "text/html")):
+                state.viewer, state.viewer_resolved = None, True
+                # (A page is served as to nobody instead: its error pages ask who is viewing
+                # from the app's error handler, where a 429 would become a 500.)
+                raise HTTPException(429, refusal.message,
+                                    headers={"Retry-After": str(refusal.retry_after)})
     else:
         session = p.sessions.get(request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
         if session is not None:

@@ -1,23 +1,23 @@
-"""Sign-in attempts, limited in sliding windows (issue 33): guessing tokens costs time.
+"""Sign-in attempts with unknown tokens, limited in sliding windows (issue 33): guessing
+tokens costs time, and nobody can lock anybody else out.
 
-Two counts, each over the last `sign_in_window_seconds` (competition.yaml's `portal:`
-settings, read at each attempt):
-- failed sign-ins per client address (`sign_in_failures_per_address`). Successful ones never
-  count, so a whole class behind one address signs in; one member of it guessing tokens shuts
-  that address out for at most a window;
-- attempts per token prefix, the first PREFIX_CHARS characters of the token tried
-  (`sign_in_attempts_per_token_prefix`): every form sign-in, and every bearer token the API
-  does not know. Guesses at a token whose beginning leaked cannot be spread over addresses.
-A token counts once per window in each count: trying the same token again is no new guess, so
-a script polling the API with a replaced token, or a team signing in on several machines, does
-not use up a limit that is there against guessing.
-An attempt over either limit is answered 429 with `Retry-After` and its token is not looked at
-(nor counted): a refusal takes the same time whether the token was right or not.
+A token is looked up first: a known one always signs in (a hash lookup costs the same for
+every token). Only a token the portal does not know is judged, against two counts, each over
+the last `sign_in_window_seconds` (competition.yaml's `portal:` settings, read at each
+attempt):
+- failed sign-ins per client address (`sign_in_failures_per_address`): one member of a class
+  behind one address guessing tokens shuts that address's guesses out, never its students'
+  real tokens;
+- failed sign-ins per token prefix, the first PREFIX_CHARS characters of the token tried
+  (`sign_in_attempts_per_token_prefix`): guesses at a token whose beginning leaked cannot be
+  spread over addresses, and the token's owner still signs in.
+Both the login form and bearer tokens the API does not know count. A token counts once per
+window in each count: trying the same wrong token again is no new guess (a script polling
+with a replaced token uses up nothing). An unknown token over either limit is answered 429
+with `Retry-After` instead of 401, and is not counted again.
 
 The counts live in this process's memory (a restart forgets them), and at most MAX_KEYS
 addresses and MAX_KEYS prefixes are tracked: past that, the longest unchanged is forgotten.
-Failures are counted after the token was checked, so concurrent attempts of one address can
-pass its limit by as many as are in flight at once.
 """
 
 from __future__ import annotations
@@ -109,10 +109,9 @@ class SignInLimits:
         self._failures = _Windows(max_keys)  # by client address
         self._attempts = _Windows(max_keys)  # by token prefix
 
-    def admit(self, address: str, token: str, rules: PortalConfig,
-              attempt: bool = True) -> Refusal | None:
-        """None if a sign-in with `token` from `address` may be checked now (counted against
-        the token's prefix with `attempt`: the login form); else why not and for how long."""
+    def refused(self, address: str, token: str, rules: PortalConfig) -> Refusal | None:
+        """An unknown `token` was tried from `address`: why it is answered 429 and for how
+        long, when a limit was already reached; else None, and the failure is counted."""
         window = rules.sign_in_window_seconds
         prefix = token[:PREFIX_CHARS]
         with self._lock:
@@ -125,27 +124,16 @@ class SignInLimits:
                               f"failed sign-ins from your address in {window} s"))
             if len(attempts) >= rules.sign_in_attempts_per_token_prefix:
                 waits.append((attempts[-rules.sign_in_attempts_per_token_prefix][0], "too many "
-                              f"sign-in attempts with tokens beginning like this one in "
+                              f"failed sign-ins with tokens beginning like this one in "
                               f"{window} s"))
             if waits:
                 oldest, reason = max(waits)
                 return Refusal(max(1, math.ceil(oldest + window - now)), reason)
-            if attempt:
-                self._note(self._attempts, prefix, now, token,
-                           rules.sign_in_attempts_per_token_prefix, "token prefix")
-        return None
-
-    def failed(self, address: str, token: str, rules: PortalConfig,
-               attempt: bool = False) -> None:
-        """A sign-in from `address` with `token` failed: count it against the address (and,
-        with `attempt`, against the token's prefix: a bearer token the API did not know)."""
-        with self._lock:
-            now = self.clock()
             self._note(self._failures, address, now, token,
                        rules.sign_in_failures_per_address, f"address {address}")
-            if attempt:
-                self._note(self._attempts, token[:PREFIX_CHARS], now, token,
-                           rules.sign_in_attempts_per_token_prefix, "token prefix")
+            self._note(self._attempts, prefix, now, token,
+                       rules.sign_in_attempts_per_token_prefix, "token prefix")
+        return None
 
     @staticmethod
     def _note(windows: _Windows, key: str, now: float, token: str, limit: int,

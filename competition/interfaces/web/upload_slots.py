@@ -1,17 +1,21 @@
 """Uploads being received at once: a slot per upload, counted per team and in all, and the
-temporary space each may fill, reserved before a byte of its body is read and given back when
-the upload ends, whatever happens (issue 33).
+temporary space they fill, checked before a byte of a body is read and given back when the
+upload ends, whatever happens (issue 33).
 
-One registry per serve process (each process has its own temporary folder). An upload
-reserves what its declared `Content-Length` says, capped at one upload's cap; a chunked one
-(no length) reserves the cap itself, since the guard lets it grow that far.
+One registry per serve process (each process has its own temporary folder). Space is counted
+as bytes arrive (`Reservation.grow`), never from what a request declares: a client that
+declares a large body and then sends nothing holds no space (only its slot, until the
+upload's idle timeout ends it), and one that declares a small length and sends more is cut
+off by the guard. Before the body, an upload must fit in the space free now: its declared
+`Content-Length` capped at one upload's cap, or the cap itself when chunked.
 
 Refusals, in this order:
 - the team already has its `uploads_in_flight_per_team`: 429 (the team's own doing);
 - the portal already receives `uploads_in_flight` in all: 503 (the server is busy, not the
   team at fault: clients and proxies treat it as "try again shortly");
-- the reservation would pass the temporary space in all: 507 Insufficient Storage.
-Each refusal carries a Retry-After: slots free up as soon as uploads end.
+- the upload would not fit in the temporary space in all, before its body or as it grows:
+  507 Insufficient Storage.
+Each refusal carries a Retry-After: slots and space free up as soon as uploads end.
 """
 
 from __future__ import annotations
@@ -80,15 +84,16 @@ class UploadSlots:
         return self._per_team[team]
 
     @contextlib.contextmanager
-    def reserved(self, team: str, declared: int | None, limits: SlotLimits) -> Iterator[int]:
-        """A slot for one upload of `team` and its temporary space (yields the bytes
-        reserved), or an UploadRefused (429, 503, 507) saying which cap is reached."""
-        wanted = limits.wanted_bytes(declared)
-        self._take(team, wanted, limits)
+    def reserved(self, team: str, declared: int | None,
+                 limits: SlotLimits) -> Iterator[Reservation]:
+        """A slot for one upload of `team`, whose space grows with its body (`grow`), or an
+        UploadRefused (429, 503, 507) saying which cap is reached."""
+        self._take(team, limits.wanted_bytes(declared), limits)
+        reservation = Reservation(self, limits)
         try:
-            yield wanted
+            yield reservation
         finally:
-            self._give(team, wanted)
+            self._give(team, reservation.bytes)
 
     def _take(self, team: str, wanted: int, limits: SlotLimits) -> None:
         with self._lock:
@@ -100,22 +105,42 @@ class UploadSlots:
             if self._count >= limits.in_all:
                 raise _refused(503, f"the portal is receiving {self._count} uploads at once, "
                                     "its limit: try again in a few seconds")
-            if self._bytes + wanted > limits.space_bytes:
-                raise _refused(507, f"the portal's temporary space for uploads is taken "
-                                    f"({self._bytes / MB:.1f} of {limits.space_bytes / MB:.1f}"
-                                    f" MB reserved; this upload needs {wanted / MB:.1f} MB): "
-                                    "try again when other uploads have finished")
+            self._check_space(wanted, limits)
             self._per_team[team] += 1
             self._count += 1
-            self._bytes += wanted
 
-    def _give(self, team: str, wanted: int) -> None:
+    def _check_space(self, wanted: int, limits: SlotLimits) -> None:
+        """Under the lock: `wanted` more bytes fit in the temporary space, or a 507."""
+        if self._bytes + wanted > limits.space_bytes:
+            raise _refused(507, f"the portal's temporary space for uploads is taken "
+                                f"({self._bytes / MB:.1f} of {limits.space_bytes / MB:.1f} MB "
+                                f"in use; this upload needs {wanted / MB:.1f} MB more): try "
+                                "again when other uploads have finished")
+
+    def _grow(self, n: int, limits: SlotLimits) -> None:
+        with self._lock:
+            self._check_space(n, limits)
+            self._bytes += n
+
+    def _give(self, team: str, used: int) -> None:
         with self._lock:
             self._per_team[team] -= 1
             if self._per_team[team] <= 0:
                 del self._per_team[team]  # no counter left behind per team ever seen
             self._count -= 1
-            self._bytes -= wanted
+            self._bytes -= used
+
+
+class Reservation:
+    """One upload's slot and the temporary space its body has taken so far."""
+
+    def __init__(self, slots: UploadSlots, limits: SlotLimits):
+        self.slots, self.limits, self.bytes = slots, limits, 0
+
+    def grow(self, n: int) -> None:
+        """`n` more bytes of the body arrived: counted, or a 507 if the space is taken."""
+        self.slots._grow(n, self.limits)
+        self.bytes += n
 
 
 def _refused(status: int, detail: str) -> UploadRefused:

@@ -10,6 +10,7 @@ message before the board sees them. Every refusal is an HTTPException with a cle
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shutil
 import tempfile
@@ -191,11 +192,15 @@ class _Parts:
 
 @contextlib.asynccontextmanager
 async def received_upload(request: Request, max_file_bytes: int, max_message_chars: int,
-                          before_file: Callable[[dict[str, str]], None]) -> AsyncIterator[Upload]:
+                          before_file: Callable[[dict[str, str]], None], *,
+                          on_bytes: Callable[[int], None] | None = None,
+                          idle_seconds: float | None = None) -> AsyncIterator[Upload]:
     """The request's file, streamed into a temporary folder that is removed on leaving, with
     the form's other fields (a message of at most `max_message_chars`). `before_file(fields)`
     runs when the file part begins (with the fields sent before it) and may refuse the upload
-    by raising."""
+    by raising; `on_bytes(n)` runs as each piece of the body arrives, before it is written (it
+    counts the temporary space, and may refuse). A body that stops arriving for
+    `idle_seconds` is a 408: a stalled client holds its upload slot no longer."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise UploadRefused(415, f"send the file as multipart/form-data, in a field named "
@@ -209,7 +214,9 @@ async def received_upload(request: Request, max_file_bytes: int, max_message_cha
             "on_header_value": parts.on_header_value, "on_header_end": parts.on_header_end,
             "on_headers_finished": parts.on_headers_finished})
         try:
-            async for chunk in request.stream():
+            async for chunk in _arriving(request, idle_seconds):
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
                 parser.write(chunk)
                 if parts.pending:
                     await run_in_threadpool(parts.flush)
@@ -225,3 +232,17 @@ async def received_upload(request: Request, max_file_bytes: int, max_message_cha
         if parts.file is not None:
             parts.file.close()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _arriving(request: Request, idle_seconds: float | None) -> AsyncIterator[bytes]:
+    """The body's pieces as they arrive, or a 408 after `idle_seconds` without one."""
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(anext(stream), idle_seconds)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadRefused(408, f"no data arrived for {idle_seconds:g} s: the upload "
+                                     "was stopped; send it again") from None
+        yield chunk

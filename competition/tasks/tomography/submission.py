@@ -43,6 +43,9 @@ from competition.tasks.tomography import volumes
 MIB = 1024 * 1024
 MAX_CHUNK_BYTES = 64 * MIB  # one chunk, decoded
 MAX_ROW_BYTES = 192 * MIB  # one row of chunks along z, as uint8 labels
+# Chunks in the grid: each costs a lookup and a call whether stored or not (a grid of 1x1x1
+# chunks, all left to the fill value, made a 1 KB file cost seconds per million voxels).
+MAX_CHUNKS = 100_000
 MAX_METADATA_BYTES = 64 * 1024
 MAX_METADATA_FILES = 64  # .zarray / zarr.json files: a store of one array has one or a few
 HDF5_FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf"}  # documented; HDF5's and h5py's
@@ -154,6 +157,16 @@ def as_labels(block: np.ndarray, where: str) -> np.ndarray:
             return block.astype(np.uint8)
         bad = low if low < 0 else top
     raise SubmissionError(f"holds label {bad}; labels are {CLASS_NAMES}", where=where)
+
+
+def _check_chunk_count(chunks: tuple[int, ...], shape: tuple[int, int, int],
+                       where: str) -> None:
+    count = math.prod(-(-size // max(edge, 1))
+                      for size, edge in zip(shape, chunks, strict=True))
+    if count > MAX_CHUNKS:
+        raise SubmissionError(f"chunks of {_xyz(chunks)} make a grid of {count:,} chunks over "
+                              f"the test volume; at most {MAX_CHUNKS:,} (use larger chunks, "
+                              "e.g. whole slices)", where=where)
 
 
 def _row_bound(chunk_z: int, shape: tuple[int, int, int], where: str) -> None:
@@ -483,6 +496,7 @@ class Hdf5Labels(LabelVolume):
         self.dtype = str(dataset.dtype)
         self.step = max(dataset.chunks[0], 1) if dataset.chunks else 32
         if dataset.chunks:
+            _check_chunk_count(tuple(dataset.chunks), self.shape, name)
             chunk_bytes = math.prod(dataset.chunks) * dataset.dtype.itemsize
             if chunk_bytes > MAX_CHUNK_BYTES:
                 raise SubmissionError(f"chunks of {chunk_bytes / 1e6:.0f} MB are over the limit "

@@ -66,10 +66,12 @@ async def api_submit(request: Request, p: PortalDep, v: TeamOnly,
     as a job); with `wait=SECONDS`, the final outcome if it comes within that time (201
     scored, 422 invalid), else still 202."""
     assert v.team is not None
-    # The team's limits, a slot and temporary space before the body; then the body.
-    async with (admitted_upload(request, p, v.team),
+    # The team's limits and a slot before the body; the body's bytes then grow its space.
+    async with (admitted_upload(request, p, v.team) as reservation,
                 received_upload(request, p.comp.max_submission_bytes,
-                                p.comp.rules.max_message_chars, upload_csrf(request)) as upload):
+                                p.comp.rules.max_message_chars, upload_csrf(request),
+                                on_bytes=reservation.grow,
+                                idle_seconds=p.comp.config.portal.upload_idle_seconds) as upload):
         try:
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
                                               upload.message, False, True)

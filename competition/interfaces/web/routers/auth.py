@@ -44,16 +44,15 @@ def login(request: Request, p: PortalDep, token: Annotated[str, Form(max_length=
           csrf_token: Annotated[str, Form(max_length=200)] = "") -> Any:
     if not csrf_valid(request, csrf_token):
         return page(request, "login.html", status=403, error=CSRF_REFUSED)
-    token, rules = token.strip(), p.comp.config.portal
-    address = client_address(request, p.trust_proxy)
-    refusal = p.sign_ins.admit(address, token, rules)
-    if refusal is not None:
-        refused = page(request, "login.html", status=429, error=refusal.message)
-        refused.headers["Retry-After"] = str(refusal.retry_after)
-        return refused
+    token = token.strip()
     opened = p.sessions.open(token, p.session_ttl) if len(token) <= MAX_TOKEN_CHARS else None
-    if opened is None:
-        p.sign_ins.failed(address, token, rules)
+    if opened is None:  # a failed sign-in: counted, or over the limits a 429
+        refusal = p.sign_ins.refused(client_address(request, p.trust_proxy), token,
+                                     p.comp.config.portal)
+        if refusal is not None:
+            refused = page(request, "login.html", status=429, error=refusal.message)
+            refused.headers["Retry-After"] = str(refusal.retry_after)
+            return refused
         return page(request, "login.html", status=401, error="unknown token")
     p.sessions.revoke(request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
     session_id, _ = opened

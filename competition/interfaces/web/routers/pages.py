@@ -82,10 +82,13 @@ async def submit_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
     """The form's upload, streamed after the sign-in is checked (see uploads.py)."""
     assert v.team is not None
     try:
-        async with (admitted_upload(request, p, v.team),  # limits, a slot: before the body
+        # The team's limits and a slot before the body; the body's bytes then grow its space.
+        async with (admitted_upload(request, p, v.team) as reservation,
                     received_upload(request, p.comp.max_submission_bytes,
-                                    p.comp.rules.max_message_chars,
-                                    upload_csrf(request)) as upload):
+                                    p.comp.rules.max_message_chars, upload_csrf(request),
+                                    on_bytes=reservation.grow,
+                                    idle_seconds=p.comp.config.portal.upload_idle_seconds)
+                    as upload):
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
                                               upload.message, False, True)
     except UploadRefused as e:
