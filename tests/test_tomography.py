@@ -452,6 +452,7 @@ BAD = {
     "fill value 5": "fill value 5",
     "truncated blosc chunk": "truncated or damaged",
     "truncated zstd chunk": "damaged zstd chunk",
+    "truncated zstd chunk, v3": "c/0/0/0: damaged zstd chunk",
     "truncated uncompressed chunk": "truncated or damaged",
     "truncated gzip chunk": "truncated",
     "truncated raw": "truncated or mis-described",
@@ -520,6 +521,9 @@ def bad_submission(case: str, shape: tuple[int, int, int], truth: np.ndarray,
                         chunks=(5, y, x))
     if case == "fill value 5":
         return zarray_zip(p, v2_meta(shape, shape, fill=5), {})
+    if case == "truncated zstd chunk, v3":
+        return rezipped(zarr_zip(p, good, chunks=(4, y, x), compressors=zarr.codecs.ZstdCodec()),
+                        "c/0/0/0", lambda data: bytes(data[:-7]))
     if case.startswith("truncated") and case != "truncated hdf5":
         name = case.split()[1]
         codec = {"blosc": blosc, "zstd": numcodecs.Zstd(), "gzip": numcodecs.GZip(),
@@ -621,6 +625,48 @@ def test_zipped_folder_is_deterministic_and_scores_as_the_folder(comp_dir, truth
     tools.main(["zip", str(store), str(b)])
     assert a.read_bytes() == b.read_bytes()
     assert scoring.score(comp, a).score == scoring.score(comp, store).score == 1.0
+
+
+def rezipped(path: Path, member: str, change) -> Path:
+    """The zip at `path` with `member`'s bytes passed through `change`, written afresh (so
+    the zip's own CRC-32 holds: only zarr's checksum can tell)."""
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    files[member] = change(bytearray(files[member]))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, bytes(data))
+    return path
+
+
+def flip_label(data: bytearray) -> bytes:
+    data[len(data) // 2] = 1 if data[len(data) // 2] != 1 else 2  # still a label
+    return bytes(data)
+
+
+def flip_checksum(data: bytearray) -> bytes:
+    data[-1] ^= 0x40
+    return bytes(data)
+
+
+@pytest.mark.parametrize("compressors, change", [
+    ([zarr.codecs.Crc32cCodec()], flip_label),
+    ([zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()], flip_checksum)],
+    ids=["uncompressed, a label changed", "zstd, its checksum changed"])
+def test_a_chunk_whose_crc32c_fails_is_invalid_naming_it(comp_dir, truth, tmp_path,
+                                                          compressors, change):
+    """A v3 chunk stored with a crc32c checksum is checked against it: one byte changed (to
+    another valid label, or in the checksum itself) makes the submission invalid, naming
+    the chunk (before: the checksum was dropped unread and the submission scored)."""
+    comp = PreparedCompetition.open(comp_dir)
+    path = zarr_zip(tmp_path / "v3.zip", truth, chunks=(4, 48, 56), compressors=compressors)
+    assert scoring.score(comp, path).score == 1.0
+    rezipped(path, "c/1/0/0", change)
+    for check in (scoring.validate, scoring.score):
+        with pytest.raises(SubmissionError) as e:
+            check(comp, path)
+        assert ": c/1/0/0: damaged " in str(e.value), str(e.value)
+        assert "checksum" in str(e.value)
 
 
 # --- the board and the demo -----------------------------------------------------------------------
