@@ -8,6 +8,7 @@ import json
 import shutil
 import zipfile
 import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -715,6 +716,30 @@ def test_rows_too_large_for_one_read_are_read_in_bands_of_chunks(comp_dir, truth
     path = zarr_zip(tmp_path / "bad.zip", bad, chunks=(4, 16, 56))
     with pytest.raises(SubmissionError, match=r"c/1/2/0: holds label 7"):
         scoring.score(comp, path)
+
+
+def test_the_store_reads_no_chunk_before_the_metadata_is_checked(truth, tmp_path):
+    """zarr reads through a store that bounds each key: metadata within a few kilobytes, and
+    no chunk at all until the array's metadata has been checked and a chunk rule set."""
+    from competition.tasks.tomography.zarr_store import (
+        MAX_METADATA_BYTES,
+        ChunkRule,
+        Codecs,
+        SubmissionStore,
+    )
+
+    path = zarr_zip(tmp_path / "v3.zip", truth, chunks=(4, 48, 56))
+    submission = SubmissionFile(path, TomographyTask.limits)
+    members = {m.name: m for m in submission.members()}
+    store = SubmissionStore(submission, members, "")
+    array = zarr.open_array(store, mode="r")  # metadata only
+    with pytest.raises(RuntimeError, match="c/0/0/0 read before its array's metadata"):
+        array[:4]
+    store.chunks = ChunkRule(Codecs("zstd"), truth[:4].nbytes, fill=True)
+    np.testing.assert_array_equal(array[:], truth)
+    members["zarr.json"] = replace(members["zarr.json"], size=MAX_METADATA_BYTES + 1)
+    with pytest.raises(SubmissionError, match="zarr.json: metadata of 65,537 bytes is too large"):
+        zarr.open_array(store, mode="r")
 
 
 # --- the board and the demo -----------------------------------------------------------------------
