@@ -742,6 +742,21 @@ def test_the_store_reads_no_chunk_before_the_metadata_is_checked(truth, tmp_path
         zarr.open_array(store, mode="r")
 
 
+def test_a_grid_of_tiny_zarr_chunks_is_refused_before_it_is_read(comp_dir, truth, tmp_path,
+                                                                 monkeypatch):
+    """1x1x1 chunks, none stored (all the fill value): a 1 KB file that costs zarr a call per
+    voxel (1.6 s of CPU for this 26,880-voxel slab). Refused from its metadata; the bound is
+    lowered to what this small slab's voxels pass."""
+    comp = PreparedCompetition.open(comp_dir)
+    monkeypatch.setattr(sub, "MAX_CHUNKS", truth.size // 2)
+    path = zarray_zip(tmp_path / "tiny.zip", v2_meta(truth.shape, (1, 1, 1)), {})
+    with pytest.raises(SubmissionError, match=f".zarray: chunks of 1x1x1 make a grid of "
+                                              f"{truth.size:,} chunks"):
+        scoring.validate(comp, path)
+    path = zarray_zip(tmp_path / "slices.zip", v2_meta(truth.shape, (1, *truth.shape[1:])), {})
+    assert "valid tomography submission" in scoring.validate(comp, path)
+
+
 # --- the board and the demo -----------------------------------------------------------------------
 
 def test_submit_to_the_board_and_naive_beats_the_sample(comp_dir, tmp_path):

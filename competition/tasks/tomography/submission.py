@@ -50,6 +50,9 @@ from competition.tasks.tomography.zarr_store import (
 MIB = 1024 * 1024
 MAX_CHUNK_BYTES = 64 * MIB  # one chunk, decoded
 MAX_ROW_BYTES = 192 * MIB  # one row of chunks along z, as uint8 labels
+# Chunks in the grid: each costs a lookup and a call whether stored or not (a grid of 1x1x1
+# chunks, all left to the fill value, made a 1 KB file cost seconds per million voxels).
+MAX_CHUNKS = 100_000
 MAX_METADATA_FILES = 64  # .zarray / zarr.json files: a store of one array has one or a few
 HDF5_FILTERS = {1: "gzip", 2: "shuffle", 32000: "lzf"}  # documented; HDF5's and h5py's
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -162,6 +165,16 @@ def as_labels(block: np.ndarray, where: str) -> np.ndarray:
     raise SubmissionError(f"holds label {bad}; labels are {CLASS_NAMES}", where=where)
 
 
+def _check_chunk_count(chunks: tuple[int, ...], shape: tuple[int, int, int],
+                       where: str) -> None:
+    count = math.prod(-(-size // max(edge, 1))
+                      for size, edge in zip(shape, chunks, strict=True))
+    if count > MAX_CHUNKS:
+        raise SubmissionError(f"chunks of {_xyz(chunks)} make a grid of {count:,} chunks over "
+                              f"the test volume; at most {MAX_CHUNKS:,} (use larger chunks, "
+                              "e.g. whole slices)", where=where)
+
+
 def _row_bound(chunk_z: int, shape: tuple[int, int, int], where: str) -> None:
     row = min(chunk_z, shape[0]) * shape[1] * shape[2]
     if row > MAX_ROW_BYTES:
@@ -215,6 +228,8 @@ class ZarrLabels(LabelVolume):
         if chunk_bytes > MAX_CHUNK_BYTES:
             raise SubmissionError(f"chunks of {chunk_bytes / 1e6:.0f} MB are over the limit of "
                                   f"{MAX_CHUNK_BYTES / 1e6:.0f} MB", where=self.where)
+        # zarr spends some 60 us on each chunk of a selection, stored or not
+        _check_chunk_count(self.chunks, shape, self.where)
         _row_bound(self.chunks[0], shape, self.where)
         band = min(self.chunks[0], shape[0]) * min(self.chunks[1], shape[1]) * shape[2]
         if band * np_dtype.itemsize > MAX_ROW_BYTES:
