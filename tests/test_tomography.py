@@ -7,6 +7,8 @@ import io
 import json
 import shutil
 import zipfile
+import zlib
+from dataclasses import replace
 from pathlib import Path
 
 import h5py
@@ -315,6 +317,15 @@ def as_submission(kind: str, labels: np.ndarray, folder: Path) -> Path:
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
             for p in sorted(store.rglob("*")):
                 archive.write(p, "nested/pred.zarr/" + p.relative_to(store).as_posix())
+    elif kind == "zarr2-F-slash":  # Fortran order, "/" keys, zlib, big-endian
+        path = folder / "f.zarr"
+        zarr.create_array(store=str(path), data=labels.astype(">i2"), chunks=(4, 20, 24),
+                          zarr_format=2, order="F", compressors=numcodecs.Zlib(level=1),
+                          chunk_key_encoding={"name": "v2", "separator": "/"})
+    elif kind == "zarr3-checksummed":  # v2-style keys, Blosc and a crc32c checksum
+        path = zarr_zip(folder / "crc.zip", labels, chunks=(5, 16, 56),
+                        chunk_key_encoding={"name": "v2", "separator": "."},
+                        compressors=[zarr.codecs.BloscCodec(), zarr.codecs.Crc32cCodec()])
     elif kind == "hdf5":
         path = folder / "pred.h5"
         with h5py.File(path, "w") as f:
@@ -341,8 +352,8 @@ def as_submission(kind: str, labels: np.ndarray, folder: Path) -> Path:
     return path
 
 
-FORMATS = ["ours", "zarr3-dir", "zarr3-zip", "zarr2-nested", "hdf5", "hdf5-contiguous",
-           "raw-zip", "raw-folder", "raw-bare"]
+FORMATS = ["ours", "zarr3-dir", "zarr3-zip", "zarr2-nested", "zarr2-F-slash",
+           "zarr3-checksummed", "hdf5", "hdf5-contiguous", "raw-zip", "raw-folder", "raw-bare"]
 
 
 @pytest.mark.parametrize("kind", FORMATS)
@@ -452,6 +463,11 @@ BAD = {
     "fill value 5": "fill value 5",
     "truncated blosc chunk": "truncated or damaged",
     "truncated zstd chunk": "damaged zstd chunk",
+    "truncated zstd chunk, v3": "c/0/0/0: damaged zstd chunk",
+    "zlib chunk inflating past a chunk": "0.0.0: compressed chunk is truncated or unpacks to "
+                                         "more than a chunk",
+    "v3 transpose codec": "codecs .*'transpose'.* are not accepted",
+    "v3 checksum inside the compressor": "are not accepted",
     "truncated uncompressed chunk": "truncated or damaged",
     "truncated gzip chunk": "truncated",
     "truncated raw": "truncated or mis-described",
@@ -520,6 +536,23 @@ def bad_submission(case: str, shape: tuple[int, int, int], truth: np.ndarray,
                         chunks=(5, y, x))
     if case == "fill value 5":
         return zarray_zip(p, v2_meta(shape, shape, fill=5), {})
+    if case == "truncated zstd chunk, v3":
+        return rezipped(zarr_zip(p, good, chunks=(4, y, x), compressors=zarr.codecs.ZstdCodec()),
+                        "c/0/0/0", lambda data: bytes(data[:-7]))
+    if case == "zlib chunk inflating past a chunk":  # 1,000 times a chunk in a few kB
+        return zarray_zip(p, v2_meta(shape, shape, compressor={"id": "zlib", "level": 1}),
+                          {"0.0.0": zlib.compress(bytes(1000 * good.size), 9)})
+    if case == "v3 transpose codec":
+        return zarr_zip(p, good, filters=[zarr.codecs.TransposeCodec(order=(2, 1, 0))])
+    if case == "v3 checksum inside the compressor":
+        with zipfile.ZipFile(p, "w") as archive:
+            archive.writestr("zarr.json", json.dumps({
+                "zarr_format": 3, "node_type": "array", "shape": list(shape),
+                "data_type": "uint8", "chunk_grid": {"name": "regular", "configuration": {
+                    "chunk_shape": list(shape)}}, "chunk_key_encoding": {"name": "default"},
+                "fill_value": 0, "codecs": [{"name": "bytes"}, {"name": "crc32c"},
+                                            {"name": "zstd", "configuration": {"level": 0}}]}))
+        return p
     if case.startswith("truncated") and case != "truncated hdf5":
         name = case.split()[1]
         codec = {"blosc": blosc, "zstd": numcodecs.Zstd(), "gzip": numcodecs.GZip(),
@@ -621,6 +654,107 @@ def test_zipped_folder_is_deterministic_and_scores_as_the_folder(comp_dir, truth
     tools.main(["zip", str(store), str(b)])
     assert a.read_bytes() == b.read_bytes()
     assert scoring.score(comp, a).score == scoring.score(comp, store).score == 1.0
+
+
+def rezipped(path: Path, member: str, change) -> Path:
+    """The zip at `path` with `member`'s bytes passed through `change`, written afresh (so
+    the zip's own CRC-32 holds: only zarr's checksum can tell)."""
+    with zipfile.ZipFile(path) as archive:
+        files = {name: archive.read(name) for name in archive.namelist()}
+    files[member] = change(bytearray(files[member]))
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in files.items():
+            archive.writestr(name, bytes(data))
+    return path
+
+
+def flip_label(data: bytearray) -> bytes:
+    data[len(data) // 2] = 1 if data[len(data) // 2] != 1 else 2  # still a label
+    return bytes(data)
+
+
+def flip_checksum(data: bytearray) -> bytes:
+    data[-1] ^= 0x40
+    return bytes(data)
+
+
+@pytest.mark.parametrize("compressors, change", [
+    ([zarr.codecs.Crc32cCodec()], flip_label),
+    ([zarr.codecs.ZstdCodec(), zarr.codecs.Crc32cCodec()], flip_checksum)],
+    ids=["uncompressed, a label changed", "zstd, its checksum changed"])
+def test_a_chunk_whose_crc32c_fails_is_invalid_naming_it(comp_dir, truth, tmp_path,
+                                                          compressors, change):
+    """A v3 chunk stored with a crc32c checksum is checked against it: one byte changed (to
+    another valid label, or in the checksum itself) makes the submission invalid, naming
+    the chunk (before: the checksum was dropped unread and the submission scored)."""
+    comp = PreparedCompetition.open(comp_dir)
+    path = zarr_zip(tmp_path / "v3.zip", truth, chunks=(4, 48, 56), compressors=compressors)
+    assert scoring.score(comp, path).score == 1.0
+    rezipped(path, "c/1/0/0", change)
+    for check in (scoring.validate, scoring.score):
+        with pytest.raises(SubmissionError) as e:
+            check(comp, path)
+        assert ": c/1/0/0: damaged " in str(e.value), str(e.value)
+        assert "checksum" in str(e.value)
+
+
+def test_rows_too_large_for_one_read_are_read_in_bands_of_chunks(comp_dir, truth, tmp_path,
+                                                                  monkeypatch):
+    """A row of chunks whose own data type would pass the row bound is read a band of chunks
+    along y at a time: the same score, and a bad label still named by its chunk."""
+    comp = PreparedCompetition.open(comp_dir)
+    z, y, x = truth.shape
+    monkeypatch.setattr(sub, "MAX_ROW_BYTES", 4 * 16 * x * 8)  # one 16-voxel band of int64
+    path = zarr_zip(tmp_path / "wide.zip", truth.astype(np.int64), chunks=(4, 16, 56))
+    volume = sub.open_labels(SubmissionFile(path, TomographyTask.limits), truth.shape)
+    slabs = list(volume.slabs())
+    assert [(s.z0, s.z1) for s in slabs] == [(z0, min(z0 + 4, z)) for z0 in range(0, z, 4)]
+    np.testing.assert_array_equal(np.concatenate([s.labels for s in slabs]), truth)
+    assert scoring.score(comp, path).score == 1.0
+    bad = truth.astype(np.int64)
+    bad[5, 40, 3] = 7
+    path = zarr_zip(tmp_path / "bad.zip", bad, chunks=(4, 16, 56))
+    with pytest.raises(SubmissionError, match=r"c/1/2/0: holds label 7"):
+        scoring.score(comp, path)
+
+
+def test_the_store_reads_no_chunk_before_the_metadata_is_checked(truth, tmp_path):
+    """zarr reads through a store that bounds each key: metadata within a few kilobytes, and
+    no chunk at all until the array's metadata has been checked and a chunk rule set."""
+    from competition.tasks.tomography.zarr_store import (
+        MAX_METADATA_BYTES,
+        ChunkRule,
+        Codecs,
+        SubmissionStore,
+    )
+
+    path = zarr_zip(tmp_path / "v3.zip", truth, chunks=(4, 48, 56))
+    submission = SubmissionFile(path, TomographyTask.limits)
+    members = {m.name: m for m in submission.members()}
+    store = SubmissionStore(submission, members, "")
+    array = zarr.open_array(store, mode="r")  # metadata only
+    with pytest.raises(RuntimeError, match="c/0/0/0 read before its array's metadata"):
+        array[:4]
+    store.chunks = ChunkRule(Codecs("zstd"), truth[:4].nbytes, fill=True)
+    np.testing.assert_array_equal(array[:], truth)
+    members["zarr.json"] = replace(members["zarr.json"], size=MAX_METADATA_BYTES + 1)
+    with pytest.raises(SubmissionError, match="zarr.json: metadata of 65,537 bytes is too large"):
+        zarr.open_array(store, mode="r")
+
+
+def test_a_grid_of_tiny_zarr_chunks_is_refused_before_it_is_read(comp_dir, truth, tmp_path,
+                                                                 monkeypatch):
+    """1x1x1 chunks, none stored (all the fill value): a 1 KB file that costs zarr a call per
+    voxel (1.6 s of CPU for this 26,880-voxel slab). Refused from its metadata; the bound is
+    lowered to what this small slab's voxels pass."""
+    comp = PreparedCompetition.open(comp_dir)
+    monkeypatch.setattr(sub, "MAX_CHUNKS", truth.size // 2)
+    path = zarray_zip(tmp_path / "tiny.zip", v2_meta(truth.shape, (1, 1, 1)), {})
+    with pytest.raises(SubmissionError, match=f".zarray: chunks of 1x1x1 make a grid of "
+                                              f"{truth.size:,} chunks"):
+        scoring.validate(comp, path)
+    path = zarray_zip(tmp_path / "slices.zip", v2_meta(truth.shape, (1, *truth.shape[1:])), {})
+    assert "valid tomography submission" in scoring.validate(comp, path)
 
 
 # --- the board and the demo -----------------------------------------------------------------------
