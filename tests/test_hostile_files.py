@@ -597,6 +597,18 @@ def test_a_zip_of_20000_zarr_metadata_files_is_invalid_in_seconds(tomo_dir, tmp_
     assert "0/.zarray, 1/.zarray, 2/.zarray and 7 more" in str(e.value)
 
 
+def test_zarr_metadata_nested_thousands_deep_is_invalid(tomo_dir, tmp_path):
+    """JSON, but arrays in arrays 30,000 deep: Python's decoder runs out of stack
+    (RecursionError), which must read as the participant's file, not the scorer's fault."""
+    from competition.board.scorer_process import score_file
+
+    path = tmp_path / "deep.zip"
+    path.write_bytes(zip_of([stored(".zarray", b"[" * 30_000 + b"]" * 30_000)]))
+    payload = score_file(str(tomo_dir), str(path), "deep.zip", False)
+    assert payload["status"] == Status.INVALID, payload
+    assert ".zarray: JSON nested too deeply" in payload["error"]
+
+
 def test_every_member_of_a_20000_member_zip_is_read_in_one_pass(tmp_path):
     """The zip's directory is parsed once per SubmissionFile, not once per member read."""
     path = tmp_path / "many.zip"

@@ -320,6 +320,8 @@ def _json_member(submission: SubmissionFile, member: Member) -> dict[str, Any]:
         doc = json.loads(submission.read_member(member, most=MAX_METADATA_BYTES))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SubmissionError(f"not JSON ({e})", where=member.name) from None
+    except RecursionError:  # arrays nested thousands deep: JSON, but no zarr metadata
+        raise SubmissionError("JSON nested too deeply", where=member.name) from None
     if not isinstance(doc, dict):
         raise SubmissionError("expected a JSON object", where=member.name)
     return doc
