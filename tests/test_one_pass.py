@@ -157,7 +157,8 @@ def test_a_task_without_split_state_has_its_public_split_scored_again(demo_dirs,
     assert payload["details"]["public"]["n_specimens"] < payload["details"]["all"]["n_specimens"]
 
 
-def test_owed_logging_logs_the_kept_details_without_scoring(demo_dirs, tmp_path, monkeypatch):
+def test_owed_logging_logs_the_kept_details_without_scoring(demo_dirs, tmp_path, monkeypatch,
+                                                            store_url):
     """A job that died after its commit leaves its logging owed: `track_pending` logs the
     details and rows kept with the result (public ones only for participants), never
     scoring the file again, and drops them once logged."""
@@ -166,7 +167,7 @@ def test_owed_logging_logs_the_kept_details_without_scoring(demo_dirs, tmp_path,
 
     config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
     comp = demo_copy(demo_dirs, tmp_path)
-    board = Board(comp)
+    board = Board(comp, url=store_url)
     sid = board.submissions.submit(variants(comp, tmp_path, 1)[0], "owls", queue=True).id
     (claim,) = Queue(board.ctx, "host:1").claim(1)
     result = board.submissions.score_stored(comp.root / claim.file_path, claim.file_name)
@@ -194,6 +195,32 @@ def test_owed_logging_logs_the_kept_details_without_scoring(demo_dirs, tmp_path,
     assert not any(k.startswith("all.") or "private" in k for k in public_run.data.metrics)
     assert private_run.data.metrics["all.n_images"] == result.details["all"]["n_images"]
     assert private_run.data.metrics["all.n_images"] > n_public
+
+
+def test_rescoring_and_submitting_score_each_file_once(demo_dirs, tmp_path, monkeypatch):
+    """With tracking on (the details wanted), a submission and a rescore score each file in
+    one pass: no split is scored alone."""
+    from tests.test_jobs import demo_copy, variants
+    from tests.test_tracking import EMBEDDED, switch_on
+
+    switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+    calls = tmp_path / "calls.txt"
+    original = Scorer.score
+
+    def noted(self: Scorer, submission: Any, only: str | None = None) -> Any:
+        with calls.open("a") as f:  # the scoring child is a fork: a file outlives it
+            f.write(f"{only}\n")
+        return original(self, submission, only)
+
+    monkeypatch.setattr(Scorer, "score", noted)
+    comp = demo_copy(demo_dirs, tmp_path)
+    board = Board(comp)
+    for path in variants(comp, tmp_path, 2):
+        assert board.submissions.submit(path, "owls").status == "scored"
+    assert calls.read_text().split() == ["None"] * 2
+    board.rescoring.rescore()
+    assert calls.read_text().split() == ["None"] * 4
+    assert not any(board.submissions.get(k)["tracking_pending"] for k in (1, 2))
 
 
 def test_an_older_store_gets_the_payload_table(tmp_path):
