@@ -47,11 +47,19 @@ class ScoredFile:
     scorer_version: str | None = None
     solution_sha256: str | None = None
 
+    def tracking_payload(self) -> dict[str, Any]:
+        """What logging this result needs beyond the store's row (the whole hidden split's
+        score, details, item rows): kept with the result, so that logging owed later never
+        scores the file again."""
+        return {"score": self.score, "details": self.details, "rows": self.rows,
+                "item_kind": self.item_kind}
+
 
 def score_file(root: str, path: str, file_name: str, details: bool) -> dict[str, Any]:
     """Score one stored file of the competition at `root`: a plain payload for ScoredFile.
     With `details`, also the detail metrics of the public split and of the whole hidden
-    split, and the item rows (what tracking logs)."""
+    split, and the item rows (what tracking logs), all from the one pass that gave the score
+    (a task that keeps no per-item state for its splits has the public split scored again)."""
     comp = PreparedCompetition.open(root)
     scorer = Scorer.load(comp)
     identity = {"scorer_version": scorer.version, "solution_sha256": scorer.solution_sha256}
@@ -70,8 +78,8 @@ def score_file(root: str, path: str, file_name: str, details: bool) -> dict[str,
     if details:
         payload["details"] = {"all": jsonable(result.fields)}
         if result.public is not None:
-            payload["details"]["public"] = jsonable(scorer.score(submission,
-                                                                 only="Public").fields)
+            public = result.of_usage("Public") or scorer.score(submission, only="Public")
+            payload["details"]["public"] = jsonable(public.fields)
         payload["rows"] = jsonable(result.items)
     return payload
 

@@ -30,7 +30,13 @@ from competition.board.scorer_process import ChildScorer, ScoredFile
 from competition.board.status import Status
 from competition.board.store import db
 from competition.board.store.files import Staged, lock_file, remove_file, stage_file
-from competition.board.store.schema import item_scores, score_history, selections, submissions
+from competition.board.store.schema import (
+    item_scores,
+    score_history,
+    selections,
+    submissions,
+    tracking_payloads,
+)
 from competition.board.store.schema import teams as teams_table
 from competition.board.teams import Teams
 from competition.board.views import Outcome
@@ -301,6 +307,7 @@ class Submissions:
                 {"submission_id": submission_id, "position": k, "item": item, "usage": usage,
                  "item_values": json.dumps(values)}
                 for k, (item, usage, values) in enumerate(result.items)])
+        self._keep_tracking_payload(conn, submission_id, result)
         key = conn.execute(insert(score_history).values(
             submission_id=submission_id, status=result.status, public_score=result.public,
             private_score=result.private, scorer_version=result.scorer_version,
@@ -308,6 +315,15 @@ class Submissions:
         ).inserted_primary_key
         assert key is not None
         return int(key[0])
+
+    def _keep_tracking_payload(self, conn: Connection, submission_id: int,
+                               result: ScoredFile) -> None:
+        """Keep what logging `result` needs while it is owed (replacing an earlier result's)."""
+        conn.execute(tracking_payloads.delete()
+                     .where(tracking_payloads.c.submission_id == submission_id))
+        if result.status == Status.SCORED and self.tracking.enabled:
+            conn.execute(insert(tracking_payloads).values(
+                submission_id=submission_id, payload=json.dumps(result.tracking_payload())))
 
     def track(self, row: dict[str, Any], team: str, result: ScoredFile, reason: str,
               event: int | None = None) -> None:
@@ -331,11 +347,13 @@ class Submissions:
             with db.write(self.ctx.engine) as conn:
                 conn.execute(update(submissions).where(submissions.c.id == row["id"])
                              .values(tracking_pending=False))
+                conn.execute(tracking_payloads.delete()
+                             .where(tracking_payloads.c.submission_id == row["id"]))
 
     def track_pending(self, submission_id: int) -> bool:
         """Log a scored submission still marked pending (its job died after committing, or
-        MLflow was unreachable): scored again for its details, logged under its latest
-        event. Returns whether anything was pending."""
+        MLflow was unreachable) from what was kept with its result, never scoring it again,
+        under its latest event. Returns whether anything was pending."""
         row = self.get(submission_id)
         if row is None or not row["tracking_pending"] or row["status"] != Status.SCORED:
             return False
@@ -344,10 +362,23 @@ class Submissions:
                 select(score_history.c.id, score_history.c.reason)
                 .where(score_history.c.submission_id == submission_id)
                 .order_by(score_history.c.id.desc()).limit(1)).one()
-        result = self.score_stored(self.ctx.comp.root / row["file_path"], row["file_name"])
-        if result.status == Status.SCORED:
-            self.track(row, row["team"], result, str(latest.reason), int(latest.id))
+            kept = conn.execute(select(tracking_payloads.c.payload).where(
+                tracking_payloads.c.submission_id == submission_id)).scalar_one_or_none()
+        self.track(row, row["team"], recorded_result(row, kept), str(latest.reason),
+                   int(latest.id))
         return True
+
+
+def recorded_result(row: dict[str, Any], payload: str | None) -> ScoredFile:
+    """A scored submission's result as its row and kept tracking payload tell it. Without a
+    payload (recorded before payloads were kept) it has its scores, not its details."""
+    kept = json.loads(payload) if payload is not None else {}
+    return ScoredFile(Status.SCORED, public=row["public_score"],
+                      private=row["private_score"], score=kept.get("score"),
+                      details=kept.get("details", {}), rows=kept.get("rows", []),
+                      item_kind=kept.get("item_kind", "item"),
+                      scorer_version=row["scorer_version"],
+                      solution_sha256=row["solution_sha256"])
 
 
 def checked_message(message: str | None, limit: int) -> str | None:

@@ -66,6 +66,16 @@ class ScoreResult:
     higher_is_better: bool
     metric: str = ""
     notes: list[str] = field(default_factory=list)
+    # The result of one split's items ("Public"/"Private") from this pass's per-item state,
+    # exactly what `score(only=usage)` gives but without decoding the file again (issue 31).
+    # None: the task keeps no such state (a caller scores that split again).
+    subset: Callable[[str], ScoreResult] | None = field(default=None, repr=False,
+                                                        compare=False)
+
+    def of_usage(self, usage: str) -> ScoreResult | None:
+        """The same scoring restricted to the items of `usage`, or None where the task
+        cannot tell it from this result (see `subset`)."""
+        return None if self.subset is None else self.subset(usage)
 
     def item_id(self, item: dict[str, Any]) -> Any:
         """The id of an item row (its ImageId, slice number, specimen name...)."""
@@ -85,6 +95,11 @@ class ScoreResult:
             out[f"per_{self.item_kind}"] = self.items
         result: dict[str, Any] = jsonable(out)
         return result
+
+
+def positions_of(usages: Sequence[str | None], usage: str) -> list[int]:
+    """The positions of the items of `usage`, in order (what `only=usage` keeps)."""
+    return [k for k, u in enumerate(usages) if u == usage]
 
 
 def usage_masks(usages: Sequence[str | None]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -219,7 +234,9 @@ class Task(ABC):
     @abstractmethod
     def score(self, submission: SubmissionFile, solution: Any, reference: Any = None,
               only: str | None = None) -> ScoreResult:
-        """Validate and score; `only` ("Public"/"Private") scores that split's items."""
+        """Validate and score; `only` ("Public"/"Private") scores that split's items. A task
+        that can, sets the result's `subset` so that one pass also gives each split's
+        details (`ScoreResult.of_usage`), equal to what `only` gives."""
 
     @abstractmethod
     def item_values(self, item: dict[str, Any]) -> list[float]:

@@ -115,6 +115,16 @@ item_scores = Table(
     Column("item_values", Text, nullable=False),  # JSON list of floats
 )
 
+# What logging a scored result to MLflow needs beyond its submission's row (issue 31): a JSON
+# object with the whole hidden split's score, the detail fields of the public split and of the
+# whole, and the item rows. Written with the result while its logging is owed, removed once
+# logged: logging owed by a job that died, or by an unreachable server, never scores again.
+tracking_payloads = Table(
+    "tracking_payloads", metadata,
+    Column("submission_id", ForeignKey("submissions.id"), primary_key=True),
+    Column("payload", Text, nullable=False),
+)
+
 selections = Table(
     "selections", metadata,
     Column("team_id", ForeignKey("teams.id"), primary_key=True),

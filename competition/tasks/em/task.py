@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from competition.tasks.base import (
     Source,
     Task,
     Validation,
+    positions_of,
     usage_masks,
 )
 from competition.tasks.em import data, naive, pictures, prepare, synthetic
@@ -110,11 +111,12 @@ class EmTask(Task):
             keep = [z for z, u in enumerate(solution.usage or []) if u == only]
             solution = EmSolution(solution.labels[keep], [only] * len(keep))
             proposal = proposal[keep]
-        binary = bool(np.isin(proposal, (0.0, 1.0)).all())
+        slices = PerSlice(solution.labels, proposal)
         # A binary proposal is only evaluated at th = 0 (Fiji's "binary proposal" option).
-        thresholds = (0.0,) if binary else metric.THRESHOLDS
+        thresholds = (0.0,) if all(slices.binary) else metric.THRESHOLDS
         tables = score_stack(solution.labels, proposal, thresholds)
-        return summarize(tables, solution, proposal, thresholds)
+        return summarize(tables, solution.usage, thresholds, slices,
+                         list(range(len(solution.labels))))
 
     # --- training data and predictions ---------------------------------------------------
 
@@ -173,12 +175,43 @@ def score_stack(labels: np.ndarray, proposal: np.ndarray,
     return np.stack(rows, axis=1)
 
 
-def summarize(tables: np.ndarray, solution: EmSolution, proposal: np.ndarray,
-              thresholds: tuple[float, ...]) -> ScoreResult:
+@dataclass
+class PerSlice:
+    """A stack's slices and what `summarize` needs of each beyond the tables, computed once
+    per slice (and threshold) however many splits are summarized from one pass."""
+
+    labels: np.ndarray
+    proposal: np.ndarray
+    binary: list[bool] = field(init=False)
+    _overlaps: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _rand_errors: dict[tuple[int, float], float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.binary = [bool(np.isin(p, (0.0, 1.0)).all()) for p in self.proposal]
+
+    def overlap(self, z: int) -> tuple[float, float]:
+        """Cell-pixel IoU and Dice of slice z."""
+        if z not in self._overlaps:
+            self._overlaps[z] = metric.foreground_overlap(self.labels[z], self.proposal[z])
+        return self._overlaps[z]
+
+    def rand_error(self, z: int, th: float) -> float:
+        """scikit-image's adapted Rand error of slice z's thinned segmentation at `th`."""
+        if (z, th) not in self._rand_errors:
+            self._rand_errors[z, th] = metric.adapted_rand_error(
+                metric.components(self.labels[z] > th)[0],
+                metric.thin_borders(self.proposal[z] > th))[0]
+        return self._rand_errors[z, th]
+
+
+def summarize(tables: np.ndarray, usage: list[str] | None, thresholds: tuple[float, ...],
+              slices: PerSlice, positions: list[int]) -> ScoreResult:
+    """`tables` (3, n, thresholds) of the slices at `positions` of `slices`; items are
+    numbered 0..n-1, as `only` numbers the slices it keeps."""
     v_rand_t, v_info_t, pixel_t = tables
     v_rand, k_best = metric.best_over_thresholds(v_rand_t)
     v_info, _ = metric.best_over_thresholds(v_info_t)
-    masks = usage_masks(solution.usage or [])
+    masks = usage_masks(usage or [])
     public = private = None
     if masks is not None:
         # Each subset picks its own best threshold, as the score would on that subset alone.
@@ -186,26 +219,21 @@ def summarize(tables: np.ndarray, solution: EmSolution, proposal: np.ndarray,
             public = metric.best_over_thresholds(v_rand_t, masks[0])[0]
         if masks[1].any():
             private = metric.best_over_thresholds(v_rand_t, masks[1])[0]
-    iou, dice = zip(*(metric.foreground_overlap(lab, prop) for lab, prop in
-                      zip(solution.labels, proposal, strict=True)), strict=True)
+    iou, dice = zip(*(slices.overlap(z) for z in positions), strict=True)
     # The named extra, on the thinned segmentation at the best V_rand threshold.
     th = thresholds[k_best]
-    extra = float(np.mean([
-        metric.adapted_rand_error(metric.components(lab > th)[0],
-                                  metric.thin_borders(prop > th))[0]
-        for lab, prop in zip(solution.labels, proposal, strict=True)
-    ]))
+    extra = float(np.mean([slices.rand_error(z, th) for z in positions]))
     items = [
         {
             "slice": z,
-            "usage": solution.usage[z] if solution.usage else None,
+            "usage": usage[z] if usage else None,
             "v_rand": float(v_rand_t[z, k_best]),
             "v_rand_per_threshold": v_rand_t[z].tolist(),
             "v_info": float(v_info_t[z, k_best]),
             "pixel_error": float(pixel_t[z, k_best]),
             "fg_iou": float(iou[z]),
         }
-        for z in range(len(solution.labels))
+        for z in range(len(positions))
     ]
     return ScoreResult(
         task=EmTask.name,
@@ -236,4 +264,18 @@ def summarize(tables: np.ndarray, solution: EmSolution, proposal: np.ndarray,
         item_kind=EmTask.item_kind,
         item_key=EmTask.item_key,
         higher_is_better=EmTask.direction.higher_is_better,
+        subset=lambda only: _split(tables, usage, thresholds, slices, positions, only),
     )
+
+
+def _split(tables: np.ndarray, usage: list[str] | None, thresholds: tuple[float, ...],
+           slices: PerSlice, positions: list[int], only: str) -> ScoreResult:
+    """The slices of one usage summarized alone, from the pass's tables: what `only=usage`
+    computes, as `score_slice` scores each slice and threshold independently."""
+    keep = positions_of(usage or [], only)
+    part = [positions[k] for k in keep]
+    sub = tables[:, keep]
+    if len(thresholds) > 1 and all(slices.binary[z] for z in part):
+        # `only` would see a binary proposal, evaluated at th = 0 alone (the first column).
+        sub, thresholds = np.ascontiguousarray(sub[:, :, :1]), thresholds[:1]
+    return summarize(sub, [only] * len(keep), thresholds, slices, part)

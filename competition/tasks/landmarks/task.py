@@ -13,7 +13,15 @@ from competition.errors import SubmissionError
 from competition.formats import landmarks_csv
 from competition.formats.files import SubmissionFile
 from competition.metrics import landmarks as metric
-from competition.tasks.base import Direction, Maps, ScoreResult, Source, Task, usage_masks
+from competition.tasks.base import (
+    Direction,
+    Maps,
+    ScoreResult,
+    Source,
+    Task,
+    positions_of,
+    usage_masks,
+)
 from competition.tasks.landmarks import data, naive, prepare, synthetic
 
 
@@ -177,4 +185,15 @@ def summarize(d: np.ndarray, d_ref: np.ndarray | None, solution: LandmarkSolutio
         item_kind=LandmarksTask.item_kind,
         item_key=LandmarksTask.item_key,
         higher_is_better=LandmarksTask.direction.higher_is_better,
+        subset=lambda usage: _split(d, d_ref, solution, usage),
     )
+
+
+def _split(d: np.ndarray, d_ref: np.ndarray | None, solution: LandmarkSolution,
+           usage: str) -> ScoreResult:
+    """The specimens of one usage summarized alone: distances are per point, so the rows of
+    the pass are those `only=usage` computes."""
+    keep = positions_of(solution.usage or [], usage)
+    part = LandmarkSolution([solution.specimens[i] for i in keep], solution.landmarks,
+                            solution.truth[keep], [usage] * len(keep))
+    return summarize(d[keep], None if d_ref is None else d_ref[keep], part)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from competition.metrics.surface import surface_scores
-from competition.tasks.base import Direction, ItemMetric, ScoreResult, usage_masks
+from competition.tasks.base import Direction, ItemMetric, ScoreResult, positions_of, usage_masks
 
 # The item values, in this order: the leaderboard's shown metrics and mean_of_ranks' criteria.
 ITEM_METRICS = (
@@ -103,4 +103,7 @@ def summarize(rows: list[dict[str, Any]], task: str, metric: str, item_kind: str
     return ScoreResult(task=task, metric=metric, score=float(dice.mean()), public=public,
                        private=private, fields=fields, items=rows, item_kind=item_kind,
                        item_key=item_key, higher_is_better=True,
-                       notes=[INF_RULE])
+                       notes=[INF_RULE],
+                       subset=lambda usage: summarize(
+                           [rows[k] for k in positions_of([r["usage"] for r in rows], usage)],
+                           task, metric, item_kind, item_key))

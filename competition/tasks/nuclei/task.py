@@ -20,6 +20,7 @@ from competition.tasks.base import (
     Source,
     Task,
     Validation,
+    positions_of,
     usage_masks,
 )
 from competition.tasks.nuclei import data, naive, pictures, prepare, synthetic
@@ -231,7 +232,15 @@ def summarize(matches: list[metric.ImageMatch], items: list[dict[str, Any]],
         item_kind=NucleiTask.item_kind,
         item_key=NucleiTask.item_key,
         higher_is_better=NucleiTask.direction.higher_is_better,
+        subset=lambda usage: _split(matches, items, types, usage),
     )
+
+
+def _split(matches: list[metric.ImageMatch], items: list[dict[str, Any]],
+           types: dict[str, str] | None, usage: str) -> ScoreResult:
+    """The images of one usage summarized alone: the images' matches are kept from the pass."""
+    keep = positions_of([it["usage"] for it in items], usage)
+    return summarize([matches[k] for k in keep], [items[k] for k in keep], types)
 
 
 def _subset_score(matches: list[metric.ImageMatch], mask: np.ndarray) -> float | None:

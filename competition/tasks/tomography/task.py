@@ -19,6 +19,7 @@ from competition.tasks.base import (
     Source,
     Task,
     Validation,
+    positions_of,
     usage_masks,
 )
 from competition.tasks.tomography import (
@@ -240,4 +241,13 @@ def summarize(confusions: np.ndarray, usage: list[str | None], slices: list[int]
         item_kind=TomographyTask.item_kind,
         item_key=TomographyTask.item_key,
         higher_is_better=True,
+        subset=lambda only: _split(confusions, usage, slices, only),
     )
+
+
+def _split(confusions: np.ndarray, usage: list[str | None], slices: list[int],
+           only: str) -> ScoreResult:
+    """The slices of one usage summarized alone: their confusion matrices are kept from the
+    pass (the split's Jaccard is of its own summed matrix, not a function of the whole's)."""
+    keep = positions_of(usage, only)
+    return summarize(confusions[keep], [usage[k] for k in keep], [slices[k] for k in keep])
