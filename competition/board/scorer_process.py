@@ -138,6 +138,16 @@ def _leave_fork_server() -> None:
         server._forkserver_alive_fd = None
 
 
+def start_child(child: Any) -> None:
+    """Start a scoring child as `multiprocessing.Process.start` does, but also from a daemonic
+    process (`dask worker` runs its workers as daemons under a nanny by default), where
+    `start` refuses. The refusal keeps a daemon, which is ended with its parent, from
+    orphaning its children; a scoring child cannot be orphaned: it dies with its parent
+    (`bounded_child`), and its fork server with the worker. The child is not registered as
+    one of this process's children: `score` joins it itself."""
+    child._popen = child._Popen(child)
+
+
 def scoring_limits(comp: PreparedCompetition) -> rlimits.ScoringLimits:
     """The competition's scoring limits, or the task's where it declares larger ones."""
     rules, task = comp.rules, comp.task
@@ -168,12 +178,13 @@ class ChildScorer:
             ctx.set_forkserver_preload(["competition.board.scorer_process",
                                         type(comp.task).__module__])
         receive, send = ctx.Pipe(duplex=False)
-        # Not a daemon: the EM scorer spreads slices over processes of its own.
         limits = scoring_limits(comp) if self.bounded else None
-        child = ctx.Process(target=bounded_child,
+        # Not a daemon, even in a daemonic worker (it would inherit the flag): the EM scorer
+        # spreads slices over processes of its own.
+        child = ctx.Process(target=bounded_child, daemon=False,
                             args=(limits, type(self).target, send, str(comp.root), str(path),
                                   file_name, details))
-        child.start()
+        start_child(child)
         send.close()
         if started is not None and child.pid is not None:
             started(child.pid)
