@@ -277,7 +277,6 @@ def test_two_serve_processes_and_two_workers_score_everything_exactly_once(
         f"organizer_artifact_location: {tmp_path / 'mlruns-organizers'}\n")
     env = {**os.environ, "COMPETITION_STORE_URL": url, "COMPETITION_TRACKING": "on",
            "COMPETITION_MLFLOW_CONFIG": str(tmp_path / "mlflow.yaml"),
-           "DASK_DISTRIBUTED__WORKER__DAEMON": "False",
            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     cluster = Cluster(comp.root, env, tmp_path)
     ports = [free_port(), free_port()]

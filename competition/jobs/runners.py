@@ -66,10 +66,9 @@ class DaskRunner:
         distributed: Any = importlib.import_module("distributed")
         Client, LocalCluster = distributed.Client, distributed.LocalCluster
         # A job whose worker dies is rerun on another (up to this many deaths), then fails.
-        # Workers must not be daemons: a job scores in a child process of its own (limited
-        # in memory and CPU time), and daemonic processes may not have children.
-        dask.config.set({"distributed.scheduler.allowed-failures": 3,
-                         "distributed.worker.daemon": False})
+        # Workers may be daemons, as Dask starts them: a job starts its scoring child anyway
+        # (scorer_process.start_child).
+        dask.config.set({"distributed.scheduler.allowed-failures": 3})
         address = address or os.environ.get(SCHEDULER_ENV) or None
         if certs is None and os.environ.get(cluster_security.CERTS_ENV):
             certs = Path(os.environ[cluster_security.CERTS_ENV])
