@@ -8,7 +8,7 @@ from enum import StrEnum
 class Status(StrEnum):
     QUEUED = "queued"  # accepted by the portal, waiting for a scoring job
     SCORING = "scoring"  # claimed: a job is scoring it on the cluster
-    PENDING = "pending"  # being scored by the process that accepted it (the CLI)
+    PENDING = "pending"  # old rows only (the CLI scored outside the queue): claimed as queued
     SCORED = "scored"
     INVALID = "invalid"  # the validator's message says why; not counted
     FAILED = "failed"  # a scorer error or an interrupted scoring; retryable, not counted
