@@ -188,3 +188,21 @@ def test_competition_jobs_drains_a_queue_left_by_a_killed_serve_process(demo_dir
     assert all(history_count(board, sid) == 1 for sid in ids)
     again = drain(root, "host-b")  # nothing left: a second drain runs nothing
     assert again.returncode == 0 and "0 job(s) run" in again.stdout
+
+
+def test_competition_jobs_leaves_running_leases_and_takes_old_pending_rows(demo_dirs,
+                                                                          tmp_path, capsys):
+    root = copy_comp(demo_dirs, tmp_path)
+    board = Board(PreparedCompetition.open(root))
+    held, old = [board.submissions.submit(path, f"team{k}", queue=True).id
+                 for k, path in enumerate(variants(board.comp, tmp_path, 2))]
+    assert Queue(board.ctx, "elsewhere:1", lease_seconds=600).claim_one(held) is not None
+    with board.engine.begin() as conn:  # a row left by a command of an earlier version
+        conn.execute(submissions.update().where(submissions.c.id == old)
+                     .values(status="pending"))
+    code, out, err = run_cli(["jobs", root], capsys)
+    assert code == 0, err
+    assert "1 job(s) run" in out and "1 job(s) held by others" in out
+    assert board.submissions.get(old)["status"] == "scored"
+    row = board.submissions.get(held)
+    assert row["status"] == "scoring" and row["claimed_by"] == "elsewhere:1"
