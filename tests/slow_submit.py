@@ -1,16 +1,20 @@
 """A test double: a scorer slow enough to be killed mid-run, and a submit command that uses it.
 
 `SlowScorer` is a `ChildScorer` whose child sleeps `PAUSE_S` seconds before scoring as usual,
-so a test can find its pid in the store (or the submitting process's) and kill it;
+so a test can kill it, or the submitting process, mid-run (the child is the submitting
+process's child: /proc lists it);
 `BurnScorer`'s child burns `BURN_S` seconds of CPU first (benchmarks of CPU-bound jobs). Both
 read their times from the environment (COMPETITION_TEST_SCORER_PAUSE / _BURN), so that the
 servers and workers a benchmark starts use them too.
 
     python -m tests.slow_submit DIR FILE TEAM
 
-submits FILE for TEAM to the competition in DIR as `competition submit` does (the store URL from
+submits FILE for TEAM to the competition in DIR as `competition submit` does, through the queue
+(queued, claimed by this process as COMPETITION_HOST_NAME:pid under a lease of
+COMPETITION_LEASE_SECONDS, scored by the queue's job; the store URL from
 `COMPETITION_STORE_URL` where set), with the slow scorer: exit 0 when the submission is kept
 (scored or duplicate), 2 with the error on stderr when it is invalid or failed or refused.
+`competition jobs DIR --scorer tests.slow_submit:SlowScorer` scores queued jobs with it.
 """
 
 from __future__ import annotations

@@ -201,14 +201,33 @@ def _wait_for(predicate, timeout=60.0):
 
 
 def slow_submit(comp: Path, path: Path, team: str, store_url: str | None,
-                **popen) -> subprocess.Popen:
+                env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
     """A submitting process whose scorer child waits a minute before scoring (the
     `tests.slow_submit` test double), so it can be killed mid-run."""
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if store_url:
         env["COMPETITION_STORE_URL"] = store_url
     return subprocess.Popen([sys.executable, "-m", "tests.slow_submit", str(comp), str(path),
                              team], cwd=REPO, env=env, **popen)
+
+
+def children(pid: int) -> list[int]:
+    """The child processes of `pid` (Linux: /proc)."""
+    try:
+        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+    return [int(child) for child in found]
+
+
+def scoring_child(board: Board, submission_id: int, proc: subprocess.Popen) -> int:
+    """The pid of the scorer child of the submitting process `proc`, once its job is claimed
+    (the forked child comes after the claim)."""
+    def child():
+        row = board.submissions.get(submission_id)
+        return row and row["status"] == "scoring" and (children(proc.pid) or [0])[-1]
+
+    return _wait_for(child)
 
 
 def test_scorer_killed_mid_run_leaves_a_failed_retryable_submission(
@@ -219,12 +238,7 @@ def test_scorer_killed_mid_run_leaves_a_failed_retryable_submission(
     earlier = board.submissions.get(before.id)
     proc = slow_submit(comp, variant(comp, tmp_path, 1), "alpha", store_url,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-    def scorer_pid():
-        row = board.submissions.get(before.id + 1)
-        return row and row["status"] == "pending" and row["scorer_pid"]
-
-    os.kill(_wait_for(scorer_pid), signal.SIGKILL)
+    os.kill(scoring_child(board, before.id + 1, proc), signal.SIGKILL)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, (out, err)
     assert "killed by signal 9" in err and "Traceback" not in err
@@ -237,19 +251,34 @@ def test_scorer_killed_mid_run_leaves_a_failed_retryable_submission(
     assert retried.status == "scored" and retried.remaining_today == 1
 
 
-def test_submitting_process_killed_is_reconciled(demo_dirs, tmp_path, store_url):
-    comp = make_comp(demo_dirs, tmp_path)
+def test_a_killed_submitting_process_leaves_its_job_to_the_next_claim(demo_dirs, tmp_path,
+                                                                     store_url):
+    """No PID is looked at: the killed command's job stays claimed until its lease runs out,
+    then any claim takes it back and scores it once; its slot was counted once throughout."""
+    from competition.board.queue import Queue
+    from competition.jobs.job import run_job
+
+    comp = make_comp(demo_dirs, tmp_path, daily_limit=2)
     board = open_board(comp, store_url)
     proc = slow_submit(comp, variant(comp, tmp_path, 1), "alpha", store_url,
+                       env={"COMPETITION_LEASE_SECONDS": "2"}, start_new_session=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    child = _wait_for(lambda: (r := board.submissions.get(1)) and r["scorer_pid"])
-    os.kill(proc.pid, signal.SIGKILL)  # the whole submitting process dies...
+    scoring_child(board, 1, proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the submitting process and its scorer
     proc.wait()
-    os.kill(child, signal.SIGKILL)  # ...and its scorer with it
-    _wait_for(lambda: board.ledger.reconcile() or board.submissions.get(1)["status"] == "failed")
+    queue = Queue(board.ctx, "elsewhere:1")
+    with board.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(submissions).where(
+            submissions.c.counted.is_(True))).scalar_one() == 1
+    claim = _wait_for(lambda: queue.claim_one(1), timeout=30)
+    assert claim.attempts == 2
+    assert run_job(str(comp), store_url, claim) == "recorded"
     row = board.submissions.get(1)
-    assert row["status"] == "failed" and "interrupted" in row["error"] and not row["counted"]
-    assert board.submissions.retry(1, "alpha").status == "scored"
+    assert row["status"] == "scored" and row["counted"]
+    with board.engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(score_history).where(
+            score_history.c.submission_id == 1)).scalar_one() == 1
+    assert board.submissions.submit(variant(comp, tmp_path, 2), "alpha").remaining_today == 0
 
 
 def test_rescore_is_atomic_and_reports_changes(demo_dirs, tmp_path, store_url, monkeypatch):

@@ -1,14 +1,13 @@
 """The daily limit, the hourly upload limit and the opening hours, each checked and taken in
-one transaction with the team locked; and the reconciliation of submissions whose scoring was
-interrupted."""
+one transaction with the team locked. (An interrupted scoring is the queue's to take back, by
+its lease: see board.queue.)"""
 
 from __future__ import annotations
 
 import math
-import os
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, func, insert, select
 
 from competition.board.context import (
     BoardContext,
@@ -18,7 +17,7 @@ from competition.board.context import (
     TooManyUploads,
 )
 from competition.board.rules import utc_day
-from competition.board.status import COUNTED, Status
+from competition.board.status import COUNTED
 from competition.board.store import db
 from competition.board.store.schema import submissions, teams, uploads
 from competition.board.teams import Teams
@@ -122,40 +121,7 @@ class Ledger:
         conn.execute(insert(uploads).values(team_id=team_id, uploaded_at=now,
                                             submission_id=submission_id))
 
-    def reconcile(self) -> int:
-        """Mark `pending` submissions as failed (retryable) once both the process that
-        submitted them and its scorer are gone: nobody is left to record their outcome."""
-        with db.read(self.ctx.engine) as conn:
-            pending = conn.execute(select(submissions.c.id, submissions.c.owner_pid,
-                                          submissions.c.scorer_pid, submissions.c.scorer_host)
-                                   .where(submissions.c.status == Status.PENDING)).all()
-        dead = [row.id for row in pending if row.scorer_host == self.ctx.host
-                and not _alive(row.owner_pid) and not _alive(row.scorer_pid)]
-        if dead:
-            with db.write(self.ctx.engine) as conn:
-                conn.execute(update(submissions).where(and_(
-                    submissions.c.id.in_(dead), submissions.c.status == Status.PENDING)).values(
-                    status=Status.FAILED, counted=False,
-                    error="scoring was interrupted; the submission can be retried"))
-        return len(dead)
-
 
 def _whole_second(t: datetime) -> datetime:
     """`t` rounded up to a whole second (a time shown as "possible at" is never early)."""
     return t if not t.microsecond else t.replace(microsecond=0) + timedelta(seconds=1)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie (exited, not yet reaped) is not alive
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True

@@ -1,11 +1,15 @@
 """The scoring queue in the store: jobs claimed, leased and recorded exactly once.
 
-A submission accepted by the portal is `queued` in the same transaction that takes its slot.
-A dispatcher claims queued jobs (`scoring`, a fresh claim token, a lease), hands each to a
-worker, and renews the leases of the jobs it still runs. A job records its result only while
-its claim holds (`record_claimed`): a late or duplicated job whose claim was taken over finds
-the token changed and records nothing, so every submission is recorded once. A claim whose
-lease ran out (its dispatcher died) is taken back to the queue by any dispatcher.
+Every submission, whatever its door (the portal, the API, `competition submit`, `retry`, `run`,
+`ensemble`), is `queued` in the same transaction that takes its slot. A dispatcher claims
+queued jobs (`scoring`, a fresh claim token, a lease), hands each to a worker, and renews the
+leases of the jobs it still runs; the command line claims its own submission (`claim_one`) and
+scores it in its own process. A job records its result only while its claim holds
+(`finish_claim`): a late or duplicated job whose claim was taken over finds the token changed
+and records nothing, so every submission is recorded once. A claim whose lease ran out (its
+holder died, on whatever host) is taken back by any claim, on any host; nothing depends on a
+PID. A job claimed MAX_ATTEMPTS times without a result is `failed` (retryable) rather than
+claimed again, so a file that kills whatever scores it cannot take workers for ever.
 
 Claims are fair across teams (issue 33): jobs are taken round-robin, the team with the fewest
 jobs in flight first, so a team's backlog delays another team's first job by at most one job;
@@ -19,10 +23,13 @@ SQLite the database's write lock serialises them.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import secrets
+import socket
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, update
 
 from competition.board.context import BoardContext
 from competition.board.prepared import PreparedCompetition
@@ -32,6 +39,14 @@ from competition.board.store import db
 from competition.board.store.schema import submissions
 
 DEFAULT_LEASE_SECONDS = 60.0
+# A shorter lease for tests (a killed holder's job comes back sooner); a longer one where a
+# store's clock and the hosts' drift apart. Read where a Queue is made.
+LEASE_ENV = "COMPETITION_LEASE_SECONDS"
+# The host part of a holder's name, where the hostname is unstable (containers) or a test
+# plays several hosts; only a label: nothing reads the process behind a name.
+HOST_ENV = "COMPETITION_HOST_NAME"
+# Claims of one job without a recorded result before it is failed instead of claimed again.
+MAX_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -52,21 +67,37 @@ def team_jobs_in_flight(comp: PreparedCompetition) -> int:
     return max(1, allowed // per_job)
 
 
+def configured_lease_seconds() -> float:
+    """The lease of a claim: `COMPETITION_LEASE_SECONDS` where set, else 60 s."""
+    configured = os.environ.get(LEASE_ENV)
+    return float(configured) if configured else DEFAULT_LEASE_SECONDS
+
+
+def holder_name() -> str:
+    """host:pid of this process, the host from `COMPETITION_HOST_NAME` where set."""
+    return f"{os.environ.get(HOST_ENV) or socket.gethostname()}:{os.getpid()}"
+
+
 class Queue:
-    def __init__(self, ctx: BoardContext, holder: str,
-                 lease_seconds: float = DEFAULT_LEASE_SECONDS):
-        """`holder` names the dispatcher (e.g. host:pid of a serve process). The per-team
-        cap comes from `ctx.comp` as it was read: a re-read competition.yaml needs a new
-        Queue (Dispatcher.rebind)."""
-        self.ctx, self.holder, self.lease = ctx, holder, dt.timedelta(seconds=lease_seconds)
+    def __init__(self, ctx: BoardContext, holder: str, lease_seconds: float | None = None):
+        """`holder` names the claimant (host:pid, see `holder_name`). The lease:
+        `lease_seconds`, else `COMPETITION_LEASE_SECONDS`, else 60 s. The per-team cap comes
+        from `ctx.comp` as it was read: a re-read competition.yaml needs a new Queue
+        (Dispatcher.rebind)."""
+        if lease_seconds is None:
+            lease_seconds = configured_lease_seconds()
+        self.ctx, self.holder = ctx, holder
+        self.lease = dt.timedelta(seconds=lease_seconds)
         self.team_jobs = team_jobs_in_flight(ctx.comp)
 
     def claim(self, limit: int) -> list[Claim]:
         """Up to `limit` jobs, fairly across teams (see `_fair_pick`): queued ones, and
-        scoring ones whose lease ran out (their dispatcher is gone)."""
+        scoring ones whose lease ran out (their holder is gone); a job claimed MAX_ATTEMPTS
+        times already is failed instead (see `_fail_exhausted`)."""
         now = self.ctx.now()
         claimable = _claimable(now)
         with db.write(self.ctx.engine) as conn:
+            _fail_exhausted(conn, claimable)
             picked = _fair_pick(conn, claimable, now, self.team_jobs, limit)
             if not picked:
                 return []
@@ -85,13 +116,31 @@ class Queue:
                 row = rows.get(sid)
                 if row is None:
                     continue
-                token = secrets.token_hex(16)
-                conn.execute(update(submissions).where(submissions.c.id == row.id).values(
-                    status=Status.SCORING, claim_token=token, claimed_by=self.holder,
-                    lease_until=now + self.lease, attempts=row.attempts + 1))
-                claims.append(Claim(row.id, token, row.file_path, row.file_name,
-                                    row.attempts + 1))
+                claims.append(self._take(conn, row, now))
         return claims
+
+    def claim_one(self, submission_id: int) -> Claim | None:
+        """Claim one given job (the command line scoring its own submission), if it is
+        claimable: queued, or scoring under a lease that ran out. None when it is held by
+        another claim, final, or failed now for its attempts (see `_fail_exhausted`)."""
+        now = self.ctx.now()
+        claimable = and_(submissions.c.id == submission_id, _claimable(now))
+        with db.write(self.ctx.engine) as conn:
+            _fail_exhausted(conn, claimable)
+            query = (select(submissions.c.id, submissions.c.file_path,
+                            submissions.c.file_name, submissions.c.attempts).where(claimable))
+            if conn.dialect.name != "sqlite":
+                query = query.with_for_update(skip_locked=True)
+            row = conn.execute(query).first()
+            return None if row is None else self._take(conn, row, now)
+
+    def _take(self, conn: Connection, row: Row[Any], now: dt.datetime) -> Claim:
+        """Claim a locked, claimable row: a fresh token, a lease, one more attempt."""
+        token = secrets.token_hex(16)
+        conn.execute(update(submissions).where(submissions.c.id == row.id).values(
+            status=Status.SCORING, claim_token=token, claimed_by=self.holder,
+            lease_until=now + self.lease, attempts=row.attempts + 1))
+        return Claim(row.id, token, row.file_path, row.file_name, row.attempts + 1)
 
     def renew(self, claims: list[Claim]) -> list[Claim]:
         """Extend the leases of jobs still running; returns those whose claim was lost."""
@@ -103,24 +152,14 @@ class Queue:
                     lost.append(claim)
         return lost
 
-    def take_back_from_dead_holders(self) -> int:
-        """Queue again the jobs claimed by dispatchers of this host that are gone (a serve
-        process restarted), without waiting for their leases to run out."""
-        from competition.board.ledger import _alive
-
-        host = self.holder.rsplit(":", 1)[0]
-        with db.write(self.ctx.engine) as conn:
-            rows = conn.execute(select(submissions.c.id, submissions.c.claimed_by).where(
+    def held_elsewhere(self) -> tuple[int, dt.datetime | None]:
+        """Jobs held under a lease that still runs, and when the last of those leases runs
+        out (what a drain leaves to their holders, or to a later claim)."""
+        with db.read(self.ctx.engine) as conn:
+            row = conn.execute(select(func.count(), func.max(submissions.c.lease_until)).where(
                 and_(submissions.c.status == Status.SCORING,
-                     submissions.c.claimed_by.like(f"{host}:%")))).all()
-            dead = [row.id for row in rows
-                    if row.claimed_by != self.holder and
-                    not _alive(int(row.claimed_by.rsplit(":", 1)[1]))]
-            if dead:
-                conn.execute(update(submissions).where(and_(
-                    submissions.c.id.in_(dead), submissions.c.status == Status.SCORING)).values(
-                    status=Status.QUEUED, claim_token=None, lease_until=None))
-        return len(dead)
+                     submissions.c.lease_until >= self.ctx.now()))).one()
+        return int(row[0]), row[1]
 
     def tracking_owed(self, older_than_seconds: float, limit: int = 20) -> list[int]:
         """Scored submissions whose MLflow logging is owed, recorded more than
@@ -140,8 +179,21 @@ class Queue:
 
 
 def _claimable(now: dt.datetime) -> ColumnElement[bool]:
-    return or_(submissions.c.status == Status.QUEUED,
+    # `pending`: a row left by a command of an earlier version, which scored in its own
+    # process and is gone; queued by another name.
+    return or_(submissions.c.status.in_((Status.QUEUED, Status.PENDING)),
                and_(submissions.c.status == Status.SCORING, submissions.c.lease_until < now))
+
+
+def _fail_exhausted(conn: Connection, claimable: ColumnElement[bool]) -> None:
+    """Fail, rather than claim again, the claimable jobs already claimed MAX_ATTEMPTS times
+    without a result (each claim's holder died, or its lease ran out): retryable, and not
+    counted, so their slots are given back as any failed submission's."""
+    conn.execute(update(submissions).where(and_(
+        claimable, submissions.c.attempts >= MAX_ATTEMPTS)).values(
+        status=Status.FAILED, counted=False, claim_token=None, lease_until=None,
+        error=f"scoring was interrupted {MAX_ATTEMPTS} times; the submission can be "
+              "retried"))
 
 
 def _fair_pick(conn: Connection, claimable: ColumnElement[bool], now: dt.datetime,

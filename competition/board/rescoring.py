@@ -34,7 +34,6 @@ class Rescoring:
         """Score every stored submission again, then write all results in one transaction.
         Returns what changed (with `counted`, and a `note` for a submission that scores now
         but does not count)."""
-        self.ledger.reconcile()
         root = self.ctx.comp.root
         with db.read(self.ctx.engine) as conn:
             rows = [row for row in conn.execute(select(submissions).where(and_(

@@ -6,9 +6,9 @@ from enum import StrEnum
 
 
 class Status(StrEnum):
-    QUEUED = "queued"  # accepted by the portal, waiting for a scoring job
-    SCORING = "scoring"  # claimed: a job is scoring it on the cluster
-    PENDING = "pending"  # being scored by the process that accepted it (the CLI)
+    QUEUED = "queued"  # accepted (from any door), waiting for a scoring job to claim it
+    SCORING = "scoring"  # claimed under a lease: a job is scoring it (a worker, or the CLI)
+    PENDING = "pending"  # old rows only (the CLI scored outside the queue): claimed as queued
     SCORED = "scored"
     INVALID = "invalid"  # the validator's message says why; not counted
     FAILED = "failed"  # a scorer error or an interrupted scoring; retryable, not counted

@@ -6,17 +6,20 @@ hourly upload limit), before the file is read. The upload is then staged (copied
 chunks), and one transaction with the team locked checks the hourly upload limit and the daily
 limit again, counts the upload (whatever becomes of it) and takes a slot. Only an accepted
 upload's copy is kept, as an immutable content-addressed file; a refused one's is discarded.
-The file is scored in a child process. Invalid and failed submissions give their slot back; an
-upload that ends invalid also gives its file back (see `_drop_invalid_file`). A scorer that
-dies (even by SIGKILL) leaves the submission `failed` and retryable; a submitting process that
-dies leaves a `pending` row that the next command marks `failed` (the ledger's reconcile).
+Every accepted submission is `queued`, whatever its door, and scored as a job of the queue
+(board.queue, board.claimed): by a dispatcher's worker, or by this process for a command
+without a server, which claims its own job. Invalid and failed submissions give their slot
+back; an upload that ends invalid also gives its file back (see `_drop_invalid_file`). A
+scorer that dies (even by SIGKILL) leaves the submission `failed` and retryable; a submitting
+process that dies leaves its job claimed until the lease runs out, when any claim on any host
+takes it back (a serve process, `competition jobs`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import unicodedata
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +27,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 from sqlalchemy.engine import RowMapping
 
+from competition.board import claimed
 from competition.board.context import BoardContext, LimitReached, RuleError
 from competition.board.ledger import Ledger
 from competition.board.scorer_process import ChildScorer, ScoredFile
@@ -53,7 +57,6 @@ class Submissions:
 
     def of_team(self, team: str) -> list[Outcome]:
         """A team's submissions, oldest first, with its final selections marked."""
-        self.ledger.reconcile()
         with db.read(self.ctx.engine) as conn:
             team_id = Teams.id_of(conn, team)
             if team_id is None:
@@ -104,10 +107,10 @@ class Submissions:
     def submit(self, path: Path, team: str, message: str | None = None,
                baseline: bool = False, queue: bool = False) -> Outcome:
         """Keep, validate and score one file for `team` under the rules (a team first seen
-        here is created; as an organizers' baseline with `baseline`). With `queue`, the
-        accepted submission is left `queued` for a scoring job (see board.queue) and its
-        outcome returned at once; otherwise it is scored here, in a child process."""
-        self.ledger.reconcile()
+        here is created; as an organizers' baseline with `baseline`). The accepted submission
+        is `queued` for a scoring job (see board.queue). With `queue` its outcome is returned
+        at once (a dispatcher scores it); otherwise this process claims the job and scores
+        it (board.claimed.score_own), and returns the result."""
         comp = self.ctx.comp
         message = checked_message(message, self.ctx.rules.max_message_chars)
         submission = comp.submission(Path(path))
@@ -122,31 +125,33 @@ class Submissions:
             team_id = self.teams.ensure(team, now, baseline)
             team = team.strip()  # the team's name exactly (ensure refuses look-alikes)
             submission_id, duplicate = self._admit(staged, Path(path).name, team_id, team,
-                                                   message, now,
-                                                   Status.QUEUED if queue else Status.PENDING)
+                                                   message, now)
             # Kept only now that its row is committed (see store.files).
             try:
-                rel = staged.keep(comp.task.submission_suffix)
-            except OSError as e:  # e.g. a full disk: no pending row may wait for it forever
+                staged.keep(comp.task.submission_suffix)
+            except OSError as e:  # e.g. a full disk: no queued row may wait for it forever
                 self._not_kept(submission_id, e)
                 raise
         finally:
             staged.discard()
         if duplicate is not None:
             return duplicate
-        if queue:
-            with db.read(self.ctx.engine) as conn:
-                accepted = outcome(self._row(conn, submission_id), team)
-                accepted.remaining_today = self.ledger.remaining_today(conn, team_id)
-            return accepted
-        return self._score_and_record(submission_id, team, comp.root / rel, Path(path).name)
+        if not queue:
+            claimed.score_own(self, submission_id)
+        return self._outcome_now(submission_id, team)
+
+    def _outcome_now(self, submission_id: int, team: str) -> Outcome:
+        with db.read(self.ctx.engine) as conn:
+            row = self._row(conn, submission_id)
+            seen = outcome(row, team)
+            seen.remaining_today = self.ledger.remaining_today(conn, row["team_id"])
+        return seen
 
     def _admit(self, staged: Staged, file_name: str, team_id: int, team: str,
-               message: str | None, now: datetime,
-               status: Status = Status.PENDING) -> tuple[int, Outcome | None]:
+               message: str | None, now: datetime) -> tuple[int, Outcome | None]:
         """In one transaction with the team locked: the hourly upload limit checked and the
-        upload counted, then a duplicate recorded or a slot of the day taken for a row of
-        `status` (pending: scored by this process; queued: by a job). Returns the row's id
+        upload counted, then a duplicate recorded or a slot of the day taken for a `queued`
+        row (scored by a job: a dispatcher's, or this process's). Returns the row's id
         and, for a duplicate, its outcome. An upload refused by the daily limit is counted
         all the same (committed) before the refusal is raised."""
         rel = staged.rel(self.ctx.comp.task.submission_suffix)
@@ -183,9 +188,8 @@ class Submissions:
                 self.ledger.record_upload(conn, team_id, now, None)
             else:
                 key = conn.execute(insert(submissions).values(
-                    **values, status=status, counted=True, scorer_host=self.ctx.host,
-                    owner_pid=os.getpid() if status == Status.PENDING else None,
-                    scorer_pid=None)).inserted_primary_key
+                    **values, status=Status.QUEUED, counted=True, scorer_host=self.ctx.host)
+                ).inserted_primary_key
                 assert key is not None
                 self.ledger.record_upload(conn, team_id, now, int(key[0]))
                 return int(key[0]), None
@@ -193,18 +197,21 @@ class Submissions:
         raise refused
 
     def _not_kept(self, submission_id: int, error: OSError) -> None:
-        """A submission whose file could not be kept: failed and uncounted, not pending."""
+        """A submission whose file could not be kept: failed and uncounted, not queued (a
+        job that claimed it meanwhile loses its claim and records nothing)."""
         with db.write(self.ctx.engine) as conn:
             conn.execute(update(submissions).where(and_(
-                submissions.c.id == submission_id, submissions.c.status == Status.PENDING))
-                .values(status=Status.FAILED, counted=False,
+                submissions.c.id == submission_id,
+                submissions.c.status.in_((Status.QUEUED, Status.SCORING))))
+                .values(status=Status.FAILED, counted=False, claim_token=None,
+                        lease_until=None,
                         error=f"the file could not be kept ({error.strerror or error}); "
                               "submit it again"))
 
     def retry(self, submission_id: int, team: str | None = None) -> Outcome:
-        """Score a failed submission again: it takes a slot again, of the UTC day it was made
-        and under the limit in force then (a submission counts on its own day)."""
-        self.ledger.reconcile()
+        """Score a failed submission again, as a job of the queue scored by this process: it
+        takes a slot again, of the UTC day it was made and under the limit in force then (a
+        submission counts on its own day), and its attempts start again from none."""
         now = self.ctx.now()
         self.ledger.check_open(now)
         with db.write(self.ctx.engine) as conn:
@@ -221,36 +228,18 @@ class Submissions:
             self.ledger.reserve(conn, row["team_id"], row["team"], now,
                                 made_at=row["submitted_at"], limit=row["day_limit"])
             conn.execute(update(submissions).where(submissions.c.id == submission_id).values(
-                status=Status.PENDING, counted=True, error=None, scorer_host=self.ctx.host,
-                owner_pid=os.getpid(), scorer_pid=None))
-        return self._score_and_record(submission_id, row["team"],
-                                      self.ctx.comp.root / row["file_path"], row["file_name"])
+                status=Status.QUEUED, counted=True, error=None, claim_token=None,
+                claimed_by=None, lease_until=None, attempts=0))
+        claimed.score_own(self, submission_id)
+        return self._outcome_now(submission_id, row["team"])
 
     # --- scoring and recording ---------------------------------------------------------------
 
     def score_stored(self, path: Path, file_name: str,
-                     submission_id: int | None = None) -> ScoredFile:
-        """Score a stored file in a child process; its pid is recorded on the pending
-        submission `submission_id` (None when rescoring, which writes nothing before it
-        commits)."""
-        def started(pid: int) -> None:
-            if submission_id is not None:
-                with db.write(self.ctx.engine) as conn:
-                    conn.execute(update(submissions).where(submissions.c.id == submission_id)
-                                 .values(scorer_pid=pid))
-
+                     started: Callable[[int], None] | None = None) -> ScoredFile:
+        """Score a stored file in a limited child process (`started(pid)` once it runs);
+        writes nothing."""
         return self.scorer.score(self.ctx.comp, path, file_name, self.tracking.enabled, started)
-
-    def _score_and_record(self, submission_id: int, team: str, path: Path,
-                          file_name: str) -> Outcome:
-        result = self.score_stored(path, file_name, submission_id)
-        with db.write(self.ctx.engine) as conn:
-            event = self.record(conn, submission_id, result, reason="submit")
-            row = self._row(conn, submission_id)
-            seen = outcome(row, team)
-            seen.remaining_today = self.ledger.remaining_today(conn, row["team_id"])
-        self.after_record(dict(row), team, result, event)
-        return seen
 
     def after_record(self, row: dict[str, Any], team: str, result: ScoredFile,
                      event: int | None = None) -> None:

@@ -600,6 +600,36 @@ def retry(
         raise typer.Exit(EXIT_REFUSED)
 
 
+@app.command()
+def jobs(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    watch: bool = typer.Option(False, "--watch", help="Keep going: wait for new jobs."),
+    workers: int = typer.Option(2, min=1, help="Jobs scored at once (threads; each scores "
+                                "in a child process)."),
+    scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
+                               help="The scorer class of the jobs (tests, benchmarks)."),
+) -> None:
+    """Score the queue's jobs in this process, without a web server, until none is left to
+    claim: among them those of a killed `submit` or serve process, once their leases
+    (COMPETITION_LEASE_SECONDS, 60 s) have run out. --watch keeps going."""
+    from competition.board.queue import Queue, holder_name
+    from competition.jobs.dispatcher import Dispatcher
+    from competition.jobs.runners import ThreadRunner
+
+    board = _board(directory)
+    runner = ThreadRunner(workers)
+    dispatcher = Dispatcher(board, runner, scorer_spec=scorer)
+    try:
+        dispatcher.drain(watch=watch)
+    finally:
+        runner.close()
+    out(f"{dispatcher.handed_out} job(s) run")
+    held, until = Queue(board.ctx, holder_name()).held_elsewhere()
+    if held:
+        out(f"{held} job(s) held by others; the last lease runs out at "
+            f"{until.isoformat(timespec='seconds') if until else '?'}Z (run this again then)")
+
+
 @app.command("submissions")
 def list_submissions(
     directory: Path = typer.Argument(..., help="A prepared competition."),
@@ -657,7 +687,6 @@ def leaderboard(
     from competition.board import leaderboard as boards
 
     board = _board(directory)
-    board.ledger.reconcile()
     if private and not board.private_visible:
         err("organizer view: the private board before the deadline; do not share it")
     entries = boards.private_board(board) if private else boards.public_board(board)
