@@ -35,7 +35,8 @@ def create_app(directory: Path | str, store_url: str | None = None, *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # At start, queued jobs (and those a stopped serve process left) run at once.
+        # At start, queued jobs run at once; those a stopped serve process held, once their
+        # leases run out.
         await run_in_threadpool(portal.start_jobs)
         yield
         await run_in_threadpool(portal.stop_jobs)
