@@ -13,20 +13,39 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
+from sqlalchemy import Connection
+
+from competition.board.context import BoardContext
 from competition.board.queue import Claim, Queue, finish_claim, holder_name, still_claimed
 from competition.board.scorer_process import ScoredFile
 from competition.board.status import WAITING
 from competition.board.store import db
 
-if TYPE_CHECKING:
-    from collections.abc import Callable
-
-    from competition.board.submissions import Submissions
-
 log = logging.getLogger(__name__)
+
+
+class Submissions(Protocol):
+    """What a job needs of the board's submissions (competition.board.submissions, which
+    imports this module: named here by its shape, not imported)."""
+
+    ctx: BoardContext
+
+    def get(self, submission_id: int) -> dict[str, Any] | None: ...
+
+    def score_stored(self, path: Path, file_name: str,
+                     started: Callable[[int], None] | None = None) -> ScoredFile: ...
+
+    def record(self, conn: Connection, submission_id: int, result: ScoredFile,
+               reason: str) -> int: ...
+
+    def after_record(self, row: dict[str, Any], team: str, result: ScoredFile,
+                     event: int | None = None) -> None: ...
+
+    def track_pending(self, submission_id: int) -> bool: ...
 
 
 def run_claimed(subs: Submissions, claim: Claim,
