@@ -46,11 +46,7 @@ def test_default_dask_workers_score_every_submission_exactly_once(demo_dirs, tmp
                 board.submissions.get(i)["status"] not in TERMINAL for i in ids):
             time.sleep(0.5)
     finally:
-        if dispatcher is not None:
-            dispatcher.stop()
-        if runner is not None:
-            runner.close()
-        cluster.stop()
+        _stop(dispatcher, runner, cluster)
     rows = [board.submissions.get(i) for i in ids]
     assert [r["status"] for r in rows] == ["scored"] * 20, {r["error"] for r in rows}
     assert all(history_count(board, i) == 1 for i in ids)
@@ -80,11 +76,15 @@ def test_a_killed_default_workers_scoring_child_dies_with_it(demo_dirs, tmp_path
         wait_until(lambda: not _running(child) and not _running(server), 10,
                    "the scoring child and its fork server to end")
     finally:
-        if dispatcher is not None:
-            dispatcher.stop()
-        if runner is not None:
-            runner.close()
-        cluster.stop()
+        _stop(dispatcher, runner, cluster)
+
+
+def _stop(dispatcher, runner, cluster) -> None:
+    if dispatcher is not None:
+        dispatcher.stop()
+    if runner is not None:
+        runner.close()
+    cluster.stop()
 
 
 def _plain_env() -> dict[str, str]:

@@ -74,7 +74,8 @@ async def api_submit(request: Request, p: PortalDep, v: TeamOnly,
                                 idle_seconds=p.comp.config.portal.upload_idle_seconds) as upload):
         try:
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
-                                              upload.message, False, True)
+                                              upload.message, baseline=False,
+                                              queue=True)
         except RuleError as e:
             raise HTTPException(refusal_status(e), str(e)) from None
         except SubmissionError as e:  # empty file, size: refused before storing

@@ -90,7 +90,8 @@ async def submit_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
                                     idle_seconds=p.comp.config.portal.upload_idle_seconds)
                     as upload):
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
-                                              upload.message, False, True)
+                                              upload.message, baseline=False,
+                                              queue=True)
     except UploadRefused as e:
         refused = page(request, "submit.html", status=e.status_code, refusal=e.detail)
         refused.headers.update(e.headers or {})  # e.g. Retry-After
