@@ -330,13 +330,33 @@ def test_a_stalled_upload_holds_no_space_and_is_stopped(demo_dirs, tmp_path):
             other = post(s, "bats", iter([form(s.variant(0))]))
             assert other.status_code == 201, other.text
             stalled.settimeout(30)
-            answer = stalled.recv(4096).decode("latin-1")
+            answer = whole_response(stalled)
             waited = time.monotonic() - started
         assert answer.startswith("HTTP/1.1 408"), answer[:200]
         assert "no data arrived for 2 s" in answer
         assert 1.5 < waited < 15, waited
         wait_for_no_upload(s)
         assert post(s, "owls", form(s.variant(1))).status_code == 201  # its slot came back
+
+
+def whole_response(sock: socket.socket) -> str:
+    """The response on `sock`: its head, then as many body bytes as its Content-Length says
+    (they may come in later segments than the head)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        piece = sock.recv(4096)
+        if not piece:
+            break
+        data += piece
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                   if line.lower().startswith(b"content-length:")), 0)
+    while len(body) < length:
+        piece = sock.recv(4096)
+        if not piece:
+            break
+        body += piece
+    return (head + b"\r\n\r\n" + body).decode("latin-1")
 
 
 def test_a_length_beside_chunks_is_refused(demo_dirs, tmp_path):
