@@ -171,12 +171,6 @@ class Queue:
                 submissions.c.status == Status.SCORED, submissions.c.scored_at < since))
                 .order_by(submissions.c.id).limit(limit)).scalars())
 
-    def release(self, claim: Claim) -> bool:
-        """Put a claimed job back in the queue (its dispatcher stops without running it)."""
-        with db.write(self.ctx.engine) as conn:
-            return _holds(conn, claim, values={"status": Status.QUEUED, "claim_token": None,
-                                               "lease_until": None})
-
 
 def _claimable(now: dt.datetime) -> ColumnElement[bool]:
     # `pending`: a row left by a command of an earlier version, which scored in its own

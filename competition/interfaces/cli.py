@@ -612,7 +612,6 @@ def jobs(
     """Score the queue's jobs in this process, without a web server, until none is left to
     claim: among them those of a killed `submit` or serve process, once their leases
     (COMPETITION_LEASE_SECONDS, 60 s) have run out. --watch keeps going."""
-    from competition.board.queue import Queue, holder_name
     from competition.jobs.dispatcher import Dispatcher
     from competition.jobs.runners import ThreadRunner
 
@@ -624,7 +623,7 @@ def jobs(
     finally:
         runner.close()
     out(f"{dispatcher.handed_out} job(s) run")
-    held, until = Queue(board.ctx, holder_name()).held_elsewhere()
+    held, until = dispatcher.queue.held_elsewhere()
     if held:
         out(f"{held} job(s) held by others; the last lease runs out at "
             f"{until.isoformat(timespec='seconds') if until else '?'}Z (run this again then)")

@@ -26,7 +26,6 @@ from competition.jobs.job import DEFAULT_SCORER, record, run_job, track_job
 from competition.jobs.runners import Runner
 
 log = logging.getLogger(__name__)
-__all__ = ["Dispatcher", "holder_name"]  # holder_name: host:pid (board.queue)
 
 
 @dataclass
