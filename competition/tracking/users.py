@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -156,15 +157,18 @@ class _Auth:
     """The basic-auth app's REST API, with the credentials MLflow's client uses."""
 
     def __init__(self, uri: str):
-        from mlflow.utils.credentials import get_default_host_creds
+        from mlflow.utils import credentials
 
+        # Typed here: older MLflow releases leave these functions unannotated, newer ones not.
+        creds_of: Callable[[str], Any] = credentials.get_default_host_creds
         self.uri = uri
-        self.creds = get_default_host_creds(uri)  # type: ignore[no-untyped-call]
+        self.creds = creds_of(uri)
 
     def call(self, endpoint: str, method: str, **kwargs: Any) -> dict[str, Any]:
-        from mlflow.utils.rest_utils import http_request
+        from mlflow.utils import rest_utils
 
-        response = http_request(  # type: ignore[no-untyped-call]
+        http_request: Callable[..., Any] = rest_utils.http_request
+        response = http_request(
             self.creds, endpoint, method, max_retries=0, **kwargs)
         if response.status_code in (401, 403):
             raise CompetitionError(f"{self.uri}: the admin credentials were refused "

@@ -1,0 +1,167 @@
+"""The portal, the tracking UI, and their credentials."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+
+from competition.errors import CompetitionError
+from competition.interfaces.cli.output import (
+    escape,
+    out,
+)
+from competition.interfaces.cli.root import app, board_of
+
+
+@app.command()
+def ui(
+    directory: Path | None = typer.Argument(None, help="A prepared competition: open its "
+                                            "runs (default: the store's only competition)."),
+    organizers: bool = typer.Option(False, "--organizers", help="Open the organizers' store "
+                                    "(private scores) instead of the participants' one."),
+    team: str | None = typer.Option(None, help="Open this team's own runs (with "
+                                    "team_experiment_name in mlflow.yaml: its experiment)."),
+    auth: bool = typer.Option(False, "--auth", help="Serve the participants' store to "
+                              "participants: MLflow's basic-auth app, where each team user "
+                              "(`competition tracking-users`) sees only its own experiment; "
+                              "admin credentials from MLFLOW_TRACKING_USERNAME/PASSWORD."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(5000, help="Port to listen on."),
+) -> None:
+    """Start the MLflow UI on the configured tracking store and print the address of the
+    caller's runs (on a tracking server: print it)."""
+    from competition.interfaces.mlflow_ui import serve_ui
+
+    name = None
+    if directory is not None:
+        from competition.board.prepared import PreparedCompetition
+
+        name = PreparedCompetition.open(directory).name
+    sys.exit(serve_ui(organizers, host, port, out, name, team, auth))
+
+
+@app.command("tracking-users")
+def tracking_users(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    team: list[str] = typer.Option([], "--team", help="Only this team (repeatable; default: "
+                                   "every participant team on the board)."),
+    reset_password: bool = typer.Option(False, "--reset-password", help="Give existing users "
+                                        "a new password (printed once)."),
+) -> None:
+    """Give each team an MLflow user that reads and writes only its own experiment on the
+    shared tracking server (basic-auth); prints new passwords once. Run it again whenever
+    teams are added, before they log anything."""
+    from competition.tracking.config import load_config
+    from competition.tracking.users import sync_team_users
+
+    board = board_of(directory)
+    names = team or [t["team"] for t in board.teams.overview() if not t["baseline"]]
+    if not names:
+        raise CompetitionError("no participant team yet: add teams with `competition team "
+                               "add`, or name them with --team")
+    config = load_config()
+    for user in sync_team_users(config, board.comp.name, names, reset_password):
+        line = (f"team {escape(user.team)}: MLflow user {escape(user.username)}, experiment "
+                f"{user.experiment_id} (EDIT)")
+        if user.revoked:
+            line += "; took back the grants of " + ", ".join(map(escape, user.revoked))
+        out(line)
+        if user.password:
+            out(f"  password: {user.password}  (shown once; MLFLOW_TRACKING_USERNAME/"
+                "MLFLOW_TRACKING_PASSWORD for the team)")
+    out(f"participants log to {config.tracking_uri} with these credentials and see only their "
+        "own experiment")
+
+
+@app.command()
+def serve(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    trust_proxy: bool = typer.Option(False, "--trust-proxy", envvar="COMPETITION_TRUST_PROXY",
+                                     help="Behind a reverse proxy that sets X-Forwarded-Proto "
+                                     "and X-Forwarded-Host: believe them (cookies become "
+                                     "Secure when the proxy says https)."),
+    session_hours: float = typer.Option(12.0, envvar="COMPETITION_SESSION_HOURS", min=0.01,
+                                        help="How long a sign-in lasts."),
+    scheduler: str | None = typer.Option(None, envvar="COMPETITION_DASK_SCHEDULER",
+                                         help="Run scoring jobs on this Dask scheduler "
+                                         "(tls://HOST:8786, with --cluster-certs; workers "
+                                         "started with `dask worker`). Default: a "
+                                         "LocalCluster here, on TLS with credentials only "
+                                         "this process holds."),
+    cluster_certs: Path | None = typer.Option(None, envvar="COMPETITION_DASK_CERTS",
+                                              help="The folder `competition cluster-certs` "
+                                              "made (ca.pem, portal.pem, portal-key.pem): "
+                                              "the portal's credentials for --scheduler."),
+    workers: int | None = typer.Option(None, min=1, help="Workers of the LocalCluster "
+                                       "(default: one per core)."),
+    threads: bool = typer.Option(False, "--threads", help="Run scoring jobs in threads of "
+                                 "this process instead of a Dask cluster."),
+    scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
+                               help="The scorer class of the jobs (tests, benchmarks)."),
+) -> None:
+    """Start the course portal (pages and JSON API) on this competition. Uploads are queued
+    and scored as jobs on a Dask cluster (see docs/deploy.md)."""
+    import uvicorn
+
+    from competition.interfaces.web.app import create_app
+    from competition.jobs.runners import DaskRunner, ThreadRunner
+
+    runner = ThreadRunner(workers or 2) if threads else \
+        DaskRunner(scheduler, workers, certs=cluster_certs)
+    try:
+        web_app = create_app(directory, trust_proxy=trust_proxy, session_hours=session_hours,
+                             runner=runner, scorer_spec=scorer)
+        where = "threads" if threads else (scheduler or "a LocalCluster")
+        out(f"serving {directory} on http://{host}:{port}/ (API docs at /docs); scoring jobs "
+            f"on {where}; organizer token: `competition organizer-token DIR`")
+        # The forwarded headers are the portal's to judge (--trust-proxy), not uvicorn's.
+        uvicorn.run(web_app, host=host, port=port, log_level="warning", proxy_headers=False)
+    finally:
+        runner.close()
+
+
+@app.command("cluster-certs")
+def cluster_certs(
+    folder: Path = typer.Argument(..., help="A new folder for the certificates."),
+    days: int = typer.Option(365, min=1, help="How long they are valid."),
+) -> None:
+    """Make the scoring cluster's TLS certificates: a certificate authority (ca.pem; its key
+    ca-key.pem stays with you) and a certificate and key for the scheduler, the workers and
+    the portal. Only holders of a certificate it signed can talk to the cluster (see
+    docs/deploy.md for which file goes to which host)."""
+    from competition.jobs.cluster_security import make_certificates
+
+    for path in make_certificates(folder, days=days):
+        out(f"wrote {path}")
+    out("hand each host only its role's pair with ca.pem; keep ca-key.pem off the cluster")
+
+
+@app.command("organizer-token")
+def organizer_token(directory: Path = typer.Argument(..., help="A prepared competition.")) -> None:
+    """Issue a new organizer token for the web portal (replaces the earlier one)."""
+    out(f"organizer token: {board_of(directory).teams.issue_organizer_token()}")
+
+
+team_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
+app.add_typer(team_app, name="team")
+
+
+@team_app.command("add")
+def team_add(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    team: str = typer.Argument(..., help="The team's name."),
+    member: list[str] = typer.Option([], "--member", help="A member (repeatable)."),
+    token: bool = typer.Option(True, help="Issue a new access token for the web portal and "
+                               "API (replaces the team's earlier one)."),
+) -> None:
+    """Create a team, add members, and issue its access token (shown once, stored hashed)."""
+    board = board_of(directory)
+    members = board.teams.add(team, member)
+    out(f"team {escape(team)}: " + (", ".join(map(escape, members)) or "no members yet"))
+    if token:
+        out(f"token: {board.teams.issue_token(team)}")
+        out("give it to the team; it is stored hashed and cannot be shown again")

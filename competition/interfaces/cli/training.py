@@ -1,0 +1,116 @@
+"""Baselines: training entries, ensembles and their inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from competition.interfaces.cli.output import (
+    escape,
+    fmt,
+    out,
+)
+from competition.interfaces.cli.root import app
+
+
+@app.command("run")
+def run_entry(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    entry: Path = typer.Argument(..., help="An entry folder, e.g. submissions/unet."),
+    config: Path | None = typer.Option(None, help="A configuration file on top of the "
+                                       "entry's config.yaml (e.g. its smoke.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="key=value overrides (repeatable); "
+                                   "TASK.key=value for one task only."),
+    inputs: Path | None = typer.Option(None, help="Predict this folder instead of the test "
+                                       "set (in the data set's layout); not submitted."),
+    team: str | None = typer.Option(None, help="Team to submit as (default: "
+                                    "baseline-ENTRY)."),
+    no_submit: bool = typer.Option(False, "--no-submit", help="Write the file only."),
+    also_predict: Path | None = typer.Option(None, help="Also predict this folder with the "
+                                             "same model (e.g. DSB's stage1_test)."),
+    as_participant: bool = typer.Option(False, "--as-participant", help="Submit as a "
+                                        "participant team, not as a baseline (baselines "
+                                        "are marked on the board and left out of grades)."),
+) -> None:
+    """Train an entry on the public training data, predict, write and submit the file."""
+    from competition.training.run import run
+
+    record = run(directory, entry, config, set_, inputs, team, not no_submit, also_predict,
+                 baseline=not as_participant)
+    if record.get("also_predicted"):
+        out(f"also predicted {also_predict}: {record['also_predicted']}")
+    out(f"trained {record['entry']} in {record['fit_seconds']:.1f} s, predicted in "
+        f"{record['predict_seconds']:.1f} s; wrote {record['submission']}")
+    if "public_score" in record:
+        out(f"submission {record['submission_id']}: {record['status']}, public score "
+            f"{fmt(record['public_score'])}")
+    if record.get("mlflow_run_id"):
+        out(f"MLflow run {record['mlflow_run_id']} (see `competition ui`)")
+
+
+@app.command()
+def ensemble(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    members: list[str] = typer.Argument(..., help="MLflow run ids or submission ids of runs "
+                                        "that logged test predictions."),
+    method: str = typer.Option("mean", help="mean, median or greedy (forward selection "
+                               "with replacement, on the public split only)."),
+    weights: list[float] | None = typer.Option(None, "--weights", help="One per member "
+                                               "(repeat the option), for --method mean."),
+    rounds: int = typer.Option(10, help="Greedy: the most members added."),
+    team: str = typer.Option("ensemble", help="Team to submit as. With --as-participant "
+                             "every member must be this team's own run; as a baseline, no "
+                             "member may be a participant team's."),
+    no_submit: bool = typer.Option(False, "--no-submit", help="Write the file only."),
+    as_participant: bool = typer.Option(False, "--as-participant", help="Submit as a "
+                                        "participant team, not as a baseline."),
+) -> None:
+    """Combine runs' prediction maps into one submission, submit it and log it to MLflow.
+    Only the team's own runs can be combined (a run's tag `team`; see
+    competition/ensembles/build.py)."""
+    from rich.table import Table
+
+    from competition.ensembles.build import build
+
+    record = build(directory, members, method, weights or None, rounds, team, not no_submit,
+                   baseline=not as_participant)
+    table = Table("member", "MLflow run", "public score", "weight")
+    weights_used = record["weights"] or [None] * len(record["members"])
+    for m, w in zip(record["members"], weights_used, strict=True):
+        table.add_row(escape(m["ref"]), escape(m["name"]), fmt(m["public_score"]),
+                      "-" if w is None else f"{w:.3f}")
+    out(table)
+    if record["greedy_public_scores"]:
+        out("greedy public scores by round: "
+            + ", ".join(f"{v:.4f}" for v in record["greedy_public_scores"]))
+    out(f"wrote {record['submission']}")
+    if "submission_id" in record:
+        out(f"submission {record['submission_id']}: {record['status']}, public score "
+            f"{fmt(record['public_score'])}"
+            + (f" ({escape(record['error'])})" if record.get("error") else ""))
+    if record.get("mlflow_run_id"):
+        out(f"MLflow run {record['mlflow_run_id']}")
+
+
+@app.command()
+def patches(
+    directory: Path = typer.Argument(..., help="A prepared landmark competition."),
+    folder: Path = typer.Option(..., "--out", help="Folder for images/ and index.csv."),
+    split: str = typer.Option("train", help="train (with the manual landmarks' pixel "
+                              "positions) or test (never with them)."),
+    estimates: Path | None = typer.Option(None, help="Landmark CSV of estimates to centre on "
+                                          "(required for test; for train e.g. "
+                                          "submissions/alpaca/cross_estimates.py's; train "
+                                          "default: jittered manual landmarks)."),
+    radii: list[float] = typer.Option([1.0, 2.0, 4.0], "--radius", help="Window radii (mm), "
+                                      "repeatable."),
+    shift: float = typer.Option(1.0, help="Shift (mm) of the fourth, shifted window."),
+    jitter: float = typer.Option(0.4, help="Train: displacement (mm) of the estimates."),
+    seed: int = typer.Option(0, help="Seed of the jitter."),
+) -> None:
+    """Write 224x224 surface patch images around landmark estimates (4 per landmark)."""
+    from competition.landmark_imaging.patch_sets import write
+
+    n = write(directory, folder, split, estimates, tuple(radii), shift, jitter, seed)
+    out(f"wrote {n} images and {folder / 'index.csv'}")
