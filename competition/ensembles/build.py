@@ -61,7 +61,7 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 def load_members(comp: PreparedCompetition, refs: list[str], config: TrackingConfig,
-                 team: str = "ensemble", baseline: bool = True) -> list[Member]:
+                 *, team: str = "ensemble", baseline: bool = True) -> list[Member]:
     """The members' runs and maps, once each is known to be `team`'s own (see the module
     docstring for the rule)."""
     if not config.enabled:
@@ -72,7 +72,7 @@ def load_members(comp: PreparedCompetition, refs: list[str], config: TrackingCon
     members = []
     for ref in refs:
         run = _find_run(tracker, comp, ref)
-        _check_owner(tracker, comp, ref, run, team, baseline, competing)
+        _check_owner(tracker, comp, ref, run, team, baseline=baseline, competing=competing)
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 path = tracker.download(run.info.run_id, tracking.PREDICTIONS_ARTIFACT,
@@ -100,7 +100,7 @@ def _key(team: str) -> str:
 
 
 def _check_owner(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str, run: Any,
-                 team: str, baseline: bool, competing: set[str]) -> None:
+                 team: str, *, baseline: bool, competing: set[str]) -> None:
     run_id = run.info.run_id
     owner = run.data.tags.get("team")
     if not owner:
@@ -154,7 +154,7 @@ def _find_run(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str) ->
 
 # --- the command -----------------------------------------------------------------------------
 
-def build(comp_dir: Path, refs: list[str], method: str = "mean",
+def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
           weights: list[float] | None = None, rounds: int = 10, team: str = "ensemble",
           submit: bool = True, config: TrackingConfig | None = None,
           baseline: bool = True) -> dict[str, Any]:
@@ -167,7 +167,7 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean",
     if not refs:
         raise CompetitionError("name at least one member (MLflow run id or submission id)")
     config = config or load_config()
-    members = load_members(comp, refs, config, team, baseline)
+    members = load_members(comp, refs, config, team=team, baseline=baseline)
     check_compatible([m.maps for m in members], [m.ref for m in members])
     post = {k: _number(members[0].params[k]) for k in task.postprocess_keys
             if k in members[0].params}

@@ -35,7 +35,7 @@ from competition.interfaces.subprocesses import stop_group
 STARTUP_SECONDS = 120
 
 
-def server_command(uri: str, artifacts: str | None, host: str, port: int,
+def server_command(uri: str, artifacts: str | None, host: str, port: int, *,
                    auth: bool = False) -> list[str]:
     """`mlflow server` on the store `uri`, its artifacts proxied from `artifacts`; with
     `auth`, behind the basic-auth app (see `auth_environment`)."""
@@ -76,7 +76,7 @@ def auth_environment(uri: str, folder: Path, user: str | None = None,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": key}
 
 
-def serve_ui(organizers: bool, host: str, port: int, say: Callable[..., Any],
+def serve_ui(host: str, port: int, say: Callable[..., Any], *, organizers: bool = False,
              competition: str | None = None, team: str | None = None,
              auth: bool = False) -> int:
     """Run the UI until interrupted; returns the server's exit code."""
@@ -100,7 +100,7 @@ def serve_ui(organizers: bool, host: str, port: int, say: Callable[..., Any],
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if auth:
             env.update(auth_environment(uri, Path(folder)))
-        command = server_command(uri, config.artifact_root(audience), host, port, auth)
+        command = server_command(uri, config.artifact_root(audience), host, port, auth=auth)
         say(f"starting the MLflow UI on {uri}...")
         process = subprocess.Popen(command, env=env, start_new_session=True,
                                    stdout=server_log, stderr=subprocess.STDOUT)

@@ -195,7 +195,7 @@ def check_options(kind: str, preparer: Callable[..., Any], options: dict[str, An
                                   "options: " + (", ".join(known) or "none"))
 
 
-def prepare(kind: str, out: Path, source: Path | None = None, seed: int = 0,
+def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
             public_fraction: float = DEFAULT_PUBLIC_FRACTION,
             test_fraction: float | None = None, force: bool = False,
             name: str | None = None, synthetic: str | None = None,

@@ -65,7 +65,7 @@ def username(config: TrackingConfig, competition: str, team: str) -> str:
     return name
 
 
-def sync_team_users(config: TrackingConfig, competition: str, teams: list[str],
+def sync_team_users(config: TrackingConfig, competition: str, teams: list[str], *,
                     reset_passwords: bool = False) -> list[TeamUser]:
     """Make each team's experiment, user and permission as the module docstring says."""
     _check_setup(config)

@@ -17,6 +17,7 @@ import os
 import platform
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -31,13 +32,39 @@ from competition.tracking import runs as tracking
 from competition.training.entries import load_entry, resolve_config
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """What a `competition run` predicts and where its file goes."""
+
+    inputs: Path | None = None  # predict this folder instead of the test set (not submitted)
+    team: str | None = None  # who made the run (default: baseline-ENTRY)
+    submit: bool = True
+    also_predict: Path | None = None  # a further folder the same model predicts
+    baseline: bool = True  # submitted as the organizers' baseline
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One run's fixed parts, as the training and prediction stages share them."""
+
+    comp: PreparedCompetition
+    entry: ModuleType
+    config: dict[str, Any]
+    name: str
+    out_dir: Path
+    tracked: tracking.TrainingRun
+    timings: dict[str, Any]
+    options: RunOptions
+
+
 def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
-        overrides: list[str] | None = None, inputs: Path | None = None,
-        team: str | None = None, submit: bool = True,
-        also_predict: Path | None = None, baseline: bool = True) -> dict[str, Any]:
+        overrides: list[str] | None = None, *, inputs: Path | None = None,
+        team: str | None = None, submit: bool = True, also_predict: Path | None = None,
+        baseline: bool = True) -> dict[str, Any]:
     """Train, predict, write and (for the competition's own test set) submit, as an
     organizers' baseline unless `baseline` is False; with `also_predict`, the same model also
     predicts that folder (e.g. DSB's stage1_test)."""
+    options = RunOptions(inputs, team, submit, also_predict, baseline)
     comp = PreparedCompetition.open(comp_dir)
     task = comp.task
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
@@ -58,9 +85,9 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
         tracked.log(params={**_flat(config), "entry": name, "competition": comp.name,
                             "task": task.name, "validation_item": validation.name
                             if validation else "none"})
-        record = _train_predict_submit(comp, entry, config, name, out_dir, train, validation,
-                                       tracked, inputs, team, submit, also_predict, baseline,
-                                       timings)
+        record = _train_predict_submit(
+            _Run(comp, entry, config, name, out_dir, tracked, timings, options),
+            train, validation)
         timings["total"] = time.perf_counter() - run_start
         record["timings"] = _rounded(timings)
         tracked.log(metrics={k: record[k] for k in ("fit_seconds", "predict_seconds",
@@ -76,16 +103,16 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     return record
 
 
-def _train_predict_submit(comp: PreparedCompetition, entry: ModuleType, config: dict[str, Any],
-                          name: str, out_dir: Path, train: Any, validation: Validation | None,
-                          tracked: tracking.TrainingRun, inputs: Path | None, team: str | None,
-                          submit: bool, also_predict: Path | None,
-                          baseline: bool, timings: dict[str, Any]) -> dict[str, Any]:
+def _train_predict_submit(the_run: _Run, train: Any,
+                          validation: Validation | None) -> dict[str, Any]:
     """Per-stage seconds go into `timings` (run.json's "timings"): each epoch's training
     (from the end of the previous epoch's validation picture, so the first includes the
     entry's own setup) and its validation picture, the final picture and the GIF, saving the
     model, loading and predicting the test inputs (maps, then predictions), writing the file,
     the extra folder (`also_predict`) and scoring."""
+    comp, entry, config, name = the_run.comp, the_run.entry, the_run.config, the_run.name
+    out_dir, tracked, timings = the_run.out_dir, the_run.tracked, the_run.timings
+    inputs, also_predict = the_run.options.inputs, the_run.options.also_predict
     task = comp.task
     epoch_rows: list[dict[str, Any]] = []
     timings["epochs"] = epoch_rows
@@ -175,15 +202,16 @@ def _train_predict_submit(comp: PreparedCompetition, entry: ModuleType, config: 
         "also_predicted": str(extra_path) if extra_path else None,
         "hardware": f"{platform.machine()}, {_cpu_count()} CPU cores",
     }
-    if submit and inputs is None:
+    if the_run.options.submit and inputs is None:
         from competition.board.board import Board
         from competition.board.scorer_process import ChildScorer
 
         # Training libraries leave threads running: score in processes from a fork server.
         board = Board(comp, scorer=ChildScorer("forkserver"))
         with bar("Scoring the submission"), _timed(timings, "score"):
-            outcome = board.submissions.submit(path, team or f"baseline-{name}",
-                                               f"competition run {name}", baseline=baseline)
+            outcome = board.submissions.submit(path, the_run.options.team or
+                                               f"baseline-{name}", f"competition run {name}",
+                                               baseline=the_run.options.baseline)
         record["submission_id"] = outcome.id
         record["status"] = outcome.status
         record["public_score"] = outcome.public_score

@@ -55,8 +55,10 @@ def prepare(
     from competition.tasks.preparing import parse_options
     from competition.tasks.preparing import prepare as prepare_competition
 
-    path = prepare_competition(kind, out_dir, source, seed, public_fraction, test_fraction,
-                               force, name, synthetic, parse_options(option))
+    path = prepare_competition(kind, out_dir, source=source, seed=seed,
+                               public_fraction=public_fraction, test_fraction=test_fraction,
+                               force=force, name=name, synthetic=synthetic,
+                               options=parse_options(option))
     comp = PreparedCompetition.open(path)
     counts = comp.config.counts
     out(f"[green]prepared[/] {path} ({comp.task.name}: "

@@ -39,7 +39,8 @@ def ui(
         from competition.board.prepared import PreparedCompetition
 
         name = PreparedCompetition.open(directory).name
-    sys.exit(serve_ui(organizers, host, port, out, name, team, auth))
+    sys.exit(serve_ui(host, port, out, organizers=organizers, competition=name, team=team,
+                      auth=auth))
 
 
 @app.command("tracking-users")
@@ -62,7 +63,8 @@ def tracking_users(
         raise CompetitionError("no participant team yet: add teams with `competition team "
                                "add`, or name them with --team")
     config = load_config()
-    for user in sync_team_users(config, board.comp.name, names, reset_password):
+    for user in sync_team_users(config, board.comp.name, names,
+                                reset_passwords=reset_password):
         line = (f"team {escape(user.team)}: MLflow user {escape(user.username)}, experiment "
                 f"{user.experiment_id} (EDIT)")
         if user.revoked:

@@ -36,8 +36,8 @@ def run_entry(
     """Train an entry on the public training data, predict, write and submit the file."""
     from competition.training.run import run
 
-    record = run(directory, entry, config, set_, inputs, team, not no_submit, also_predict,
-                 baseline=not as_participant)
+    record = run(directory, entry, config, set_, inputs=inputs, team=team,
+                 submit=not no_submit, also_predict=also_predict, baseline=not as_participant)
     if record.get("also_predicted"):
         out(f"also predicted {also_predict}: {record['also_predicted']}")
     out(f"trained {record['entry']} in {record['fit_seconds']:.1f} s, predicted in "
@@ -73,8 +73,8 @@ def ensemble(
 
     from competition.ensembles.build import build
 
-    record = build(directory, members, method, weights or None, rounds, team, not no_submit,
-                   baseline=not as_participant)
+    record = build(directory, members, method, weights=weights or None, rounds=rounds,
+                   team=team, submit=not no_submit, baseline=not as_participant)
     table = Table("member", "MLflow run", "public score", "weight")
     weights_used = record["weights"] or [None] * len(record["members"])
     for m, w in zip(record["members"], weights_used, strict=True):
