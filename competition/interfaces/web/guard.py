@@ -28,11 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from competition.board.context import LimitReached, RuleError, TooManyUploads
+from competition.board.context import Closed, LimitReached, RuleError, TooManyUploads
 from competition.board.rules import utc_day
-from competition.interfaces.web.portal import UPLOAD_PATHS, Portal, refusal_status
+from competition.errors import CompetitionError
+from competition.interfaces.web.state import Portal
 from competition.interfaces.web.upload_slots import Reservation, SlotLimits
-from competition.interfaces.web.uploads import UploadRefused
+from competition.interfaces.web.uploads import UPLOAD_PATHS, UploadRefused
 
 MAX_PATH_BYTES = 2048
 FORM_BODY_CAP = 64 * 1024
@@ -52,6 +53,16 @@ def declared_length(headers: Headers) -> int | None:
         return None
     value = value.strip()
     return int(value) if value.isdigit() and len(value) < 20 else -1
+
+
+def refusal_status(error: CompetitionError) -> int:
+    """The HTTP status of a rule's refusal: over a limit 429, outside the opening hours 403,
+    anything else 400."""
+    if isinstance(error, LimitReached):
+        return 429
+    if isinstance(error, Closed):
+        return 403
+    return 400
 
 
 @contextlib.asynccontextmanager

@@ -13,15 +13,9 @@ from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.board.views import Entry, Outcome
 from competition.errors import SubmissionError
-from competition.interfaces.web.guard import admitted_upload
-from competition.interfaces.web.portal import (
-    PortalDep,
-    SignedIn,
-    TeamOnly,
-    refusal_status,
-    safe_file_name,
-    upload_csrf,
-)
+from competition.interfaces.web.dependencies import PortalDep, SignedIn, TeamOnly, upload_csrf
+from competition.interfaces.web.exports import safe_file_name
+from competition.interfaces.web.guard import admitted_upload, refusal_status
 from competition.interfaces.web.routers.pages import SubmissionId
 from competition.interfaces.web.schemas import ERRORS, CompetitionOut, ErrorOut
 from competition.interfaces.web.uploads import UPLOAD_SCHEMA, received_upload

@@ -13,18 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.errors import SubmissionError
-from competition.interfaces.web.guard import admitted_upload
-from competition.interfaces.web.portal import (
+from competition.interfaces.web.dependencies import (
     PortalDep,
     SignedIn,
     TeamOnly,
-    page,
-    refusal_status,
-    safe_file_name,
     upload_csrf,
     viewer,
 )
+from competition.interfaces.web.exports import safe_file_name
+from competition.interfaces.web.guard import admitted_upload, refusal_status
 from competition.interfaces.web.publish import description_html, folder_summary, stream_zip
+from competition.interfaces.web.rendering import page
 from competition.interfaces.web.uploads import UploadRefused, received_upload
 
 router = APIRouter(include_in_schema=False)
