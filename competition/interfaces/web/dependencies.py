@@ -51,8 +51,9 @@ def viewer(request: Request) -> Viewer | None:
         else:
             # An unknown bearer token is a failed sign-in (sign_in_limits.py): counted, or
             # over the limits a 429.
-            refusal = p.sign_ins.refused(client_address(request, p.site.trust_proxy), token,
-                                         p.comp.config.portal)
+            refusal = p.sign_ins.refused(
+                client_address(request, trust_proxy=p.site.trust_proxy), token,
+                p.comp.config.portal)
             if refusal is not None and (
                     request.url.path.startswith("/api/") or
                     "text/html" not in request.headers.get("accept", "text/html")):

@@ -95,7 +95,7 @@ def _retry_after(refusal: RuleError, now: Callable[[], datetime]) -> dict[str, s
     return None
 
 
-def too_large(cap: int, upload: bool) -> HTTPException:
+def too_large(cap: int, *, upload: bool) -> HTTPException:
     if upload:
         return UploadRefused(413, f"the upload is over the size limit of {cap / 1e6:.1f} MB "
                                   "(the competition's max_submission_mb, with the form's "
@@ -136,13 +136,13 @@ class RequestGuard:
             await _refuse(scope, receive, send, 400, "send either Content-Length or "
                                                      "Transfer-Encoding, not both")
             return
-        await _Capped(self.app, cap, length, upload)(scope, receive, send)
+        await _Capped(self.app, cap, length, upload=upload)(scope, receive, send)
 
 
 class _Capped:
     """One request whose body may not pass `cap` bytes."""
 
-    def __init__(self, app: ASGIApp, cap: int, declared: int | None, upload: bool) -> None:
+    def __init__(self, app: ASGIApp, cap: int, declared: int | None, *, upload: bool) -> None:
         self.app, self.cap, self.declared, self.upload = app, cap, declared, upload
         self.received = 0
         self.responding = False
@@ -162,7 +162,7 @@ class _Capped:
                 # A response is under way (e.g. a stream that listens for the client going
                 # away): the body is simply not read further.
                 return {"type": "http.disconnect"}
-            raise too_large(self.cap, self.upload)
+            raise too_large(self.cap, upload=self.upload)
 
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":

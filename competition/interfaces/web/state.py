@@ -201,7 +201,7 @@ class Portal:
 
     # --- what a viewer may see of the board ------------------------------------------------
 
-    def board_entries(self, private: bool) -> list[Entry]:
+    def board_entries(self, *, private: bool) -> list[Entry]:
         return leaderboard.private_board(self.board) if private else \
             leaderboard.public_board(self.board)
 
@@ -209,4 +209,4 @@ class Portal:
         return self.board.private_visible or (viewer is not None and viewer.role == "organizer")
 
     def outcome_json(self, outcome: Outcome, viewer: Viewer | None) -> dict[str, Any]:
-        return outcome.as_json(self.may_see_private(viewer))
+        return outcome.as_json(show_private=self.may_see_private(viewer))

@@ -36,14 +36,14 @@ def api_competition(p: PortalDep, v: SignedIn) -> Any:
 
 @router.get("/leaderboard", response_model=list[Entry])
 def api_leaderboard(p: PortalDep) -> Any:
-    return [e.as_json() for e in p.board_entries(False)]
+    return [e.as_json() for e in p.board_entries(private=False)]
 
 
 @router.get("/leaderboard/private", response_model=list[Entry], responses=ERRORS)
 def api_private_leaderboard(p: PortalDep, v: SignedIn) -> Any:
     if not p.may_see_private(v):
         raise HTTPException(403, "the private leaderboard opens at the deadline")
-    return [e.as_json() for e in p.board_entries(True)]
+    return [e.as_json() for e in p.board_entries(private=True)]
 
 
 # exclude_unset: before the deadline `private_score` is absent, not null. The body is not

@@ -43,8 +43,8 @@ def login(request: Request, p: PortalDep, token: Annotated[str, Form(max_length=
     token = token.strip()
     opened = p.sessions.open(token, p.session_ttl) if len(token) <= MAX_TOKEN_CHARS else None
     if opened is None:  # a failed sign-in: counted, or over the limits a 429
-        refusal = p.sign_ins.refused(client_address(request, p.site.trust_proxy), token,
-                                     p.comp.config.portal)
+        refusal = p.sign_ins.refused(client_address(request, trust_proxy=p.site.trust_proxy),
+                                     token, p.comp.config.portal)
         if refusal is not None:
             refused = page(request, "login.html", status=429, error=refusal.message)
             refused.headers["Retry-After"] = str(refusal.retry_after)

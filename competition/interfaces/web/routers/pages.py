@@ -133,7 +133,7 @@ def select_page(request: Request, submission_id: SubmissionId, p: PortalDep, v: 
 @router.get("/leaderboard", response_class=HTMLResponse)
 def leaderboard_page(request: Request, p: PortalDep) -> Any:
     return page(request, "leaderboard.html", private=False,
-                entries=[e.as_json() for e in p.board_entries(False)])
+                entries=[e.as_json() for e in p.board_entries(private=False)])
 
 
 @router.get("/leaderboard/private", response_class=HTMLResponse)
@@ -141,4 +141,4 @@ def private_leaderboard_page(request: Request, p: PortalDep, v: SignedIn) -> Any
     if not p.may_see_private(viewer(request)):
         raise HTTPException(403, "the private leaderboard opens at the deadline")
     return page(request, "leaderboard.html", private=True,
-                entries=[e.as_json() for e in p.board_entries(True)])
+                entries=[e.as_json() for e in p.board_entries(private=True)])
