@@ -15,9 +15,11 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from competition.interfaces.web.dependencies import same_origin
 from competition.interfaces.web.guard import RequestGuard
-from competition.interfaces.web.portal import Portal, error_page, same_origin
+from competition.interfaces.web.rendering import error_page
 from competition.interfaces.web.routers import api, auth, organizer, pages
+from competition.interfaces.web.state import Portal
 from competition.jobs.job import DEFAULT_SCORER
 from competition.jobs.runners import Runner
 

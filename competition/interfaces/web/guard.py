@@ -28,11 +28,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from competition.board.context import LimitReached, RuleError, TooManyUploads
+from competition.board.context import Closed, LimitReached, RuleError, TooManyUploads
 from competition.board.rules import utc_day
-from competition.interfaces.web.portal import UPLOAD_PATHS, Portal, refusal_status
+from competition.errors import CompetitionError
+from competition.interfaces.web.state import Portal
 from competition.interfaces.web.upload_slots import Reservation, SlotLimits
-from competition.interfaces.web.uploads import UploadRefused
+from competition.interfaces.web.uploads import UPLOAD_PATHS, UploadRefused
 
 MAX_PATH_BYTES = 2048
 FORM_BODY_CAP = 64 * 1024
@@ -52,6 +53,16 @@ def declared_length(headers: Headers) -> int | None:
         return None
     value = value.strip()
     return int(value) if value.isdigit() and len(value) < 20 else -1
+
+
+def refusal_status(error: CompetitionError) -> int:
+    """The HTTP status of a rule's refusal: over a limit 429, outside the opening hours 403,
+    anything else 400."""
+    if isinstance(error, LimitReached):
+        return 429
+    if isinstance(error, Closed):
+        return 403
+    return 400
 
 
 @contextlib.asynccontextmanager
@@ -84,7 +95,7 @@ def _retry_after(refusal: RuleError, now: Callable[[], datetime]) -> dict[str, s
     return None
 
 
-def too_large(cap: int, upload: bool) -> HTTPException:
+def too_large(cap: int, *, upload: bool) -> HTTPException:
     if upload:
         return UploadRefused(413, f"the upload is over the size limit of {cap / 1e6:.1f} MB "
                                   "(the competition's max_submission_mb, with the form's "
@@ -125,13 +136,13 @@ class RequestGuard:
             await _refuse(scope, receive, send, 400, "send either Content-Length or "
                                                      "Transfer-Encoding, not both")
             return
-        await _Capped(self.app, cap, length, upload)(scope, receive, send)
+        await _Capped(self.app, cap, length, upload=upload)(scope, receive, send)
 
 
 class _Capped:
     """One request whose body may not pass `cap` bytes."""
 
-    def __init__(self, app: ASGIApp, cap: int, declared: int | None, upload: bool) -> None:
+    def __init__(self, app: ASGIApp, cap: int, declared: int | None, *, upload: bool) -> None:
         self.app, self.cap, self.declared, self.upload = app, cap, declared, upload
         self.received = 0
         self.responding = False
@@ -151,7 +162,7 @@ class _Capped:
                 # A response is under way (e.g. a stream that listens for the client going
                 # away): the body is simply not read further.
                 return {"type": "http.disconnect"}
-            raise too_large(self.cap, self.upload)
+            raise too_large(self.cap, upload=self.upload)
 
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -50,7 +50,7 @@ class Refusal:
         return f"{self.reason}: try again in {self.retry_after} s"
 
 
-def client_address(request: Request, trust_proxy: bool) -> str:
+def client_address(request: Request, *, trust_proxy: bool) -> str:
     """Where the attempt comes from: the connection's peer, or behind a trusted proxy the
     address that proxy saw (the last of `X-Forwarded-For`: the proxy appends its peer, and
     any earlier entry is whatever the client wrote)."""

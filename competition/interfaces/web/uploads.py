@@ -31,6 +31,9 @@ MAX_NAME_BYTES = 255  # a file name on every common file system
 MAX_TOKEN_BYTES = 200  # the CSRF token field
 MAX_PART_HEADER_BYTES = 8 * 1024
 MAX_PARTS = 8
+# The two routes that take a file: their bodies are streamed (see received_upload), with the
+# competition's size limit; every other body is small.
+UPLOAD_PATHS = frozenset({"/submit", "/api/submissions"})
 FIELDS = ("message", "csrf_token")
 FILE_FIELD = "file"
 UPLOAD_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {

@@ -13,15 +13,9 @@ from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.board.views import Entry, Outcome
 from competition.errors import SubmissionError
-from competition.interfaces.web.guard import admitted_upload
-from competition.interfaces.web.portal import (
-    PortalDep,
-    SignedIn,
-    TeamOnly,
-    refusal_status,
-    safe_file_name,
-    upload_csrf,
-)
+from competition.interfaces.web.dependencies import PortalDep, SignedIn, TeamOnly, upload_csrf
+from competition.interfaces.web.exports import safe_file_name
+from competition.interfaces.web.guard import admitted_upload, refusal_status
 from competition.interfaces.web.routers.pages import SubmissionId
 from competition.interfaces.web.schemas import ERRORS, CompetitionOut, ErrorOut
 from competition.interfaces.web.uploads import UPLOAD_SCHEMA, received_upload
@@ -42,14 +36,14 @@ def api_competition(p: PortalDep, v: SignedIn) -> Any:
 
 @router.get("/leaderboard", response_model=list[Entry])
 def api_leaderboard(p: PortalDep) -> Any:
-    return [e.as_json() for e in p.board_entries(False)]
+    return [e.as_json() for e in p.board_entries(private=False)]
 
 
 @router.get("/leaderboard/private", response_model=list[Entry], responses=ERRORS)
 def api_private_leaderboard(p: PortalDep, v: SignedIn) -> Any:
     if not p.may_see_private(v):
         raise HTTPException(403, "the private leaderboard opens at the deadline")
-    return [e.as_json() for e in p.board_entries(True)]
+    return [e.as_json() for e in p.board_entries(private=True)]
 
 
 # exclude_unset: before the deadline `private_score` is absent, not null. The body is not

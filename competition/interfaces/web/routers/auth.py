@@ -16,17 +16,13 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
-from competition.interfaces.web.portal import (
+from competition.interfaces.web.dependencies import PortalDep, csrf_valid, form_field, viewer
+from competition.interfaces.web.rendering import error_page, page
+from competition.interfaces.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
     CSRF_REFUSED,
     SESSION_COOKIE,
-    PortalDep,
-    csrf_valid,
-    error_page,
-    form_field,
-    page,
-    viewer,
 )
 from competition.interfaces.web.sign_in_limits import client_address
 
@@ -47,19 +43,19 @@ def login(request: Request, p: PortalDep, token: Annotated[str, Form(max_length=
     token = token.strip()
     opened = p.sessions.open(token, p.session_ttl) if len(token) <= MAX_TOKEN_CHARS else None
     if opened is None:  # a failed sign-in: counted, or over the limits a 429
-        refusal = p.sign_ins.refused(client_address(request, p.trust_proxy), token,
-                                     p.comp.config.portal)
+        refusal = p.sign_ins.refused(client_address(request, trust_proxy=p.site.trust_proxy),
+                                     token, p.comp.config.portal)
         if refusal is not None:
             refused = page(request, "login.html", status=429, error=refusal.message)
             refused.headers["Retry-After"] = str(refusal.retry_after)
             return refused
         return page(request, "login.html", status=401, error="unknown token")
-    p.sessions.revoke(request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
+    p.sessions.revoke(p.site.cookie(request, SESSION_COOKIE))
     session_id, _ = opened
     response = RedirectResponse("/", status_code=303)
-    p.set_cookie(response, request, SESSION_COOKIE, session_id,
-                 max_age=int(p.session_ttl.total_seconds()))
-    p.delete_cookie(response, request, CSRF_COOKIE)
+    p.site.set_cookie(response, request, SESSION_COOKIE, session_id,
+                      max_age=int(p.session_ttl.total_seconds()))
+    p.site.delete_cookie(response, request, CSRF_COOKIE)
     return response
 
 
@@ -70,8 +66,7 @@ async def logout(request: Request, p: PortalDep) -> Any:
         supplied = await form_field(request, CSRF_FIELD)
         if not csrf_valid(request, supplied):
             return await run_in_threadpool(error_page, request, 403, CSRF_REFUSED)
-        await run_in_threadpool(p.sessions.revoke,
-                                request.cookies.get(p.cookie_name(request, SESSION_COOKIE)))
+        await run_in_threadpool(p.sessions.revoke, p.site.cookie(request, SESSION_COOKIE))
     response = RedirectResponse("/leaderboard", status_code=303)
-    p.delete_cookie(response, request, SESSION_COOKIE)
+    p.site.delete_cookie(response, request, SESSION_COOKIE)
     return response

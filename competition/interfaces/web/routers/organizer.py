@@ -9,14 +9,11 @@ from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from competition.board.context import RuleError
-from competition.interfaces.web.portal import (
-    OrganizerOnly,
-    Portal,
-    PortalDep,
-    page,
-    safe_file_name,
-)
+from competition.interfaces.web.dependencies import OrganizerOnly, PortalDep
+from competition.interfaces.web.exports import grades_csv, safe_file_name, submissions_csv
+from competition.interfaces.web.rendering import page
 from competition.interfaces.web.schemas import ERRORS
+from competition.interfaces.web.state import Portal
 
 pages = APIRouter(prefix="/organizer", include_in_schema=False)
 api = APIRouter(prefix="/api/organizer")
@@ -64,12 +61,12 @@ def _csv(text: str, name: str) -> PlainTextResponse:
 
 @pages.get("/grades.csv")
 def organizer_grades(p: PortalDep, v: OrganizerOnly) -> Any:
-    return _csv(p.grades_csv(), f"{safe_file_name(p.comp.name)}-grades.csv")
+    return _csv(grades_csv(p.board), f"{safe_file_name(p.comp.name)}-grades.csv")
 
 
 @pages.get("/submissions.csv")
 def organizer_submissions_csv(p: PortalDep, v: OrganizerOnly) -> Any:
-    return _csv(p.submissions_csv(), f"{safe_file_name(p.comp.name)}-submissions.csv")
+    return _csv(submissions_csv(p.board), f"{safe_file_name(p.comp.name)}-submissions.csv")
 
 
 @api.get("/submissions", responses=ERRORS)
@@ -85,12 +82,12 @@ def api_rescore(p: PortalDep, v: OrganizerOnly) -> Any:
 
 @api.get("/grades.csv", response_class=PlainTextResponse, responses=ERRORS)
 def api_grades(p: PortalDep, v: OrganizerOnly) -> Any:
-    return PlainTextResponse(p.grades_csv(), media_type="text/csv")
+    return PlainTextResponse(grades_csv(p.board), media_type="text/csv")
 
 
 @api.get("/submissions.csv", response_class=PlainTextResponse, responses=ERRORS)
 def api_submissions_csv(p: PortalDep, v: OrganizerOnly) -> Any:
-    return PlainTextResponse(p.submissions_csv(), media_type="text/csv")
+    return PlainTextResponse(submissions_csv(p.board), media_type="text/csv")
 
 
 @api.post("/teams/{team}/token", responses=ERRORS)

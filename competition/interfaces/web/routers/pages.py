@@ -13,18 +13,17 @@ from starlette.concurrency import run_in_threadpool
 from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.errors import SubmissionError
-from competition.interfaces.web.guard import admitted_upload
-from competition.interfaces.web.portal import (
+from competition.interfaces.web.dependencies import (
     PortalDep,
     SignedIn,
     TeamOnly,
-    page,
-    refusal_status,
-    safe_file_name,
     upload_csrf,
     viewer,
 )
+from competition.interfaces.web.exports import safe_file_name
+from competition.interfaces.web.guard import admitted_upload, refusal_status
 from competition.interfaces.web.publish import description_html, folder_summary, stream_zip
+from competition.interfaces.web.rendering import page
 from competition.interfaces.web.uploads import UploadRefused, received_upload
 
 router = APIRouter(include_in_schema=False)
@@ -134,7 +133,7 @@ def select_page(request: Request, submission_id: SubmissionId, p: PortalDep, v: 
 @router.get("/leaderboard", response_class=HTMLResponse)
 def leaderboard_page(request: Request, p: PortalDep) -> Any:
     return page(request, "leaderboard.html", private=False,
-                entries=[e.as_json() for e in p.board_entries(False)])
+                entries=[e.as_json() for e in p.board_entries(private=False)])
 
 
 @router.get("/leaderboard/private", response_class=HTMLResponse)
@@ -142,4 +141,4 @@ def private_leaderboard_page(request: Request, p: PortalDep, v: SignedIn) -> Any
     if not p.may_see_private(viewer(request)):
         raise HTTPException(403, "the private leaderboard opens at the deadline")
     return page(request, "leaderboard.html", private=True,
-                entries=[e.as_json() for e in p.board_entries(True)])
+                entries=[e.as_json() for e in p.board_entries(private=True)])
