@@ -17,13 +17,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
-from sqlalchemy import Connection
-
 from competition.board.context import BoardContext
 from competition.board.queue import Claim, Queue, finish_claim, holder_name, still_claimed
 from competition.board.scorer_process import ScoredFile
 from competition.board.status import WAITING
 from competition.board.store import db
+from competition.board.store.db import Connection
 
 log = logging.getLogger(__name__)
 

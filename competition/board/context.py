@@ -7,10 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine
-
 from competition.board.prepared import PreparedCompetition
 from competition.board.rules import Rules
+from competition.board.store.db import Engine
 from competition.errors import CompetitionError
 
 

@@ -17,17 +17,13 @@ BraTS ranks). Ties in the mean rank go to the better score, then the earlier sub
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import select
 
-from competition.board.status import Status
-from competition.board.store import db
-from competition.board.store.schema import item_scores, selections, submissions, teams
+from competition.board.store import db, scores, selections, submissions
 from competition.board.views import Entry
 from competition.errors import CompetitionError
 from competition.tasks.base import aggregate
@@ -45,12 +41,7 @@ def _valid(x: float | None) -> bool:
 
 def _load(store: Board) -> list[dict[str, Any]]:
     with db.read(store.engine) as conn:
-        return [dict(r) for r in conn.execute(
-            select(submissions.c.id, submissions.c.team_id, submissions.c.public_score,
-                   submissions.c.private_score, submissions.c.submitted_at,
-                   teams.c.name.label("team"), teams.c.baseline)
-            .join(teams, teams.c.id == submissions.c.team_id)
-            .where(submissions.c.status == Status.SCORED)).mappings()]
+        return submissions.scored_with_teams(conn)
 
 
 def _order_key(higher_is_better: bool, score_key: str) -> Any:
@@ -87,9 +78,7 @@ def private_board(store: Board) -> list[Entry]:
     public_key = _order_key(store.rules.higher_is_better, "public_score")
     private_key = _order_key(store.rules.higher_is_better, "private_score")
     with db.read(store.engine) as conn:
-        chosen: dict[int, set[int]] = {}
-        for sel in conn.execute(select(selections.c.team_id, selections.c.submission_id)):
-            chosen.setdefault(sel.team_id, set()).add(sel.submission_id)
+        chosen = selections.by_team(conn)
     by_team: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_team.setdefault(row["team"], []).append(row)
@@ -152,15 +141,7 @@ def _finish(store: Board, board: list[Entry], usage: str) -> None:
 def _item_values(store: Board, ids: list[int], usage: str) -> dict[int, np.ndarray]:
     """Each submission's item values (n_items, k) on the items of `usage`, in item order."""
     with db.read(store.engine) as conn:
-        rows = conn.execute(select(item_scores.c.submission_id, item_scores.c.position,
-                                   item_scores.c.item_values)
-                            .where(item_scores.c.submission_id.in_(ids),
-                                   item_scores.c.usage == usage)
-                            .order_by(item_scores.c.submission_id, item_scores.c.position)
-                            ).all()
-    values: dict[int, list[list[float]]] = {}
-    for item in rows:
-        values.setdefault(item.submission_id, []).append(json.loads(item.item_values))
+        values = scores.item_values(conn, ids, usage)
     return {sid: np.array(v, dtype=np.float64) for sid, v in values.items()}
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, and_, func, insert, select
-
 from competition.board.context import (
     BoardContext,
     Closed,
@@ -17,9 +15,8 @@ from competition.board.context import (
     TooManyUploads,
 )
 from competition.board.rules import utc_day
-from competition.board.status import COUNTED
-from competition.board.store import db
-from competition.board.store.schema import submissions, teams, uploads
+from competition.board.store import db, submissions, teams, uploads
+from competition.board.store.db import Connection
 from competition.board.teams import Teams
 
 HOUR = timedelta(hours=1)
@@ -41,19 +38,14 @@ class Ledger:
     def lock_team(conn: Connection, team_id: int) -> None:
         """Serialise one team's reservations on SQL servers (SQLite's write lock already
         serialises every writer)."""
-        if conn.dialect.name != "sqlite":
-            conn.execute(select(teams.c.id).where(teams.c.id == team_id).with_for_update())
+        teams.lock(conn, team_id)
 
     @staticmethod
     def used_today(conn: Connection, team_id: int, now: datetime) -> int:
         """The team's counted submissions of the UTC day containing `now` (a submission
         counts on the day it was made, whenever it was scored)."""
         start, end = utc_day(now)
-        used: int = conn.execute(select(func.count()).select_from(submissions).where(and_(
-            submissions.c.team_id == team_id, submissions.c.counted.is_(True),
-            submissions.c.status.in_(COUNTED),
-            submissions.c.submitted_at >= start, submissions.c.submitted_at < end))).scalar_one()
-        return used
+        return submissions.counted_between(conn, team_id, start, end)
 
     def remaining_today(self, conn: Connection, team_id: int) -> int:
         return self.ctx.rules.daily_limit - self.used_today(conn, team_id, self.ctx.now())
@@ -81,9 +73,7 @@ class Ledger:
         """Refuse an upload past the team's limit of uploads in the last hour (a sliding
         hour: each upload stops counting an hour after it was made)."""
         limit = self.ctx.rules.uploads_per_hour
-        times: list[datetime] = list(conn.execute(select(uploads.c.uploaded_at).where(and_(
-            uploads.c.team_id == team_id, uploads.c.uploaded_at > now - HOUR))
-            .order_by(uploads.c.uploaded_at)).scalars())
+        times = uploads.times_since(conn, team_id, now - HOUR)
         if len(times) < limit:
             return
         # Once the oldest uploads but (limit - 1) have left the window, one more fits.
@@ -118,8 +108,7 @@ class Ledger:
                       submission_id: int | None) -> None:
         """Count an upload (inside the transaction that checked the limit, the team
         locked); `submission_id` None for one refused by the daily limit."""
-        conn.execute(insert(uploads).values(team_id=team_id, uploaded_at=now,
-                                            submission_id=submission_id))
+        uploads.add(conn, team_id, now, submission_id)
 
 
 def _whole_second(t: datetime) -> datetime:

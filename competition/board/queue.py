@@ -27,16 +27,12 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any
-
-from sqlalchemy import ColumnElement, Connection, Row, and_, func, or_, select, update
 
 from competition.board.context import BoardContext
 from competition.board.prepared import PreparedCompetition
 from competition.board.scorer_process import ScoredFile, scoring_limits
-from competition.board.status import Status
-from competition.board.store import db
-from competition.board.store.schema import submissions
+from competition.board.store import db, jobs
+from competition.board.store.db import Connection
 
 DEFAULT_LEASE_SECONDS = 60.0
 # A shorter lease for tests (a killed holder's job comes back sooner); a longer one where a
@@ -47,6 +43,8 @@ LEASE_ENV = "COMPETITION_LEASE_SECONDS"
 HOST_ENV = "COMPETITION_HOST_NAME"
 # Claims of one job without a recorded result before it is failed instead of claimed again.
 MAX_ATTEMPTS = 3
+EXHAUSTED = (f"scoring was interrupted {MAX_ATTEMPTS} times; the submission can be "
+             "retried")
 
 
 @dataclass(frozen=True)
@@ -91,55 +89,37 @@ class Queue:
         self.team_jobs = team_jobs_in_flight(ctx.comp)
 
     def claim(self, limit: int) -> list[Claim]:
-        """Up to `limit` jobs, fairly across teams (see `_fair_pick`): queued ones, and
-        scoring ones whose lease ran out (their holder is gone); a job claimed MAX_ATTEMPTS
-        times already is failed instead (see `_fail_exhausted`)."""
+        """Up to `limit` jobs, fairly across teams (see store.jobs.fair_pick): queued ones,
+        and scoring ones whose lease ran out (their holder is gone); a job claimed
+        MAX_ATTEMPTS times already is failed instead (see `_fail_exhausted`)."""
         now = self.ctx.now()
-        claimable = _claimable(now)
         with db.write(self.ctx.engine) as conn:
-            _fail_exhausted(conn, claimable)
-            picked = _fair_pick(conn, claimable, now, self.team_jobs, limit)
+            _fail_exhausted(conn, now)
+            picked = jobs.fair_pick(conn, now, self.team_jobs, limit)
             if not picked:
                 return []
             # Lock what was picked, checking again that it is claimable: on PostgreSQL
             # another dispatcher may hold or have just taken some of these rows (skipped, or
             # no longer claimable once its claim committed), so no row is claimed twice; a
             # batch that lost rows that way is smaller, and the next poll takes more.
-            query = (select(submissions.c.id, submissions.c.file_path,
-                            submissions.c.file_name, submissions.c.attempts)
-                     .where(and_(submissions.c.id.in_(picked), claimable)))
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
-            rows = {row.id: row for row in conn.execute(query)}
-            claims = []
-            for sid in picked:  # in the fair order
-                row = rows.get(sid)
-                if row is None:
-                    continue
-                claims.append(self._take(conn, row, now))
-        return claims
+            rows = jobs.lock_claimable(conn, picked, now)
+            return [self._take(conn, rows[sid], now) for sid in picked  # in the fair order
+                    if sid in rows]
 
     def claim_one(self, submission_id: int) -> Claim | None:
         """Claim one given job (the command line scoring its own submission), if it is
         claimable: queued, or scoring under a lease that ran out. None when it is held by
         another claim, final, or failed now for its attempts (see `_fail_exhausted`)."""
         now = self.ctx.now()
-        claimable = and_(submissions.c.id == submission_id, _claimable(now))
         with db.write(self.ctx.engine) as conn:
-            _fail_exhausted(conn, claimable)
-            query = (select(submissions.c.id, submissions.c.file_path,
-                            submissions.c.file_name, submissions.c.attempts).where(claimable))
-            if conn.dialect.name != "sqlite":
-                query = query.with_for_update(skip_locked=True)
-            row = conn.execute(query).first()
+            _fail_exhausted(conn, now, submission_id)
+            row = jobs.lock_one_claimable(conn, submission_id, now)
             return None if row is None else self._take(conn, row, now)
 
-    def _take(self, conn: Connection, row: Row[Any], now: dt.datetime) -> Claim:
+    def _take(self, conn: Connection, row: jobs.Job, now: dt.datetime) -> Claim:
         """Claim a locked, claimable row: a fresh token, a lease, one more attempt."""
         token = secrets.token_hex(16)
-        conn.execute(update(submissions).where(submissions.c.id == row.id).values(
-            status=Status.SCORING, claim_token=token, claimed_by=self.holder,
-            lease_until=now + self.lease, attempts=row.attempts + 1))
+        jobs.take(conn, row, token, self.holder, now + self.lease)
         return Claim(row.id, token, row.file_path, row.file_name, row.attempts + 1)
 
     def renew(self, claims: list[Claim]) -> list[Claim]:
@@ -148,7 +128,7 @@ class Queue:
         until = self.ctx.now() + self.lease
         with db.write(self.ctx.engine) as conn:
             for claim in claims:
-                if not _holds(conn, claim, values={"lease_until": until}):
+                if not jobs.renew(conn, claim.submission_id, claim.token, until):
                     lost.append(claim)
         return lost
 
@@ -156,85 +136,29 @@ class Queue:
         """Jobs held under a lease that still runs, and when the last of those leases runs
         out (what a drain leaves to their holders, or to a later claim)."""
         with db.read(self.ctx.engine) as conn:
-            row = conn.execute(select(func.count(), func.max(submissions.c.lease_until)).where(
-                and_(submissions.c.status == Status.SCORING,
-                     submissions.c.lease_until >= self.ctx.now()))).one()
-        return int(row[0]), row[1]
+            return jobs.held(conn, self.ctx.now())
 
     def tracking_owed(self, older_than_seconds: float, limit: int = 20) -> list[int]:
         """Scored submissions whose MLflow logging is owed, recorded more than
         `older_than_seconds` ago (a job still running logs its own)."""
         since = self.ctx.now() - dt.timedelta(seconds=older_than_seconds)
         with db.read(self.ctx.engine) as conn:
-            return list(conn.execute(select(submissions.c.id).where(and_(
-                submissions.c.tracking_pending.is_(True),
-                submissions.c.status == Status.SCORED, submissions.c.scored_at < since))
-                .order_by(submissions.c.id).limit(limit)).scalars())
+            return jobs.tracking_owed(conn, since, limit)
 
 
-def _claimable(now: dt.datetime) -> ColumnElement[bool]:
-    # `pending`: a row left by a command of an earlier version, which scored in its own
-    # process and is gone; queued by another name.
-    return or_(submissions.c.status.in_((Status.QUEUED, Status.PENDING)),
-               and_(submissions.c.status == Status.SCORING, submissions.c.lease_until < now))
-
-
-def _fail_exhausted(conn: Connection, claimable: ColumnElement[bool]) -> None:
-    """Fail, rather than claim again, the claimable jobs already claimed MAX_ATTEMPTS times
-    without a result (each claim's holder died, or its lease ran out): retryable, and not
-    counted, so their slots are given back as any failed submission's."""
-    conn.execute(update(submissions).where(and_(
-        claimable, submissions.c.attempts >= MAX_ATTEMPTS)).values(
-        status=Status.FAILED, counted=False, claim_token=None, lease_until=None,
-        error=f"scoring was interrupted {MAX_ATTEMPTS} times; the submission can be "
-              "retried"))
-
-
-def _fair_pick(conn: Connection, claimable: ColumnElement[bool], now: dt.datetime,
-               team_jobs: int, limit: int) -> list[int]:
-    """The ids of up to `limit` claimable jobs in round-robin order, computed in the
-    database (only the ids come back, however long the queue).
-
-    A team's k-th oldest claimable job (k from 0) would be its (in flight + k + 1)-th job in
-    flight, its turn being `in flight + k`: jobs go by turn, so the team with the fewest jobs
-    in flight (those claimed in this batch included) goes first, and each team's oldest job
-    first. Within a turn each team has one job, its oldest waiting one: the oldest of those
-    goes first. Jobs whose turn reaches `team_jobs` wait. In flight: scoring under a live
-    lease, by any dispatcher.
-
-    A plain query (no row locks: PostgreSQL allows none beside a window function); the
-    caller locks the rows it picked."""
-    in_flight = (select(submissions.c.team_id, func.count().label("n"))
-                 .where(and_(submissions.c.status == Status.SCORING,
-                             submissions.c.lease_until >= now))
-                 .group_by(submissions.c.team_id).subquery("in_flight"))
-    rank = func.row_number().over(partition_by=submissions.c.team_id,
-                                  order_by=submissions.c.id) - 1
-    waiting = (select(submissions.c.id, submissions.c.team_id, rank.label("rank"))
-               .where(claimable).subquery("waiting"))
-    turn = func.coalesce(in_flight.c.n, 0) + waiting.c.rank
-    query = (select(waiting.c.id)
-             .select_from(waiting.outerjoin(in_flight,
-                                            in_flight.c.team_id == waiting.c.team_id))
-             .where(turn < team_jobs).order_by(turn, waiting.c.id).limit(limit))
-    return list(conn.execute(query).scalars())
-
-
-def _holds(conn: Connection, claim: Claim, values: dict[str, object]) -> bool:
-    """Update the job's row only while `claim` still holds it."""
-    result = conn.execute(update(submissions).where(and_(
-        submissions.c.id == claim.submission_id, submissions.c.claim_token == claim.token,
-        submissions.c.status == Status.SCORING)).values(**values))
-    return bool(result.rowcount)
+def _fail_exhausted(conn: Connection, now: dt.datetime,
+                    submission_id: int | None = None) -> None:
+    """Fail, rather than claim again, the claimable jobs (or the one job) already claimed
+    MAX_ATTEMPTS times without a result (each claim's holder died, or its lease ran out):
+    retryable, and not counted, so their slots are given back as any failed submission's."""
+    jobs.fail_exhausted(conn, now, MAX_ATTEMPTS, EXHAUSTED, submission_id)
 
 
 def still_claimed(conn: Connection, claim: Claim) -> bool:
-    row = conn.execute(select(submissions.c.claim_token, submissions.c.status)
-                       .where(submissions.c.id == claim.submission_id)).first()
-    return row is not None and row.claim_token == claim.token and row.status == Status.SCORING
+    return jobs.holds(conn, claim.submission_id, claim.token)
 
 
 def finish_claim(conn: Connection, claim: Claim, result: ScoredFile) -> bool:
     """Close the claim of a job whose result is being recorded (in the caller's transaction,
     before the result is written): False when the claim was lost, then nothing is written."""
-    return _holds(conn, claim, values={"claim_token": None, "lease_until": None})
+    return jobs.release(conn, claim.submission_id, claim.token)

@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, insert, select, update
-from sqlalchemy.engine import RowMapping
-
 from competition.board.context import BoardContext
 from competition.board.ledger import Ledger
 from competition.board.scorer_process import ScoredFile
 from competition.board.status import Status
-from competition.board.store import db
-from competition.board.store.schema import score_history, submissions, teams
-from competition.board.submissions import Submissions
+from competition.board.store import db, scores, submissions, teams
+from competition.board.store.db import Connection
+from competition.board.submissions import Submissions, stored_result
 
 
 class Rescoring:
@@ -36,25 +33,22 @@ class Rescoring:
         but does not count)."""
         root = self.ctx.comp.root
         with db.read(self.ctx.engine) as conn:
-            rows = [row for row in conn.execute(select(submissions).where(and_(
-                submissions.c.status.in_((Status.SCORED, Status.INVALID, Status.FAILED)),
-                submissions.c.file_deleted_at.is_(None)))
-                .order_by(submissions.c.id)).mappings().all()
-                if (root / row["file_path"]).is_file()]
+            rows = [row for row in submissions.rescorable(conn)
+                    if (root / row["file_path"]).is_file()]
         results = {row["id"]: self.submissions.score_stored(root / row["file_path"],
                                                             row["file_name"])
                    for row in rows}
         changes = []
         identity = next((r for r in results.values() if r.scorer_version), None)
 
-        def newly_scored(row: RowMapping) -> bool:
+        def newly_scored(row: dict[str, Any]) -> bool:
             return results[row["id"]].status == Status.SCORED and not row["counted"]
 
         with db.write(self.ctx.engine) as conn:
             # Teams that may take a slot are locked (in id order) before any slot is counted.
             for team_id in sorted({row["team_id"] for row in rows if newly_scored(row)}):
                 self.ledger.lock_team(conn, team_id)
-            names = {row.id: row.name for row in conn.execute(select(teams.c.id, teams.c.name))}
+            names = teams.names(conn)
             not_counted: set[int] = set()
             events: dict[int, int] = {}
             # Those already counted first (one that no longer scores frees its slot), then
@@ -82,17 +76,15 @@ class Rescoring:
                                     "new_private": private,
                                     "counted": status == Status.SCORED, "note": note})
             if identity is not None:
-                conn.execute(update(submissions)
-                             .where(submissions.c.status == Status.DUPLICATE)
-                             .values(scorer_version=identity.scorer_version,
-                                     solution_sha256=identity.solution_sha256))
+                submissions.stamp_duplicates(conn, identity.scorer_version,
+                                             identity.solution_sha256)
         for row in rows:
             if row["id"] not in not_counted:
                 self.submissions.track(dict(row), names[row["team_id"]], results[row["id"]],
                                        "rescore", events.get(row["id"]))
         return sorted(changes, key=lambda c: c["id"])
 
-    def _no_free_slot(self, conn: Connection, row: RowMapping, team: str) -> str | None:
+    def _no_free_slot(self, conn: Connection, row: dict[str, Any], team: str) -> str | None:
         """Why a submission that did not count cannot count now (its day's slots, under
         the limit in force when it was made, are taken), or None when one is free."""
         limit = row["day_limit"] or self.ctx.rules.daily_limit
@@ -102,19 +94,12 @@ class Rescoring:
         return (f"rescoring found it valid, but it does not count: team {team!r} had used "
                 f"its {limit} submissions of {day} (UTC), the day it was made")
 
-    def _record_not_counted(self, conn: Connection, row: RowMapping, new: ScoredFile,
+    def _record_not_counted(self, conn: Connection, row: dict[str, Any], new: ScoredFile,
                             note: str) -> None:
         """The new score into the history only; the row keeps its status, uncounted, with
         the reason as its error."""
-        now = self.ctx.now()
-        conn.execute(update(submissions).where(submissions.c.id == row["id"]).values(
-            counted=False, error=note, scorer_version=new.scorer_version,
-            solution_sha256=new.solution_sha256, scored_at=now))
-        conn.execute(insert(score_history).values(
-            submission_id=row["id"], status=new.status, public_score=new.public,
-            private_score=new.private, scorer_version=new.scorer_version,
-            solution_sha256=new.solution_sha256, recorded_at=now,
-            reason="rescore (not counted: day full)"))
+        scores.record_not_counted(conn, row["id"], stored_result(new), note, self.ctx.now(),
+                                  reason="rescore (not counted: day full)")
 
 
 def _r(value: float | None) -> float | None:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import and_, insert, select
-
 from competition.board.context import BoardContext, RuleError
 from competition.board.status import Status
 from competition.board.store import db
-from competition.board.store.schema import selections, submissions
+from competition.board.store import selections as store
+from competition.board.store.submissions import team_and_status
 from competition.board.teams import Teams
 
 
@@ -22,28 +21,24 @@ class Selections:
             raise RuleError("the deadline has passed: final selections are frozen")
         with db.write(self.ctx.engine) as conn:
             team_id = Teams.id_of(conn, team)
-            row = conn.execute(select(submissions.c.team_id, submissions.c.status)
-                               .where(submissions.c.id == submission_id)).first()
-            if team_id is None or row is None or row.team_id != team_id:
+            row = team_and_status(conn, submission_id)
+            if team_id is None or row is None or row[0] != team_id:
                 raise RuleError(f"no submission {submission_id} of team {team!r}")
-            if row.status != Status.SCORED:
-                raise RuleError(f"submission {submission_id} is {row.status}; only scored "
+            status = row[1]
+            if status != Status.SCORED:
+                raise RuleError(f"submission {submission_id} is {status}; only scored "
                                 "submissions can be selected")
-            chosen: list[int] = list(conn.execute(select(selections.c.submission_id).where(
-                selections.c.team_id == team_id)).scalars())
+            chosen = store.of_team(conn, team_id)
             if submission_id not in chosen:
                 limit = self.ctx.rules.final_selections
                 if len(chosen) >= limit:
                     raise RuleError(f"team {team!r} already has {len(chosen)} final "
                                     f"selections (the limit); unselect one first")
-                conn.execute(insert(selections).values(team_id=team_id,
-                                                       submission_id=submission_id,
-                                                       selected_at=now))
+                store.add(conn, team_id, submission_id, now)
                 chosen.append(submission_id)
         return sorted(chosen)
 
     def unselect(self, submission_id: int, team: str) -> None:
         with db.write(self.ctx.engine) as conn:
             team_id = Teams.id_of(conn, team)
-            conn.execute(selections.delete().where(and_(
-                selections.c.team_id == team_id, selections.c.submission_id == submission_id)))
+            store.remove(conn, team_id, submission_id)

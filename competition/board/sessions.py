@@ -16,11 +16,10 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, func, insert, or_, select
-
 from competition.board.context import BoardContext
 from competition.board.store import db
-from competition.board.store.schema import credentials, sessions, teams
+from competition.board.store import sessions as store
+from competition.board.store.teams import by_token
 from competition.board.teams import Teams, token_hash
 
 DEFAULT_TTL = timedelta(hours=12)
@@ -64,22 +63,18 @@ class Sessions:
         credential = token_hash(token)
         with db.write(self.ctx.engine) as conn:
             # By the token, not the name: a name stored before a newer check still signs in.
-            team_id = conn.execute(select(teams.c.id).where(
-                teams.c.token_sha256 == credential)).scalar() if role == "team" else None
-            if role == "team" and team_id is None:
-                return None  # the team or its token went away between the two reads
-            # Expired rows, and rows revoked by stores from before revoking deleted them.
-            conn.execute(delete(sessions).where(or_(sessions.c.expires_at <= now,
-                                                    sessions.c.revoked_at.is_not(None))))
-            conn.execute(insert(sessions).values(
-                id_sha256=session_hash(session_id), role=role, team_id=team_id,
-                credential_sha256=credential, created_at=now, expires_at=now + ttl))
-            live: list[str] = list(conn.execute(
-                select(sessions.c.id_sha256).where(sessions.c.credential_sha256 == credential)
-                .order_by(sessions.c.created_at.desc(), sessions.c.id_sha256)).scalars())
+            team_id = None
+            if role == "team":
+                found = by_token(conn, credential)
+                if found is None:
+                    return None  # the team or its token went away between the two reads
+                team_id = found[0]
+            store.drop_ended(conn, now)
+            store.insert_session(conn, session_hash(session_id), role, team_id, credential,
+                                 now, now + ttl)
+            live = store.of_credential(conn, credential)
             if len(live) > MAX_LIVE_PER_TOKEN:
-                conn.execute(delete(sessions).where(
-                    sessions.c.id_sha256.in_(live[MAX_LIVE_PER_TOKEN:])))
+                store.delete_sessions(conn, live[MAX_LIVE_PER_TOKEN:])
         return session_id, Session(role, team, now + ttl, csrf_token_of(session_id))
 
     def get(self, session_id: str | None) -> Session | None:
@@ -88,30 +83,16 @@ class Sessions:
         if not session_id or len(session_id) > 200:
             return None
         now = self.ctx.now()
-        organizer_token = select(credentials.c.token_sha256).where(
-            credentials.c.name == "organizer").scalar_subquery()
         with db.read(self.ctx.engine) as conn:
-            row = conn.execute(
-                select(sessions.c.role, sessions.c.expires_at, teams.c.name)
-                .select_from(sessions.outerjoin(teams, teams.c.id == sessions.c.team_id))
-                .where(and_(
-                    sessions.c.id_sha256 == session_hash(session_id),
-                    # (revoked_at: rows of stores from before revoking deleted them)
-                    sessions.c.revoked_at.is_(None), sessions.c.expires_at > now,
-                    or_(and_(sessions.c.role == "team",
-                             teams.c.token_sha256 == sessions.c.credential_sha256),
-                        and_(sessions.c.role == "organizer",
-                             sessions.c.credential_sha256 == func.coalesce(organizer_token,
-                                                                           "")))))).first()
+            row = store.live(conn, session_hash(session_id), now)
         if row is None:
             return None
-        return Session(row.role, row.name, row.expires_at, csrf_token_of(session_id))
+        role, expires_at, team = row
+        return Session(role, team, expires_at, csrf_token_of(session_id))
 
     def revoke(self, session_id: str | None) -> bool:
         """End a session now (logout): its row is deleted; True if there was one."""
         if not session_id or len(session_id) > 200:
             return False
         with db.write(self.ctx.engine) as conn:
-            result = conn.execute(delete(sessions).where(
-                sessions.c.id_sha256 == session_hash(session_id)))
-        return bool(result.rowcount)
+            return bool(store.delete_sessions(conn, [session_hash(session_id)]))

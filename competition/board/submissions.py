@@ -19,29 +19,20 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy import Connection, and_, func, insert, select, update
-from sqlalchemy.engine import RowMapping
 
 from competition.board import claimed
 from competition.board.context import BoardContext, LimitReached, RuleError
 from competition.board.ledger import Ledger
 from competition.board.scorer_process import ChildScorer, ScoredFile
 from competition.board.status import Status
-from competition.board.store import db
+from competition.board.store import db, scores, selections
+from competition.board.store import submissions as store
+from competition.board.store.db import Connection
 from competition.board.store.files import Staged, lock_file, remove_file, stage_file
-from competition.board.store.schema import (
-    item_scores,
-    score_history,
-    selections,
-    submissions,
-    tracking_payloads,
-)
-from competition.board.store.schema import teams as teams_table
 from competition.board.teams import Teams
 from competition.board.views import Outcome
 from competition.tracking.config import TrackingConfig
@@ -61,46 +52,30 @@ class Submissions:
             team_id = Teams.id_of(conn, team)
             if team_id is None:
                 raise RuleError(f"no team {team!r} in this competition")
-            chosen: set[int] = set(conn.execute(select(selections.c.submission_id)
-                                                .where(selections.c.team_id == team_id)).scalars())
-            rows = conn.execute(select(submissions).where(submissions.c.team_id == team_id)
-                                .order_by(submissions.c.id)).mappings().all()
+            chosen = set(selections.of_team(conn, team_id))
+            rows = store.of_team(conn, team_id)
         return [outcome(row, team, row["id"] in chosen) for row in rows]
 
     def outcome_of(self, submission_id: int, team: str) -> Outcome:
         """One submission of `team`, as the team sees it (RuleError if not the team's)."""
         with db.read(self.ctx.engine) as conn:
             team_id = Teams.id_of(conn, team)
-            row = conn.execute(select(submissions).where(and_(
-                submissions.c.id == submission_id, submissions.c.team_id == team_id))
-            ).mappings().first()
+            row = store.one_of_team(conn, submission_id, team_id)
             if team_id is None or row is None:
                 raise RuleError(f"no submission {submission_id} of team {team!r}")
-            selected = conn.execute(select(selections.c.submission_id).where(and_(
-                selections.c.team_id == team_id,
-                selections.c.submission_id == submission_id))).first() is not None
-            seen = outcome(row, team, selected)
+            seen = outcome(row, team, selections.is_selected(conn, team_id, submission_id))
             seen.remaining_today = self.ledger.remaining_today(conn, team_id)
         return seen
 
     def get(self, submission_id: int) -> dict[str, Any] | None:
         """A submission's row, with its team's name as `team`."""
         with db.read(self.ctx.engine) as conn:
-            row = conn.execute(select(submissions, teams_table.c.name.label("team"))
-                               .join(teams_table, teams_table.c.id == submissions.c.team_id)
-                               .where(submissions.c.id == submission_id)).mappings().first()
-        return dict(row) if row else None
+            return store.with_team(conn, submission_id)
 
     def all(self) -> list[dict[str, Any]]:
         """Every submission with its team (organizer view)."""
         with db.read(self.ctx.engine) as conn:
-            return [dict(r) for r in conn.execute(
-                select(submissions.c.id, teams_table.c.name.label("team"),
-                       submissions.c.status, submissions.c.submitted_at,
-                       submissions.c.file_name, submissions.c.public_score,
-                       submissions.c.private_score, submissions.c.error, submissions.c.message)
-                .join(teams_table, teams_table.c.id == submissions.c.team_id)
-                .order_by(submissions.c.id)).mappings()]
+            return store.overview(conn)
 
     # --- submitting ------------------------------------------------------------------------
 
@@ -142,7 +117,7 @@ class Submissions:
 
     def _outcome_now(self, submission_id: int, team: str) -> Outcome:
         with db.read(self.ctx.engine) as conn:
-            row = self._row(conn, submission_id)
+            row = store.row(conn, submission_id)
             seen = outcome(row, team)
             seen.remaining_today = self.ledger.remaining_today(conn, row["team_id"])
         return seen
@@ -163,36 +138,28 @@ class Submissions:
             values = dict(team_id=team_id, submitted_at=now, file_name=file_name,
                           file_sha256=staged.sha256, file_path=rel, message=message,
                           day_limit=self.ctx.rules.daily_limit)
-            earlier = conn.execute(
-                select(submissions.c.id, submissions.c.public_score,
-                       submissions.c.private_score).where(and_(
-                        submissions.c.team_id == team_id,
-                        submissions.c.file_sha256 == staged.sha256,
-                        submissions.c.status == Status.SCORED))
-                .order_by(submissions.c.id).limit(1)).first()
+            earlier = store.earliest_scored(conn, team_id, staged.sha256)
             if earlier is not None:
-                key = conn.execute(insert(submissions).values(
-                    **values, status=Status.DUPLICATE, counted=False, duplicate_of=earlier.id,
-                    error=f"same file as submission {earlier.id}: not scored again")
-                ).inserted_primary_key
-                assert key is not None
-                self.ledger.record_upload(conn, team_id, now, int(key[0]))
-                result = outcome(self._row(conn, int(key[0])), team)
-                result.public_score, result.private_score = earlier[1], earlier[2]
+                earlier_id, public, private = earlier
+                key = store.insert_submission(
+                    conn, **values, status=Status.DUPLICATE, counted=False,
+                    duplicate_of=earlier_id,
+                    error=f"same file as submission {earlier_id}: not scored again")
+                self.ledger.record_upload(conn, team_id, now, key)
+                result = outcome(store.row(conn, key), team)
+                result.public_score, result.private_score = public, private
                 result.remaining_today = self.ledger.remaining_today(conn, team_id)
-                return int(key[0]), result
+                return key, result
             try:
                 self.ledger.reserve(conn, team_id, team, now)
             except LimitReached as e:
                 refused = e
                 self.ledger.record_upload(conn, team_id, now, None)
             else:
-                key = conn.execute(insert(submissions).values(
-                    **values, status=Status.QUEUED, counted=True, scorer_host=self.ctx.host)
-                ).inserted_primary_key
-                assert key is not None
-                self.ledger.record_upload(conn, team_id, now, int(key[0]))
-                return int(key[0]), None
+                key = store.insert_submission(conn, **values, status=Status.QUEUED,
+                                              counted=True, scorer_host=self.ctx.host)
+                self.ledger.record_upload(conn, team_id, now, key)
+                return key, None
         assert refused is not None
         raise refused
 
@@ -200,13 +167,9 @@ class Submissions:
         """A submission whose file could not be kept: failed and uncounted, not queued (a
         job that claimed it meanwhile loses its claim and records nothing)."""
         with db.write(self.ctx.engine) as conn:
-            conn.execute(update(submissions).where(and_(
-                submissions.c.id == submission_id,
-                submissions.c.status.in_((Status.QUEUED, Status.SCORING))))
-                .values(status=Status.FAILED, counted=False, claim_token=None,
-                        lease_until=None,
-                        error=f"the file could not be kept ({error.strerror or error}); "
-                              "submit it again"))
+            store.fail_waiting(conn, submission_id,
+                               f"the file could not be kept ({error.strerror or error}); "
+                               "submit it again")
 
     def retry(self, submission_id: int, team: str | None = None) -> Outcome:
         """Score a failed submission again, as a job of the queue scored by this process: it
@@ -215,9 +178,7 @@ class Submissions:
         now = self.ctx.now()
         self.ledger.check_open(now)
         with db.write(self.ctx.engine) as conn:
-            row = conn.execute(select(submissions, teams_table.c.name.label("team"))
-                               .join(teams_table, teams_table.c.id == submissions.c.team_id)
-                               .where(submissions.c.id == submission_id)).mappings().first()
+            row = store.with_team(conn, submission_id)
             if row is None or (team is not None and row["team"].strip() != team.strip()):
                 raise RuleError(f"no submission {submission_id}"
                                 + (f" of team {team!r}" if team else ""))
@@ -227,9 +188,7 @@ class Submissions:
             self.ledger.lock_team(conn, row["team_id"])
             self.ledger.reserve(conn, row["team_id"], row["team"], now,
                                 made_at=row["submitted_at"], limit=row["day_limit"])
-            conn.execute(update(submissions).where(submissions.c.id == submission_id).values(
-                status=Status.QUEUED, counted=True, error=None, claim_token=None,
-                claimed_by=None, lease_until=None, attempts=0))
+            store.requeue(conn, submission_id)
         claimed.score_own(self, submission_id)
         return self._outcome_now(submission_id, row["team"])
 
@@ -260,59 +219,26 @@ class Submissions:
         with db.write(self.ctx.engine) as conn:
             if not lock_file(conn, rel):
                 return  # no lock to be had on this server: keep rather than risk a loss
-            kept = conn.execute(select(func.count()).select_from(submissions).where(and_(
-                submissions.c.file_path == rel,
-                submissions.c.status != Status.INVALID))).scalar_one()
-            if kept:
+            if store.not_invalid_using(conn, rel):
                 return
-            conn.execute(update(submissions).where(and_(
-                submissions.c.file_path == rel, submissions.c.file_deleted_at.is_(None)))
-                .values(file_deleted_at=self.ctx.now()))
+            store.mark_file_deleted(conn, rel, self.ctx.now())
             # Inside the transaction and its lock: a submission of the same file committed
             # after this keeps a copy of its own (store.files).
             remove_file(self.ctx.comp.root, rel)
-
-    @staticmethod
-    def _row(conn: Connection, submission_id: int) -> RowMapping:
-        return conn.execute(select(submissions).where(submissions.c.id == submission_id)
-                            ).mappings().one()
 
     def record(self, conn: Connection, submission_id: int, result: ScoredFile,
                reason: str) -> int:
         """Write a scoring's outcome, its item scores and a history row (in the caller's
         transaction); returns the history row's id (the event MLflow logs it under). A scored
         submission counts toward the limit of its day: the caller has reserved its slot. A
-        scored result is marked as not yet logged to MLflow until `track` has logged it."""
-        now = self.ctx.now()
-        conn.execute(update(submissions).where(submissions.c.id == submission_id).values(
-            status=result.status, counted=result.status == Status.SCORED, error=result.error,
-            public_score=result.public, private_score=result.private,
-            scorer_version=result.scorer_version, solution_sha256=result.solution_sha256,
-            scored_at=now,
-            tracking_pending=result.status == Status.SCORED and self.tracking.enabled))
-        conn.execute(item_scores.delete().where(item_scores.c.submission_id == submission_id))
-        if result.items:
-            conn.execute(insert(item_scores), [
-                {"submission_id": submission_id, "position": k, "item": item, "usage": usage,
-                 "item_values": json.dumps(values)}
-                for k, (item, usage, values) in enumerate(result.items)])
-        self._keep_tracking_payload(conn, submission_id, result)
-        key = conn.execute(insert(score_history).values(
-            submission_id=submission_id, status=result.status, public_score=result.public,
-            private_score=result.private, scorer_version=result.scorer_version,
-            solution_sha256=result.solution_sha256, recorded_at=now, reason=reason)
-        ).inserted_primary_key
-        assert key is not None
-        return int(key[0])
-
-    def _keep_tracking_payload(self, conn: Connection, submission_id: int,
-                               result: ScoredFile) -> None:
-        """Keep what logging `result` needs while it is owed (replacing an earlier result's)."""
-        conn.execute(tracking_payloads.delete()
-                     .where(tracking_payloads.c.submission_id == submission_id))
-        if result.status == Status.SCORED and self.tracking.enabled:
-            conn.execute(insert(tracking_payloads).values(
-                submission_id=submission_id, payload=json.dumps(result.tracking_payload())))
+        scored result is marked as not yet logged to MLflow until `track` has logged it, and
+        what logging it needs is kept with it (replacing an earlier result's)."""
+        scored = result.status == Status.SCORED
+        payload = json.dumps(result.tracking_payload()) \
+            if scored and self.tracking.enabled else None
+        return scores.record(conn, submission_id, stored_result(result), counted=scored,
+                             items=result.items, payload=payload, now=self.ctx.now(),
+                             reason=reason)
 
     def track(self, row: dict[str, Any], team: str, result: ScoredFile, reason: str,
               event: int | None = None) -> None:
@@ -334,10 +260,7 @@ class Submissions:
             self.tracking)
         if len(logged) == runs.audiences(self.tracking):
             with db.write(self.ctx.engine) as conn:
-                conn.execute(update(submissions).where(submissions.c.id == row["id"])
-                             .values(tracking_pending=False))
-                conn.execute(tracking_payloads.delete()
-                             .where(tracking_payloads.c.submission_id == row["id"]))
+                scores.tracked(conn, row["id"])
 
     def track_pending(self, submission_id: int) -> bool:
         """Log a scored submission still marked pending (its job died after committing, or
@@ -347,14 +270,9 @@ class Submissions:
         if row is None or not row["tracking_pending"] or row["status"] != Status.SCORED:
             return False
         with db.read(self.ctx.engine) as conn:
-            latest = conn.execute(
-                select(score_history.c.id, score_history.c.reason)
-                .where(score_history.c.submission_id == submission_id)
-                .order_by(score_history.c.id.desc()).limit(1)).one()
-            kept = conn.execute(select(tracking_payloads.c.payload).where(
-                tracking_payloads.c.submission_id == submission_id)).scalar_one_or_none()
-        self.track(row, row["team"], recorded_result(row, kept), str(latest.reason),
-                   int(latest.id))
+            event, reason = scores.latest_event(conn, submission_id)
+            kept = scores.tracking_payload(conn, submission_id)
+        self.track(row, row["team"], recorded_result(row, kept), reason, event)
         return True
 
 
@@ -385,7 +303,13 @@ def checked_message(message: str | None, limit: int) -> str | None:
     return message
 
 
-def outcome(row: RowMapping, team: str, selected: bool = False) -> Outcome:
+def stored_result(result: ScoredFile) -> scores.Result:
+    """What the store keeps of a scoring's result in the submission's row and history."""
+    return scores.Result(result.status, result.public, result.private, result.error,
+                         result.scorer_version, result.solution_sha256)
+
+
+def outcome(row: Mapping[str, Any], team: str, selected: bool = False) -> Outcome:
     return Outcome(id=row["id"], team=team, status=row["status"],
                    submitted_at=row["submitted_at"], file_name=row["file_name"],
                    public_score=row["public_score"], private_score=row["private_score"],

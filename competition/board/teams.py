@@ -7,13 +7,11 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from competition.board.context import BoardContext, RuleError
 from competition.board.names import checked_name, folded, name_key
 from competition.board.store import db
-from competition.board.store.schema import credentials, members, submissions, teams
+from competition.board.store import teams as store
+from competition.board.store.db import Connection
 
 
 def token_hash(token: str) -> str:
@@ -42,13 +40,12 @@ class Teams:
         """The id of the team called exactly `name` (surrounding whitespace aside); None
         for no such team; a RuleError for a name that only looks like a team's."""
         given = checked_name(name)
-        rows = conn.execute(select(teams.c.id, teams.c.name).where(
-            (teams.c.name_key == name_key(given)) | (teams.c.name == given))).all()
-        for row in rows:
-            if row.name.strip() == given:
-                return int(row.id)
+        rows = store.named(conn, given, name_key(given))
+        for team_id, team_name in rows:
+            if team_name.strip() == given:
+                return team_id
         if rows:
-            raise _lookalike(given, rows[0].name)
+            raise _lookalike(given, rows[0][1])
         return None
 
     def ensure(self, name: str, now: datetime, baseline: bool = False) -> int:
@@ -61,12 +58,8 @@ class Teams:
                     team_id = self.id_of(conn, given)
                     if team_id is not None:
                         return team_id
-                    key = conn.execute(insert(teams).values(
-                        name=given, name_key=name_key(given), created_at=now,
-                        baseline=baseline)).inserted_primary_key
-                    assert key is not None
-                    return int(key[0])
-            except IntegrityError:
+                    return store.insert_team(conn, given, name_key(given), now, baseline)
+            except db.Conflict:
                 continue  # created by a concurrent submission: read it back
         raise RuleError(f"could not create team {given!r}")
 
@@ -75,36 +68,30 @@ class Teams:
         with an older folding). Teams that already looked alike keep working by their exact
         names: the later one's key is made unique with its id."""
         with db.read(self.ctx.engine) as conn:
-            rows = conn.execute(select(teams.c.id, teams.c.name, teams.c.name_key)
-                                .order_by(teams.c.id)).all()
+            rows = store.name_keys(conn)
         wanted: dict[int, str] = {}
         taken: set[str] = set()
-        for row in rows:
-            key = name_key(row.name)
+        for team_id, team_name, kept in rows:
+            key = name_key(team_name)
             if key in taken:
-                key = hashlib.sha256(f"{folded(row.name)}\x00team {row.id}".encode()
+                key = hashlib.sha256(f"{folded(team_name)}\x00team {team_id}".encode()
                                      ).hexdigest()
             taken.add(key)
-            if key != row.name_key:
-                wanted[row.id] = key
+            if key != kept:
+                wanted[team_id] = key
         if not wanted:
             return
         with db.write(self.ctx.engine) as conn:
-            # Cleared first: a key may move from one team to another within the change.
-            conn.execute(update(teams).where(teams.c.id.in_(wanted)).values(name_key=None))
-            for team_id, key in wanted.items():
-                conn.execute(update(teams).where(teams.c.id == team_id).values(name_key=key))
+            store.set_name_keys(conn, wanted)
 
     def add(self, name: str, names: list[str]) -> list[str]:
         """Create a team (if new) and add members; returns all its members."""
         given = [checked_name(m, "member name") for m in names if m.strip()]
         team_id = self.ensure(name, self.ctx.now())
         with db.write(self.ctx.engine) as conn:
-            known: set[str] = set(conn.execute(select(members.c.name)
-                                               .where(members.c.team_id == team_id)).scalars())
+            known = store.member_names(conn, team_id)
             new = [m for m in dict.fromkeys(given) if m not in known]
-            if new:
-                conn.execute(insert(members), [{"team_id": team_id, "name": m} for m in new])
+            store.add_members(conn, team_id, new)
         return sorted(known | set(new))
 
     def issue_token(self, name: str) -> str:
@@ -112,16 +99,13 @@ class Teams:
         team_id = self.ensure(name, self.ctx.now())
         token = secrets.token_urlsafe(24)
         with db.write(self.ctx.engine) as conn:
-            conn.execute(update(teams).where(teams.c.id == team_id)
-                         .values(token_sha256=token_hash(token)))
+            store.set_token(conn, team_id, token_hash(token))
         return token
 
     def issue_organizer_token(self) -> str:
         token = secrets.token_urlsafe(24)
         with db.write(self.ctx.engine) as conn:
-            conn.execute(credentials.delete().where(credentials.c.name == "organizer"))
-            conn.execute(insert(credentials).values(name="organizer",
-                                                    token_sha256=token_hash(token)))
+            store.set_credential(conn, "organizer", token_hash(token))
         return token
 
     def who(self, token: str | None) -> tuple[str, str | None] | None:
@@ -130,26 +114,15 @@ class Teams:
             return None
         digest = token_hash(token)
         with db.read(self.ctx.engine) as conn:
-            if conn.execute(select(credentials.c.name).where(
-                    credentials.c.token_sha256 == digest)).scalar() == "organizer":
+            if store.credential_named(conn, digest) == "organizer":
                 return ("organizer", None)
-            name = conn.execute(select(teams.c.name).where(teams.c.token_sha256 == digest)
-                                ).scalar()
-        return ("team", name) if name is not None else None
+            team = store.by_token(conn, digest)
+        return ("team", team[1]) if team is not None else None
 
     def overview(self) -> list[dict[str, Any]]:
         """Every team with its members and number of submissions (organizer view)."""
         with db.read(self.ctx.engine) as conn:
-            rows = conn.execute(select(teams.c.id, teams.c.name, teams.c.created_at,
-                                       teams.c.baseline,
-                                       teams.c.token_sha256.is_not(None).label("has_token"))
-                                .order_by(teams.c.name)).mappings().all()
-            names: dict[int, list[str]] = {}
-            for row in conn.execute(select(members.c.team_id, members.c.name)):
-                names.setdefault(row.team_id, []).append(row.name)
-            counts = {row[0]: row[1] for row in conn.execute(
-                select(submissions.c.team_id, func.count()).group_by(submissions.c.team_id))}
-        return [{"team": r["name"], "created_at": r["created_at"],
-                 "baseline": bool(r["baseline"]), "has_token": bool(r["has_token"]),
-                 "members": sorted(names.get(r["id"], [])),
-                 "submissions": counts.get(r["id"], 0)} for r in rows]
+            rows = store.overview(conn)
+        return [{"team": r["name"], "created_at": r["created_at"], "baseline": r["baseline"],
+                 "has_token": r["has_token"], "members": r["members"],
+                 "submissions": r["submissions"]} for r in rows]

@@ -1,4 +1,10 @@
-"""Engines and transactions: an SQLite file in WAL mode by default, any SQL server by URL."""
+"""Engines and transactions: an SQLite file in WAL mode by default, any SQL server by URL.
+
+Nothing here changes a store's schema: `make_engine` connects, and the schema is Alembic's
+(competition.board.store.migrations), applied by `competition migrate`, by `prepare` and at
+`serve` start. The rest of the package runs the statements; everything outside it calls it
+with a `Connection` from `write` or `read`.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,15 @@ from sqlalchemy import Connection, Engine, create_engine, event
 
 from competition.board.store.schema import metadata
 
+__all__ = ["DEFAULT_FILE", "Conflict", "Connection", "Engine", "make_engine", "read",
+           "store_url", "write"]
+
 DEFAULT_FILE = "store/submissions.sqlite"
+
+
+class Conflict(Exception):
+    """A row refused by a unique constraint (another process inserted the same key first);
+    raised out of the transaction, which is rolled back."""
 
 
 def store_url(root: Path, configured: str | None = None) -> str:
@@ -26,28 +40,32 @@ def store_url(root: Path, configured: str | None = None) -> str:
 
 
 def make_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        # isolation_level=None hands transactions to us: each one starts with BEGIN IMMEDIATE,
-        # taking the write lock up front so that check-then-insert (the daily limit) is atomic
-        # across processes.
-        engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
-
-        @event.listens_for(engine, "connect")
-        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _begin(conn: Any) -> None:
-            # Readers do not need the write lock (WAL lets them run beside a writer).
-            deferred = conn.get_execution_options().get("read_only", False)
-            conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
-    else:
+    """An engine on the store (no statement runs until it is used; none changes the schema)."""
+    if not url.startswith("sqlite"):
         engine = create_engine(url, pool_pre_ping=True)
+        metadata.create_all(engine)
+        add_missing_columns(engine)
+        return engine
+    # isolation_level=None hands transactions to us: each one starts with BEGIN IMMEDIATE,
+    # taking the write lock up front so that check-then-insert (the daily limit) is atomic
+    # across processes.
+    engine = create_engine(url, connect_args={"timeout": 60, "isolation_level": None})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        # Readers do not need the write lock (WAL lets them run beside a writer).
+        deferred = conn.get_execution_options().get("read_only", False)
+        conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
+
     metadata.create_all(engine)
     add_missing_columns(engine)
     return engine
@@ -81,6 +99,8 @@ def add_missing_columns(engine: Engine) -> None:
             if index.name not in indexed:
                 with engine.begin() as conn:
                     conn.execute(CreateIndex(index, if_not_exists=True))
+
+
 
 
 @contextlib.contextmanager
