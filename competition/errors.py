@@ -39,6 +39,11 @@ class ConfigError(CompetitionError):
     the message names the file, the key and, for a misspelt key, the closest valid one."""
 
 
+class StoreVersionError(CompetitionError):
+    """The submission store's schema is not the revision this code needs: the message names
+    the store's revision, the one needed and the command that migrates it."""
+
+
 MAX_ERROR_CHARS = 500  # of one error, as a participant sees it (the organizers' log has it all)
 
 

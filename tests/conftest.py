@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from competition.board.board import migrate
+from competition.board.prepared import PreparedCompetition
 from competition.tasks.preparing import prepare
 
 REPO = Path(__file__).resolve().parents[1]
@@ -16,6 +18,13 @@ REPO = Path(__file__).resolve().parents[1]
 # wherever they run (the tracking tests switch it on with their own stores).
 os.environ["COMPETITION_TRACKING"] = "off"
 SHARED_DATA = Path(os.environ.get("COMPETITION_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def prepare_with_store(kind: str, out: Path, **options: Any) -> Path:
+    """A prepared competition with its store made, as `competition prepare` leaves it."""
+    path = prepare(kind, out, **options)
+    migrate(PreparedCompetition.open(path))
+    return path
 
 
 def load_script(path: Path, name: str | None = None) -> Any:
@@ -49,7 +58,7 @@ def open3d():
 @pytest.fixture(scope="session")
 def demo_dirs(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("demos")
-    return {kind: prepare(kind, root / kind, seed=0)
+    return {kind: prepare_with_store(kind, root / kind, seed=0)
             for kind in ("demo-nuclei", "demo-em", "demo-landmarks")}
 
 
@@ -58,7 +67,7 @@ def real_dirs(tmp_path_factory) -> dict[str, Path]:
     """The three real competitions, prepared once per session with the default seed."""
     root = tmp_path_factory.mktemp("real")
     sources = {"dsb2018": "dsb2018", "isbi2012": "isbi2012", "mouse-landmarks": "mouse_skulls"}
-    return {kind: prepare(kind, root / kind, source=shared(src), seed=0)
+    return {kind: prepare_with_store(kind, root / kind, source=shared(src), seed=0)
             for kind, src in sources.items()}
 
 

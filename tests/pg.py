@@ -64,16 +64,22 @@ class Server:
         self.process_dir = data
         self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
 
-    def new_database(self) -> str:
-        """A fresh, empty database for one test; its URL."""
+    def new_database(self, migrated: bool = True) -> str:
+        """A fresh database for one test, its store made at the schema's head revision as
+        `competition prepare` makes one (`migrated=False`: empty); its URL."""
         from sqlalchemy import create_engine, text
+
+        from competition.board.store import migrations
 
         name = "t" + uuid.uuid4().hex[:12]
         admin = create_engine(self.url, isolation_level="AUTOCOMMIT")
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         admin.dispose()
-        return self.url.rsplit("/", 1)[0] + "/" + name
+        url = self.url.rsplit("/", 1)[0] + "/" + name
+        if migrated:
+            migrations.upgrade(url)
+        return url
 
     def stop(self) -> None:
         if self.process_dir is not None:

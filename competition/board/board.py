@@ -13,7 +13,7 @@ from competition.board.rescoring import Rescoring
 from competition.board.rules import Rules, utcnow
 from competition.board.scorer_process import ChildScorer
 from competition.board.selections import Selections
-from competition.board.store import db
+from competition.board.store import db, migrations
 from competition.board.submissions import Submissions
 from competition.board.teams import Teams
 from competition.tracking.config import TrackingConfig, load_config
@@ -28,6 +28,11 @@ class Board:
         self.comp = comp
         self.rules = Rules.from_config(comp.rules, comp.task.direction)
         self.engine = db.make_engine(url or db.store_url(comp.root, comp.store_url))
+        try:
+            migrations.check(self.engine, comp.root)  # never changes the schema
+        except BaseException:
+            self.engine.dispose()
+            raise
         self.ctx = BoardContext(comp, self.engine, self.rules, now)
         self.teams = Teams(self.ctx)
         self.ledger = Ledger(self.ctx)
@@ -40,3 +45,9 @@ class Board:
     def private_visible(self) -> bool:
         """Private scores are shown to participants once the deadline has passed."""
         return self.ctx.private_visible
+
+
+def migrate(comp: PreparedCompetition, url: str | None = None) -> tuple[str | None, str]:
+    """Bring the competition's store (`url`, else its configured one) to the schema revision
+    this code needs, creating it where it is new: (revision before, revision after)."""
+    return migrations.upgrade(url or db.store_url(comp.root, comp.store_url))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from competition.board import leaderboard, scoring
-from competition.board.board import Board
+from competition.board.board import Board, migrate
 from competition.board.prepared import PreparedCompetition
 from competition.errors import CompetitionError
 from competition.tasks import all_sources
@@ -37,6 +37,7 @@ def _reusable(folder: Path, kind: str, seed: int) -> Board | None:
         return None
     if comp.config.kind != kind or comp.config.seed != seed:
         return None
+    migrate(comp)  # a demo folder of an earlier version: its store brought up to date
     board = Board(comp)
     try:
         done = all(board.submissions.of_team(team) for team in TEAMS)
@@ -56,6 +57,7 @@ def run(out: Path, seed: int = 0) -> list[dict[str, Any]]:
         reused = board is not None
         if board is None:
             comp = PreparedCompetition.open(prepare(kind, folder, seed=seed, force=True))
+            migrate(comp)  # the new competition's store, at the schema's head revision
             board = Board(comp)
             naive = folder / ("day-one" + comp.task.submission_suffix)
             naive.write_bytes(comp.task.naive_submission(comp.public_dir))

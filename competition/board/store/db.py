@@ -16,8 +16,6 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 
-from competition.board.store.schema import metadata
-
 __all__ = ["DEFAULT_FILE", "Conflict", "Connection", "Engine", "make_engine", "read",
            "store_url", "write"]
 
@@ -42,10 +40,7 @@ def store_url(root: Path, configured: str | None = None) -> str:
 def make_engine(url: str) -> Engine:
     """An engine on the store (no statement runs until it is used; none changes the schema)."""
     if not url.startswith("sqlite"):
-        engine = create_engine(url, pool_pre_ping=True)
-        metadata.create_all(engine)
-        add_missing_columns(engine)
-        return engine
+        return create_engine(url, pool_pre_ping=True)
     # isolation_level=None hands transactions to us: each one starts with BEGIN IMMEDIATE,
     # taking the write lock up front so that check-then-insert (the daily limit) is atomic
     # across processes.
@@ -66,41 +61,7 @@ def make_engine(url: str) -> Engine:
         deferred = conn.get_execution_options().get("read_only", False)
         conn.exec_driver_sql("BEGIN" if deferred else "BEGIN IMMEDIATE")
 
-    metadata.create_all(engine)
-    add_missing_columns(engine)
     return engine
-
-
-def add_missing_columns(engine: Engine) -> None:
-    """Columns added to the schema since a store was created (create_all adds tables, not
-    columns): each gets its default, so older stores keep working."""
-    from sqlalchemy import inspect
-    from sqlalchemy.schema import CreateIndex
-
-    inspector = inspect(engine)
-    for table in metadata.sorted_tables:
-        if not inspector.has_table(table.name):
-            continue
-        present = {c["name"] for c in inspector.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in present:
-                continue
-            kind = column.type.compile(dialect=engine.dialect)
-            default = getattr(column.server_default, "arg", None)
-            if default is not None and not isinstance(default, str):
-                default = default.compile(dialect=engine.dialect)
-            clause = f" NOT NULL DEFAULT {default}" if default is not None else ""
-            with engine.begin() as conn:
-                conn.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {column.name} "
-                                     f"{kind}{clause}")
-        # Indexes of columns added since (create_all makes them only with a new table).
-        indexed = {ix["name"] for ix in inspector.get_indexes(table.name)}
-        for index in table.indexes:
-            if index.name not in indexed:
-                with engine.begin() as conn:
-                    conn.execute(CreateIndex(index, if_not_exists=True))
-
-
 
 
 @contextlib.contextmanager
