@@ -17,10 +17,11 @@ from competition.board.board import Board
 from competition.board.prepared import PreparedCompetition
 from competition.board.queue import Queue, finish_claim
 from competition.board.scoring import Scorer
-from competition.board.store import db
+from competition.board.store import db, migrations
 from competition.board.store.schema import submissions, tracking_payloads
+from competition.errors import StoreVersionError
 from competition.formats import em_tiff
-from competition.tasks.preparing import prepare
+from tests.conftest import prepare_with_store
 
 SMALL_TOMOGRAPHY = "56x48x40,chunks=32:24:16"  # as tests/test_tomography.py prepares it
 TASKS = ["demo-nuclei", "demo-em", "demo-landmarks", "demo-mri", "demo-tomography"]
@@ -29,9 +30,9 @@ TASKS = ["demo-nuclei", "demo-em", "demo-landmarks", "demo-mri", "demo-tomograph
 @pytest.fixture(scope="module")
 def volumetric_demos(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("one-pass")
-    return {"demo-mri": prepare("demo-mri", root / "demo-mri", seed=0),
-            "demo-tomography": prepare("demo-tomography", root / "demo-tomography", seed=0,
-                                       synthetic=SMALL_TOMOGRAPHY)}
+    return {"demo-mri": prepare_with_store("demo-mri", root / "demo-mri", seed=0),
+            "demo-tomography": prepare_with_store("demo-tomography", root / "demo-tomography",
+                                                  seed=0, synthetic=SMALL_TOMOGRAPHY)}
 
 
 @pytest.fixture
@@ -224,15 +225,21 @@ def test_rescoring_and_submitting_score_each_file_once(demo_dirs, tmp_path, monk
 
 
 def test_an_older_store_gets_the_payload_table(tmp_path):
-    """A store made before payloads were kept gets their table when it is opened."""
+    """A store made before payloads were kept (and before schema versions) is refused until
+    `competition migrate` gives it their table; opening it changes nothing."""
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
+    migrations.upgrade(url)
     engine = db.make_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE tracking_payloads")
-    assert not inspect(engine).has_table("tracking_payloads")
+        conn.exec_driver_sql("DROP TABLE alembic_version")
     engine.dispose()
     engine = db.make_engine(url)
+    with pytest.raises(StoreVersionError, match="competition migrate"):
+        migrations.check(engine)
+    assert not inspect(engine).has_table("tracking_payloads")
+    assert migrations.upgrade(url) == (None, migrations.HEAD)
+    migrations.check(engine)
     assert inspect(engine).has_table("tracking_payloads")
     with engine.connect() as conn:
         assert conn.execute(select(submissions.c.id)).first() is None
-

@@ -38,7 +38,9 @@ def prepare(
     out_dir: Path = typer.Option(..., "--out", help="Directory to create."),
     source: Path | None = typer.Option(None, help="The downloaded data set (real kinds)."),
     seed: int = typer.Option(0, help="Seed of the splits; same seed and source, same bytes."),
-    public_fraction: float = typer.Option(1 / 3, help="Share of the test set that is Public."),
+    public_fraction: float | None = typer.Option(
+        None, help="Share of the test set that is Public (default: the rules' default, "
+        "rules.public_fraction)."),
     test_fraction: float | None = typer.Option(None, help="Share of labelled data held out."),
     force: bool = typer.Option(False, help="Replace an existing directory."),
     name: str | None = typer.Option(None, help="Competition name (default: the kind)."),
@@ -50,7 +52,9 @@ def prepare(
                                      "README lists them); an unknown key names the kind's "
                                      "options."),
 ) -> None:
-    """Turn a data set (or a synthetic demo) into a competition with a hidden test split."""
+    """Turn a data set (or a synthetic demo) into a competition with a hidden test split,
+    and make its submission store."""
+    from competition.board.board import migrate
     from competition.board.prepared import PreparedCompetition
     from competition.tasks.preparing import parse_options
     from competition.tasks.preparing import prepare as prepare_competition
@@ -60,6 +64,7 @@ def prepare(
                                force=force, name=name, synthetic=synthetic,
                                options=parse_options(option))
     comp = PreparedCompetition.open(path)
+    migrate(comp)  # the store, at the schema revision this code needs
     counts = comp.config.counts
     out(f"[green]prepared[/] {path} ({comp.task.name}: "
         + ", ".join(f"{k} {v}" for k, v in counts.items()) + ")")

@@ -106,12 +106,14 @@ def serve(
                                help="The scorer class of the jobs (tests, benchmarks)."),
 ) -> None:
     """Start the course portal (pages and JSON API) on this competition. Uploads are queued
-    and scored as jobs on a Dask cluster (see docs/deploy.md)."""
+    and scored as jobs on a Dask cluster (see docs/deploy.md). The competition's store is
+    migrated first, where this version of the harness needs a newer schema."""
     import uvicorn
 
     from competition.interfaces.web.app import create_app
     from competition.jobs.runners import DaskRunner, ThreadRunner
 
+    _migrate_store(directory, quiet_if_current=True)
     runner = ThreadRunner(workers or 2) if threads else \
         DaskRunner(scheduler, workers, certs=cluster_certs)
     try:
@@ -124,6 +126,28 @@ def serve(
         uvicorn.run(web_app, host=host, port=port, log_level="warning", proxy_headers=False)
     finally:
         runner.close()
+
+
+@app.command()
+def migrate(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+) -> None:
+    """Bring the competition's submission store to the schema this version of the harness
+    needs (every row kept; a store at that revision is left as it is). `serve` does it at
+    start; every other command refuses a store at another revision and names this one."""
+    _migrate_store(directory, quiet_if_current=False)
+
+
+def _migrate_store(directory: Path, *, quiet_if_current: bool) -> None:
+    from competition.board.board import migrate as migrate_store
+    from competition.board.prepared import PreparedCompetition
+
+    before, after = migrate_store(PreparedCompetition.open(directory))
+    if before == after:
+        if not quiet_if_current:
+            out(f"store of {escape(str(directory))}: at schema revision {after}; nothing to do")
+        return
+    out(f"store of {escape(str(directory))}: schema revision {before or 'none'} -> {after}")
 
 
 @app.command("cluster-certs")

@@ -1,0 +1,231 @@
+"""Schema versions of the store (issue 31): Alembic revisions applied once, by `competition
+migrate` (and `prepare`, and `serve` at start); a Board only checks the revision and refuses a
+store at another one, naming the command; stores made before schema versions are brought up."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+    text,
+)
+
+from competition.board.board import Board
+from competition.board.prepared import PreparedCompetition
+from competition.board.store import db, migrations
+from competition.board.store.migrations import baseline
+from competition.board.store.schema import metadata
+from competition.errors import StoreVersionError
+from tests.test_bad_input import run_cli
+
+DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
+
+
+def copy_comp(demo_dirs, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(demo_dirs["demo-nuclei"], tmp_path / "comp"))
+
+
+def url_of(comp: Path, store_url: str | None) -> str:
+    return store_url or db.store_url(comp)
+
+
+@pytest.fixture
+def statements():
+    """Every SQL statement any engine runs while the test does."""
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_args):
+        seen.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", record)
+
+
+def old_store(url: str) -> None:
+    """A store as an early version made it, before schema versions: no version table, no
+    sessions or tracking payloads, submissions without the columns added since (limits,
+    leases, tracking), teams without name keys; one team and one scored submission."""
+    old = baseline.metadata()
+    for name in ("submissions", "tracking_payloads", "sessions", "teams"):
+        old.remove(old.tables[name])
+    Table("teams", old,
+          Column("id", Integer, primary_key=True),
+          Column("name", String(200), nullable=False, unique=True),
+          Column("created_at", DateTime, nullable=False),
+          Column("token_sha256", String(64), unique=True))
+    Table("submissions", old,
+          Column("id", Integer, primary_key=True),
+          Column("team_id", ForeignKey("teams.id"), nullable=False),
+          Column("submitted_at", DateTime, nullable=False),
+          Column("file_name", String(500), nullable=False),
+          Column("file_sha256", String(64), nullable=False),
+          Column("file_path", String(300), nullable=False),
+          Column("message", Text),
+          Column("status", String(16), nullable=False),
+          Column("counted", Boolean, nullable=False),
+          Column("error", Text),
+          Column("public_score", Float),
+          Column("private_score", Float),
+          Column("scorer_version", String(100)),
+          Column("solution_sha256", String(64)),
+          Column("scored_at", DateTime),
+          Column("owner_pid", Integer),
+          Column("scorer_pid", Integer),
+          Column("scorer_host", String(255)),
+          Column("duplicate_of", ForeignKey("submissions.id")))
+    engine = create_engine(url)
+    now = datetime(2024, 1, 2, 3, 4, 5)
+    with engine.begin() as conn:
+        old.create_all(conn)
+        [team_id] = conn.execute(old.tables["teams"].insert().values(
+            name="owls", created_at=now)).inserted_primary_key
+        conn.execute(old.tables["submissions"].insert().values(
+            team_id=team_id, submitted_at=now, file_name="a.csv", file_sha256="0" * 64,
+            file_path="store/files/00/a.csv", status="scored", counted=True,
+            public_score=0.5, private_score=0.25))
+    engine.dispose()
+
+
+def drop_everything(url: str) -> None:
+    """Empty the store (the SQLite file's tables, or the PostgreSQL database's)."""
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        reflected = MetaData()
+        reflected.reflect(conn)
+        reflected.drop_all(conn)
+    engine.dispose()
+
+
+def schema_differences(url: str) -> list:
+    """What Alembic's autogenerate finds between the store and competition.board.store.schema
+    (nothing, for a store at the head revision)."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        found = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    return found
+
+
+def test_head_is_the_revision_scripts_head():
+    assert ScriptDirectory(str(migrations.HERE)).get_current_head() == migrations.HEAD
+
+
+def test_a_board_on_a_store_at_head_runs_no_ddl(demo_dirs, tmp_path, store_url, statements):
+    comp = copy_comp(demo_dirs, tmp_path)
+    board = Board(PreparedCompetition.open(comp), url=store_url)
+    board.teams.add("owls", ["ann"])
+    assert board.submissions.all() == []
+    board.engine.dispose()
+    assert statements, "the listener saw nothing"
+    assert [s for s in statements if DDL.match(s)] == []
+    # The check is one query, on the version table.
+    assert sum("alembic_version" in s for s in statements) == 1
+
+
+def test_a_new_store_is_at_head_with_the_schema_of_the_code(demo_dirs, tmp_path, store_url):
+    comp = copy_comp(demo_dirs, tmp_path)
+    url = url_of(comp, store_url)
+    assert schema_differences(url) == []
+    drop_everything(url)
+    assert migrations.upgrade(url) == (None, migrations.HEAD)
+    assert schema_differences(url) == []
+
+
+def test_an_old_store_is_refused_then_migrated_by_the_command(demo_dirs, tmp_path, store_url,
+                                                              monkeypatch, capsys):
+    comp = copy_comp(demo_dirs, tmp_path)
+    if store_url:
+        monkeypatch.setenv("COMPETITION_STORE_URL", store_url)
+    url = url_of(comp, store_url)
+    drop_everything(url)
+    old_store(url)
+
+    with pytest.raises(StoreVersionError) as refused:
+        Board(PreparedCompetition.open(comp))
+    message = str(refused.value)
+    assert f"`competition migrate {comp}`" in message
+    assert "no schema revision" in message and f"needs revision {migrations.HEAD}" in message
+    code, _, err = run_cli(["submissions", comp, "--team", "owls"], capsys)
+    assert code == 2 and "competition migrate" in err and "Traceback" not in err
+
+    code, out, err = run_cli(["migrate", comp], capsys)
+    assert code == 0, err
+    assert f"schema revision none -> {migrations.HEAD}" in out
+    assert schema_differences(url) == []
+
+    board = Board(PreparedCompetition.open(comp))
+    [kept] = board.submissions.of_team("owls")  # the old rows are all there
+    assert (kept.status, kept.public_score, kept.private_score) == ("scored", 0.5, 0.25)
+    row = board.submissions.get(kept.id)
+    assert (row["attempts"], row["tracking_pending"]) == (0, False)  # the new columns' defaults
+    sample = comp / "public" / "sample_submission.csv"
+    outcome = board.submissions.submit(sample, "owls", "after the migration")
+    assert outcome.status == "scored" and outcome.id > kept.id
+    board.engine.dispose()
+
+    # (d) Migrating again changes nothing.
+    code, out, err = run_cli(["migrate", comp], capsys)
+    assert code == 0, err
+    assert f"at schema revision {migrations.HEAD}; nothing to do" in out
+    assert migrations.upgrade(url) == (migrations.HEAD, migrations.HEAD)
+    assert len(Board(PreparedCompetition.open(comp)).submissions.all()) == 2
+
+
+def test_a_store_of_a_newer_version_is_refused(demo_dirs, tmp_path, store_url):
+    comp = copy_comp(demo_dirs, tmp_path)
+    url = url_of(comp, store_url)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+    engine.dispose()
+    with pytest.raises(StoreVersionError, match="revision ffff, which this version of the "
+                                                "harness does not know.*newer version"):
+        Board(PreparedCompetition.open(comp), url=store_url)
+
+
+def test_concurrent_migrations_of_a_new_store_make_it_once(demo_dirs, tmp_path, store_url):
+    comp = copy_comp(demo_dirs, tmp_path)
+    url = url_of(comp, store_url)
+    drop_everything(url)
+    results, errors = [], []
+
+    def migrate():
+        try:
+            results.append(migrations.upgrade(url))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert sorted(results, key=str) == sorted(
+        [(None, migrations.HEAD)] + [(migrations.HEAD, migrations.HEAD)] * 2, key=str)
+    engine = create_engine(url)
+    assert set(inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
+    engine.dispose()
