@@ -1,14 +1,16 @@
-"""The rules in force (from competition.yaml and the task) and the clock they are checked
-against."""
+"""The rules in force (the competition's RulesConfig, with the task's direction) and the clock
+they are checked against."""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from pydantic import ConfigDict
+
+from competition.configs import RulesConfig
+
 if TYPE_CHECKING:
-    from competition.configs import RulesConfig
     from competition.tasks.base import Direction
 
 
@@ -17,20 +19,18 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(tzinfo=None)
 
 
-@dataclass(frozen=True)
-class Rules:
-    start: dt.datetime | None
-    deadline: dt.datetime | None
-    daily_limit: int
-    final_selections: int
-    higher_is_better: bool  # the task's direction: the one source
-    uploads_per_hour: int = 20  # per team, every upload whatever its outcome, sliding hour
-    max_message_chars: int = 1000
+class Rules(RulesConfig):
+    """The competition's rules as its competition.yaml gives them (every field and default is
+    RulesConfig's, the one definition), frozen, and whether higher scores are better (the
+    task's direction: the one source)."""
+
+    model_config = ConfigDict(frozen=True)
+    higher_is_better: bool
 
     @classmethod
     def from_config(cls, rules: RulesConfig, direction: Direction) -> Rules:
-        return cls(rules.start, rules.deadline, rules.daily_limit, rules.final_selections,
-                   direction.higher_is_better, rules.uploads_per_hour, rules.max_message_chars)
+        return cls.model_construct(rules.model_fields_set | {"higher_is_better"},
+                                   **dict(rules), higher_is_better=direction.higher_is_better)
 
     def is_over(self, now: dt.datetime) -> bool:
         """After the deadline the private scores are revealed."""

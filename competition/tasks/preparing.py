@@ -19,8 +19,6 @@ import numpy as np
 
 from competition.errors import SourceDataError
 
-DEFAULT_PUBLIC_FRACTION = 1 / 3
-
 
 class Staging:
     """Files written under a temporary directory that becomes the competition on success."""
@@ -134,8 +132,8 @@ def competition_yaml(*, name: str, kind: str, task: str, title: str, seed: int,
 
 
 RULES = """## Rules
-- Submissions per team per UTC day: 5 (invalid or failed submissions do not count).
-- Final selections: 2. Unless you choose them, your best public submissions are used.
+- Submissions per team per UTC day: {daily} (invalid or failed submissions do not count).
+- Final selections: {final}. Unless you choose them, your best public submissions are used.
 - The leaderboard shows the **public** score, computed on {public} of the {test} hidden test
   {items}. The final ranking uses the **private** score on the other {private}, revealed after
   the deadline. Ties are broken by the earlier submission.
@@ -145,8 +143,13 @@ RULES = """## Rules
 
 
 def readme_rules(counts: dict[str, int], items: str) -> str:
-    """The rules section of a participant's README."""
-    return RULES.format(public=counts["public"], test=counts["test"],
+    """The rules section of a participant's README (with the rules' defaults, which a new
+    competition has)."""
+    from competition.configs import RulesConfig
+
+    defaults = RulesConfig()
+    return RULES.format(daily=defaults.daily_limit, final=defaults.final_selections,
+                        public=counts["public"], test=counts["test"],
                         private=counts["test"] - counts["public"], items=items)
 
 
@@ -196,7 +199,7 @@ def check_options(kind: str, preparer: Callable[..., Any], options: dict[str, An
 
 
 def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
-            public_fraction: float = DEFAULT_PUBLIC_FRACTION,
+            public_fraction: float | None = None,
             test_fraction: float | None = None, force: bool = False,
             name: str | None = None, synthetic: str | None = None,
             options: dict[str, Any] | None = None) -> Path:
@@ -208,9 +211,13 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
     SPEC`, e.g. a volume's size) is handed to its writer, which refuses what it does not
     understand. `options` (`--option key=value`) reach the preparer as keyword options; a name
     it does not take is an error here, a value it cannot use is the preparer's error.
+    `public_fraction` None: the rules' default (RulesConfig.public_fraction).
     """
+    from competition.configs import RulesConfig
     from competition.tasks import all_sources, find_source
 
+    if public_fraction is None:
+        public_fraction = float(RulesConfig.model_fields["public_fraction"].default)
     if not 0 < public_fraction < 1:
         raise SourceDataError(f"public fraction {public_fraction} must lie strictly in (0, 1)")
     task, spec = find_source(kind)

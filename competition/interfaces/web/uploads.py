@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
-MAX_MESSAGE_CHARS = 1000  # the default of the competition's rules.max_message_chars
+from competition.configs import RulesConfig
+
 MAX_NAME_BYTES = 255  # a file name on every common file system
 MAX_TOKEN_BYTES = 200  # the CSRF token field
 MAX_PART_HEADER_BYTES = 8 * 1024
@@ -42,7 +43,9 @@ UPLOAD_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
         "properties": {
             FILE_FIELD: {"type": "string", "format": "binary",
                          "description": "the submission file (its name is kept)"},
-            "message": {"type": "string", "maxLength": MAX_MESSAGE_CHARS,
+            # The documented default; the competition's rules.max_message_chars applies.
+            "message": {"type": "string",
+                        "maxLength": RulesConfig.model_fields["max_message_chars"].default,
                         "description": "a note to remember the submission by"}}}}}}}
 
 
