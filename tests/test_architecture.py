@@ -131,6 +131,40 @@ def test_each_floor_imports_only_from_below():
     assert wrong == []
 
 
+STORE = "competition.board.store"
+SQL = ("sqlalchemy", "alembic")
+
+
+def in_store(module: str) -> bool:
+    return module == STORE or module.startswith(STORE + ".")
+
+
+def speaks_sql(target: str) -> bool:
+    return target.split(".")[0] in SQL or target == f"{STORE}.schema"
+
+
+def test_only_the_store_speaks_sql():
+    """One package owns the SQL (issue 31): SQLAlchemy, Alembic and the store's tables
+    (store.schema) are imported by competition.board.store alone; boards, ledger, teams,
+    sessions, queue and jobs call its functions."""
+    outside = sorted(f"{m} -> {t}" for m, path in KNOWN.items()
+                     if m.startswith("competition") and not in_store(m)
+                     for t in imports(path) if speaks_sql(t))
+    assert outside == []
+    # The checker sees such imports where they are allowed.
+    assert "sqlalchemy" in imports(KNOWN[f"{STORE}.jobs"])
+    assert f"{STORE}.schema" in imports(KNOWN[f"{STORE}.teams"])
+
+
+def test_the_store_imports_nothing_of_the_board_above_it():
+    """The store is the board's ground floor: of the board it knows submission statuses,
+    never the parts that call it (lower floors are the floor rule's business)."""
+    reaching_up = sorted(f"{m} -> {t}" for m, targets in graph().items() if in_store(m)
+                         for t in targets if package_of(t) == "competition.board"
+                         and not in_store(t) and t != "competition.board.status")
+    assert reaching_up == []
+
+
 def test_models_import_nothing_from_competition():
     reaching_up = [f"{m} -> {t}" for m, targets in graph().items() if m.startswith("models")
                    for t in targets if t.startswith("competition")]
