@@ -25,7 +25,7 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from competition.board import leaderboard
-from competition.board.board import Board
+from competition.board.board import Board, migrate
 from competition.board.prepared import PreparedCompetition
 from competition.board.store.schema import item_scores, submissions, teams
 from competition.tasks.preparing import prepare
@@ -69,6 +69,7 @@ def fill(store: Board, n_submissions: int, n_teams: int) -> None:
 
 def bench_boards(root: Path, n_submissions: int, n_teams: int) -> None:
     comp_dir = prepare("demo-nuclei", root / "boards")
+    migrate(PreparedCompetition.open(comp_dir))  # its store, as `competition prepare` makes it
     store = Board(PreparedCompetition.open(comp_dir))
     fill(store, n_submissions, n_teams)
 
@@ -102,6 +103,7 @@ def bench_throughput(root: Path, n: int, tracked: bool) -> float:
         os.environ[tracking.CONFIG_ENV] = str(config)
     comp_dir = prepare("demo-nuclei", root / f"throughput-{'tracked' if tracked else 'bare'}")
     comp = PreparedCompetition.open(comp_dir)
+    migrate(comp)
     comp.config.rules.daily_limit = n + 2
     comp.config.rules.uploads_per_hour = n + 2  # one team uploads n + 1 files at once
     store = Board(comp)

@@ -513,10 +513,10 @@ MAX_ARCHIVE_SECONDS = 5
 
 @pytest.fixture(scope="module")
 def tomo_dir(tmp_path_factory) -> Path:
-    from competition.tasks.preparing import prepare
+    from tests.conftest import prepare_with_store
 
-    return prepare("demo-tomography", tmp_path_factory.mktemp("tomo") / "t", synthetic=TOMO_SPEC,
-                   seed=0)
+    return prepare_with_store("demo-tomography", tmp_path_factory.mktemp("tomo") / "t",
+                              synthetic=TOMO_SPEC, seed=0)
 
 
 def slab_shape(comp: Path) -> tuple[int, int, int]:

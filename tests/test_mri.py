@@ -36,14 +36,14 @@ from competition.tasks.mri import geometry, layout
 from competition.tasks.mri.prepare import strata
 from competition.tasks.mri.submission import Reference
 from competition.tasks.preparing import prepare
-from tests.conftest import REPO, load_script, shared
+from tests.conftest import REPO, load_script, prepare_with_store, shared
 
 TASK = get_task("mri")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory) -> Path:
-    return prepare("demo-mri", tmp_path_factory.mktemp("mri") / "demo-mri", seed=0)
+    return prepare_with_store("demo-mri", tmp_path_factory.mktemp("mri") / "demo-mri", seed=0)
 
 
 @pytest.fixture

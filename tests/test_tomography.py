@@ -25,6 +25,7 @@ from competition.tasks.preparing import prepare
 from competition.tasks.tomography import submission as sub
 from competition.tasks.tomography import synthetic, volumes
 from competition.tasks.tomography.task import TomographyTask
+from tests.conftest import prepare_with_store
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = synthetic.Params(shape=(40, 48, 56), chunks=(16, 24, 32))
@@ -152,7 +153,8 @@ def source(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def comp_dir(source, tmp_path_factory) -> Path:
-    return prepare("tomography", tmp_path_factory.mktemp("comp") / "c", source=source, seed=0)
+    return prepare_with_store("tomography", tmp_path_factory.mktemp("comp") / "c",
+                              source=source, seed=0)
 
 
 def read(path: Path) -> np.ndarray:
