@@ -6,10 +6,15 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -229,3 +234,35 @@ def test_concurrent_migrations_of_a_new_store_make_it_once(demo_dirs, tmp_path, 
     engine = create_engine(url)
     assert set(inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
     engine.dispose()
+
+
+def test_serve_migrates_an_old_store_at_start(demo_dirs, tmp_path):
+    comp = copy_comp(demo_dirs, tmp_path)
+    url = db.store_url(comp)
+    drop_everything(url)
+    old_store(url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "competition", "serve", str(comp),
+                             "--port", str(port), "--threads"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        board = None
+        for _ in range(600):
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/leaderboard", timeout=1)
+                if r.status_code == 200:
+                    board = r.json()
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=30)[0].decode()
+    assert board is not None, output
+    assert [(e["team"], e["score"]) for e in board] == [("owls", 0.5)]
+    assert f"schema revision none -> {migrations.HEAD}" in output

@@ -373,6 +373,7 @@ def test_leaderboards_rank_break_ties_and_select(demo_dirs, tmp_path, store_url)
 def test_store_url_from_environment_reaches_the_cli(demo_dirs, tmp_path, capsys, monkeypatch,
                                                     postgres_server):
     comp = make_comp(demo_dirs, tmp_path)
+    (comp / "store" / "submissions.sqlite").unlink()  # the store `prepare` made: not used
     url = postgres_server.new_database()
     monkeypatch.setenv("COMPETITION_STORE_URL", url)
     code, out, err = run_cli(["submit", comp, variant(comp, tmp_path, 0), "--team", "a",
