@@ -206,9 +206,11 @@ def test_a_store_of_a_newer_version_is_refused(demo_dirs, tmp_path, store_url):
     with engine.begin() as conn:
         conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
     engine.dispose()
-    with pytest.raises(StoreVersionError, match="revision ffff, which this version of the "
-                                                "harness does not know.*newer version"):
+    newer = "revision ffff, which this version of the harness does not know.*newer version"
+    with pytest.raises(StoreVersionError, match=newer):
         Board(PreparedCompetition.open(comp), url=store_url)
+    with pytest.raises(StoreVersionError, match=newer):  # never downgraded
+        migrations.upgrade(url)
 
 
 def test_concurrent_migrations_of_a_new_store_make_it_once(demo_dirs, tmp_path, store_url):

@@ -40,12 +40,15 @@ def upgrade(url: str) -> tuple[str | None, str]:
     """Bring the store at `url` to HEAD (creating it where it is empty), in one transaction
     that concurrent upgrades of the same store wait for. Returns (the revision before, None
     for a new store or one made before schema versions; the revision after). Upgrading a
-    store at HEAD changes nothing."""
+    store at HEAD changes nothing; a store migrated by a newer version is refused (a
+    StoreVersionError), never downgraded."""
     engine = db.make_engine(url)
     try:
         with db.write(engine) as conn:
             _serialise(conn)
             before = current(conn)
+            if before is not None and not _known(before):
+                raise StoreVersionError(_refusal(engine, [before], None))
             if before is None and _made_before_versions(conn):
                 from competition.board.store.migrations import baseline
 
