@@ -8,7 +8,8 @@ it reads the manual landmarks of every specimen).
 
 SOURCE is a folder of `Models/*.ply` and `LMs/*.mrk.json` (or `.fcsv`), as SlicerMorph ships
 them: its specimens are split into `--folds` folds by `--seed`, and each is predicted once,
-while held out, by methods that see only the other folds. Or SOURCE is a prepared landmark
+while held out, by methods that see only the other folds. The held-out specimens reach the
+methods without their landmarks: only the scoring here reads them. Or SOURCE is a prepared landmark
 competition: its hidden specimens are predicted by methods that see its training specimens,
 ALPACA's points being the competition's reference (`competition reference`) where it has
 one. The methods:
@@ -19,10 +20,14 @@ one. The methods:
 - `bias`: ALPACA plus each landmark's mean offset learned on the training folds' leave-one-out
   ALPACA estimates (competition/landmark_imaging/bias.py): ablation (a), no images; the
   share of the offset applied is chosen as the refiner chooses its shrinkage (most wins);
-- `bias-error`: the same, the share of lowest mean error;
+- `bias-error`: the same, the share of lowest mean error: the entry submissions/alpaca_bias
+  (its `correction`, on the same leave-one-out estimates);
 - `refiner`: submissions/xception_landmarks trained on the training folds' leave-one-out
   ALPACA estimates, refining the held-out fold's ALPACA estimates;
 - `noise`: the same refiner with its images replaced by noise: ablation (b).
+
+Each method's mean error comes with a 95 % bootstrap interval over specimens (a skull's
+points are not independent), and each pair's difference with a paired one.
 
 Every ALPACA transfer (template, target, seed) is cached under OUT/transfers/<settings hash>/
 with its seconds, planned first and run on `--workers` processes; a rerun reuses them, and
@@ -54,7 +59,7 @@ sys.path.insert(0, str(REPO))
 
 from competition.errors import CompetitionError  # noqa: E402
 from competition.formats import landmarks_csv, meshes  # noqa: E402
-from competition.landmark_imaging import bias, evaluation  # noqa: E402
+from competition.landmark_imaging import evaluation  # noqa: E402
 from competition.tasks import get_task  # noqa: E402
 from competition.tasks.landmarks.data import LandmarkData  # noqa: E402
 from competition.tasks.landmarks.prepare import (  # noqa: E402
@@ -65,6 +70,7 @@ from competition.tasks.landmarks.prepare import (  # noqa: E402
 from competition.training.entries import load_entry, resolve_config  # noqa: E402
 
 ALPACA = REPO / "submissions" / "alpaca"
+BIAS = REPO / "submissions" / "alpaca_bias"
 REFINER = REPO / "submissions" / "xception_landmarks"
 METHODS = ("alpaca", "malpaca", "bias", "bias-error", "refiner", "noise")
 TRAINED = {"refiner": "real", "noise": "noise"}
@@ -92,10 +98,13 @@ def load_source(source: Path) -> LandmarkData:
     return LandmarkData(ids, surfaces, names or [], np.asarray(points, float))
 
 
-def subset(data: LandmarkData, index: np.ndarray | list[int]) -> LandmarkData:
+def subset(data: LandmarkData, index: np.ndarray | list[int],
+           points: bool = True) -> LandmarkData:
+    """The specimens at `index`; `points=False`: without their landmarks (held out)."""
     index = [int(k) for k in index]
+    kept = data.points[index] if points and data.points is not None else None
     return LandmarkData([data.ids[k] for k in index], [data.meshes[k] for k in index],
-                        data.landmarks, data.points[index])
+                        data.landmarks, kept)
 
 
 def planned_transfers(folds: list[tuple[LandmarkData, LandmarkData | None]], alpaca: Any,
@@ -178,11 +187,12 @@ def write_estimates(path: Path, data: LandmarkData, estimates: np.ndarray) -> Pa
     return path
 
 
-def load_split(directory: Path) -> tuple[LandmarkData, LandmarkData, np.ndarray | None]:
-    """A prepared landmark competition's training specimens, its hidden specimens with their
-    manual landmarks (from the private solution) and, where one is installed, the reference
-    predictions the board's win rate is computed against (ALPACA's, in
-    `private/reference.csv`)."""
+def load_split(directory: Path
+               ) -> tuple[LandmarkData, LandmarkData, np.ndarray, np.ndarray | None]:
+    """A prepared landmark competition's training specimens, its hidden specimens (meshes
+    only, as participants have them), their manual landmarks (from the private solution,
+    for scoring only) and, where one is installed, the reference predictions the board's win
+    rate is computed against (ALPACA's, in `private/reference.csv`)."""
     from competition.board.prepared import PreparedCompetition
 
     comp = PreparedCompetition.open(directory)
@@ -191,12 +201,12 @@ def load_split(directory: Path) -> tuple[LandmarkData, LandmarkData, np.ndarray 
     train = comp.task.load_train(comp.public_dir)
     test = comp.task.load_inputs(comp.public_dir)
     truths, _ = landmarks_csv.read_points(comp.solution_path.read_bytes(), with_usage=True)
-    test.points = np.array([[truths[i][n] for n in test.landmarks] for i in test.ids])
+    hidden = np.array([[truths[i][n] for n in test.landmarks] for i in test.ids])
     reference = None
     if comp.reference_path is not None:
         given, _ = landmarks_csv.read_points(comp.reference_path.read_bytes())
         reference = np.array([[given[i][n] for n in test.landmarks] for i in test.ids])
-    return train, test, reference
+    return train, test, hidden, reference
 
 
 def fold_predictions(train: LandmarkData, test: LandmarkData, methods: list[str],
@@ -204,7 +214,8 @@ def fold_predictions(train: LandmarkData, test: LandmarkData, methods: list[str]
                      refiner_config: dict[str, Any], cache: Any, folder: Path,
                      test_cache: Any = None, given_alpaca: np.ndarray | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Each method's (test specimens, landmarks, 3) points, trained on `train` only; stored
+    """Each method's (test specimens, landmarks, 3) points, trained on `train` only (`test`
+    carries no landmarks); stored
     in `folder`, and read back from there on a rerun. `cache` keeps the training specimens'
     transfers, `test_cache` the test specimens'; `given_alpaca`: ALPACA's test points are
     these (the board's reference) instead of new transfers."""
@@ -241,7 +252,8 @@ def fold_predictions(train: LandmarkData, test: LandmarkData, methods: list[str]
         info["loo_mean_error"] = float(np.linalg.norm(loo - train.points, axis=2).mean())
     for method, criterion in CORRECTIONS.items():
         if method in methods and method not in done:
-            correction = bias.learn(loo, train.points, criterion=criterion)
+            correction = load_entry(BIAS).correction(
+                loo, train.points, {"share": "auto", "criterion": criterion})
             info[f"{method}_share"] = correction.share
             done[method] = np.array([correction.apply(e) for e in done["alpaca"]])
     save()
@@ -368,7 +380,7 @@ def main(source: Path = typer.Argument(..., help="Models/*.ply and LMs/ of every
         cache = alpaca.TransferCache.for_settings(cache_root or out / "transfers", a_config)
         fold_info = []
         if (source / "competition.yaml").is_file():  # the hidden split of a competition
-            train, data, reference = load_split(source)
+            train, data, truths, reference = load_split(source)
             console.print(f"{source}: {len(train.ids)} training, {len(data.ids)} hidden "
                           "specimens", markup=False)
             # The training side's transfers are planned and cached (the names are the
@@ -382,17 +394,20 @@ def main(source: Path = typer.Argument(..., help="Models/*.ply and LMs/ of every
             fold_info.append({"held_out": data.ids, **info})
         else:
             data = load_source(source)
+            truths = data.points  # read by the scoring below only
             parts = evaluation.folds(len(data.ids), folds, seed)
             needed = planned_transfers(
                 [(subset(data, np.setdiff1d(np.arange(len(data.ids)), part)),
-                  subset(data, part)) for part in parts], alpaca, a_config, malpaca, wanted)
+                  subset(data, part, points=False)) for part in parts], alpaca, a_config,
+                malpaca, wanted)
             run_transfers(data, needed, cache, a_config, workers, console)
-            predicted = {m: np.zeros_like(data.points) for m in wanted}
+            predicted = {m: np.zeros_like(truths) for m in wanted}
             for f, part in enumerate(parts):
                 console.print(f"fold {f + 1}/{len(parts)}: {len(part)} held out", markup=False)
                 train_index = np.setdiff1d(np.arange(len(data.ids)), part)
                 found, info = fold_predictions(
-                    subset(data, train_index), subset(data, part), wanted, alpaca, a_config,
+                    subset(data, train_index), subset(data, part, points=False), wanted,
+                    alpaca, a_config,
                     malpaca, r_config, cache, out / "folds" / f"fold{f + 1}", test_cache=cache)
                 for m in wanted:
                     predicted[m][part] = found[m]
@@ -400,7 +415,7 @@ def main(source: Path = typer.Argument(..., help="Models/*.ply and LMs/ of every
     except CompetitionError as e:
         console.print(f"error: {e}", markup=False)
         raise typer.Exit(2) from None
-    errors = {m: np.linalg.norm(predicted[m] - data.points, axis=2) for m in wanted}
+    errors = {m: np.linalg.norm(predicted[m] - truths, axis=2) for m in wanted}
     summary = evaluation.compare(errors, data.landmarks, "alpaca", against=PAIRS)
     seconds = [cache.seconds(key) for key in needed]
     split = (source / "competition.yaml").is_file()
@@ -431,16 +446,18 @@ def main(source: Path = typer.Argument(..., help="Models/*.ply and LMs/ of every
     run_id = log_to_mlflow(out, summary, {"folds": folds, "seed": seed, "methods": wanted,
                                           "source": str(source)}) if mlflow else None
     for name, m in summary["methods"].items():
-        line = f"{name}: mean error {m['mean_error']:.3f} mm"
+        low, high = m["mean_error_ci"]
+        line = f"{name}: mean error {m['mean_error']:.3f} mm ({low:.3f}-{high:.3f})"
         if "win_rate" in m:
             low, high = m["win_rate_ci"]
             line += (f", win rate {m['win_rate']:.1f} % ({low:.1f}-{high:.1f}) against "
                      f"alpaca, Wilcoxon p {m['p_specimens']:.3g} (per-specimen means)")
         print(line)
     for pair, p in summary["pairs"].items():
+        low, high = p["mean_error_difference_ci"]
         print(f"{pair}: Wilcoxon p {p['p_specimens']:.3g}, mean error difference "
-              f"{p['mean_error_difference']:+.3f} mm, better on {p['specimens_better']} of "
-              f"{summary['specimens']} specimens")
+              f"{p['mean_error_difference']:+.3f} mm ({low:+.3f} to {high:+.3f}), better on "
+              f"{p['specimens_better']} of {summary['specimens']} specimens")
     print(f"{len(needed)} ALPACA transfers, {summary['transfer_cpu_hours']:.2f} CPU hours; "
           f"results in {out}" + (f"; MLflow run {run_id}" if run_id else ""))
 

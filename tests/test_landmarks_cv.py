@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import typer
+import yaml
 from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
@@ -18,6 +19,8 @@ from competition.board.prepared import PreparedCompetition
 from competition.formats import landmarks_csv
 from competition.landmark_imaging import bias, evaluation
 from competition.metrics import landmarks as metric
+from competition.tasks import get_task
+from competition.tasks.landmarks.data import LandmarkData
 from competition.tracking import config as tracking_config
 from competition.training import entries
 from tests.conftest import REPO, load_script
@@ -225,3 +228,104 @@ def test_evaluation_on_a_competitions_hidden_split_uses_its_reference(demo_dirs,
         f"sqlite:///{tmp_path / 'participants.db'}").search_runs(
         [e.experiment_id for e in MlflowClient(
             f"sqlite:///{tmp_path / 'participants.db'}").search_experiments()])
+
+
+def test_subset_can_hold_out_the_landmarks():
+    module = load_script(REPO / "benchmarks" / "landmarks_cv.py")
+    data = LandmarkData(["a", "b", "c"], [None] * 3, ["1", "2"],
+                        np.arange(18.0).reshape(3, 2, 3))
+    kept = module.subset(data, [0, 2])
+    assert kept.ids == ["a", "c"] and np.array_equal(kept.points, data.points[[0, 2]])
+    held = module.subset(data, np.array([1]), points=False)
+    assert held.ids == ["b"] and held.points is None
+
+
+def smoke_alpaca(tmp_path: Path) -> Path:
+    """submissions/alpaca's smoke settings with the starts the smooth demo skulls need."""
+    path = tmp_path / "alpaca-smoke.yaml"
+    path.write_text(yaml.safe_dump({**yaml.safe_load(
+        (REPO / "submissions/alpaca/smoke.yaml").read_text()), "principal_axes_starts": True}))
+    return path
+
+
+@pytest.mark.usefixtures("open3d")
+def test_hidden_truths_never_reach_the_methods(demo_dirs, tmp_path):
+    """The hidden specimens' landmarks moved 100 mm in the private solution: every score
+    follows them, no prediction changes."""
+    comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
+    solution = PreparedCompetition.open(comp_dir).solution_path
+    config = smoke_alpaca(tmp_path)
+
+    def evaluate(out: Path) -> tuple[dict, dict[str, np.ndarray]]:
+        result = CliRunner().invoke(script_cli(), [
+            str(comp_dir), "--out", str(out), "--methods", "alpaca,bias,bias-error",
+            "--workers", "1", "--alpaca-config", str(config), "--cache",
+            str(tmp_path / "transfers"), "--no-mlflow"])
+        assert result.exit_code == 0, result.output
+        with np.load(out / "folds" / "split" / "predictions.npz") as found:
+            return (json.loads((out / "results.json").read_text()),
+                    {k: np.asarray(found[k]) for k in found.files})
+
+    summary, predicted = evaluate(tmp_path / "true")
+    truths, usage = landmarks_csv.read_points(solution.read_bytes(), with_usage=True)
+    solution.write_bytes(landmarks_csv.write_points(
+        [(i, n, p + 100.0, usage[i]) for i, marks in truths.items() for n, p in marks.items()],
+        usage=True))
+    shifted, again = evaluate(tmp_path / "shifted")
+    assert set(again) == {"alpaca", "bias", "bias-error"}
+    for method, points in predicted.items():
+        assert np.array_equal(again[method], points), method
+        before = summary["methods"][method]["mean_error"]
+        assert before < 5  # millimetres off on skulls some 30 mm across
+        # Scored against the moved landmarks: 100 * sqrt(3) mm away, give or take the error.
+        assert abs(shifted["methods"][method]["mean_error"] - 100 * 3 ** 0.5) <= before
+
+
+@pytest.mark.usefixtures("open3d")
+def test_held_out_folds_carry_no_landmarks_and_bias_error_is_the_entry(demo_dirs, tmp_path,
+                                                                      monkeypatch):
+    """Cross-validation on the demo skulls: each fold's held-out specimens reach the methods
+    without landmarks, and `bias-error` is what submissions/alpaca_bias predicts when it is
+    fitted on the fold's training specimens."""
+    source = demo_dirs["demo-landmarks"] / "public" / "train"
+    module = load_script(REPO / "benchmarks" / "landmarks_cv.py")
+    seen = []
+    real = module.fold_predictions
+
+    def spy(train, test, *args, **kwargs):
+        seen.append((list(train.ids), list(test.ids), test.points))
+        return real(train, test, *args, **kwargs)
+
+    monkeypatch.setattr(module, "fold_predictions", spy)
+    app = typer.Typer()
+    app.command()(module.main)
+    out = tmp_path / "cv"
+    config = smoke_alpaca(tmp_path)
+    result = CliRunner().invoke(app, [str(source), "--out", str(out), "--folds", "2",
+                                      "--workers", "1", "--methods", "alpaca,bias-error",
+                                      "--alpaca-config", str(config), "--no-mlflow"])
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 2 and all(points is None for _, _, points in seen)
+    assert all(not set(train) & set(test) for train, test, _ in seen)
+    summary = json.loads((out / "results.json").read_text())
+    low, high = summary["methods"]["bias-error"]["mean_error_ci"]
+    assert low < summary["methods"]["bias-error"]["mean_error"] < high
+    assert "bias-error: mean error" in result.output and "bias-error vs alpaca" in result.output
+
+    # The entry, fitted on fold 1's training specimens (ALPACA's transfers from the cache).
+    folder = REPO / "submissions" / "alpaca_bias"
+    entry = entries.load_entry(folder)
+    task = get_task("landmarks")
+    data = module.load_source(source)
+    train_ids, test_ids, _ = seen[0]
+    index = {s: k for k, s in enumerate(data.ids)}
+    train = module.subset(data, [index[s] for s in train_ids])
+    test = module.subset(data, [index[s] for s in test_ids], points=False)
+    settings = entries.resolve_config(folder, "landmarks", None, [
+        f"cache={out / 'transfers'}", f"alpaca={json.dumps(yaml.safe_load(config.read_text()))}"])
+    model = entry.fit(task, train, settings)
+    fold = json.loads((out / "folds" / "fold1" / "fold.json").read_text())
+    assert model["share"] == fold["bias-error_share"]
+    found = entry.predict(task, model, test, settings)
+    with np.load(out / "folds" / "fold1" / "predictions.npz") as stored:
+        assert np.allclose(np.array([found[s] for s in test_ids]), stored["bias-error"])

@@ -24,6 +24,9 @@ class BiasCorrection:
     mean: np.ndarray  # (landmarks, 3) the common pose: the training mean shape
     offsets: np.ndarray  # (landmarks, 3) mean truth - estimate, in the common pose
     share: float  # of the offset applied
+    # the mean error of the chosen share, each training specimen corrected by offsets
+    # learned on the others (None: fewer than two specimens)
+    validation_error: float | None = None
 
     def apply(self, estimate: np.ndarray) -> np.ndarray:
         """One specimen's corrected landmarks, in its own pose."""
@@ -72,4 +75,6 @@ def learn(estimates: np.ndarray, truths: np.ndarray, shares: np.ndarray = SHARES
             best = int(np.argmin(errors))
     else:
         best = 0
-    return BiasCorrection(mean, offsets(estimates, truths, mean), float(shares[best]))
+    validation = float(errors[best] / truths[:, :, 0].size) if n > 1 else None
+    return BiasCorrection(mean, offsets(estimates, truths, mean), float(shares[best]),
+                          validation)

@@ -4,7 +4,9 @@ Errors are (specimens, landmarks) Euclidean distances to the manual landmarks, o
 per method, every specimen predicted once while held out. Per landmark: mean error, win
 rate against the reference (ALPACA) with its exact binomial 95 % interval, and a Wilcoxon
 signed-rank test across specimens. Overall: the same, with the Wilcoxon test on per-specimen
-mean errors, since a skull's points are not independent.
+mean errors, since a skull's points are not independent; and the mean error's 95 % bootstrap
+interval, resampling specimens (the same resamples for every method, so that a pair's
+difference has a paired interval).
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from typing import Any
 import numpy as np
 
 from competition.metrics import landmarks as metric
+
+N_BOOTSTRAP = 10_000
+BOOTSTRAP_SEED = 0
 
 
 def folds(count: int, k: int, seed: int) -> list[np.ndarray]:
@@ -25,6 +30,16 @@ def folds(count: int, k: int, seed: int) -> list[np.ndarray]:
     return [np.sort(part) for part in np.array_split(order, k)]
 
 
+def resampled_means(per_specimen: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The mean of per-specimen values under each row of multinomial resampling weights."""
+    out: np.ndarray = weights @ np.asarray(per_specimen, np.float64) / weights[0].sum()
+    return out
+
+
+def percentile_interval(samples: np.ndarray) -> list[float]:
+    return [float(q) for q in np.percentile(samples, [2.5, 97.5])]
+
+
 def compare(errors: dict[str, np.ndarray], landmarks: list[str], reference: str,
             against: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Every method's errors summarised against `reference`, per landmark and overall.
@@ -32,13 +47,18 @@ def compare(errors: dict[str, np.ndarray], landmarks: list[str], reference: str,
     (e.g. the refiner against the bias correction); pairs naming a missing method are
     left out."""
     base = errors[reference]
+    n = base.shape[0]
+    weights = np.random.default_rng(BOOTSTRAP_SEED).multinomial(
+        n, np.full(n, 1.0 / n), size=N_BOOTSTRAP).astype(np.float64)
     methods: dict[str, Any] = {}
     for name, d in errors.items():
         d = np.asarray(d, np.float64)
         if d.shape != base.shape:
             raise ValueError(f"{name}: errors {d.shape}, {reference}: {base.shape}")
         row: dict[str, Any] = {
-            "mean_error": float(d.mean()), "median_error": float(np.median(d)),
+            "mean_error": float(d.mean()),
+            "mean_error_ci": percentile_interval(resampled_means(d.mean(axis=1), weights)),
+            "median_error": float(np.median(d)),
             "rmse": metric.rmse(d),
             "per_landmark_mean": d.mean(axis=0).tolist()}
         if name != reference:
@@ -62,6 +82,8 @@ def compare(errors: dict[str, np.ndarray], landmarks: list[str], reference: str,
             pairs[f"{name} vs {other}"] = {
                 "p_specimens": metric.paired_test(a.mean(axis=1), b.mean(axis=1)),
                 "mean_error_difference": float(a.mean() - b.mean()),
+                "mean_error_difference_ci": percentile_interval(
+                    resampled_means(a.mean(axis=1) - b.mean(axis=1), weights)),
                 "specimens_better": int((a.mean(axis=1) < b.mean(axis=1)).sum()),
                 "win_rate": wins.percent}
     return {"reference": reference, "landmark_names": list(landmarks),
