@@ -48,7 +48,7 @@ def worker(mode: str, cases: list[list[str]], repeat: int) -> None:
         times = []
         for _ in range(repeat):
             start = time.perf_counter()
-            result = scorer.score(comp, Path(path), Path(path).name, False)
+            result = scorer.score(comp, Path(path), Path(path).name, details=False)
             times.append(time.perf_counter() - start)
             if str(result.status) != "scored":
                 raise SystemExit(f"{root}: {result.status}: {result.error}")

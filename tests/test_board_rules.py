@@ -70,10 +70,10 @@ class ForcedScorer(ChildScorer):
         super().__init__()
         self.force: Status | None = None
 
-    def score(self, comp, path, file_name, details, started=None, **kwargs) -> ScoredFile:
+    def score(self, comp, path, file_name, *, details, started=None, **kwargs) -> ScoredFile:
         if self.force is not None:
             return ScoredFile(self.force, error=f"forced {self.force} (test double)")
-        return super().score(comp, path, file_name, details, started, **kwargs)
+        return super().score(comp, path, file_name, details=details, started=started, **kwargs)
 
 
 def board_of(comp: Path, url, clock=None, scorer=None) -> Board:

@@ -34,7 +34,7 @@ class SleepScorer(ChildScorer):
     """A scoring of known length: JOB_S seconds of sleep, then a fixed score (no child
     process, whose start and scoring would add a varying time to every job)."""
 
-    def score(self, comp: PreparedCompetition, path: Path, file_name: str, details: bool,
+    def score(self, comp: PreparedCompetition, path: Path, file_name: str, *, details: bool,
               started: Any = None) -> ScoredFile:
         time.sleep(JOB_S)
         return ScoredFile(Status.SCORED, public=0.5, private=0.5, score=0.5)

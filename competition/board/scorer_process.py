@@ -185,7 +185,7 @@ class ChildScorer:
         self.start_method = start_method
         self.bounded = bounded
 
-    def score(self, comp: PreparedCompetition, path: Path, file_name: str, details: bool,
+    def score(self, comp: PreparedCompetition, path: Path, file_name: str, *, details: bool,
               started: Callable[[int], None] | None = None) -> ScoredFile:
         """`started(pid)` is called with the child's pid once it runs (to record it)."""
         ctx: Any = multiprocessing.get_context(self.start_method)

@@ -198,7 +198,8 @@ class Submissions:
                      started: Callable[[int], None] | None = None) -> ScoredFile:
         """Score a stored file in a limited child process (`started(pid)` once it runs);
         writes nothing."""
-        return self.scorer.score(self.ctx.comp, path, file_name, self.tracking.enabled, started)
+        return self.scorer.score(self.ctx.comp, path, file_name,
+                                 details=self.tracking.enabled, started=started)
 
     def after_record(self, row: dict[str, Any], team: str, result: ScoredFile,
                      event: int | None = None) -> None:
