@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from competition.errors import CompetitionError
 
 if TYPE_CHECKING:
-    from competition.tasks.base import Source, Task
+    from competition.tasks.base import AnyTask, Source
 
 GROUP = "competition.tasks"
 
@@ -30,7 +30,7 @@ def task_names() -> list[str]:
 
 
 @functools.cache
-def get_task(name: str) -> Task:
+def get_task(name: str) -> AnyTask:
     """The task registered as `name`, or a clear error naming the installed ones."""
     from competition.tasks.base import Task
 
@@ -50,7 +50,7 @@ def get_task(name: str) -> Task:
     return task
 
 
-def find_source(kind: str) -> tuple[Task, Source]:
+def find_source(kind: str) -> tuple[AnyTask, Source]:
     """The task that prepares competitions of `kind`, and how."""
     kinds = all_sources()
     if kind not in kinds:
@@ -59,8 +59,8 @@ def find_source(kind: str) -> tuple[Task, Source]:
     return kinds[kind]
 
 
-def all_sources() -> dict[str, tuple[Task, Source]]:
-    found: dict[str, tuple[Task, Source]] = {}
+def all_sources() -> dict[str, tuple[AnyTask, Source]]:
+    found: dict[str, tuple[AnyTask, Source]] = {}
     for name in task_names():
         task = get_task(name)
         for kind, source in task.sources().items():

@@ -27,7 +27,7 @@ from competition.formats import maps as maps_format
 from competition.formats.jsonsafe import jsonable
 from competition.formats.pictures import gif
 from competition.progress import bar
-from competition.tasks.base import Maps, Task, Validation
+from competition.tasks.base import AnyTask, Maps, Validation
 from competition.tracking import runs as tracking
 from competition.training.entries import load_entry, resolve_config
 
@@ -104,7 +104,7 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
 
 
 def _train_predict_submit(the_run: _Run, train: Any,
-                          validation: Validation | None) -> dict[str, Any]:
+                          validation: Validation[Any] | None) -> dict[str, Any]:
     """Per-stage seconds go into `timings` (run.json's "timings"): each epoch's training
     (from the end of the previous epoch's validation picture, so the first includes the
     entry's own setup) and its validation picture, the final picture and the GIF, saving the
@@ -220,7 +220,7 @@ def _train_predict_submit(the_run: _Run, train: Any,
     return record
 
 
-def _predictions(task: Task, entry: ModuleType, model: Any, inputs: Any,
+def _predictions(task: AnyTask, entry: ModuleType, model: Any, inputs: Any,
                  config: dict[str, Any], maps: Maps | None) -> Any:
     """The entry's predictions, from the maps just computed where it can (the maps are not
     computed twice): where the task's maps are its predictions (coordinates), or where the
