@@ -162,6 +162,12 @@ def test_landmarks_json_shape_with_reference(demo_dirs, tmp_path, capsys):
     assert {"win_rate", "ties", "wins", "reference_rmse"} <= set(data)
     assert 50 < data["win_rate"] <= 100  # half the noise of the reference
     assert {"landmark", "rmse", "mean", "median", "win_rate"} <= set(data["per_landmark"][0])
+    # The task's detail table, printed as the task lays it out.
+    code, out, err = run_cli(["score", "landmarks", sub, "--solution", comp.solution_path,
+                              "--reference", ref], capsys)
+    assert code == 0, err
+    assert "per landmark (mm)" in out and "ties" in out  # headings wrap on a narrow console
+    assert f"{data['per_landmark'][0]['rmse']:.3f}" in out
 
 
 def test_human_readable_output(demo_dirs, tmp_path, capsys):
@@ -170,6 +176,7 @@ def test_human_readable_output(demo_dirs, tmp_path, capsys):
     path.write_text(nuclei_valid(comp))
     code, out, _ = run_cli(["score", comp, path], capsys)
     assert code == 0 and "score" in out and "1.000000" in out
+    assert "per_threshold" in out and "0.50:1.000000" in out  # numbers by name: one line
 
 
 def test_demo_command(tmp_path, capsys):
