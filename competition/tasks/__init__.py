@@ -4,6 +4,11 @@ A course adds a task in a package of its own: a `Task` subclass and, in that pac
 pyproject.toml, `[project.entry-points."competition.tasks"] mytask = "mypkg:MyTask"`.
 Nothing in the harness changes. Tasks are loaded on first use (importing one loads numpy and
 its readers), so listing names stays cheap.
+
+A task may add commands to the command line: a `typer.Typer` under the group
+`competition.commands`, by the task's name (`mytask = "mypkg.commands:app"` gives
+`competition mytask ...`). The CLI loads that module at every start, so it imports only Typer
+at module level and its commands import the task's code when they run.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ if TYPE_CHECKING:
     from competition.tasks.base import AnyTask, Source
 
 GROUP = "competition.tasks"
+COMMANDS_GROUP = "competition.commands"
 
 
 @functools.cache
@@ -27,6 +33,11 @@ def _entry_points() -> dict[str, EntryPoint]:
 
 def task_names() -> list[str]:
     return sorted(_entry_points())
+
+
+def command_entry_points() -> dict[str, EntryPoint]:
+    """The command groups tasks add to the CLI, by task name (not loaded)."""
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
 
 
 @functools.cache
