@@ -85,7 +85,7 @@ def test_smoke_run_on_demo_landmarks_and_its_use_as_reference(demo_dirs, tmp_pat
     smoke.write_text(yaml.safe_dump({**yaml.safe_load((FOLDER / "smoke.yaml").read_text()),
                                      "principal_axes_starts": True}))
     record = run(comp_dir, FOLDER, smoke)
-    assert record["status"] == "scored" and record["seconds_per_item"] > 0
+    assert record["status"] == "scored" and record["speeds"]["seconds_per_specimen"] > 0
     comp = PreparedCompetition.open(comp_dir)
     assert np.isfinite(scoring.score(comp, Path(record["submission"])).score)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,12 @@ def test_landmarks_json_shape_with_reference(demo_dirs, tmp_path, capsys):
     assert {"win_rate", "ties", "wins", "reference_rmse"} <= set(data)
     assert 50 < data["win_rate"] <= 100  # half the noise of the reference
     assert {"landmark", "rmse", "mean", "median", "win_rate"} <= set(data["per_landmark"][0])
+    # The task's detail table, printed as the task lays it out.
+    code, out, err = run_cli(["score", "landmarks", sub, "--solution", comp.solution_path,
+                              "--reference", ref], capsys)
+    assert code == 0, err
+    assert "per landmark (mm)" in out and "ties" in out  # headings wrap on a narrow console
+    assert f"{data['per_landmark'][0]['rmse']:.3f}" in out
 
 
 def test_human_readable_output(demo_dirs, tmp_path, capsys):
@@ -170,6 +177,7 @@ def test_human_readable_output(demo_dirs, tmp_path, capsys):
     path.write_text(nuclei_valid(comp))
     code, out, _ = run_cli(["score", comp, path], capsys)
     assert code == 0 and "score" in out and "1.000000" in out
+    assert "per_threshold" in out and "0.50:1.000000" in out  # numbers by name: one line
 
 
 def test_demo_command(tmp_path, capsys):
@@ -265,3 +273,49 @@ def test_demo_twice_reuses_its_folder_and_logs_nothing_again(tmp_path, capsys, m
     # The same table both times.
     table = [ln for ln in first.splitlines() if ln.startswith("│")]
     assert table == [ln for ln in second.splitlines() if ln.startswith("│")]
+
+
+TOY_COMMANDS = None  # set by the test below: a task's command group, loaded by entry point
+NOT_A_TYPER = ["not", "a", "typer"]
+
+
+def test_task_commands_join_under_the_task_name_and_a_broken_group_is_left_out(
+        monkeypatch, caplog):
+    import typer
+    from typer.testing import CliRunner
+
+    import competition.tasks
+    from competition.interfaces.cli.plugins import add_task_commands
+
+    group = typer.Typer()
+
+    @group.command()
+    def hello(name: str) -> None:
+        typer.echo(f"hello {name}")
+
+    @group.command()
+    def other() -> None:  # two commands: a group, not a single command
+        pass
+
+    monkeypatch.setattr(f"{__name__}.TOY_COMMANDS", group)
+    point = EntryPoint("toyish", f"{__name__}:TOY_COMMANDS", "competition.commands")
+    monkeypatch.setattr(competition.tasks, "command_entry_points", lambda: {
+        "toyish": point,
+        "broken": EntryPoint("broken", "tests.no_such_module:app", "competition.commands"),
+        "notyper": EntryPoint("notyper", f"{__name__}:NOT_A_TYPER", "competition.commands"),
+        "score": EntryPoint("score", point.value, "competition.commands"),
+    })
+    app = typer.Typer()
+
+    @app.command()
+    def score() -> None:
+        typer.echo("the harness's own score")
+
+    add_task_commands(app)
+    runner = CliRunner()
+    assert runner.invoke(app, ["toyish", "hello", "you"]).output == "hello you\n"
+    assert runner.invoke(app, ["score"]).output == "the harness's own score\n"
+    listed = runner.invoke(app, ["--help"]).output
+    assert "toyish" in listed and "broken" not in listed and "notyper" not in listed
+    warnings = " ".join(r.getMessage() for r in caplog.records)
+    assert "'broken'" in warnings and "'notyper'" in warnings and "'score'" in warnings

@@ -283,8 +283,10 @@ def test_the_cli_names_no_task():
 # --- pixels, scale, test-time augmentation, tuning ----------------------------------------------
 
 def test_stain_view_makes_nuclei_bright_in_every_modality():
-    from competition.tasks.nuclei.data import NucleiData, pixel_items
+    from competition.tasks.nuclei import NucleiTask
+    from competition.tasks.nuclei.data import NucleiData
 
+    pixel_items = NucleiTask().pixel_items
     rng = np.random.default_rng(2)
     for kind in ("fluorescence", "brightfield", "colour"):
         rgba, labels = nuclei_image(rng, (96, 96), kind)

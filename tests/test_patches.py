@@ -101,7 +101,9 @@ def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys)
     from tests.test_bad_input import run_cli
 
     comp = demo_dirs["demo-landmarks"]
-    code, out, err = run_cli(["patches", comp, "--out", tmp_path / "train"], capsys)
+    # The landmarks task's own command (its plugin adds it under the task's name).
+    code, out, err = run_cli(["landmarks", "patches", comp, "--out", tmp_path / "train"],
+                             capsys)
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "train" / "index.csv").open()))
     assert len(rows) == 8 * 10 * 4  # training specimens x landmarks x views
@@ -127,11 +129,12 @@ def test_patch_sets_for_training_and_test_specimens(demo_dirs, tmp_path, capsys)
     inside = [0 <= float(r["truth_col"]) < patches.SIZE for r in rows if r["view"] == "0"]
     assert np.mean(inside) > 0.95
 
-    code, out, err = run_cli(["patches", comp, "--out", tmp_path / "test", "--split", "test"],
-                             capsys)
+    code, out, err = run_cli(["landmarks", "patches", comp, "--out", tmp_path / "test",
+                              "--split", "test"], capsys)
     assert code == 2 and "--estimates" in err
-    code, out, err = run_cli(["patches", comp, "--out", tmp_path / "test", "--split", "test",
-                              "--estimates", comp / "public" / "sample_submission.csv"], capsys)
+    code, out, err = run_cli(["landmarks", "patches", comp, "--out", tmp_path / "test",
+                              "--split", "test", "--estimates",
+                              comp / "public" / "sample_submission.csv"], capsys)
     assert code == 0, err
     rows = list(csv.DictReader((tmp_path / "test" / "index.csv").open()))
     assert rows and all(r["truth_col"] == "" for r in rows)  # hidden landmarks never written

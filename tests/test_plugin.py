@@ -1,6 +1,6 @@
 """A task added by a package of its own: the toy task in tests/plugin, registered by an entry
 point on the path, goes through prepare -> submit -> board -> MLflow -> ensemble ->
-`competition run` with no change to the harness."""
+`competition run` with no change to the harness, and adds commands of its own."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ def toy_env(tmp_path_factory) -> dict[str, str]:
     info = site / "toy_task-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-task\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[competition.tasks]\ntoy = toy_task:ToyTask\n")
+    (info / "entry_points.txt").write_text("[competition.tasks]\ntoy = toy_task:ToyTask\n"
+                                           "[competition.commands]\n"
+                                           "toy = toy_task.commands:app\n")
     (root / "mlflow.yaml").write_text(
         f"tracking_uri: sqlite:///{root / 'mlflow.db'}\n"
         f"organizer_tracking_uri: sqlite:///{root / 'mlflow-organizers.db'}\n"
@@ -51,6 +53,10 @@ def test_a_toy_task_package_runs_the_whole_loop(toy_env):
     cli(toy_env, "prepare", "demo-toy", "--out", comp)
     assert "valid toy submission (10 values)" in cli(
         toy_env, "validate", comp, comp / "public" / "sample_submission.csv")
+    # The task's own commands, under its name.
+    assert "toy" in cli(toy_env, "--help")
+    assert cli(toy_env, "toy", "line", comp).startswith("y = 2.")  # y = 2x + 1 + noise
+    assert "30 training items" in cli(toy_env, "toy", "count", comp)
 
     submitted = json.loads(cli(toy_env, "submit", comp, comp / "public" / "sample_submission.csv",
                                "--team", "zeros", "--json"))

@@ -141,6 +141,17 @@ def test_every_scored_submission_is_logged_and_participants_never_see_private(
         # rows are exactly the public ones among them.
         assert {r[ITEM_KEY[kind]]: r["usage"] for r in table} == usage
         assert public_items == {r[ITEM_KEY[kind]] for r in table if r["usage"] == "Public"}
+        # The task's detail tables (landmarks: per landmark), a CSV for each split.
+        logged = {a.path for a in tracker.client.list_artifacts(runs[0].info.run_id, "scores")}
+        tables = {f"scores/per_landmark_{split}.csv" for split in ("public", "all")}
+        assert tables <= logged if kind == "demo-landmarks" else not tables & logged
+        if kind == "demo-landmarks":
+            rows = list(csv.DictReader(io.StringIO(artifact_text(
+                tracker.client, runs[0].info.run_id, "scores/per_landmark_all.csv",
+                tmp_path))))
+            landmarks = solution.landmarks
+            assert [r["landmark"] for r in rows] == landmarks
+            assert {"n", "rmse", "mean", "median"} <= set(rows[0])
 
 
 def test_rescore_logs_new_runs_that_match_the_store(tracked, demo_dirs, tmp_path):

@@ -12,7 +12,7 @@ from competition.formats.files import Limits, SubmissionFile
 
 if TYPE_CHECKING:
     from competition.configs import CompetitionConfig, RulesConfig
-    from competition.tasks.base import Task
+    from competition.tasks.base import AnyTask
 
 
 @dataclass
@@ -50,7 +50,7 @@ class PreparedCompetition:
         return self.config.title or self.name
 
     @property
-    def task(self) -> Task:
+    def task(self) -> AnyTask:
         from competition.tasks import get_task
 
         return get_task(self.config.task)

@@ -16,7 +16,7 @@ from competition.board.prepared import PreparedCompetition
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats.files import SubmissionFile
 from competition.tasks import get_task
-from competition.tasks.base import ScoreResult, Task
+from competition.tasks.base import ScoreResult, Scoring, TaskInfo
 
 T = TypeVar("T")
 
@@ -33,7 +33,7 @@ def located(file: SubmissionFile, fn: Callable[..., T], *args: Any) -> T:
 class Scorer:
     """Everything a competition's scores are computed against, loaded once."""
 
-    task: Task
+    task: Scoring[Any, Any]
     solution: Any
     reference: Any
     solution_sha256: str
@@ -53,7 +53,7 @@ class Scorer:
                        self.reference, only)
 
 
-def scorer_version(task: Task) -> str:
+def scorer_version(task: TaskInfo) -> str:
     return f"competition {__version__} ({task.name})"
 
 

@@ -1,5 +1,5 @@
-"""`competition patches`: write the landmark patch images of a prepared landmark competition
-(PNG files and an index CSV) for training elsewhere.
+"""`competition landmarks patches`: write the landmark patch images of a prepared landmark
+competition (PNG files and an index CSV) for training elsewhere.
 
 Training specimens: around estimates jittered from the manual landmarks (or around given
 estimates), with the manual landmark's pixel position in every image. Test specimens: around

@@ -4,6 +4,11 @@ A course adds a task in a package of its own: a `Task` subclass and, in that pac
 pyproject.toml, `[project.entry-points."competition.tasks"] mytask = "mypkg:MyTask"`.
 Nothing in the harness changes. Tasks are loaded on first use (importing one loads numpy and
 its readers), so listing names stays cheap.
+
+A task may add commands to the command line: a `typer.Typer` under the group
+`competition.commands`, by the task's name (`mytask = "mypkg.commands:app"` gives
+`competition mytask ...`). The CLI loads that module at every start, so it imports only Typer
+at module level and its commands import the task's code when they run.
 """
 
 from __future__ import annotations
@@ -15,9 +20,10 @@ from typing import TYPE_CHECKING
 from competition.errors import CompetitionError
 
 if TYPE_CHECKING:
-    from competition.tasks.base import Source, Task
+    from competition.tasks.base import AnyTask, Source
 
 GROUP = "competition.tasks"
+COMMANDS_GROUP = "competition.commands"
 
 
 @functools.cache
@@ -29,8 +35,13 @@ def task_names() -> list[str]:
     return sorted(_entry_points())
 
 
+def command_entry_points() -> dict[str, EntryPoint]:
+    """The command groups tasks add to the CLI, by task name (not loaded)."""
+    return {ep.name: ep for ep in entry_points(group=COMMANDS_GROUP)}
+
+
 @functools.cache
-def get_task(name: str) -> Task:
+def get_task(name: str) -> AnyTask:
     """The task registered as `name`, or a clear error naming the installed ones."""
     from competition.tasks.base import Task
 
@@ -50,7 +61,7 @@ def get_task(name: str) -> Task:
     return task
 
 
-def find_source(kind: str) -> tuple[Task, Source]:
+def find_source(kind: str) -> tuple[AnyTask, Source]:
     """The task that prepares competitions of `kind`, and how."""
     kinds = all_sources()
     if kind not in kinds:
@@ -59,8 +70,8 @@ def find_source(kind: str) -> tuple[Task, Source]:
     return kinds[kind]
 
 
-def all_sources() -> dict[str, tuple[Task, Source]]:
-    found: dict[str, tuple[Task, Source]] = {}
+def all_sources() -> dict[str, tuple[AnyTask, Source]]:
+    found: dict[str, tuple[AnyTask, Source]] = {}
     for name in task_names():
         task = get_task(name)
         for kind, source in task.sources().items():

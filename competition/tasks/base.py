@@ -2,19 +2,27 @@
 
 A task is a plugin: a class derived from `Task`, registered under the entry point group
 `competition.tasks` (see `competition.tasks`). The board, training, ensembles, tracking, the
-CLI and the portal call this interface and never name a task. A task says:
+CLI and the portal call this interface and never name a task. It comes in parts, each typed by
+what it reads and gives, so that a caller depends on the part it uses:
 
-- how competitions are prepared from its data sets (`sources`);
-- what a submission is and the limits that bound reading it (`limits`, `submission_suffix`),
-  how to validate and score one (`validate`, `score`; item rows with their public/private
-  usage; `direction`) and how item values aggregate into the score (`item_values`, `finish`);
-- what training data and test inputs are (`load_train`, `load_inputs`, `hold_out`), how
-  predictions become a submission file (`write_submission`);
-- what a prediction map is (`map_channels`, `map_dtype`; `pixel_items` gives images and
-  targets, and a map is keyed by its item's key), how maps become predictions
-  (`predictions_from_maps`, with the config keys `postprocess_keys`) and predictions maps
-  (`maps_from_predictions`), what a validation picture shows (`snapshot`);
-- a naive day-one submission for the demo (`naive_submission`).
+- `TaskInfo`: names, the score's `direction`, what an item is (`item_kind`, `item_key`) and
+  the suffix of submission files;
+- `Preparing`: how competitions are prepared from its data sets (`sources`), and a naive
+  day-one submission for the demo (`naive_submission`);
+- `DataFiles[D, P]`: what training data and test inputs are (`load_train`, `load_inputs`,
+  `hold_out`, `pixel_items`: images and targets for pixel models), how predictions `P` become
+  a submission file (`write_submission`);
+- `PredictionMaps[D, P]`: what a prediction map is (`map_channels`, `map_dtype`; a map is
+  keyed by its item's key), how maps become predictions (`predictions_from_maps`, with the
+  config keys `postprocess_keys`) and predictions maps (`maps_from_predictions`), what a
+  validation picture shows (`snapshot`);
+- `Scoring[S, V]`: what a solution `S` is (`load_solution`, `usage`), what a submission is and
+  the limits that bound reading it (`limits`, `validate` giving `V`, `describe`), how one is
+  scored (`score`; item rows with their public/private usage; `direction`), how item values
+  aggregate into the score (`item_values`, `finish`) and which detail fields are tables
+  (`detail_tables`).
+
+`Task[S, V, D, P]` is all of them; a plugin names its own types.
 
 Maps are dicts of arrays keyed by item id, the same for every task, so ensembles combine them
 without knowing the task.
@@ -23,11 +31,11 @@ without knowing the task.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 import numpy as np
 
@@ -36,6 +44,11 @@ from competition.formats.files import Limits, SubmissionFile
 from competition.formats.jsonsafe import jsonable
 
 Maps = dict[str, np.ndarray]
+
+S = TypeVar("S")  # the solution: the hidden labels as `load_solution` reads them
+V = TypeVar("V")  # a valid submission as `validate` parses it (reference predictions too)
+D = TypeVar("D")  # training data and test inputs as `load_train`/`load_inputs` read them
+P = TypeVar("P")  # an entry's predictions of inputs, as `write_submission` takes them
 
 
 class Direction(StrEnum):
@@ -147,14 +160,43 @@ def refuse_spec(spec: str | None, what: str) -> None:
 
 
 @dataclass
-class Validation:
+class Validation(Generic[D]):
     """One training item held out of training: its input (for the entry), its picture and
     its labels (per-epoch scores and pictures; participants may see training labels)."""
 
     name: str
-    inputs: Any
+    inputs: D
     image: np.ndarray
     truth: np.ndarray
+
+
+@dataclass(frozen=True)
+class Column:
+    """A column of a detail table as a console shows it: the row field, its heading and a
+    format spec for numbers (e.g. ".3f"; empty: as it is)."""
+
+    key: str
+    heading: str
+    spec: str = ""
+
+    def cell(self, row: Mapping[str, Any]) -> str:
+        value = row.get(self.key)
+        if value is None:
+            return "-"
+        return format(value, self.spec) if self.spec and isinstance(value, (int, float)) \
+            else str(value)
+
+
+@dataclass(frozen=True)
+class DetailTable:
+    """A table among a score's detail fields (rows of one kind, e.g. one per landmark).
+    Tracking logs its rows as `scores/<name>_<split>.csv` (every field); `competition score`
+    prints `columns` under `title`."""
+
+    name: str
+    title: str
+    rows: list[dict[str, Any]]
+    columns: tuple[Column, ...]
 
 
 @dataclass
@@ -172,7 +214,11 @@ class PixelItem:
     objects: np.ndarray | None = None
 
 
-class Task(ABC):
+# --- the parts of a task: each caller depends on the part it uses --------------------------
+
+class TaskInfo(ABC):
+    """What every part of a task says of it: its names, its score and its items."""
+
     name: ClassVar[str]
     title: ClassVar[str]
     metric: ClassVar[str]  # one line: what the score is
@@ -181,12 +227,81 @@ class Task(ABC):
     item_kind: ClassVar[str]  # what a test item is: image, slice, specimen...
     item_key: ClassVar[str]  # the id field of an item row
     submission_suffix: ClassVar[str]  # of the file `competition run` writes and the store keeps
-    limits: ClassVar[Limits] = Limits()  # max_bytes is replaced by the competition's rule
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.direction.higher_is_better
+
+
+class Preparing(TaskInfo):
+    """Competitions from data sets (`competition prepare`), and the demo's day-one file."""
+
+    @abstractmethod
+    def sources(self) -> dict[str, Source]:
+        """The kinds this task prepares competitions from, by name."""
+
+    @abstractmethod
+    def naive_submission(self, public: Path) -> bytes:
+        """What a participant might submit on day one (the demo ranks it)."""
+
+
+class DataFiles(TaskInfo, Generic[D, P]):
+    """The data set as entries see it: training data and test inputs read from a prepared
+    competition's public files (`D`), predictions (`P`) written as a submission file."""
+
     prediction: ClassVar[str]  # what an entry's predict() gives per item, e.g. "instances"
+
+    @abstractmethod
+    def load_train(self, public: Path) -> D:
+        """The public training data, in arrays."""
+
+    @abstractmethod
+    def load_inputs(self, public: Path, folder: Path | None = None) -> D:
+        """The test inputs, or any folder of inputs in the data set's download layout."""
+
+    @abstractmethod
+    def write_submission(self, inputs: D, predictions: P) -> bytes:
+        """A submission file from an entry's predictions of `inputs`."""
+
+    def hold_out(self, train: D, seed: int = 0) -> tuple[D, Validation[D] | None]:
+        """Training data less one validation item, or unchanged with None."""
+        return train, None
+
+    def pixel_items(self, data: D) -> list[PixelItem]:
+        """Training data or inputs as images (with targets where labels are known)."""
+        raise CompetitionError(f"the {self.name} task has no pixel maps")
+
+
+class PredictionMaps(TaskInfo, Generic[D, P]):
+    """Prediction maps (dicts of arrays keyed by item id, what ensembles combine) and the
+    predictions they amount to."""
+
     map_channels: ClassVar[tuple[str, ...]] = ()  # dense tasks: a prediction map's channels
     map_dtype: ClassVar[str] = "float16"
     maps_are_predictions: ClassVar[bool] = False  # maps need no post-processing at all
     postprocess_keys: ClassVar[tuple[str, ...]] = ()  # entry config keys maps -> predictions
+
+    def predictions_from_maps(self, maps: Maps, config: dict[str, Any]) -> P:
+        """Predictions (what `write_submission` takes) from probability maps. By default the
+        maps themselves: a task whose maps are its predictions has `P` = `Maps`."""
+        return cast(P, maps)
+
+    def maps_from_predictions(self, inputs: D, predictions: P) -> Maps:
+        """The maps a prediction amounts to (hard 0/1 maps for masks): what an entry that
+        predicts no probabilities contributes to an ensemble."""
+        raise CompetitionError(f"the {self.name} task has no maps of predictions")
+
+    def snapshot(self, maps: Maps, validation: Validation[D],
+                 config: dict[str, Any]) -> tuple[np.ndarray, float]:
+        """A picture (RGB) and the score of the validation item from its maps."""
+        raise CompetitionError(f"the {self.name} task draws no validation pictures")
+
+
+class Scoring(TaskInfo, Generic[S, V]):
+    """Solutions (`S`) read, submission files validated (`V`) and scored, scores aggregated
+    and their details shown."""
+
+    limits: ClassVar[Limits] = Limits()  # max_bytes is replaced by the competition's rule
     supports_reference: ClassVar[bool] = False  # scores against reference predictions
     # Per-item metrics that `item_values` carries, in order (boards show their means and may
     # rank by the mean of per-item ranks); empty: the item values are the score's alone.
@@ -198,41 +313,33 @@ class Task(ABC):
     scoring_memory_mb: ClassVar[int | None] = None
     scoring_cpu_seconds: ClassVar[int | None] = None
 
-    @property
-    def higher_is_better(self) -> bool:
-        return self.direction.higher_is_better
-
-    # --- preparing ---------------------------------------------------------------------------
-
     @abstractmethod
-    def sources(self) -> dict[str, Source]:
-        """The kinds this task prepares competitions from, by name."""
-
-    # --- solutions, validation, scoring ---------------------------------------------------
-
-    @abstractmethod
-    def load_solution(self, path: Path) -> Any:
+    def load_solution(self, path: Path) -> S:
         """The hidden labels (with their Usage split, where the files have one)."""
 
     def solution_files(self, path: Path) -> list[Path]:
         """Every file the solution at `path` is read from (for its hash)."""
         return [Path(path)]
 
-    def load_reference(self, path: Path, solution: Any) -> Any:
+    def load_reference(self, path: Path, solution: S) -> V:
         """Reference predictions a score is compared with (e.g. a win rate)."""
         raise CompetitionError(f"the {self.name} task has no reference predictions")
 
     @abstractmethod
-    def validate(self, submission: SubmissionFile, solution: Any) -> Any:
+    def usage(self, solution: S) -> dict[str, str | None]:
+        """Each test item's usage (Public, Private or None), by item id as maps key it."""
+
+    @abstractmethod
+    def validate(self, submission: SubmissionFile, solution: S) -> V:
         """The parsed submission, or a SubmissionError that says where and why. Only public
         facts of the solution (ids, shapes) may reach a message."""
 
     @abstractmethod
-    def describe(self, parsed: Any) -> str:
+    def describe(self, parsed: V) -> str:
         """A short summary of a valid submission, e.g. "15 images, 120 objects"."""
 
     @abstractmethod
-    def score(self, submission: SubmissionFile, solution: Any, reference: Any = None,
+    def score(self, submission: SubmissionFile, solution: S, reference: V | None = None,
               only: str | None = None) -> ScoreResult:
         """Validate and score; `only` ("Public"/"Private") scores that split's items. A task
         that can, sets the result's `subset` so that one pass also gives each split's
@@ -246,54 +353,23 @@ class Task(ABC):
     def finish(self, means: np.ndarray) -> np.ndarray:
         """The score from the items' mean values (..., k)."""
 
-    @abstractmethod
-    def usage(self, solution: Any) -> dict[str, str | None]:
-        """Each test item's usage (Public, Private or None), by item id as maps key it."""
-
-    # --- training data and predictions ---------------------------------------------------
-
-    @abstractmethod
-    def load_train(self, public: Path) -> Any:
-        """The public training data, in arrays."""
-
-    @abstractmethod
-    def load_inputs(self, public: Path, folder: Path | None = None) -> Any:
-        """The test inputs, or any folder of inputs in the data set's download layout."""
-
-    @abstractmethod
-    def write_submission(self, inputs: Any, predictions: Any) -> bytes:
-        """A submission file from an entry's predictions of `inputs`."""
-
-    def hold_out(self, train: Any, seed: int = 0) -> tuple[Any, Validation | None]:
-        """Training data less one validation item, or unchanged with None."""
-        return train, None
-
-    def predictions_from_maps(self, maps: Maps, config: dict[str, Any]) -> Any:
-        """Predictions (what `write_submission` takes) from probability maps."""
-        return maps
-
-    def maps_from_predictions(self, inputs: Any, predictions: Any) -> Maps:
-        """The maps a prediction amounts to (hard 0/1 maps for masks): what an entry that
-        predicts no probabilities contributes to an ensemble."""
-        raise CompetitionError(f"the {self.name} task has no maps of predictions")
-
-    def snapshot(self, maps: Maps, validation: Validation,
-                 config: dict[str, Any]) -> tuple[np.ndarray, float]:
-        """A picture (RGB) and the score of the validation item from its maps."""
-        raise CompetitionError(f"the {self.name} task draws no validation pictures")
-
-    def pixel_items(self, data: Any) -> list[PixelItem]:
-        """Training data or inputs as images (with targets where labels are known)."""
-        raise CompetitionError(f"the {self.name} task has no pixel maps")
-
-    # --- demo --------------------------------------------------------------------------------
-
-    @abstractmethod
-    def naive_submission(self, public: Path) -> bytes:
-        """What a participant might submit on day one (the demo ranks it)."""
+    def detail_tables(self, fields: Mapping[str, Any]) -> list[DetailTable]:
+        """The tables among a score's detail fields (`ScoreResult.fields`, or one split's as
+        stored): each is logged as a CSV artifact and printed by `competition score`."""
+        return []
 
 
-def aggregate(task: Task, values: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+class Task(Preparing, DataFiles[D, P], PredictionMaps[D, P], Scoring[S, V], Generic[S, V, D, P]):
+    """A whole task: every part, over its solution `S`, parsed submission `V`, data `D` and
+    predictions `P`. A plugin derives from it with its own types, e.g.
+    `class NucleiTask(Task[Solution, dict[str, NucleiImage], NucleiData, Instances])`."""
+
+
+AnyTask = Task[Any, Any, Any, Any]  # a task whose types the caller does not know
+
+
+def aggregate(task: Scoring[Any, Any], values: np.ndarray,
+              weights: np.ndarray | None = None) -> np.ndarray:
     """A task's score of items with `values` (n_items, k), optionally under resampling
     `weights` (..., n_items) that sum to n_items: every task's score is a function of the
     (weighted) mean of its item values, which makes the bootstrap one matrix product."""

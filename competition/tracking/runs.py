@@ -340,10 +340,13 @@ def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
         return run_id
     if tracker.config.item_tables:
         tracker.log_bytes(run_id, rows_csv(rows), f"scores/per_{record.item_kind}.csv")
+    # The task says which of its detail fields are tables (e.g. per landmark): a CSV each.
+    from competition.tasks import get_task
+
+    task = get_task(record.task)
     for split in ("public", "all") if organizer else ("public",):
-        table = record.details.get(split, {}).get("per_landmark")
-        if table:
-            tracker.log_bytes(run_id, rows_csv(table), f"scores/per_landmark_{split}.csv")
+        for table in task.detail_tables(record.details.get(split, {})):
+            tracker.log_bytes(run_id, rows_csv(table.rows), f"scores/{table.name}_{split}.csv")
     tracker.end(run_id)
     return run_id
 

@@ -27,7 +27,7 @@ from competition.formats import maps as maps_format
 from competition.formats.jsonsafe import jsonable
 from competition.formats.pictures import gif
 from competition.progress import bar
-from competition.tasks.base import Maps, Task, Validation
+from competition.tasks.base import AnyTask, Maps, Validation
 from competition.tracking import runs as tracking
 from competition.training.entries import load_entry, resolve_config
 
@@ -90,10 +90,11 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
             train, validation)
         timings["total"] = time.perf_counter() - run_start
         record["timings"] = _rounded(timings)
-        tracked.log(metrics={k: record[k] for k in ("fit_seconds", "predict_seconds",
-                                                   "images_per_second", "seconds_per_item",
-                                                   "public_score", "val_score")
-                             if isinstance(record.get(k), (int, float))},
+        metrics = {k: record.get(k) for k in ("fit_seconds", "predict_seconds",
+                                              "images_per_second", "public_score",
+                                              "val_score")}
+        tracked.log(metrics={k: v for k, v in {**metrics, **record["speeds"]}.items()
+                             if isinstance(v, (int, float))},
                     tags={"submission_id": record.get("submission_id", "none"),
                           "mlflow.note.content": f"`competition run` of {name} on {comp.name}"})
         record["mlflow_run_id"] = tracked.run_id
@@ -104,7 +105,7 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
 
 
 def _train_predict_submit(the_run: _Run, train: Any,
-                          validation: Validation | None) -> dict[str, Any]:
+                          validation: Validation[Any] | None) -> dict[str, Any]:
     """Per-stage seconds go into `timings` (run.json's "timings"): each epoch's training
     (from the end of the previous epoch's validation picture, so the first includes the
     entry's own setup) and its validation picture, the final picture and the GIF, saving the
@@ -192,8 +193,7 @@ def _train_predict_submit(the_run: _Run, train: Any,
         "entry": name, "competition": comp.name, "task": task.name, "config": config,
         "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
         "images_per_second": getattr(model, "images_per_second", None),
-        "seconds_per_item": model.get("seconds_per_specimen") if isinstance(model, dict)
-        else None,
+        "speeds": _speeds(model),
         "validation_item": validation.name if validation else None, "val_score": val_score,
         "report": getattr(model, "report", None),
         "history": history, "submission": str(path), "inputs": str(inputs or "test"),
@@ -220,7 +220,7 @@ def _train_predict_submit(the_run: _Run, train: Any,
     return record
 
 
-def _predictions(task: Task, entry: ModuleType, model: Any, inputs: Any,
+def _predictions(task: AnyTask, entry: ModuleType, model: Any, inputs: Any,
                  config: dict[str, Any], maps: Maps | None) -> Any:
     """The entry's predictions, from the maps just computed where it can (the maps are not
     computed twice): where the task's maps are its predictions (coordinates), or where the
@@ -231,6 +231,17 @@ def _predictions(task: Task, entry: ModuleType, model: Any, inputs: Any,
     if maps is not None and callable(from_maps):
         return from_maps(task, model, maps, config)
     return entry.predict(task, model, inputs, config)
+
+
+def _speeds(model: Any) -> dict[str, float]:
+    """The throughput figures an entry's model reports under names of its own (e.g.
+    {"seconds_per_specimen": 41.2}): its `speeds` mapping, a key of a dict model or an
+    attribute. Numbers only; none when it reports none."""
+    found = model.get("speeds") if isinstance(model, dict) else getattr(model, "speeds", None)
+    if not isinstance(found, dict):
+        return {}
+    return {str(k): float(v) for k, v in found.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 @contextlib.contextmanager

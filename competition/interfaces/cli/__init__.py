@@ -5,8 +5,9 @@ each command imports what it uses, so `competition --help` loads no numpy, MLflo
 TensorFlow, and scoring a CSV loads no mesh or deep-learning library.
 
 One module per area (competitions, scoring, submitting, training, serving); each adds its
-commands to `root.app` when imported here. A task adds its own commands through its plugin
-(`Task.cli_commands`).
+commands to `root.app` when imported here. A task adds its own commands under its name through
+the entry point group `competition.commands` (`plugins.add_task_commands`), e.g.
+`competition landmarks patches`.
 
 Exit codes: 0 done; 2 refused (a malformed file, an invalid or failed submission, a rule, a
 usage error: one line on stderr, never a traceback); 1 an internal error; 130 interrupted.
@@ -21,6 +22,7 @@ import sys
 
 from competition.errors import CompetitionError
 from competition.interfaces.cli.output import err, escape
+from competition.interfaces.cli.plugins import add_task_commands
 from competition.interfaces.cli.root import app
 
 __all__ = ["app", "main"]
@@ -28,6 +30,7 @@ __all__ = ["app", "main"]
 # Imported in this order, each adds its commands to `app`: `--help` lists them so.
 for _area in ("competitions", "scoring", "submitting", "training", "serving"):
     importlib.import_module(f"competition.interfaces.cli.{_area}")
+add_task_commands(app)
 
 
 def main() -> None:

@@ -44,7 +44,7 @@ def score(
     submission: Path = typer.Argument(..., help="The submission file."),
     solution: Path | None = typer.Option(None, help="Solution file (standalone form)."),
     reference: Path | None = typer.Option(None, help="Reference predictions to compare with "
-                                          "(e.g. for the landmarks' win rate)."),
+                                          "(e.g. for a win rate)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     per_image: bool = typer.Option(False, "--per-image", help="Add the per-item table "
                                    "(images, slices, specimens...)."),
@@ -74,21 +74,27 @@ def score(
 def _print_score(result: ScoreResult, per_item: bool) -> None:
     from rich.table import Table
 
+    from competition.tasks import get_task
+
     data = result.as_json(per_item)
     table = Table(title=f"{result.task}: {result.metric}", show_header=False)
     for key in ("score", "public", "private"):
         table.add_row(key, fmt(data[key]))
+    shown = {"task", "metric", "score", "public", "private", "higher_is_better"}
     for key, value in data.items():
-        if key in ("task", "metric", "score", "public", "private", "higher_is_better") or \
-                isinstance(value, (dict, list)):
-            continue
-        table.add_row(escape(key), escape(fmt(value)))
-    if "per_threshold" in data:
-        table.add_row("per_threshold", " ".join(f"{k}:{fmt(v)}"
-                                                 for k, v in data["per_threshold"].items()))
+        if key not in shown and not isinstance(value, (dict, list)):
+            table.add_row(escape(key), escape(fmt(value)))
+    # A field of numbers by name (e.g. a precision per threshold) fits on one line.
+    for key, value in data.items():
+        if key not in shown and _numbers_by_name(value):
+            table.add_row(escape(key), escape(" ".join(f"{k}:{fmt(v)}"
+                                                       for k, v in value.items())))
     out(table)
-    if data.get("per_landmark"):
-        _print_per_landmark(data["per_landmark"])
+    for detail in get_task(result.task).detail_tables(data):
+        shown_table = Table(*(c.heading for c in detail.columns), title=detail.title)
+        for row in detail.rows:
+            shown_table.add_row(*(escape(c.cell(row)) for c in detail.columns))
+        out(shown_table)
     if per_item:
         rows = data[f"per_{result.item_kind}"]
         if rows:
@@ -98,20 +104,6 @@ def _print_score(result: ScoreResult, per_item: bool) -> None:
             out(items)
 
 
-def _print_per_landmark(rows: list[dict[str, Any]]) -> None:
-    """The published layout: landmark, specimens, errors, and how often the submission beats
-    the reference (e.g. ALPACA) on that landmark."""
-    from rich.table import Table
-
-    with_reference = "win_rate" in rows[0]
-    columns = ["landmark", "specimens", "RMSE", "mean", "median"]
-    if with_reference:
-        columns += ["% better than reference", "ties", "reference mean"]
-    table = Table(*columns, title="per landmark (mm)")
-    for row in rows:
-        cells = [escape(str(row["landmark"])), str(row["n"]), f"{row['rmse']:.3f}",
-                 f"{row['mean']:.3f}", f"{row['median']:.3f}"]
-        if with_reference:
-            cells += [f"{row['win_rate']:.1f}", str(row["ties"]), f"{row['reference_mean']:.3f}"]
-        table.add_row(*cells)
-    out(table)
+def _numbers_by_name(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values())

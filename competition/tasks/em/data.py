@@ -10,7 +10,7 @@ from scipy import ndimage
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import em_tiff
-from competition.tasks.base import PixelItem, Validation
+from competition.tasks.base import DataFiles, PixelItem, Validation
 
 
 @dataclass
@@ -33,39 +33,41 @@ def read_stack(path: Path) -> np.ndarray:
         raise CompetitionError(f"{path}: unreadable ({e.strerror or e})") from None
 
 
-def load_train(public: Path) -> EmData:
-    return EmData(read_stack(public / "train-volume.tif"), read_stack(public / "train-labels.tif"))
+class EmFiles(DataFiles[EmData, np.ndarray]):
+    """The `DataFiles` part of the EM task: TIFF stacks read, cell probabilities (slices, H,
+    W) written as a float32 TIFF stack, slices as pixel items."""
 
+    def load_train(self, public: Path) -> EmData:
+        return EmData(read_stack(public / "train-volume.tif"),
+                      read_stack(public / "train-labels.tif"))
 
-def load_inputs(public: Path, folder: Path | None = None) -> EmData:
-    return EmData(read_stack(Path(folder) if folder else public / "test-volume.tif"))
+    def load_inputs(self, public: Path, folder: Path | None = None) -> EmData:
+        return EmData(read_stack(Path(folder) if folder else public / "test-volume.tif"))
 
+    def write_submission(self, inputs: EmData, predictions: np.ndarray) -> bytes:
+        """Cell probabilities (slices, H, W) -> a float32 TIFF stack in [0, 1]."""
+        return em_tiff.write_stack(np.clip(np.asarray(predictions, dtype=np.float32), 0, 1))
 
-def write_submission(inputs: EmData, predictions: np.ndarray) -> bytes:
-    """Cell probabilities (slices, H, W) -> a float32 TIFF stack in [0, 1]."""
-    return em_tiff.write_stack(np.clip(np.asarray(predictions, dtype=np.float32), 0, 1))
+    def hold_out(self, train: EmData,
+                 seed: int = 0) -> tuple[EmData, Validation[EmData] | None]:
+        """Training data less its last slice (neighbouring slices are nearly identical: an
+        inner slice would leak)."""
+        if len(train.volume) < 2 or train.labels is None:
+            return train, None
+        z = len(train.volume) - 1
+        return (EmData(train.volume[:z], train.labels[:z]),
+                Validation(f"slice {z}", EmData(train.volume[z:]), train.volume[z],
+                           train.labels[z]))
 
-
-def hold_out(train: EmData, seed: int = 0) -> tuple[EmData, Validation | None]:
-    """Training data less its last slice (neighbouring slices are nearly identical: an inner
-    slice would leak)."""
-    if len(train.volume) < 2 or train.labels is None:
-        return train, None
-    z = len(train.volume) - 1
-    return (EmData(train.volume[:z], train.labels[:z]),
-            Validation(f"slice {z}", EmData(train.volume[z:]), train.volume[z],
-                       train.labels[z]))
-
-
-def pixel_items(data: EmData) -> list[PixelItem]:
-    """Each slice as recorded (cells bright, membranes dark); with labels, the cell target
-    and the cells as objects (for weight maps)."""
-    items = []
-    for z, raw in enumerate(data.volume):
-        item = PixelItem(str(z), raw.astype(np.float32))
-        if data.labels is not None:
-            cells = data.labels[z] > 0
-            item.targets = cells[..., None].astype(np.float32)
-            item.objects = ndimage.label(cells)[0]
-        items.append(item)
-    return items
+    def pixel_items(self, data: EmData) -> list[PixelItem]:
+        """Each slice as recorded (cells bright, membranes dark); with labels, the cell
+        target and the cells as objects (for weight maps)."""
+        items = []
+        for z, raw in enumerate(data.volume):
+            item = PixelItem(str(z), raw.astype(np.float32))
+            if data.labels is not None:
+                cells = data.labels[z] > 0
+                item.targets = cells[..., None].astype(np.float32)
+                item.objects = ndimage.label(cells)[0]
+            items.append(item)
+        return items

@@ -20,7 +20,6 @@ from competition.metrics import em as metric
 from competition.tasks.base import (
     Direction,
     Maps,
-    PixelItem,
     ScoreResult,
     Source,
     Task,
@@ -28,7 +27,8 @@ from competition.tasks.base import (
     positions_of,
     usage_masks,
 )
-from competition.tasks.em import data, naive, pictures, prepare, synthetic
+from competition.tasks.em import naive, pictures, prepare, synthetic
+from competition.tasks.em.data import EmData, EmFiles
 
 
 @dataclass
@@ -37,7 +37,7 @@ class EmSolution:
     usage: list[str] | None
 
 
-class EmTask(Task):
+class EmTask(EmFiles, Task[EmSolution, np.ndarray, EmData, np.ndarray]):
     name = "em"
     title = "EM membrane segmentation"
     metric = ("ISBI 2012 foreground-restricted Rand score after border thinning (V_rand), "
@@ -102,8 +102,8 @@ class EmTask(Task):
     def describe(self, proposal: np.ndarray) -> str:
         return f"{proposal.shape[0]} slices of {proposal.shape[1]}x{proposal.shape[2]}"
 
-    def score(self, submission: SubmissionFile, solution: EmSolution, reference: Any = None,
-              only: str | None = None) -> ScoreResult:
+    def score(self, submission: SubmissionFile, solution: EmSolution,
+              reference: np.ndarray | None = None, only: str | None = None) -> ScoreResult:
         """`only` ("Public"/"Private"): the whole stack is validated, the slices of that usage
         scored (detail metrics of one split)."""
         proposal = self.validate(submission, solution)
@@ -118,34 +118,18 @@ class EmTask(Task):
         return summarize(tables, solution.usage, thresholds, slices,
                          list(range(len(solution.labels))))
 
-    # --- training data and predictions ---------------------------------------------------
-
-    def load_train(self, public: Path) -> data.EmData:
-        return data.load_train(public)
-
-    def load_inputs(self, public: Path, folder: Path | None = None) -> data.EmData:
-        return data.load_inputs(public, folder)
-
-    def write_submission(self, inputs: data.EmData, predictions: np.ndarray) -> bytes:
-        return data.write_submission(inputs, predictions)
-
-    def hold_out(self, train: data.EmData,
-                 seed: int = 0) -> tuple[data.EmData, Validation | None]:
-        return data.hold_out(train, seed)
-
-    def pixel_items(self, data_: data.EmData) -> list[PixelItem]:
-        return data.pixel_items(data_)
+    # --- predictions and the demo ------------------------------------------------------------
 
     def predictions_from_maps(self, maps: Maps, config: dict[str, Any]) -> np.ndarray:
         """The cell-probability stack (maps by slice number, (H, W) or (H, W, 1))."""
         slices = [np.asarray(maps[k], np.float32) for k in sorted(maps, key=int)]
         return np.clip(np.stack([s[..., 0] if s.ndim == 3 else s for s in slices]), 0, 1)
 
-    def maps_from_predictions(self, inputs: data.EmData, predictions: np.ndarray) -> Maps:
+    def maps_from_predictions(self, inputs: EmData, predictions: np.ndarray) -> Maps:
         """The probability stack as one map per slice."""
         return {str(z): np.asarray(p, np.float32)[..., None] for z, p in enumerate(predictions)}
 
-    def snapshot(self, maps: Maps, validation: Validation,
+    def snapshot(self, maps: Maps, validation: Validation[EmData],
                  config: dict[str, Any]) -> tuple[np.ndarray, float]:
         probability = self.predictions_from_maps(maps, config)[0]
         v_rand = float(metric.score_slice(validation.truth, probability,
@@ -153,7 +137,8 @@ class EmTask(Task):
         return pictures.frame(validation.image, probability, validation.truth), v_rand
 
     def naive_submission(self, public: Path) -> bytes:
-        return naive.naive_submission(public)
+        inputs = self.load_inputs(public)
+        return self.write_submission(inputs, naive.smoothed_intensity(inputs.volume))
 
 
 def score_stack(labels: np.ndarray, proposal: np.ndarray,

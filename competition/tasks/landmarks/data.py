@@ -10,6 +10,7 @@ import numpy as np
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import landmarks_csv, meshes
+from competition.tasks.base import DataFiles, Maps
 
 
 @dataclass
@@ -40,23 +41,25 @@ def read_meshes(folder: Path) -> tuple[list[str], list[Any]]:
     return [p.stem for p in paths], [meshes.read_mesh(p.read_bytes(), str(p)) for p in paths]
 
 
-def load_train(public: Path) -> LandmarkData:
-    names, points = _names_and_points(public)
-    ids, surfaces = read_meshes(public / "train" / "Models")
-    missing = [i for i in ids if i not in points]
-    if missing:
-        raise CompetitionError(f"{public / 'train_landmarks.csv'}: no landmarks for {missing[0]}")
-    return LandmarkData(ids, surfaces, names,
-                        np.array([[points[i][lm] for lm in names] for i in ids]))
+class LandmarkFiles(DataFiles[LandmarkData, Maps]):
+    """The `DataFiles` part of the landmarks task: meshes and landmark tables read,
+    predicted points ({specimen: (landmarks, 3)}) written as the landmark CSV."""
 
+    def load_train(self, public: Path) -> LandmarkData:
+        names, points = _names_and_points(public)
+        ids, surfaces = read_meshes(public / "train" / "Models")
+        missing = [i for i in ids if i not in points]
+        if missing:
+            raise CompetitionError(f"{public / 'train_landmarks.csv'}: no landmarks for "
+                                   f"{missing[0]}")
+        return LandmarkData(ids, surfaces, names,
+                            np.array([[points[i][lm] for lm in names] for i in ids]))
 
-def load_inputs(public: Path, folder: Path | None = None) -> LandmarkData:
-    names, _ = _names_and_points(public)
-    return LandmarkData(*read_meshes(folder or public / "test" / "Models"), names)
+    def load_inputs(self, public: Path, folder: Path | None = None) -> LandmarkData:
+        names, _ = _names_and_points(public)
+        return LandmarkData(*read_meshes(folder or public / "test" / "Models"), names)
 
-
-def write_submission(inputs: LandmarkData, predictions: dict[str, np.ndarray]) -> bytes:
-    """{specimen: (landmarks, 3)} -> the landmark CSV."""
-    return landmarks_csv.write_points([(i, lm, predictions[i][k]) for i in inputs.ids
-                                       for k, lm in enumerate(inputs.landmarks)])
-
+    def write_submission(self, inputs: LandmarkData, predictions: Maps) -> bytes:
+        """{specimen: (landmarks, 3)} -> the landmark CSV."""
+        return landmarks_csv.write_points([(i, lm, predictions[i][k]) for i in inputs.ids
+                                           for k, lm in enumerate(inputs.landmarks)])

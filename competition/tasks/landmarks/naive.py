@@ -1,5 +1,5 @@
-"""A day-one landmark submission (the demo ranks it): align one training skull to each test
-skull by centroid and principal axes (the sign ambiguity settled by nearest-neighbour
+"""A day-one landmark submission's points (the demo ranks it): align one training skull to each
+test skull by centroid and principal axes (the sign ambiguity settled by nearest-neighbour
 distance) and carry its landmarks over."""
 
 from __future__ import annotations
@@ -9,19 +9,23 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
-from competition.formats import landmarks_csv, meshes
+from competition.formats import meshes
+from competition.tasks.base import Maps
+from competition.tasks.landmarks.data import LandmarkData
 
 
-def naive_submission(public: Path) -> bytes:
+def transferred(public: Path, inputs: LandmarkData) -> Maps:
+    """Each input specimen's landmarks ({specimen: (landmarks, 3)}, in `inputs.landmarks`
+    order), carried over from the first training skull."""
     template_ply = sorted((public / "train" / "Models").glob("*.ply"))[0]
     template = np.asarray(meshes.read_mesh(template_ply.read_bytes(), template_ply.name).vertices)
     marks_path = public / "train" / "LMs" / f"{template_ply.stem}.mrk.json"
     marks = meshes.read_markups(marks_path.read_bytes(), marks_path.name)
     t_center, t_axes = principal_axes(template)
     tree = cKDTree(template - t_center)
-    rows = []
-    for ply in sorted((public / "test" / "Models").glob("*.ply")):
-        target = np.asarray(meshes.read_mesh(ply.read_bytes(), ply.name).vertices)
+    out: Maps = {}
+    for specimen, mesh in zip(inputs.ids, inputs.meshes, strict=True):
+        target = np.asarray(mesh.vertices)
         center, axes = principal_axes(target)
         sample = (target - center)[:: max(1, len(target) // 2000)]
         best = None
@@ -33,10 +37,10 @@ def naive_submission(public: Path) -> bytes:
         assert best is not None
         rotation = best[1]
         target_tree = cKDTree(target)
-        for name, point in marks.items():
-            moved = (point - t_center) @ rotation + center
-            rows.append((ply.stem, name, target[target_tree.query(moved)[1]]))
-    return landmarks_csv.write_points(rows)
+        out[specimen] = np.array([target[target_tree.query((marks[name] - t_center)
+                                                           @ rotation + center)[1]]
+                                  for name in inputs.landmarks])
+    return out
 
 
 def principal_axes(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,8 @@ from competition.formats import landmarks_csv
 from competition.formats.files import SubmissionFile
 from competition.metrics import landmarks as metric
 from competition.tasks.base import (
+    Column,
+    DetailTable,
     Direction,
     Maps,
     ScoreResult,
@@ -22,7 +24,8 @@ from competition.tasks.base import (
     positions_of,
     usage_masks,
 )
-from competition.tasks.landmarks import data, naive, prepare, synthetic
+from competition.tasks.landmarks import naive, prepare, synthetic
+from competition.tasks.landmarks.data import LandmarkData, LandmarkFiles
 
 
 @dataclass
@@ -33,7 +36,8 @@ class LandmarkSolution:
     usage: list[str] | None
 
 
-class LandmarksTask(Task):
+class LandmarksTask(LandmarkFiles,
+                    Task[LandmarkSolution, np.ndarray, LandmarkData, Maps]):
     name = "landmarks"
     title = "Landmarks on 3D meshes"
     metric = "RMSE of the Euclidean landmark error over all test points (mm; lower is better)"
@@ -121,22 +125,29 @@ class LandmarksTask(Task):
         d_ref = None if reference is None else metric.distances(reference, solution.truth)
         return summarize(d, d_ref, solution)
 
-    # --- training data and predictions ---------------------------------------------------
+    def detail_tables(self, fields: Mapping[str, Any]) -> list[DetailTable]:
+        """`per_landmark` in the published layout: landmark, specimens, errors, and how often
+        the submission beats the reference (e.g. ALPACA) on that landmark."""
+        rows = fields.get("per_landmark")
+        if not rows:
+            return []
+        columns = [Column("landmark", "landmark"), Column("n", "specimens"),
+                   Column("rmse", "RMSE", ".3f"), Column("mean", "mean", ".3f"),
+                   Column("median", "median", ".3f")]
+        if "win_rate" in rows[0]:
+            columns += [Column("win_rate", "% better than reference", ".1f"),
+                        Column("ties", "ties"),
+                        Column("reference_mean", "reference mean", ".3f")]
+        return [DetailTable("per_landmark", "per landmark (mm)", list(rows), tuple(columns))]
 
-    def load_train(self, public: Path) -> data.LandmarkData:
-        return data.load_train(public)
+    # --- predictions and the demo ------------------------------------------------------------
 
-    def load_inputs(self, public: Path, folder: Path | None = None) -> data.LandmarkData:
-        return data.load_inputs(public, folder)
-
-    def write_submission(self, inputs: data.LandmarkData, predictions: Maps) -> bytes:
-        return data.write_submission(inputs, predictions)
-
-    def maps_from_predictions(self, inputs: data.LandmarkData, predictions: Maps) -> Maps:
+    def maps_from_predictions(self, inputs: LandmarkData, predictions: Maps) -> Maps:
         return {k: np.asarray(v, np.float64) for k, v in predictions.items()}
 
     def naive_submission(self, public: Path) -> bytes:
-        return naive.naive_submission(public)
+        inputs = self.load_inputs(public)
+        return self.write_submission(inputs, naive.transferred(public, inputs))
 
 
 def summarize(d: np.ndarray, d_ref: np.ndarray | None, solution: LandmarkSolution) -> ScoreResult:

@@ -18,10 +18,11 @@ from scipy import ndimage
 
 from competition.errors import CompetitionError
 from competition.formats import nifti
-from competition.tasks.base import Maps, PixelItem, Validation
+from competition.tasks.base import DataFiles, Maps, PixelItem, PredictionMaps, Validation
 from competition.tasks.mri import geometry, layout
 
 FLAIR = 1  # the channel the abnormality is defined on
+Masks = dict[str, np.ndarray]  # (S, H, W) bool by case: what entries predict
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
 
@@ -66,14 +67,6 @@ def load_folder(folder: Path, public: Path, masks: bool) -> MriData:
                    [m for m in labels if m is not None] if masks else None)
 
 
-def load_train(public: Path) -> MriData:
-    return load_folder(Path(public) / "train", public, masks=True)
-
-
-def load_inputs(public: Path, folder: Path | None = None) -> MriData:
-    return load_folder(Path(folder) if folder else Path(public) / "test", public, masks=False)
-
-
 def write_zip(members: Mapping[str, bytes]) -> bytes:
     """A zip of named files with fixed times, in name order: equal inputs, equal bytes."""
     out = io.BytesIO()
@@ -81,46 +74,6 @@ def write_zip(members: Mapping[str, bytes]) -> bytes:
         for name in sorted(members):
             archive.writestr(zipfile.ZipInfo(name, ZIP_TIME), members[name])
     return out.getvalue()
-
-
-def write_submission(inputs: MriData, predictions: Mapping[str, np.ndarray]) -> bytes:
-    """(S, H, W) masks by case -> a zip of `<case>.nii.gz` (H, W, S) uint8 volumes, each with
-    its case's affine."""
-    members = {}
-    for k, case in enumerate(inputs.cases):
-        if case not in predictions:
-            raise CompetitionError(f"no prediction for case {case}")
-        labels = np.asarray(predictions[case]).astype(np.uint8).transpose(1, 2, 0)
-        members[f"{case}.nii.gz"] = nifti.write_volume(labels, geometry.affine(inputs.spacing[k]))
-    return write_zip(members)
-
-
-def hold_out(train: MriData, seed: int = 0) -> tuple[MriData, Validation | None]:
-    """Training data less one patient drawn with `seed` (a whole patient: its slices
-    would leak into training otherwise); the validation picture is its FLAIR volume."""
-    if len(train.cases) < 2 or train.masks is None:
-        return train, None
-    k = int(np.random.default_rng(seed).integers(len(train.cases)))
-    rest = [i for i in range(len(train.cases)) if i != k]
-    held = train.subset([k])
-    return train.subset(rest), Validation(train.cases[k], MriData(
-        held.cases, held.volumes, held.spacing, held.first_slices), train.volumes[k],
-        train.masks[k])
-
-
-def pixel_items(data: MriData) -> list[PixelItem]:
-    """Each slice's FLAIR channel as the grey image (the abnormality is defined on it);
-    with masks, the abnormality as the one target channel."""
-    items = []
-    for k, volume in enumerate(data.volumes):
-        for z, slice_id in enumerate(data.slice_ids(k)):
-            item = PixelItem(slice_id, volume[z, ..., FLAIR].astype(np.float32))
-            if data.masks is not None:
-                mask = data.masks[k][z]
-                item.targets = mask[..., None].astype(np.float32)
-                item.objects = ndimage.label(mask)[0].astype(np.int32)
-            items.append(item)
-    return items
 
 
 def split_slice_id(slice_id: str) -> tuple[str, int]:
@@ -151,23 +104,79 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def predictions_from_maps(maps: Maps, config: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """Masks by case: probability > `threshold` (0.5), optionally only each case's largest
-    connected component (`largest_component`)."""
-    threshold = float(config.get("threshold", 0.5))
-    keep_largest = bool(config.get("largest_component", False))
-    out = {}
-    for case, volume in volumes_from_maps(maps).items():
-        mask = volume > threshold
-        out[case] = largest_component(mask) if keep_largest else mask
-    return out
+class MriFiles(DataFiles[MriData, Masks]):
+    """The `DataFiles` part of the MRI task: Kaggle LGG case folders read, masks by case
+    written as a zip of NIfTI volumes, FLAIR slices as pixel items."""
+
+    def load_train(self, public: Path) -> MriData:
+        return load_folder(Path(public) / "train", public, masks=True)
+
+    def load_inputs(self, public: Path, folder: Path | None = None) -> MriData:
+        return load_folder(Path(folder) if folder else Path(public) / "test", public,
+                           masks=False)
+
+    def write_submission(self, inputs: MriData, predictions: Mapping[str, np.ndarray]
+                         ) -> bytes:
+        """(S, H, W) masks by case -> a zip of `<case>.nii.gz` (H, W, S) uint8 volumes, each
+        with its case's affine."""
+        members = {}
+        for k, case in enumerate(inputs.cases):
+            if case not in predictions:
+                raise CompetitionError(f"no prediction for case {case}")
+            labels = np.asarray(predictions[case]).astype(np.uint8).transpose(1, 2, 0)
+            members[f"{case}.nii.gz"] = nifti.write_volume(labels,
+                                                           geometry.affine(inputs.spacing[k]))
+        return write_zip(members)
+
+    def hold_out(self, train: MriData,
+                 seed: int = 0) -> tuple[MriData, Validation[MriData] | None]:
+        """Training data less one patient drawn with `seed` (a whole patient: its slices
+        would leak into training otherwise); the validation picture is its FLAIR volume."""
+        if len(train.cases) < 2 or train.masks is None:
+            return train, None
+        k = int(np.random.default_rng(seed).integers(len(train.cases)))
+        rest = [i for i in range(len(train.cases)) if i != k]
+        held = train.subset([k])
+        return train.subset(rest), Validation(train.cases[k], MriData(
+            held.cases, held.volumes, held.spacing, held.first_slices), train.volumes[k],
+            train.masks[k])
+
+    def pixel_items(self, data: MriData) -> list[PixelItem]:
+        """Each slice's FLAIR channel as the grey image (the abnormality is defined on it);
+        with masks, the abnormality as the one target channel."""
+        items = []
+        for k, volume in enumerate(data.volumes):
+            for z, slice_id in enumerate(data.slice_ids(k)):
+                item = PixelItem(slice_id, volume[z, ..., FLAIR].astype(np.float32))
+                if data.masks is not None:
+                    mask = data.masks[k][z]
+                    item.targets = mask[..., None].astype(np.float32)
+                    item.objects = ndimage.label(mask)[0].astype(np.int32)
+                items.append(item)
+        return items
 
 
-def maps_from_predictions(inputs: MriData, predictions: Mapping[str, np.ndarray]) -> Maps:
-    """Hard 0/1 maps by slice."""
-    maps: Maps = {}
-    for k, case in enumerate(inputs.cases):
-        volume = np.asarray(predictions[case], np.float32)
-        for z, slice_id in enumerate(inputs.slice_ids(k)):
-            maps[slice_id] = volume[z][..., None]
-    return maps
+class MriMaps(PredictionMaps[MriData, Masks]):
+    """The maps of the MRI task: (H, W, 1) abnormality probability by slice, masks by
+    case."""
+
+    def predictions_from_maps(self, maps: Maps, config: Mapping[str, Any]) -> Masks:
+        """Masks by case: probability > `threshold` (0.5), optionally only each case's
+        largest connected component (`largest_component`)."""
+        threshold = float(config.get("threshold", 0.5))
+        keep_largest = bool(config.get("largest_component", False))
+        out = {}
+        for case, volume in volumes_from_maps(maps).items():
+            mask = volume > threshold
+            out[case] = largest_component(mask) if keep_largest else mask
+        return out
+
+    def maps_from_predictions(self, inputs: MriData,
+                              predictions: Mapping[str, np.ndarray]) -> Maps:
+        """Hard 0/1 maps by slice."""
+        maps: Maps = {}
+        for k, case in enumerate(inputs.cases):
+            volume = np.asarray(predictions[case], np.float32)
+            for z, slice_id in enumerate(inputs.slice_ids(k)):
+                maps[slice_id] = volume[z][..., None]
+        return maps

@@ -68,12 +68,9 @@ def for_mean(row: dict[str, Any], metric: str) -> float:
     return value
 
 
-def item_values(row: dict[str, Any]) -> list[float]:
-    return [for_mean(row, m.name) for m in ITEM_METRICS]
-
-
 def means(rows: list[dict[str, Any]]) -> dict[str, float]:
-    table = np.array([item_values(r) for r in rows], dtype=np.float64).reshape(-1, 4)
+    table = np.array([[for_mean(r, m.name) for m in ITEM_METRICS] for r in rows],
+                     dtype=np.float64).reshape(-1, 4)
     return {f"mean_{m.name}": float(table[:, k].mean()) if len(rows) else float("nan")
             for k, m in enumerate(ITEM_METRICS)}
 

@@ -16,14 +16,14 @@ from competition.metrics.surface import surface_scores
 from competition.tasks.base import (
     Direction,
     Maps,
-    PixelItem,
     ScoreResult,
     Source,
     Task,
     Validation,
     refuse_spec,
 )
-from competition.tasks.mri import data, naive, pictures, prepare, scoring, synthetic
+from competition.tasks.mri import naive, pictures, prepare, scoring, synthetic
+from competition.tasks.mri.data import FLAIR, Masks, MriData, MriFiles, MriMaps, volumes_from_maps
 from competition.tasks.mri.submission import Reference, read_volumes
 
 Solution = dict[str, Reference]
@@ -35,7 +35,7 @@ def _write_demo_source(root: Path, seed: int, spec: str | None = None) -> None:
     synthetic.write_lgg_source(root, seed)
 
 
-class MriTask(Task):
+class MriTask(MriFiles, MriMaps, Task[Solution, Masks, MriData, Masks]):
     name = "mri"
     title = "Brain MRI FLAIR abnormality segmentation"
     metric = ("mean over patients of the per-patient Dice (3D); HD, HD95 and ASSD in mm "
@@ -93,15 +93,15 @@ class MriTask(Task):
     def usage(self, solution: Solution) -> dict[str, str | None]:
         return {case: ref.usage for case, ref in solution.items()}
 
-    def validate(self, submission: SubmissionFile, solution: Solution) -> dict[str, np.ndarray]:
+    def validate(self, submission: SubmissionFile, solution: Solution) -> Masks:
         return dict(read_volumes(submission, solution))
 
-    def describe(self, parsed: dict[str, np.ndarray]) -> str:
+    def describe(self, parsed: Masks) -> str:
         voxels = sum(int(v.sum()) for v in parsed.values())
         return f"{len(parsed)} cases, {voxels} abnormal voxels"
 
-    def score(self, submission: SubmissionFile, solution: Solution, reference: Any = None,
-              only: str | None = None) -> ScoreResult:
+    def score(self, submission: SubmissionFile, solution: Solution,
+              reference: Masks | None = None, only: str | None = None) -> ScoreResult:
         """Every case is validated (read in turn); `only` scores that usage's cases."""
         rows = []
         for case, prediction in read_volumes(submission, solution):
@@ -113,50 +113,27 @@ class MriTask(Task):
         return scoring.summarize(rows, self.name, self.metric, self.item_kind, self.item_key)
 
     def item_values(self, item: dict[str, Any]) -> list[float]:
-        return scoring.item_values(item)
+        """Each item metric, an infinite distance as the case's diagonal (`for_mean`)."""
+        return [scoring.for_mean(item, m.name) for m in self.item_metrics]
 
     def finish(self, means: np.ndarray) -> np.ndarray:
         """The score from the cases' mean values (..., 4): the mean Dice."""
         dice: np.ndarray = means[..., 0]
         return dice
 
-    # --- training data and predictions ---------------------------------------------------
+    # --- predictions and the demo ------------------------------------------------------------
 
-    def load_train(self, public: Path) -> data.MriData:
-        return data.load_train(public)
-
-    def load_inputs(self, public: Path, folder: Path | None = None) -> data.MriData:
-        return data.load_inputs(public, folder)
-
-    def write_submission(self, inputs: data.MriData, predictions: dict[str, np.ndarray]
-                         ) -> bytes:
-        return data.write_submission(inputs, predictions)
-
-    def hold_out(self, train: data.MriData,
-                 seed: int = 0) -> tuple[data.MriData, Validation | None]:
-        return data.hold_out(train, seed)
-
-    def pixel_items(self, data_: data.MriData) -> list[PixelItem]:
-        return data.pixel_items(data_)
-
-    def predictions_from_maps(self, maps: Maps, config: dict[str, Any]
-                              ) -> dict[str, np.ndarray]:
-        return data.predictions_from_maps(maps, config)
-
-    def maps_from_predictions(self, inputs: data.MriData,
-                              predictions: dict[str, np.ndarray]) -> Maps:
-        return data.maps_from_predictions(inputs, predictions)
-
-    def snapshot(self, maps: Maps, validation: Validation,
+    def snapshot(self, maps: Maps, validation: Validation[MriData],
                  config: dict[str, Any]) -> tuple[np.ndarray, float]:
         """The held-out patient's montage and its Dice (after the configured
         post-processing)."""
-        probability = data.volumes_from_maps(maps)[validation.name]
-        mask = data.predictions_from_maps(maps, config)[validation.name]
+        probability = volumes_from_maps(maps)[validation.name]
+        mask = self.predictions_from_maps(maps, config)[validation.name]
         truth = np.asarray(validation.truth, bool)
-        frame = pictures.montage(validation.image[..., data.FLAIR], probability, truth,
+        frame = pictures.montage(validation.image[..., FLAIR], probability, truth,
                                  float(config.get("threshold", 0.5)))
         return frame, surface_scores(truth, mask).dice
 
     def naive_submission(self, public: Path) -> bytes:
-        return naive.naive_submission(public)
+        inputs = self.load_inputs(public)
+        return self.write_submission(inputs, naive.brightest_flair(inputs))

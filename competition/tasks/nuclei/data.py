@@ -12,7 +12,7 @@ from skimage.color import rgb2hed
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import nuclei_csv, rle
-from competition.tasks.base import PixelItem, Validation
+from competition.tasks.base import DataFiles, PixelItem, Validation
 from competition.tasks.nuclei import appearance
 from competition.tasks.nuclei.postprocess import boundary_target
 
@@ -41,43 +41,6 @@ def kaggle_images(folder: Path) -> tuple[list[str], list[np.ndarray]]:
     if not ids:
         raise CompetitionError(f"{folder}: no images in Kaggle's layout (<id>/images/<id>.png)")
     return ids, [read_rgb(folder / i / "images" / f"{i}.png") for i in ids]
-
-
-def load_train(public: Path) -> NucleiData:
-    ids, images = kaggle_images(public / "train")
-    shapes = {i: im.shape[:2] for i, im in zip(ids, images, strict=True)}
-    path = public / "train_labels.csv"
-    try:
-        decoded = nuclei_csv.read_submission(path.read_bytes(), shapes)
-        labels = [decoded[i].label_image(i) for i in ids]
-    except SubmissionError as e:
-        raise CompetitionError(str(e.located(str(path)))) from None
-    return NucleiData(ids, images, labels)
-
-
-def load_inputs(public: Path, folder: Path | None = None) -> NucleiData:
-    return NucleiData(*kaggle_images(folder or public / "test"))
-
-
-def write_submission(inputs: NucleiData, predictions: dict[str, np.ndarray]) -> bytes:
-    """Instance label images by ImageId -> Kaggle's RLE CSV (a row per nucleus)."""
-    rows = []
-    for image_id in inputs.ids:
-        encoded = rle.encode_labels(predictions[image_id]) or [""]
-        rows += [(image_id, enc) for enc in encoded]
-    return nuclei_csv.write_csv(rows, nuclei_csv.SUBMISSION_HEADER)
-
-
-def hold_out(train: NucleiData, seed: int = 0) -> tuple[NucleiData, Validation | None]:
-    """Training data less one image drawn with `seed` (None when there are fewer than two)."""
-    if len(train.ids) < 2 or train.labels is None:
-        return train, None
-    k = int(np.random.default_rng(seed).integers(len(train.ids)))
-    rest = [i for i in range(len(train.ids)) if i != k]
-    return (NucleiData([train.ids[i] for i in rest], [train.images[i] for i in rest],
-                       [train.labels[i] for i in rest]),
-            Validation(train.ids[k], NucleiData([train.ids[k]], [train.images[k]]),
-                       train.images[k], train.labels[k]))
 
 
 def nuclei_gray(rgb: np.ndarray) -> np.ndarray:
@@ -119,20 +82,62 @@ def stain_gray(rgb: np.ndarray) -> np.ndarray:
 VIEWS = {"grey": nuclei_gray, "stain": stain_gray}
 
 
-def pixel_items(data: NucleiData, view: str = "grey") -> list[PixelItem]:
-    """Each image grey (nuclei bright); with labels, targets foreground and boundary.
-    `view` (an entry's `pixels: {view: ...}`): "grey" the mean of the channels, inverted on
-    bright backgrounds; "stain" per modality (`stain_gray`)."""
-    if view not in VIEWS:
-        raise CompetitionError(f"pixel view {view!r}: choose one of {', '.join(VIEWS)}")
-    to_gray = VIEWS[view]
-    items = []
-    for k, (image_id, rgb) in enumerate(zip(data.ids, data.images, strict=True)):
-        item = PixelItem(image_id, to_gray(rgb))
-        if data.labels is not None:
-            labels = data.labels[k]
-            item.targets = np.stack([labels > 0, boundary_target(labels)], -1).astype(
-                np.float32)
-            item.objects = labels
-        items.append(item)
-    return items
+Instances = dict[str, np.ndarray]  # (H, W) instance labels by ImageId: what entries predict
+
+
+class NucleiFiles(DataFiles[NucleiData, Instances]):
+    """The `DataFiles` part of the nuclei task: Kaggle-layout images and labels read,
+    instances written as Kaggle's RLE CSV, images as pixel items."""
+
+    def load_train(self, public: Path) -> NucleiData:
+        ids, images = kaggle_images(public / "train")
+        shapes = {i: im.shape[:2] for i, im in zip(ids, images, strict=True)}
+        path = public / "train_labels.csv"
+        try:
+            decoded = nuclei_csv.read_submission(path.read_bytes(), shapes)
+            labels = [decoded[i].label_image(i) for i in ids]
+        except SubmissionError as e:
+            raise CompetitionError(str(e.located(str(path)))) from None
+        return NucleiData(ids, images, labels)
+
+    def load_inputs(self, public: Path, folder: Path | None = None) -> NucleiData:
+        return NucleiData(*kaggle_images(folder or public / "test"))
+
+    def write_submission(self, inputs: NucleiData, predictions: Instances) -> bytes:
+        """Instance label images by ImageId -> Kaggle's RLE CSV (a row per nucleus)."""
+        rows = []
+        for image_id in inputs.ids:
+            encoded = rle.encode_labels(predictions[image_id]) or [""]
+            rows += [(image_id, enc) for enc in encoded]
+        return nuclei_csv.write_csv(rows, nuclei_csv.SUBMISSION_HEADER)
+
+    def hold_out(self, train: NucleiData,
+                 seed: int = 0) -> tuple[NucleiData, Validation[NucleiData] | None]:
+        """Training data less one image drawn with `seed` (None when there are fewer than
+        two)."""
+        if len(train.ids) < 2 or train.labels is None:
+            return train, None
+        k = int(np.random.default_rng(seed).integers(len(train.ids)))
+        rest = [i for i in range(len(train.ids)) if i != k]
+        return (NucleiData([train.ids[i] for i in rest], [train.images[i] for i in rest],
+                           [train.labels[i] for i in rest]),
+                Validation(train.ids[k], NucleiData([train.ids[k]], [train.images[k]]),
+                           train.images[k], train.labels[k]))
+
+    def pixel_items(self, data: NucleiData, view: str = "grey") -> list[PixelItem]:
+        """Each image grey (nuclei bright); with labels, targets foreground and boundary.
+        `view` (an entry's `pixels: {view: ...}`): "grey" the mean of the channels, inverted
+        on bright backgrounds; "stain" per modality (`stain_gray`)."""
+        if view not in VIEWS:
+            raise CompetitionError(f"pixel view {view!r}: choose one of {', '.join(VIEWS)}")
+        to_gray = VIEWS[view]
+        items = []
+        for k, (image_id, rgb) in enumerate(zip(data.ids, data.images, strict=True)):
+            item = PixelItem(image_id, to_gray(rgb))
+            if data.labels is not None:
+                labels = data.labels[k]
+                item.targets = np.stack([labels > 0, boundary_target(labels)], -1).astype(
+                    np.float32)
+                item.objects = labels
+            items.append(item)
+        return items

@@ -15,7 +15,6 @@ from competition.metrics import nuclei as metric
 from competition.tasks.base import (
     Direction,
     Maps,
-    PixelItem,
     ScoreResult,
     Source,
     Task,
@@ -23,7 +22,8 @@ from competition.tasks.base import (
     positions_of,
     usage_masks,
 )
-from competition.tasks.nuclei import data, naive, pictures, prepare, synthetic
+from competition.tasks.nuclei import naive, pictures, prepare, synthetic
+from competition.tasks.nuclei.data import Instances, NucleiData, NucleiFiles
 from competition.tasks.nuclei.postprocess import boundary_target, instances_from_probabilities
 
 
@@ -60,7 +60,8 @@ def read_types(path: Path, ids: set[str]) -> dict[str, str]:
     return types
 
 
-class NucleiTask(Task):
+class NucleiTask(NucleiFiles,
+                 Task[Solution, dict[str, nuclei_csv.NucleiImage], NucleiData, Instances]):
     name = "nuclei"
     title = "Nuclei instance segmentation"
     metric = "DSB 2018 mean precision over IoU thresholds 0.50:0.05:0.95 (IoU > t, strict)"
@@ -117,7 +118,8 @@ class NucleiTask(Task):
         n_objects = sum(image.n_objects for image in images.values())
         return f"{len(images)} images, {n_objects} objects"
 
-    def score(self, submission: SubmissionFile, solution: Solution, reference: Any = None,
+    def score(self, submission: SubmissionFile, solution: Solution,
+              reference: dict[str, nuclei_csv.NucleiImage] | None = None,
               only: str | None = None) -> ScoreResult:
         """`only` ("Public"/"Private"): the whole file is validated, the images of that usage
         scored (detail metrics of one split)."""
@@ -148,29 +150,9 @@ class NucleiTask(Task):
             })
         return summarize(matches, items, types)
 
-    # --- training data and predictions ---------------------------------------------------
+    # --- predictions and the demo ------------------------------------------------------------
 
-    def load_train(self, public: Path) -> data.NucleiData:
-        return data.load_train(public)
-
-    def load_inputs(self, public: Path, folder: Path | None = None) -> data.NucleiData:
-        return data.load_inputs(public, folder)
-
-    def write_submission(self, inputs: data.NucleiData,
-                         predictions: dict[str, np.ndarray]) -> bytes:
-        return data.write_submission(inputs, predictions)
-
-    def hold_out(self, train: data.NucleiData,
-                 seed: int = 0) -> tuple[data.NucleiData, Validation | None]:
-        return data.hold_out(train, seed)
-
-    def pixel_items(self, data_: data.NucleiData, view: str = "grey") -> list[PixelItem]:
-        """`view`: "grey" (the default) or "stain" (per-modality normalisation; see
-        `data.stain_gray`): entries ask with their config's `pixels: {view: stain}`."""
-        return data.pixel_items(data_, view)
-
-    def predictions_from_maps(self, maps: Maps, config: dict[str, Any]
-                              ) -> dict[str, np.ndarray]:
+    def predictions_from_maps(self, maps: Maps, config: dict[str, Any]) -> Instances:
         """Instances by marker-controlled watershed of foreground (and boundary) maps: the
         U-Nets and ensembles post-process alike."""
         return {image_id: instances_from_probabilities(
@@ -180,13 +162,12 @@ class NucleiTask(Task):
             config.get("min_size", 10), config.get("boundary_weight", 1.0))
             for image_id, m in maps.items()}
 
-    def maps_from_predictions(self, inputs: data.NucleiData,
-                              predictions: dict[str, np.ndarray]) -> Maps:
+    def maps_from_predictions(self, inputs: NucleiData, predictions: Instances) -> Maps:
         """Instances as hard foreground and boundary maps (the U-Nets' two channels)."""
         return {image_id: np.stack([labels > 0, boundary_target(labels)], -1).astype(np.float32)
                 for image_id, labels in predictions.items()}
 
-    def snapshot(self, maps: Maps, validation: Validation,
+    def snapshot(self, maps: Maps, validation: Validation[NucleiData],
                  config: dict[str, Any]) -> tuple[np.ndarray, float]:
         (probability,) = maps.values()
         labels = self.predictions_from_maps({"v": probability}, config)["v"]
@@ -194,7 +175,8 @@ class NucleiTask(Task):
                 metric.image_score(validation.truth, labels))
 
     def naive_submission(self, public: Path) -> bytes:
-        return naive.naive_submission(public)
+        inputs = self.load_inputs(public)
+        return self.write_submission(inputs, naive.otsu_instances(inputs))
 
 
 def per_type(items: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -5,15 +5,25 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from competition.errors import CompetitionError
-from competition.tasks.base import PixelItem, Validation
+from competition.tasks.base import DataFiles, PixelItem, Validation
 from competition.tasks.tomography import submission, volumes
 
 MAX_PIXEL_ITEM_VOXELS = 256_000_000  # pixel_items holds float32 images and targets
+
+
+class Volume(Protocol):
+    """A (z, y, x) array that slices like numpy's (numpy, zarr, dask or a lazy view): what
+    entries predict, a label volume."""
+
+    @property
+    def shape(self) -> tuple[int, ...]: ...
+
+    def __getitem__(self, key: Any, /) -> Any: ...
 
 
 @dataclass
@@ -49,26 +59,6 @@ def open_zarr(path: Path) -> Any:
         raise CompetitionError(f"{path}: not a readable zarr array ({e})") from None
 
 
-def load_train(public: Path) -> TomoData:
-    return TomoData(open_zarr(public / "train-volume.zarr"),
-                    open_zarr(public / "train-labels.zarr"))
-
-
-def load_inputs(public: Path, folder: Path | None = None) -> TomoData:
-    """The test slab, or any grey volume: a zarr array, or a folder holding one volume (raw
-    with its sidecar, HDF5 or zarr)."""
-    if folder is None:
-        return TomoData(open_zarr(public / "test-volume.zarr"))
-    folder = Path(folder)
-    if (folder / ".zarray").is_file() or (folder / "zarr.json").is_file():
-        return TomoData(open_zarr(folder))
-    found = [v for v in volumes.find_volumes(folder) if not volumes.is_label_name(v.name)]
-    if len(found) != 1:
-        raise CompetitionError(f"{folder}: needs exactly one grey volume; found "
-                               f"{', '.join(v.name for v in found) or 'none'}")
-    return TomoData(_Sliceable(found[0]))
-
-
 class _Sliceable:
     """A source volume that slices along z like an array."""
 
@@ -86,29 +76,6 @@ class _Sliceable:
         z0, z1, step = first.indices(self.shape[0])
         many: np.ndarray = self.volume.read(z0, z1)[::step][(slice(None), *rest)]
         return many
-
-
-def write_submission(inputs: TomoData, predictions: Any) -> bytes:
-    """A (z, y, x) label volume (numpy, zarr or dask) -> a zipped zarr store, chunk by chunk."""
-    if tuple(predictions.shape) != inputs.shape:
-        raise CompetitionError(f"predictions of shape {tuple(predictions.shape)} for inputs of "
-                               f"shape {inputs.shape}")
-    buffer = io.BytesIO()
-    submission.write_zarr_zip(predictions, buffer)
-    return buffer.getvalue()
-
-
-def hold_out(train: TomoData, seed: int = 0) -> tuple[TomoData, Validation | None]:
-    """Training data less a slab at its end (a tenth, 4 to 32 slices): neighbouring slices
-    are nearly identical, so an inner slab would leak."""
-    n = train.shape[0]
-    k = min(max(n // 10, 4), 32)
-    if train.labels is None or n < 2 * k:
-        return train, None
-    held = TomoData(train.volume[n - k:], train.labels[n - k:])
-    volume, labels = np.asarray(held.volume), np.asarray(held.labels)
-    return (TomoData(_Prefix(train.volume, n - k), _Prefix(train.labels, n - k)),
-            Validation(f"slices {n - k}-{n - 1}", TomoData(volume), volume, labels))
 
 
 class _Prefix:
@@ -133,30 +100,75 @@ class _Prefix:
         return out if dtype is None else out.astype(dtype)
 
 
-def pixel_items(data: TomoData) -> list[PixelItem]:
-    """Each z-slice as a grey image with its one-hot class targets (small volumes only: the
-    baselines read the volumes themselves)."""
-    if np.prod(data.shape) > MAX_PIXEL_ITEM_VOXELS:
-        raise CompetitionError(f"a volume of {np.prod(data.shape):,} voxels is too large for "
-                               "pixel items; read task data's volumes slab by slab")
-    volume = np.asarray(data.volume[:])
-    labels = None if data.labels is None else np.asarray(data.labels[:])
-    items = []
-    for z, key in enumerate(data.ids):
-        item = PixelItem(key, volume[z].astype(np.float32))
-        if labels is not None:
-            item.targets = np.eye(submission.N_CLASSES, dtype=np.float32)[labels[z]]
-        items.append(item)
-    return items
-
-
 def labels_from_maps(maps: dict[str, np.ndarray]) -> np.ndarray:
     """Class maps by slice id ((H, W, K) each) -> the (z, y, x) label volume (argmax)."""
     keys = sorted(maps, key=int)
     return np.stack([np.asarray(maps[k]).argmax(axis=-1).astype(np.uint8) for k in keys])
 
 
-def maps_from_labels(labels: Any) -> dict[str, np.ndarray]:
+def maps_from_labels(labels: Volume) -> dict[str, np.ndarray]:
     eye = np.eye(submission.N_CLASSES, dtype=np.float32)
     n = int(labels.shape[0])
     return {key: eye[np.asarray(labels[z])] for z, key in enumerate(slice_ids(n))}
+
+
+class TomoFiles(DataFiles[TomoData, Volume]):
+    """The `DataFiles` part of the tomography task: zarr volumes read lazily, label volumes
+    written as a zipped zarr store, slices as pixel items."""
+
+    def load_train(self, public: Path) -> TomoData:
+        return TomoData(open_zarr(public / "train-volume.zarr"),
+                        open_zarr(public / "train-labels.zarr"))
+
+    def load_inputs(self, public: Path, folder: Path | None = None) -> TomoData:
+        """The test slab, or any grey volume: a zarr array, or a folder holding one volume
+        (raw with its sidecar, HDF5 or zarr)."""
+        if folder is None:
+            return TomoData(open_zarr(public / "test-volume.zarr"))
+        folder = Path(folder)
+        if (folder / ".zarray").is_file() or (folder / "zarr.json").is_file():
+            return TomoData(open_zarr(folder))
+        found = [v for v in volumes.find_volumes(folder) if not volumes.is_label_name(v.name)]
+        if len(found) != 1:
+            raise CompetitionError(f"{folder}: needs exactly one grey volume; found "
+                                   f"{', '.join(v.name for v in found) or 'none'}")
+        return TomoData(_Sliceable(found[0]))
+
+    def write_submission(self, inputs: TomoData, predictions: Volume) -> bytes:
+        """A (z, y, x) label volume (numpy, zarr or dask) -> a zipped zarr store, chunk by
+        chunk."""
+        if tuple(predictions.shape) != inputs.shape:
+            raise CompetitionError(f"predictions of shape {tuple(predictions.shape)} for "
+                                   f"inputs of shape {inputs.shape}")
+        buffer = io.BytesIO()
+        submission.write_zarr_zip(predictions, buffer)
+        return buffer.getvalue()
+
+    def hold_out(self, train: TomoData,
+                 seed: int = 0) -> tuple[TomoData, Validation[TomoData] | None]:
+        """Training data less a slab at its end (a tenth, 4 to 32 slices): neighbouring
+        slices are nearly identical, so an inner slab would leak."""
+        n = train.shape[0]
+        k = min(max(n // 10, 4), 32)
+        if train.labels is None or n < 2 * k:
+            return train, None
+        held = TomoData(train.volume[n - k:], train.labels[n - k:])
+        volume, labels = np.asarray(held.volume), np.asarray(held.labels)
+        return (TomoData(_Prefix(train.volume, n - k), _Prefix(train.labels, n - k)),
+                Validation(f"slices {n - k}-{n - 1}", TomoData(volume), volume, labels))
+
+    def pixel_items(self, data: TomoData) -> list[PixelItem]:
+        """Each z-slice as a grey image with its one-hot class targets (small volumes only:
+        the baselines read the volumes themselves)."""
+        if np.prod(data.shape) > MAX_PIXEL_ITEM_VOXELS:
+            raise CompetitionError(f"a volume of {np.prod(data.shape):,} voxels is too large "
+                                   "for pixel items; read task data's volumes slab by slab")
+        volume = np.asarray(data.volume[:])
+        labels = None if data.labels is None else np.asarray(data.labels[:])
+        items = []
+        for z, key in enumerate(data.ids):
+            item = PixelItem(key, volume[z].astype(np.float32))
+            if labels is not None:
+                item.targets = np.eye(submission.N_CLASSES, dtype=np.float32)[labels[z]]
+            items.append(item)
+        return items

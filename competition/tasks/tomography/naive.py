@@ -1,16 +1,13 @@
-"""A day-one tomography submission (the demo ranks it): two grey thresholds (pore below,
-fibre above, matrix between) chosen on the training volume's histogram, applied slice by
+"""A day-one tomography submission's labels (the demo ranks it): two grey thresholds (pore
+below, fibre above, matrix between) chosen on the training volume's histogram, applied slice by
 slice after a light in-plane smoothing."""
 
 from __future__ import annotations
 
-import io
-from pathlib import Path
-
 import numpy as np
 from scipy import ndimage
 
-from competition.tasks.tomography import data, submission
+from competition.tasks.tomography import data
 
 SMOOTHING = 1.0
 
@@ -48,7 +45,7 @@ def thresholds(train: data.TomoData, step: int = 32) -> tuple[int, int]:
     return choice
 
 
-class _Thresholded:
+class Thresholded:
     """The test volume's labels, made a slab at a time."""
 
     def __init__(self, volume: object, cuts: tuple[int, int]):
@@ -61,10 +58,3 @@ class _Thresholded:
         out[grey >= self.cuts[1]] = 1
         out[grey < self.cuts[0]] = 2
         return out
-
-
-def naive_submission(public: Path) -> bytes:
-    cuts = thresholds(data.load_train(public))
-    buffer = io.BytesIO()
-    submission.write_zarr_zip(_Thresholded(data.load_inputs(public).volume, cuts), buffer)
-    return buffer.getvalue()

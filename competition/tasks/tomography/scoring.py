@@ -84,17 +84,6 @@ def intersections_unions(confusion: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return inter, union
 
 
-def finish(means: np.ndarray) -> np.ndarray:
-    """The mean Jaccard from the items' mean [intersection_c..., union_c...] (..., 2K):
-    classes absent from truth and prediction (union 0) are left out, as `mean_iou` does."""
-    inter, union = means[..., :N_CLASSES], means[..., N_CLASSES:]
-    present = union > 0
-    ratio = np.where(present, inter / np.where(present, union, 1), 0.0)
-    count = present.sum(axis=-1)
-    score: np.ndarray = np.where(count > 0, ratio.sum(axis=-1) / np.maximum(count, 1), np.nan)
-    return score
-
-
 def item_rows(confusions: np.ndarray, usage: list[str | None]) -> list[dict[str, Any]]:
     inter, union = intersections_unions(confusions)
     return [{"slice": z, "usage": usage[z], "intersection": inter[z].tolist(),

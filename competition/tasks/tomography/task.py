@@ -14,7 +14,6 @@ from competition.formats.files import Limits, SubmissionFile
 from competition.tasks.base import (
     Direction,
     Maps,
-    PixelItem,
     ScoreResult,
     Source,
     Task,
@@ -23,13 +22,20 @@ from competition.tasks.base import (
     usage_masks,
 )
 from competition.tasks.tomography import (
-    data,
     naive,
     pictures,
     prepare,
     scoring,
     submission,
     synthetic,
+)
+from competition.tasks.tomography.data import (
+    TomoData,
+    TomoFiles,
+    Volume,
+    labels_from_maps,
+    maps_from_labels,
+    slice_ids,
 )
 from competition.tasks.tomography.synthetic import CLASSES
 
@@ -60,7 +66,7 @@ class Checked:
     counts: list[int]  # voxels per label
 
 
-class TomographyTask(Task):
+class TomographyTask(TomoFiles, Task[TomoSolution, Checked, TomoData, Volume]):
     name = "tomography"
     title = "Three-phase tomography segmentation"
     metric = ("mean over matrix, fibre and pore of the class-wise Jaccard index, from the "
@@ -121,7 +127,7 @@ class TomographyTask(Task):
         return [Path(path)] + sorted(p for p in solution.folder.rglob("*") if p.is_file())
 
     def usage(self, solution: TomoSolution) -> dict[str, str | None]:
-        return dict(zip(data.slice_ids(solution.shape[0]), solution.usage, strict=True))
+        return dict(zip(slice_ids(solution.shape[0]), solution.usage, strict=True))
 
     def validate(self, submission_file: SubmissionFile, solution: TomoSolution) -> Checked:
         """Metadata first (shape, data type, chunks), then every chunk's labels."""
@@ -141,7 +147,7 @@ class TomographyTask(Task):
         return f"{parsed.format} {x}x{y}x{z} {parsed.dtype} labels ({shares})"
 
     def score(self, submission_file: SubmissionFile, solution: TomoSolution,
-              reference: Any = None, only: str | None = None) -> ScoreResult:
+              reference: Checked | None = None, only: str | None = None) -> ScoreResult:
         """Both volumes stream past slab by slab; `only` ("Public"/"Private") scores that
         split's slices (the whole file is still validated)."""
         pred = submission.open_labels(submission_file, solution.shape)
@@ -160,40 +166,34 @@ class TomographyTask(Task):
         return [float(v) for v in item["intersection"] + item["union"]]
 
     def finish(self, means: np.ndarray) -> np.ndarray:
-        return scoring.finish(means)
+        """The mean Jaccard from the items' mean [intersection_c..., union_c...] (..., 2K):
+        classes absent from truth and prediction (union 0) are left out, as `mean_iou`
+        does."""
+        k = submission.N_CLASSES
+        inter, union = means[..., :k], means[..., k:]
+        present = union > 0
+        ratio = np.where(present, inter / np.where(present, union, 1), 0.0)
+        count = present.sum(axis=-1)
+        score: np.ndarray = np.where(count > 0, ratio.sum(axis=-1) / np.maximum(count, 1),
+                                     np.nan)
+        return score
 
-    # --- training data and predictions ---------------------------------------------------
-
-    def load_train(self, public: Path) -> data.TomoData:
-        return data.load_train(public)
-
-    def load_inputs(self, public: Path, folder: Path | None = None) -> data.TomoData:
-        return data.load_inputs(public, folder)
-
-    def write_submission(self, inputs: data.TomoData, predictions: Any) -> bytes:
-        return data.write_submission(inputs, predictions)
-
-    def hold_out(self, train: data.TomoData,
-                 seed: int = 0) -> tuple[data.TomoData, Validation | None]:
-        return data.hold_out(train, seed)
-
-    def pixel_items(self, data_: data.TomoData) -> list[PixelItem]:
-        return data.pixel_items(data_)
+    # --- predictions --------------------------------------------------------------------------
 
     def predictions_from_maps(self, maps: Maps, config: dict[str, Any]) -> np.ndarray:
         """Class maps by slice ((H, W, 3) each) -> the label volume (argmax)."""
-        return data.labels_from_maps(maps)
+        return labels_from_maps(maps)
 
-    def maps_from_predictions(self, inputs: data.TomoData, predictions: Any) -> Maps:
-        return data.maps_from_labels(predictions)
+    def maps_from_predictions(self, inputs: TomoData, predictions: Volume) -> Maps:
+        return maps_from_labels(predictions)
 
-    def snapshot(self, maps: Maps, validation: Validation,
+    def snapshot(self, maps: Maps, validation: Validation[TomoData],
                  config: dict[str, Any]) -> tuple[np.ndarray, float]:
         """The held-out slab's middle slice (image | prediction | truth) and its mean
         Jaccard over the whole slab."""
         from competition.metrics.multiclass import confusion_matrix, mean_iou
 
-        labels = data.labels_from_maps(maps)
+        labels = labels_from_maps(maps)
         truth = np.asarray(validation.truth)
         score = mean_iou(confusion_matrix(truth, labels, submission.N_CLASSES))
         z = len(truth) // 2
@@ -202,7 +202,9 @@ class TomographyTask(Task):
     # --- demo --------------------------------------------------------------------------------
 
     def naive_submission(self, public: Path) -> bytes:
-        return naive.naive_submission(public)
+        inputs = self.load_inputs(public)
+        cuts = naive.thresholds(self.load_train(public))
+        return self.write_submission(inputs, naive.Thresholded(inputs.volume, cuts))
 
 
 def summarize(confusions: np.ndarray, usage: list[str | None], slices: list[int]) -> ScoreResult:
