@@ -34,7 +34,7 @@ def test_smoke_run_on_demo_landmarks_against_alpaca(demo_dirs, tmp_path):
     comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
     record = run(comp_dir, FOLDER, FOLDER / "smoke.yaml")
     assert record["status"] == "scored", record.get("error")
-    assert record["seconds_per_item"] > 0
+    assert record["speeds"]["seconds_per_specimen"] > 0
     model = json.loads((Path(record["submission"]).parent / "model" / "model.json").read_text())
     assert 0 <= model["share"] <= 1
     # The share is the one of lowest leave-one-out error on the training specimens, and

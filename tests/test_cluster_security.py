@@ -169,7 +169,7 @@ from tests.slow_submit import SlowScorer
 
 if __name__ == "__main__":
     comp = PreparedCompetition.open(sys.argv[1])
-    SlowScorer("forkserver").score(comp, Path(sys.argv[2]), "file.csv", False,
+    SlowScorer("forkserver").score(comp, Path(sys.argv[2]), "file.csv", details=False,
                                    started=lambda pid: print(pid, flush=True))
 """
 

@@ -141,7 +141,8 @@ def _connected(cluster: Cluster, workers: int) -> DaskRunner:
 def _score_in_a_daemon(root: str, path: str, answer) -> None:
     """In a daemonic process, as a default Dask worker: score `path` as a job does."""
     comp = PreparedCompetition.open(root)
-    result = ChildScorer("forkserver").score(comp, Path(path), Path(path).name, False)
+    result = ChildScorer("forkserver").score(comp, Path(path), Path(path).name,
+                                             details=False)
     answer.put((multiprocessing.current_process().daemon, str(result.status), result.error))
 
 
