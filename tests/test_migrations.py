@@ -129,7 +129,9 @@ def schema_differences(url: str) -> list:
     (nothing, for a store at the head revision)."""
     engine = create_engine(url)
     with engine.connect() as conn:
-        found = compare_metadata(MigrationContext.configure(conn), metadata)
+        context = MigrationContext.configure(
+            conn, opts={"version_table": migrations.VERSION_TABLE})
+        found = compare_metadata(context, metadata)
     engine.dispose()
     return found
 
@@ -147,7 +149,7 @@ def test_a_board_on_a_store_at_head_runs_no_ddl(demo_dirs, tmp_path, store_url, 
     assert statements, "the listener saw nothing"
     assert [s for s in statements if DDL.match(s)] == []
     # The check is one query, on the version table.
-    assert sum("alembic_version" in s for s in statements) == 1
+    assert sum(migrations.VERSION_TABLE in s for s in statements) == 1
 
 
 def test_a_new_store_is_at_head_with_the_schema_of_the_code(demo_dirs, tmp_path, store_url):
@@ -204,7 +206,7 @@ def test_a_store_of_a_newer_version_is_refused(demo_dirs, tmp_path, store_url):
     url = url_of(comp, store_url)
     engine = create_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = 'ffff'"))
+        conn.execute(text(f"UPDATE {migrations.VERSION_TABLE} SET version_num = 'ffff'"))
     engine.dispose()
     newer = "revision ffff, which this version of the harness does not know.*newer version"
     with pytest.raises(StoreVersionError, match=newer):
@@ -234,7 +236,8 @@ def test_concurrent_migrations_of_a_new_store_make_it_once(demo_dirs, tmp_path, 
     assert sorted(results, key=str) == sorted(
         [(None, migrations.HEAD)] + [(migrations.HEAD, migrations.HEAD)] * 2, key=str)
     engine = create_engine(url)
-    assert set(inspect(engine).get_table_names()) == set(metadata.tables) | {"alembic_version"}
+    tables = set(inspect(engine).get_table_names())
+    assert tables == set(metadata.tables) | {migrations.VERSION_TABLE}
     engine.dispose()
 
 
@@ -268,3 +271,27 @@ def test_serve_migrates_an_old_store_at_start(demo_dirs, tmp_path):
     assert board is not None, output
     assert [(e["team"], e["score"]) for e in board] == [("owls", 0.5)]
     assert f"schema revision none -> {migrations.HEAD}" in output
+
+
+@pytest.mark.parametrize("mlflow_first", [True, False])
+def test_one_database_holds_the_store_and_mlflow(demo_dirs, tmp_path, store_url, mlflow_first):
+    """docs/deploy.md allows one PostgreSQL database for both stores: MLflow's schema revision
+    (Alembic's default version table) and ours never meet, whichever is made first."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    comp = copy_comp(demo_dirs, tmp_path)
+    url = url_of(comp, store_url)
+    if mlflow_first:
+        drop_everything(url)
+        mlflow_store = SqlAlchemyStore(url, str(tmp_path / "artifacts"))
+        assert migrations.upgrade(url) == (None, migrations.HEAD)
+    else:
+        mlflow_store = SqlAlchemyStore(url, str(tmp_path / "artifacts"))
+        assert migrations.upgrade(url) == (migrations.HEAD, migrations.HEAD)
+    experiment = mlflow_store.create_experiment("shared")
+    assert mlflow_store.get_experiment(experiment).name == "shared"
+    mlflow_store.engine.dispose()
+    board = Board(PreparedCompetition.open(comp), url=store_url)
+    board.teams.add("owls", ["ann"])
+    assert [t["team"] for t in board.teams.overview()] == ["owls"]
+    board.engine.dispose()

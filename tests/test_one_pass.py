@@ -232,7 +232,7 @@ def test_an_older_store_gets_the_payload_table(tmp_path):
     engine = db.make_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE tracking_payloads")
-        conn.exec_driver_sql("DROP TABLE alembic_version")
+        conn.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
     engine.dispose()
     engine = db.make_engine(url)
     with pytest.raises(StoreVersionError, match="competition migrate"):

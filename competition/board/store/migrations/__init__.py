@@ -7,7 +7,7 @@ changes a store's schema. Everything that opens a store (a Board, so every comma
 reload and scoring job) only `check`s its revision, with one query, and refuses a store at
 another revision with a StoreVersionError that names the command to run.
 
-A store made before schema versions (its tables, no `alembic_version`) is brought up to
+A store made before schema versions (its tables, no version table) is brought up to
 revision 0001 as stores were kept up to date then (missing tables, columns and indexes
 added: `baseline.bring_up`), stamped 0001, then upgraded like any other.
 
@@ -33,7 +33,9 @@ log = logging.getLogger(__name__)
 HEAD = "0001"  # the revision this code needs (tests check that it is the scripts' head)
 BASELINE = "0001"  # what a store made before schema versions is stamped once brought up
 HERE = Path(__file__).resolve().parent
-VERSION_TABLE = "alembic_version"
+# Not Alembic's default `alembic_version`: MLflow keeps its own schema revision there, and
+# one PostgreSQL database may hold both stores (docs/deploy.md).
+VERSION_TABLE = "competition_schema_version"
 
 
 def upgrade(url: str) -> tuple[str | None, str]:
@@ -85,7 +87,8 @@ def current(conn: Connection) -> str | None:
     """The store's revision (None: empty, or made before schema versions)."""
     from alembic.runtime.migration import MigrationContext
 
-    revision: str | None = MigrationContext.configure(conn).get_current_revision()
+    revision: str | None = MigrationContext.configure(
+        conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
     return revision
 
 
