@@ -171,6 +171,17 @@ class Validation(Generic[D]):
 
 
 @dataclass(frozen=True)
+class CvItem:
+    """A training item as cross-validation splits it (`competition cv`): its id, its group
+    (the items of one group stay in one fold: a patient's slices, a specimen) and its stratum
+    (folds keep the strata in proportion: an image type, an institution)."""
+
+    key: str
+    group: str
+    stratum: str = ""
+
+
+@dataclass(frozen=True)
 class Column:
     """A column of a detail table as a console shows it: the row field, its heading and a
     format spec for numbers (e.g. ".3f"; empty: as it is)."""
@@ -270,6 +281,31 @@ class DataFiles(TaskInfo, Generic[D, P]):
     def pixel_items(self, data: D) -> list[PixelItem]:
         """Training data or inputs as images (with targets where labels are known)."""
         raise CompetitionError(f"the {self.name} task has no pixel maps")
+
+    # --- cross-validation on the training data (`competition cv`) ------------------------
+    # Folds of contiguous items in order (slices of one stack, where neighbours nearly
+    # repeat), with `cv_gap` items either side of a held-out block left out of training;
+    # otherwise stratified folds of whole groups.
+    cv_contiguous: ClassVar[bool] = False
+    cv_gap: ClassVar[int] = 0
+
+    def cv_items(self, train: D) -> list[CvItem]:
+        """The training items in order, with the group and stratum each belongs to."""
+        raise CompetitionError(f"the {self.name} task has no cross-validation")
+
+    def take(self, data: D, positions: Sequence[int]) -> D:
+        """The items at `positions` (of `cv_items`' order), labels included where known."""
+        raise CompetitionError(f"the {self.name} task has no cross-validation")
+
+    def inputs_of(self, data: D) -> D:
+        """The same items without their labels: what `predict` may see."""
+        raise CompetitionError(f"the {self.name} task has no cross-validation")
+
+    def write_solution(self, data: D, folder: Path) -> Path:
+        """Labelled items written in the layout of this task's hidden solution (no Usage
+        split), into `folder`; returns the path `load_solution` reads. Cross-validation
+        scores held-out training items with the official scorer through it."""
+        raise CompetitionError(f"the {self.name} task has no cross-validation")
 
 
 class PredictionMaps(TaskInfo, Generic[D, P]):
