@@ -27,12 +27,10 @@ from competition.board.store import db, scores, selections, submissions
 from competition.board.views import Entry
 from competition.errors import CompetitionError
 from competition.tasks.base import aggregate
+from competition.tasks.comparison import percentile_interval, resampling_weights
 
 if TYPE_CHECKING:
     from competition.board.board import Board
-
-N_BOOTSTRAP = 1000
-BOOTSTRAP_SEED = 20180416  # fixed: the same board gives the same intervals every time
 
 
 def _valid(x: float | None) -> bool:
@@ -193,16 +191,15 @@ def _add_intervals(store: Board, board: list[Entry], tables: dict[int, np.ndarra
     if len(values) != len(ids) or len(n_items) != 1 or n_items == {0}:
         return  # items missing (e.g. scored before item scores were kept): no intervals
     n = n_items.pop()
-    rng = np.random.default_rng(BOOTSTRAP_SEED)
     # Multinomial resampling weights, shared by every team: a paired bootstrap.
-    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=N_BOOTSTRAP).astype(np.float64)
+    weights = resampling_weights(n)
     task = store.comp.task
     samples = {sid: aggregate(task, v, weights) for sid, v in values.items()}
     sign = 1.0 if store.rules.higher_is_better else -1.0
     leader = samples[board[0].submission_id]
     for entry in board:
         s = samples[entry.submission_id]
-        entry.ci_low, entry.ci_high = (float(q) for q in np.percentile(s, [2.5, 97.5]))
+        entry.ci_low, entry.ci_high = percentile_interval(s)
         if entry.rank == 1:
             entry.indistinguishable_from_leader = True
             continue

@@ -21,7 +21,9 @@ class PreparedCompetition:
     config: CompetitionConfig
 
     @classmethod
-    def open(cls, root: Path | str) -> PreparedCompetition:
+    def open(cls, root: Path | str, *, public_only: bool = False) -> PreparedCompetition:
+        """The competition at `root`; `public_only`: what a participant has (its
+        configuration and public/), nothing under private/ is looked at."""
         from competition import configs
         from competition.tasks import get_task
 
@@ -37,7 +39,7 @@ class PreparedCompetition:
             raise CompetitionDirError(str(e)) from None
         get_task(config.task)  # an unknown task is a clear error now, not at first use
         comp = cls(root, config)
-        if not comp.solution_path.is_file():
+        if not public_only and not comp.solution_path.is_file():
             raise CompetitionDirError(f"{root}: the solution {comp.solution_path} is missing")
         return comp
 

@@ -23,6 +23,7 @@ from types import ModuleType
 from typing import Any
 
 from competition.board.prepared import PreparedCompetition
+from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.jsonsafe import jsonable
 from competition.formats.pictures import gif
@@ -70,9 +71,8 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
     entry = load_entry(entry_dir)
     name = Path(entry_dir).resolve().name
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = comp.root / "runs" / f"{name}-{stamp}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = fresh_folder(comp.root / "runs", name)
+    stamp = out_dir.name.removeprefix(f"{name}-")
     timings: dict[str, Any] = {}
     run_start = time.perf_counter()
     with bar("Loading the training data"), _timed(timings, "load_data"):
@@ -82,7 +82,7 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     tags = {"kind": "training", "competition": comp.name, "task": task.name, "entry": name,
             "team": team or f"baseline-{name}"}
     with tracking.training_run(comp.name, f"{name}-{stamp}", tags) as tracked:
-        tracked.log(params={**_flat(config), "entry": name, "competition": comp.name,
+        tracked.log(params={**flat_config(config), "entry": name, "competition": comp.name,
                             "task": task.name, "validation_item": validation.name
                             if validation else "none"})
         record = _train_predict_submit(
@@ -174,7 +174,7 @@ def _train_predict_submit(the_run: _Run, train: Any,
                                                                              task.map_dtype))
             tracked.log_file(out_dir / "predictions.npz", "predictions")
         with _timed(timings, "predict"):
-            predictions = _predictions(task, entry, model, test_inputs, config, maps)
+            predictions = predictions_of(task, entry, model, test_inputs, config, maps)
     predict_seconds = time.perf_counter() - start
     path = out_dir / ("submission" + task.submission_suffix)
     with _timed(timings, "write_submission"):
@@ -220,7 +220,22 @@ def _train_predict_submit(the_run: _Run, train: Any,
     return record
 
 
-def _predictions(task: AnyTask, entry: ModuleType, model: Any, inputs: Any,
+def fresh_folder(parent: Path, name: str) -> Path:
+    """A new folder `parent/NAME-TIME` (TIME in UTC seconds; `-2`, `-3`... added when runs
+    start within one second): a run never writes into another's."""
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = parent / (f"{name}-{stamp}" + (f"-{n}" if n > 1 else ""))
+        try:
+            folder.mkdir()
+            return folder
+        except FileExistsError:
+            continue
+    raise CompetitionError(f"{parent}: no free folder name for {name}-{stamp}")
+
+
+def predictions_of(task: AnyTask, entry: ModuleType, model: Any, inputs: Any,
                  config: dict[str, Any], maps: Maps | None) -> Any:
     """The entry's predictions, from the maps just computed where it can (the maps are not
     computed twice): where the task's maps are its predictions (coordinates), or where the
@@ -260,7 +275,7 @@ def _rounded(timings: dict[str, Any]) -> dict[str, Any]:
             for k, val in timings.items()}
 
 
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
+def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not isinstance(v, dict)}
 
 

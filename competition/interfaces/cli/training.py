@@ -10,6 +10,7 @@ from competition.interfaces.cli.output import (
     escape,
     fmt,
     out,
+    print_json,
 )
 from competition.interfaces.cli.root import app
 
@@ -47,6 +48,50 @@ def run_entry(
             f"{fmt(record['public_score'])}")
     if record.get("mlflow_run_id"):
         out(f"MLflow run {record['mlflow_run_id']} (see `competition ui`)")
+
+
+@app.command("cv")
+def cross_validate(
+    directory: Path = typer.Argument(..., help="A prepared competition (only its "
+                                     "configuration and public/ are read)."),
+    entry: Path = typer.Argument(..., help="An entry folder, e.g. submissions/unet."),
+    folds: int = typer.Option(5, "--folds", help="Number of folds (K)."),
+    config: Path | None = typer.Option(None, help="A configuration file on top of the "
+                                       "entry's config.yaml (e.g. its smoke.yaml)."),
+    set_: list[str] = typer.Option([], "--set", help="key=value overrides (repeatable); "
+                                   "TASK.key=value for one task only."),
+    seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: `folds` "
+                                 "(per-fold results), `mean` and the rest of cv.json."),
+) -> None:
+    """K-fold cross-validation of an entry on the public training data: per-fold official
+    scores, their mean and a bootstrap interval over the out-of-fold items; out-of-fold
+    predictions kept, logged to MLflow (a parent run, a child per fold)."""
+    from rich.table import Table
+
+    from competition.formats.jsonsafe import jsonable
+    from competition.training.cv import cross_validate as run_cv
+
+    record = run_cv(directory, entry, config, set_, folds=folds, seed=seed)
+    if as_json:
+        print_json(jsonable(record))
+        return
+    table = Table("fold", "trained on", "held out", "score", "fit (s)", "predict (s)",
+                  title=f"{escape(record['entry'])} on {escape(record['competition'])}: "
+                  f"{record['metric']}, {record['k']} folds")
+    for fold in record["folds"]:
+        table.add_row(str(fold["fold"]), str(fold["train_items"]), str(fold["items"]),
+                      f"{fold['score']:.4f}", f"{fold['fit_seconds']:.1f}",
+                      f"{fold['predict_seconds']:.1f}")
+    out(table)
+    pooled = record["pooled"]
+    out(f"mean over folds {record['mean']:.4f} (sd {record['std']:.4f}); all "
+        f"{pooled['n']} out-of-fold items {pooled['score']:.4f}, 95 % bootstrap interval "
+        f"{pooled['low']:.4f} to {pooled['high']:.4f}")
+    out(f"wrote {escape(record['out_dir'])}/cv.json"
+        + (f" and {escape(record['oof_maps'])}" if record.get("oof_maps") else ""))
+    if record.get("mlflow_run_id"):
+        out(f"MLflow run {record['mlflow_run_id']} (a child run per fold)")
 
 
 @app.command()

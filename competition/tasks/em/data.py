@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,7 +11,7 @@ from scipy import ndimage
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import em_tiff
-from competition.tasks.base import DataFiles, PixelItem, Validation
+from competition.tasks.base import CvItem, DataFiles, PixelItem, Validation
 
 
 @dataclass
@@ -58,6 +59,30 @@ class EmFiles(DataFiles[EmData, np.ndarray]):
         return (EmData(train.volume[:z], train.labels[:z]),
                 Validation(f"slice {z}", EmData(train.volume[z:]), train.volume[z],
                            train.labels[z]))
+
+    # Folds are blocks of neighbouring slices, with one slice either side of a held-out
+    # block left out of training: neighbours nearly repeat (as `hold_out` notes).
+    cv_contiguous = True
+    cv_gap = 1
+
+    def cv_items(self, train: EmData) -> list[CvItem]:
+        return [CvItem(z, z) for z in train.ids]
+
+    def take(self, data: EmData, positions: Sequence[int]) -> EmData:
+        keep = np.asarray(positions, dtype=np.int64)
+        return EmData(data.volume[keep], None if data.labels is None else data.labels[keep])
+
+    def inputs_of(self, data: EmData) -> EmData:
+        return EmData(data.volume)
+
+    def write_solution(self, data: EmData, folder: Path) -> Path:
+        """`solution.tif`: the labels, as `prepare` writes them (no Usage file beside it)."""
+        if data.labels is None:
+            raise CompetitionError("a solution needs labelled slices")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "solution.tif"
+        path.write_bytes(em_tiff.write_stack(data.labels))
+        return path
 
     def pixel_items(self, data: EmData) -> list[PixelItem]:
         """Each slice as recorded (cells bright, membranes dark); with labels, the cell

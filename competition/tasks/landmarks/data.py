@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import landmarks_csv, meshes
-from competition.tasks.base import DataFiles, Maps
+from competition.tasks.base import CvItem, DataFiles, Maps
 
 
 @dataclass
@@ -63,3 +64,27 @@ class LandmarkFiles(DataFiles[LandmarkData, Maps]):
         """{specimen: (landmarks, 3)} -> the landmark CSV."""
         return landmarks_csv.write_points([(i, lm, predictions[i][k]) for i in inputs.ids
                                            for k, lm in enumerate(inputs.landmarks)])
+
+    def cv_items(self, train: LandmarkData) -> list[CvItem]:
+        """One group per specimen."""
+        return [CvItem(i, i) for i in train.ids]
+
+    def take(self, data: LandmarkData, positions: Sequence[int]) -> LandmarkData:
+        keep = list(positions)
+        return LandmarkData([data.ids[k] for k in keep], [data.meshes[k] for k in keep],
+                            data.landmarks, None if data.points is None else data.points[keep])
+
+    def inputs_of(self, data: LandmarkData) -> LandmarkData:
+        return LandmarkData(data.ids, data.meshes, data.landmarks)
+
+    def write_solution(self, data: LandmarkData, folder: Path) -> Path:
+        """`solution.csv`: the specimens' landmarks, in the layout `prepare` writes (in the
+        specimens' own pose; no Usage column)."""
+        if data.points is None:
+            raise CompetitionError("a solution needs specimens with landmarks")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "solution.csv"
+        path.write_bytes(landmarks_csv.write_points(
+            [(i, lm, data.points[k][j]) for k, i in enumerate(data.ids)
+             for j, lm in enumerate(data.landmarks)]))
+        return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from skimage.color import rgb2hed
 
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import nuclei_csv, rle
-from competition.tasks.base import DataFiles, PixelItem, Validation
-from competition.tasks.nuclei import appearance
+from competition.tasks.base import CvItem, DataFiles, PixelItem, Validation
+from competition.tasks.nuclei import appearance, prepare
 from competition.tasks.nuclei.postprocess import boundary_target
 
 
@@ -123,6 +124,34 @@ class NucleiFiles(DataFiles[NucleiData, Instances]):
                            [train.labels[i] for i in rest]),
                 Validation(train.ids[k], NucleiData([train.ids[k]], [train.images[k]]),
                            train.images[k], train.labels[k]))
+
+    def cv_items(self, train: NucleiData) -> list[CvItem]:
+        """One group per image, stratified by appearance type (`appearance.TYPES`): the
+        kinds differ most in how hard they are."""
+        return [CvItem(i, i, appearance.describe(rgb).type)
+                for i, rgb in zip(train.ids, train.images, strict=True)]
+
+    def take(self, data: NucleiData, positions: Sequence[int]) -> NucleiData:
+        return NucleiData([data.ids[k] for k in positions], [data.images[k] for k in positions],
+                          None if data.labels is None else [data.labels[k] for k in positions])
+
+    def inputs_of(self, data: NucleiData) -> NucleiData:
+        return NucleiData(data.ids, data.images)
+
+    def write_solution(self, data: NucleiData, folder: Path) -> Path:
+        """`solution.csv` and its types sidecar, as `prepare` writes them."""
+        if data.labels is None:
+            raise CompetitionError("a solution needs labelled images")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "solution.csv"
+        shapes = {i: im.shape[:2] for i, im in zip(data.ids, data.images, strict=True)}
+        objects = {i: rle.encode_labels(lab) for i, lab in zip(data.ids, data.labels,
+                                                                 strict=True)}
+        path.write_bytes(prepare.solution_csv(data.ids, shapes, objects))
+        types = {i: appearance.describe(rgb) for i, rgb in zip(data.ids, data.images,
+                                                                strict=True)}
+        path.with_name(path.stem + prepare.TYPES_SUFFIX).write_bytes(prepare.types_csv(types))
+        return path
 
     def pixel_items(self, data: NucleiData, view: str = "grey") -> list[PixelItem]:
         """Each image grey (nuclei bright); with labels, targets foreground and boundary.

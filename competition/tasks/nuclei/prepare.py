@@ -130,13 +130,7 @@ def prepare(source: Path, stage: Staging, seed: int, public_fraction: float,
         stage.copy(f"public/test/{i}/images/{i}.png", test_sources[i])
     stage.write("public/sample_submission.csv",
                 nuclei_csv.write_csv([(i, "") for i in test_ids], nuclei_csv.SUBMISSION_HEADER))
-    solution_rows = []
-    for i in test_ids:
-        h, w = test_shapes[i]
-        encs = test_objects[i] or [""]
-        solution_rows += [(i, enc, h, w, usage[i]) for enc in encs]
-    stage.write("private/solution.csv",
-                nuclei_csv.write_csv(solution_rows, [*nuclei_csv.SOLUTION_HEADER, "Usage"]))
+    stage.write("private/solution.csv", solution_csv(test_ids, test_shapes, test_objects, usage))
     stage.write(f"private/solution{TYPES_SUFFIX}", types_csv(hidden))
     stage.write("private/protocol.json", (json.dumps(report, indent=1, sort_keys=True)
                                           + "\n").encode())
@@ -166,6 +160,18 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def _appearances(images: dict[str, Path], ids: list[str], what: str) -> dict[str, Appearance]:
     return {i: appearance.describe(read_rgb(images[i])) for i in track(ids, what)}
+
+
+def solution_csv(ids: list[str], shapes: dict[str, tuple[int, int]],
+                 objects: dict[str, list[str]], usage: dict[str, str] | None = None) -> bytes:
+    """The hidden solution's CSV: a row per object (one empty row for an image without
+    any), with Height and Width, and with each image's Usage where there is a split."""
+    rows: list[tuple[Any, ...]] = []
+    for i in ids:
+        h, w = shapes[i]
+        rows += [(i, enc, h, w, *([usage[i]] if usage else [])) for enc in objects[i] or [""]]
+    header = [*nuclei_csv.SOLUTION_HEADER, *(["Usage"] if usage else [])]
+    return nuclei_csv.write_csv(rows, header)
 
 
 def types_csv(appearances: dict[str, Appearance]) -> bytes:

@@ -1,0 +1,226 @@
+"""`competition cv DIR ENTRY`: K-fold cross-validation of an entry on the public training data.
+
+The task plugin says how its training items group and stratify (`DataFiles.cv_items`:
+patients by institution, specimens, images by appearance type) or that folds are blocks of
+neighbouring slices (`cv_contiguous`, with a gap). For each fold the entry is fitted on the
+other folds, predicts the held-out items from their inputs alone (`inputs_of`), the task
+writes the submission file, and the official scorer scores it against the held-out labels
+written in the hidden solution's own layout (`write_solution`). Out-of-fold predictions are
+kept: each fold's submission, and the prediction maps of every training item (`oof_maps.npz`)
+for entries that make maps, which is what choices (thresholds, ensembles) are made on.
+
+Only the competition's configuration and `public/` are read: this is the local validation a
+participant has. Everything lands in `DIR/cv/<entry>-<time>/` (`cv.json`, the folds'
+submissions and truths); MLflow gets a parent run with a child run per fold.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from competition.board.prepared import PreparedCompetition
+from competition.errors import CompetitionError
+from competition.formats import maps as maps_format
+from competition.formats.files import SubmissionFile
+from competition.formats.jsonsafe import jsonable
+from competition.progress import bar
+from competition.tasks.base import AnyTask, CvItem, Maps, ScoreResult
+from competition.tasks.comparison import estimate
+from competition.tracking import runs as tracking
+from competition.training.entries import load_entry, resolve_config
+from competition.training.run import flat_config, fresh_folder, predictions_of
+
+DEFAULT_FOLDS = 5
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: the positions (in `cv_items` order) trained on and held out."""
+
+    number: int  # from 1
+    train: list[int]
+    held: list[int]
+
+
+def make_folds(items: Sequence[CvItem], k: int, seed: int = 0, *, contiguous: bool = False,
+               gap: int = 0, kind: str = "item") -> list[Fold]:
+    """K folds of the items. Contiguous: K blocks of neighbouring items in order, training
+    without the `gap` items either side of the held-out block. Otherwise: whole groups per
+    fold, strata in proportion (scikit-learn's StratifiedGroupKFold, shuffled by `seed`)."""
+    n = len(items)
+    if k < 2:
+        raise CompetitionError(f"--folds {k}: cross-validation needs at least 2 folds")
+    if contiguous:
+        if n < k:
+            raise CompetitionError(f"--folds {k}: the training data has only {n} {kind}s")
+        folds = []
+        for number, block in enumerate(np.array_split(np.arange(n), k), start=1):
+            first, last = int(block[0]), int(block[-1])
+            train = [p for p in range(n) if p < first - gap or p > last + gap]
+            if not train:
+                raise CompetitionError(f"--folds {k}: fold {number} leaves nothing to train "
+                                       f"on ({n} {kind}s, gap {gap})")
+            folds.append(Fold(number, train, block.tolist()))
+        return folds
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    groups = [item.group for item in items]
+    n_groups = len(set(groups))
+    if n_groups < k:
+        raise CompetitionError(f"--folds {k}: the training data has only {n_groups} groups "
+                               f"({n} {kind}s); choose at most {n_groups} folds")
+    strata = [item.stratum for item in items]
+    if max(Counter(strata).values()) < k:
+        strata = [""] * n  # no stratum fills K folds: whole groups alone
+    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        # A stratum smaller than K cannot be in every fold; it is spread as far as it goes.
+        warnings.filterwarnings("ignore", message=".*least populated class.*")
+        splits = list(splitter.split(np.zeros(n), strata, groups))
+    return [Fold(number, sorted(train.tolist()), sorted(held.tolist()))
+            for number, (train, held) in enumerate(splits, start=1)]
+
+
+@dataclass(frozen=True)
+class _Setup:
+    comp: PreparedCompetition
+    task: AnyTask
+    entry: ModuleType
+    config: dict[str, Any]
+    name: str
+    out_dir: Path
+
+
+def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
+                   overrides: list[str] | None = None, *, folds: int = DEFAULT_FOLDS,
+                   seed: int = 0) -> dict[str, Any]:
+    """Cross-validate the entry; returns what `cv.json` holds."""
+    comp = PreparedCompetition.open(comp_dir, public_only=True)
+    task = comp.task
+    config = resolve_config(entry_dir, task.name, config_file, overrides or [])
+    entry = load_entry(entry_dir)
+    name = Path(entry_dir).resolve().name
+    with bar("Loading the training data"):
+        train = task.load_train(comp.public_dir)
+        items = task.cv_items(train)
+    plan = make_folds(items, folds, seed, contiguous=task.cv_contiguous, gap=task.cv_gap,
+                      kind=task.item_kind)
+    out_dir = fresh_folder(comp.root / "cv", name)
+    setup = _Setup(comp, task, entry, config, name, out_dir)
+    tags = {"kind": "cv", "competition": comp.name, "task": task.name, "entry": name,
+            "team": f"baseline-{name}"}
+    with tracking.training_run(comp.name, f"cv {out_dir.name}", tags) as parent:
+        parent.log(params={**flat_config(config), "entry": name, "folds": folds,
+                           "fold_seed": seed})
+        results, oof = [], {}
+        for fold in plan:
+            child_tags = {**tags, "fold": fold.number}
+            if parent.run_id:
+                child_tags["mlflow.parentRunId"] = parent.run_id
+            with tracking.training_run(comp.name, f"cv {name} fold {fold.number}",
+                                       child_tags) as child:
+                record, maps = _one_fold(setup, train, items, fold, child)
+            results.append(record)
+            oof.update(maps or {})
+        record = _summary(setup, items, plan, results, seed)
+        if oof:
+            path = out_dir / "oof_maps.npz"
+            path.write_bytes(maps_format.to_npz(oof, task.map_dtype))
+            record["oof_maps"] = str(path)
+            parent.log_file(path, "predictions")
+        pooled = record["pooled"]
+        parent.log(metrics={"cv_mean": record["mean"], "cv_std": record["std"],
+                            "cv_pooled": pooled["score"], "cv_low": pooled["low"],
+                            "cv_high": pooled["high"]},
+                   tags={"mlflow.note.content": f"`competition cv` of {name} on {comp.name}: "
+                         f"{folds} folds"})
+        record["mlflow_run_id"] = parent.run_id
+        (out_dir / "cv.json").write_text(json.dumps(jsonable(record, max_items=100_000),
+                                                    indent=1) + "\n")
+        parent.log_file(out_dir / "cv.json")
+    return record
+
+
+def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
+              tracked: tracking.TrainingRun) -> tuple[dict[str, Any], Maps | None]:
+    """Fit on the fold's training items, predict its held-out inputs, score the file."""
+    task, entry, config = setup.task, setup.entry, setup.config
+    folder = setup.out_dir / f"fold-{fold.number}"
+    folder.mkdir()
+    fit_part = task.take(train, fold.train)
+    held = task.take(train, fold.held)
+    inputs = task.inputs_of(held)
+    tracked.log(params={"fold": fold.number, "train_items": len(fold.train),
+                        "held_out_items": len(fold.held)})
+
+    def on_epoch(epoch: int, logs: dict[str, Any], model: Any = None) -> None:
+        tracked.log_epoch(epoch + 1, {k: v for k, v in logs.items()
+                                      if isinstance(v, (int, float))})
+
+    start = time.perf_counter()
+    with bar(f"Fold {fold.number}: training {setup.name} on {len(fold.train)} "
+             f"{task.item_kind}s"):
+        model = entry.fit(task, fit_part, config, on_epoch=on_epoch)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    with bar(f"Fold {fold.number}: predicting {len(fold.held)} {task.item_kind}s"):
+        has_maps = callable(getattr(entry, "probabilities", None))
+        maps = entry.probabilities(task, model, inputs, config) if has_maps else None
+        predictions = predictions_of(task, entry, model, inputs, config, maps)
+        path = folder / ("submission" + task.submission_suffix)
+        path.write_bytes(task.write_submission(inputs, predictions))
+    predict_seconds = time.perf_counter() - start
+    solution = task.load_solution(task.write_solution(held, folder / "truth"))
+    with SubmissionFile(path, name=str(path)) as submission:
+        result = task.score(submission, solution)
+    record = {
+        "fold": fold.number, "train_items": len(fold.train), "items": len(fold.held),
+        "groups": len({items[p].group for p in fold.held}), "score": result.score,
+        "fields": _numbers(result.fields), "fit_seconds": round(fit_seconds, 2),
+        "predict_seconds": round(predict_seconds, 2), "submission": str(path),
+        "item_values": _item_values(task, result),
+    }
+    tracked.log(metrics={"score": result.score, "fit_seconds": fit_seconds,
+                         "predict_seconds": predict_seconds, **record["fields"]})
+    tracked.log_file(path, "submission")
+    return record, maps
+
+
+def _item_values(task: AnyTask, result: ScoreResult) -> list[dict[str, Any]]:
+    """Each held-out item's id and the values its score aggregates (the paired
+    comparison's input)."""
+    return [{"key": str(result.item_id(row)), "values": task.item_values(row)}
+            for row in result.items]
+
+
+def _numbers(fields: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in fields.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
+
+
+def _summary(setup: _Setup, items: Sequence[CvItem], plan: list[Fold],
+             results: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+    task = setup.task
+    scores = np.array([r["score"] for r in results], np.float64)
+    values = np.array([row["values"] for r in results for row in r["item_values"]],
+                      np.float64)
+    return {
+        "entry": setup.name, "competition": setup.comp.name, "task": task.name,
+        "metric": task.metric_label, "higher_is_better": task.higher_is_better,
+        "k": len(plan), "fold_seed": seed, "config": setup.config,
+        "folds": results, "mean": float(scores.mean()),
+        "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
+        "pooled": estimate(task, values).as_json(),
+        "assignment": {items[p].key: fold.number for fold in plan for p in fold.held},
+        "out_dir": str(setup.out_dir), "oof_maps": None,
+    }

@@ -1,0 +1,194 @@
+"""`competition cv`: folds from the task's groups, official scores of held-out training items,
+out-of-fold predictions kept, MLflow parent and child runs, nothing read under private/."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from competition.board.prepared import PreparedCompetition
+from competition.errors import CompetitionError
+from competition.formats import maps as maps_format
+from competition.formats import nuclei_csv
+from competition.formats.files import SubmissionFile
+from competition.metrics.nuclei import image_score
+from competition.tasks.base import CvItem
+from competition.training.cv import cross_validate, make_folds
+from tests.test_bad_input import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+THRESHOLD = REPO / "submissions" / "threshold"
+
+
+@pytest.fixture(scope="module")
+def cv_copies(demo_dirs, tmp_path_factory):
+    root = tmp_path_factory.mktemp("cv")
+    return {k: Path(shutil.copytree(v, root / k)) for k, v in demo_dirs.items()}
+
+
+# --- folds -------------------------------------------------------------------------------
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 12), st.sampled_from("abc")), min_size=4,
+                max_size=60), st.integers(2, 5), st.integers(0, 3))
+def test_grouped_folds_keep_groups_whole_and_cover_every_item_once(pairs, k, seed):
+    # One stratum per group (a patient has one institution).
+    items = [CvItem(str(n), f"g{g}", "abc"[g % 3]) for n, (g, _) in enumerate(pairs)]
+    n_groups = len({i.group for i in items})
+    if n_groups < k:
+        with pytest.raises(CompetitionError, match=f"only {n_groups} groups"):
+            make_folds(items, k, seed)
+        return
+    folds = make_folds(items, k, seed)
+    assert len(folds) == k
+    held = [p for f in folds for p in f.held]
+    assert sorted(held) == list(range(len(items)))
+    for fold in folds:
+        assert fold.held and set(fold.train) == set(range(len(items))) - set(fold.held)
+        assert not {items[p].group for p in fold.held} & {items[p].group for p in fold.train}
+
+
+def test_grouped_folds_keep_strata_in_proportion():
+    items = [CvItem(str(n), str(n), "rare" if n % 5 == 0 else "common") for n in range(50)]
+    for fold in make_folds(items, 5, seed=1):
+        assert Counter(items[p].stratum for p in fold.held) == {"rare": 2, "common": 8}
+
+
+def test_contiguous_folds_are_blocks_with_a_gap():
+    items = [CvItem(str(z), str(z)) for z in range(20)]
+    folds = make_folds(items, 4, contiguous=True, gap=1)
+    assert [f.held for f in folds][1] == [5, 6, 7, 8, 9]
+    assert folds[1].train == [*range(0, 4), *range(11, 20)]
+    assert sorted(p for f in folds for p in f.held) == list(range(20))
+    with pytest.raises(CompetitionError, match="only 3 slices"):
+        make_folds(items[:3], 4, contiguous=True, kind="slice")
+
+
+# --- every task writes solutions the official scorer reads -------------------------------
+
+@pytest.mark.parametrize("kind", ["demo-nuclei", "demo-em", "demo-landmarks"])
+def test_held_out_truths_as_a_solution_score_perfect_predictions_best(demo_dirs, kind,
+                                                                      tmp_path):
+    comp = PreparedCompetition.open(demo_dirs[kind])
+    task = comp.task
+    train = task.load_train(comp.public_dir)
+    held = task.take(train, [0, 2, 3])
+    inputs = task.inputs_of(held)
+    solution = task.load_solution(task.write_solution(held, tmp_path / "truth"))
+    assert set(task.usage(solution).values()) == {None}
+    if kind == "demo-nuclei":
+        assert inputs.labels is None
+        perfect = dict(zip(held.ids, held.labels, strict=True))
+        worse = {i: np.zeros_like(lab) for i, lab in perfect.items()}
+    elif kind == "demo-em":
+        assert inputs.labels is None
+        perfect = (held.labels > 0).astype(np.float32)
+        worse = np.ones_like(perfect)
+    else:
+        assert inputs.points is None
+        perfect = dict(zip(held.ids, held.points, strict=True))
+        worse = {i: p + 1.0 for i, p in perfect.items()}
+    scores = []
+    for name, predictions in (("perfect", perfect), ("worse", worse)):
+        path = tmp_path / f"{name}{task.submission_suffix}"
+        path.write_bytes(task.write_submission(inputs, predictions))
+        with SubmissionFile(path) as f:
+            result = task.score(f, solution)
+        assert result.public is None and len(result.items) == 3
+        scores.append(result.score)
+    best = 0.0 if not task.higher_is_better else 1.0
+    assert scores[0] == pytest.approx(best, abs=1e-6)
+    assert (scores[1] < scores[0]) if task.higher_is_better else (scores[1] > scores[0])
+
+
+# --- the command -----------------------------------------------------------------------------
+
+def test_cv_json_scores_each_fold_officially_and_keeps_out_of_fold_maps(cv_copies, capsys):
+    comp_dir = cv_copies["demo-nuclei"]
+    code, stdout, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config",
+                                    THRESHOLD / "smoke.yaml", "--folds", "3", "--json"], capsys)
+    assert code == 0, stderr
+    record = json.loads(stdout)
+    assert [f["fold"] for f in record["folds"]] == [1, 2, 3]
+    assert record["mean"] == pytest.approx(np.mean([f["score"] for f in record["folds"]]))
+    pooled = record["pooled"]
+    assert pooled["low"] <= pooled["score"] <= pooled["high"] and pooled["low"] < pooled["high"]
+    comp = PreparedCompetition.open(comp_dir)
+    train = comp.task.load_train(comp.public_dir)
+    assert set(record["assignment"]) == set(train.ids)
+    assert json.loads((Path(record["out_dir"]) / "cv.json").read_text())["mean"] == \
+        record["mean"]
+    maps = maps_format.from_npz(Path(record["oof_maps"]).read_bytes())
+    assert set(maps) == set(train.ids)
+    # Each fold's score is the DSB metric of its file against the held-out labels.
+    labels = dict(zip(train.ids, train.labels, strict=True))
+    for fold in record["folds"]:
+        held = [i for i, f in record["assignment"].items() if f == fold["fold"]]
+        parsed = nuclei_csv.read_submission(Path(fold["submission"]).read_bytes(),
+                                            {i: labels[i].shape for i in held})
+        expected = np.mean([image_score(labels[i], parsed[i].label_image(i)) for i in held])
+        assert fold["score"] == pytest.approx(expected, abs=1e-9)
+        assert fold["items"] == len(held) and fold["train_items"] == len(train.ids) - len(held)
+
+
+def test_cv_reads_nothing_under_private(cv_copies, tmp_path):
+    comp_dir = cv_copies["demo-em"]
+    before = cross_validate(comp_dir, THRESHOLD, THRESHOLD / "smoke.yaml", folds=3)
+    # Root reads any file: the folder goes away instead of losing its permissions.
+    shutil.move(comp_dir / "private", tmp_path / "private")
+    try:
+        after = cross_validate(comp_dir, THRESHOLD, THRESHOLD / "smoke.yaml", folds=3)
+    finally:
+        shutil.move(tmp_path / "private", comp_dir / "private")
+    assert [f["score"] for f in after["folds"]] == [f["score"] for f in before["folds"]]
+    assert after["assignment"] == before["assignment"]
+    assert after["pooled"] == before["pooled"]
+
+
+def test_too_many_folds_is_a_clear_refusal(cv_copies, capsys):
+    code, _, stderr = run_cli(["cv", cv_copies["demo-landmarks"], REPO / "submissions" /
+                               "alpaca", "--folds", "500"], capsys)
+    assert code == 2
+    assert "--folds 500" in stderr and "groups" in stderr and "Traceback" not in stderr
+
+
+ENTRIES = [("demo-nuclei", "unet"), ("demo-nuclei", "multiarm_unet"), ("demo-em", "unet"),
+           ("demo-landmarks", "alpaca"), ("demo-landmarks", "alpaca_bias"),
+           ("demo-landmarks", "xception_landmarks")]
+
+
+@pytest.mark.parametrize(("kind", "entry"), ENTRIES)
+def test_cv_of_every_shipped_entry(cv_copies, kind, entry, request):
+    if entry in ("alpaca", "alpaca_bias", "xception_landmarks"):
+        request.getfixturevalue("open3d")
+    folder = REPO / "submissions" / entry
+    record = cross_validate(cv_copies[kind], folder, folder / "smoke.yaml", folds=2)
+    assert len(record["folds"]) == 2
+    assert all(np.isfinite(f["score"]) for f in record["folds"])
+    assert len(record["assignment"]) == sum(f["items"] for f in record["folds"])
+
+
+def test_mlflow_gets_a_parent_run_with_a_child_per_fold(cv_copies, tmp_path, monkeypatch):
+    from competition.tracking import runs as tracking
+    from tests.test_tracking import EMBEDDED, switch_on
+
+    config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+    record = cross_validate(cv_copies["demo-em"], THRESHOLD, THRESHOLD / "smoke.yaml", folds=3)
+    comp = PreparedCompetition.open(cv_copies["demo-em"])
+    tracker = tracking.Tracker(config, "participants")
+    found = tracker.runs(comp.name, "tags.kind = 'cv'")
+    parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == record[
+        "mlflow_run_id"]]
+    assert [p.info.run_id for p in parents] == [record["mlflow_run_id"]]
+    assert parents[0].data.metrics["cv_mean"] == pytest.approx(record["mean"])
+    assert sorted(c.data.metrics["score"] for c in children) == pytest.approx(
+        sorted(f["score"] for f in record["folds"]))
+    assert sorted(c.data.params["fold"] for c in children) == ["1", "2", "3"]
