@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +18,17 @@ from scipy import ndimage
 
 from competition.errors import CompetitionError
 from competition.formats import nifti
-from competition.tasks.base import DataFiles, Maps, PixelItem, PredictionMaps, Validation
+from competition.tasks.base import (
+    CvItem,
+    DataFiles,
+    Maps,
+    PixelItem,
+    PredictionMaps,
+    Validation,
+)
 from competition.tasks.mri import geometry, layout
+from competition.tasks.mri.prepare import HiddenCase, write_hidden_solution
+from competition.tasks.preparing import Staging
 
 FLAIR = 1  # the channel the abnormality is defined on
 Masks = dict[str, np.ndarray]  # (S, H, W) bool by case: what entries predict
@@ -140,6 +149,28 @@ class MriFiles(DataFiles[MriData, Masks]):
         return train.subset(rest), Validation(train.cases[k], MriData(
             held.cases, held.volumes, held.spacing, held.first_slices), train.volumes[k],
             train.masks[k])
+
+    # --- cross-validation: whole patients, stratified by institution ------------------------
+
+    def cv_items(self, train: MriData) -> list[CvItem]:
+        """One item per patient (its slices would leak across folds otherwise), stratified
+        by institution as the test split is (scanners and protocols differ by site)."""
+        return [CvItem(case, group=case, stratum=layout.institution(case))
+                for case in train.cases]
+
+    def take(self, data: MriData, positions: Sequence[int]) -> MriData:
+        return data.subset(list(positions))
+
+    def inputs_of(self, data: MriData) -> MriData:
+        return MriData(data.cases, data.volumes, data.spacing, data.first_slices)
+
+    def write_solution(self, data: MriData, folder: Path) -> Path:
+        """The cases' masks as prepare writes the hidden solution, without a Usage split."""
+        if data.masks is None:
+            raise CompetitionError("a solution needs the cases' masks")
+        cases = [HiddenCase(case, mask, spacing, first, None) for case, mask, spacing, first
+                 in zip(data.cases, data.masks, data.spacing, data.first_slices, strict=True)]
+        return write_hidden_solution(cases, Staging(Path(folder)))
 
     def pixel_items(self, data: MriData) -> list[PixelItem]:
         """Each slice's FLAIR channel as the grey image (the abnormality is defined on it);

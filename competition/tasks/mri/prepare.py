@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -66,25 +68,13 @@ def prepare(source: Path, stage: Staging, seed: int, public_fraction: float, *,
                     stage.copy(f"public/train/{case_name}/{case.mask_path(n).name}",
                                case.mask_path(n))
     stage.write("public/spacing.csv", geometry.write_spacing(spacing))
-    sample, rows = io.BytesIO(), []
-    solution_rows = ["case,Usage,first_slice"]
-    with zipfile.ZipFile(sample, "w", zipfile.ZIP_DEFLATED) as archive:
-        for case_name in test:
-            case = by_name[case_name]
-            image, mask = volumes[case_name]
-            assert mask is not None
-            labels = mask.transpose(1, 2, 0).astype(np.uint8)  # (H, W, S)
-            affine = geometry.affine(spacing[case_name])
-            stage.write(f"private/solution/{case_name}.nii.gz",
-                        nifti.write_volume(labels, affine))
-            solution_rows.append(f"{case_name},{usage[case_name]},{case.slices[0]}")
-            archive.writestr(zipfile.ZipInfo(f"{case_name}.nii.gz", ZIP_TIME),
-                             nifti.write_volume(np.zeros_like(labels), affine))
-            empty = np.zeros(image.shape[1:3], bool)
-            rows += [(slice_id, empty) for slice_id in case.slice_ids()]
-    stage.write("public/sample_submission.zip", sample.getvalue())
+    hidden = [HiddenCase(c, _mask_of(volumes[c]), spacing[c], by_name[c].slices[0], usage[c])
+              for c in test]
+    write_hidden_solution(hidden, Staging(stage.root / "private"))
+    stage.write("public/sample_submission.zip", sample_zip(hidden))
+    rows = [(slice_id, np.zeros(volumes[c][0].shape[1:3], bool))
+            for c in test for slice_id in by_name[c].slice_ids()]
     stage.write("public/sample_submission.csv", slices_csv.write_slices(rows))
-    stage.write("private/solution.csv", ("\n".join(solution_rows) + "\n").encode())
 
     n_slices = {split: sum(len(by_name[c].slices) for c in members)
                 for split, members in (("train", train), ("test", test))}
@@ -98,6 +88,52 @@ def prepare(source: Path, stage: Staging, seed: int, public_fraction: float, *,
         title="Brain MRI FLAIR abnormality segmentation (LGG)", seed=seed,
         public_fraction=public_fraction, counts=counts,
         files={"solution": "private/solution.csv"}))
+
+
+@dataclass(frozen=True)
+class HiddenCase:
+    """A case of a hidden solution: its mask (S, H, W), spacing, first slice number and usage
+    (None: no Usage split, as cross-validation writes it)."""
+
+    case: str
+    mask: np.ndarray
+    spacing: geometry.Spacing
+    first_slice: int
+    usage: str | None
+
+    def labels(self) -> np.ndarray:
+        """The (H, W, S) uint8 label volume, as references and submissions hold it."""
+        out: np.ndarray = self.mask.transpose(1, 2, 0).astype(np.uint8)
+        return out
+
+
+def _mask_of(volume: tuple[np.ndarray, np.ndarray | None]) -> np.ndarray:
+    mask = volume[1]
+    assert mask is not None  # read with masks=True
+    return mask
+
+
+def write_hidden_solution(cases: Sequence[HiddenCase], stage: Staging) -> Path:
+    """`solution.csv` (case,Usage,first_slice; Usage empty without a split) and
+    `solution/<case>.nii.gz` (the case's spacing in its affine, which scoring reads) under
+    `stage`: what `MriTask.load_solution` reads. Returns the CSV's path."""
+    rows = ["case,Usage,first_slice"]
+    for case in cases:
+        stage.write(f"solution/{case.case}.nii.gz",
+                    nifti.write_volume(case.labels(), geometry.affine(case.spacing)))
+        rows.append(f"{case.case},{case.usage or ''},{case.first_slice}")
+    return stage.write("solution.csv", ("\n".join(rows) + "\n").encode())
+
+
+def sample_zip(cases: Sequence[HiddenCase]) -> bytes:
+    """A valid, empty NIfTI submission: each case's zero volume with its affine."""
+    sample = io.BytesIO()
+    with zipfile.ZipFile(sample, "w", zipfile.ZIP_DEFLATED) as archive:
+        for case in cases:
+            empty = np.zeros_like(case.labels())
+            archive.writestr(zipfile.ZipInfo(f"{case.case}.nii.gz", ZIP_TIME),
+                             nifti.write_volume(empty, geometry.affine(case.spacing)))
+    return sample.getvalue()
 
 
 def strata(names: list[str]) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -10,8 +11,8 @@ from typing import Any, Protocol
 import numpy as np
 
 from competition.errors import CompetitionError
-from competition.tasks.base import DataFiles, PixelItem, Validation
-from competition.tasks.tomography import submission, volumes
+from competition.tasks.base import CvItem, DataFiles, PixelItem, Validation
+from competition.tasks.tomography import prepare, submission, volumes
 
 MAX_PIXEL_ITEM_VOXELS = 256_000_000  # pixel_items holds float32 images and targets
 
@@ -100,6 +101,21 @@ class _Prefix:
         return out if dtype is None else out.astype(dtype)
 
 
+class _Uint8Labels:
+    """A label volume that slices like numpy (numpy, zarr, a lazy view), as dask reads
+    arrays: with the `dtype` and `ndim` the lazy views lack, each block as uint8."""
+
+    dtype = np.dtype(np.uint8)
+    ndim = 3
+
+    def __init__(self, labels: Any):
+        self.labels = labels
+        self.shape = tuple(int(s) for s in labels.shape)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return np.asarray(self.labels[key]).astype(np.uint8, copy=False)
+
+
 def labels_from_maps(maps: dict[str, np.ndarray]) -> np.ndarray:
     """Class maps by slice id ((H, W, K) each) -> the (z, y, x) label volume (argmax)."""
     keys = sorted(maps, key=int)
@@ -110,6 +126,27 @@ def maps_from_labels(labels: Volume) -> dict[str, np.ndarray]:
     eye = np.eye(submission.N_CLASSES, dtype=np.float32)
     n = int(labels.shape[0])
     return {key: eye[np.asarray(labels[z])] for z, key in enumerate(slice_ids(n))}
+
+
+def runs(positions: Sequence[int]) -> list[tuple[int, int]]:
+    """Positions as half-open ranges of consecutive slices, in their order.
+
+    >>> runs([0, 1, 2, 7, 8])
+    [(0, 3), (7, 9)]
+    """
+    out: list[tuple[int, int]] = []
+    for z in map(int, positions):
+        if out and z == out[-1][1]:
+            out[-1] = (out[-1][0], z + 1)
+        else:
+            out.append((z, z + 1))
+    return out
+
+
+def read_runs(array: Any, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """The slabs of a lazy (z, y, x) array, one read each, end to end."""
+    parts = [np.asarray(array[z0:z1]) for z0, z1 in ranges] or [np.asarray(array[0:0])]
+    return np.concatenate(parts)
 
 
 class TomoFiles(DataFiles[TomoData, Volume]):
@@ -156,6 +193,37 @@ class TomoFiles(DataFiles[TomoData, Volume]):
         volume, labels = np.asarray(held.volume), np.asarray(held.labels)
         return (TomoData(_Prefix(train.volume, n - k), _Prefix(train.labels, n - k)),
                 Validation(f"slices {n - k}-{n - 1}", TomoData(volume), volume, labels))
+
+    # --- cross-validation: contiguous blocks of slices --------------------------------------
+    # Neighbouring slices nearly repeat: folds are blocks along z, and a few slices either
+    # side of a held-out block stay out of training.
+    cv_contiguous = True
+    cv_gap = 2
+
+    def cv_items(self, train: TomoData) -> list[CvItem]:
+        """One item per slice, each its own group (contiguity, not groups, keeps folds
+        apart)."""
+        return [CvItem(key, group=key) for key in train.ids]
+
+    def take(self, data: TomoData, positions: Sequence[int]) -> TomoData:
+        """The slices at `positions` (runs of consecutive slices: a held-out block, or the
+        training part around one) read slab by slab into numpy arrays."""
+        ranges = runs(positions)
+        labels = None if data.labels is None else read_runs(data.labels, ranges)
+        return TomoData(read_runs(data.volume, ranges), labels)
+
+    def inputs_of(self, data: TomoData) -> TomoData:
+        return TomoData(data.volume)
+
+    def write_solution(self, data: TomoData, folder: Path) -> Path:
+        """The slices' labels as prepare writes the hidden slab, without a Usage split."""
+        import dask.array as da
+
+        if data.labels is None:
+            raise CompetitionError("a solution needs the slices' labels")
+        truth = da.from_array(_Uint8Labels(data.labels),  # type: ignore[no-untyped-call]
+                              chunks=prepare.CHUNKS)
+        return prepare.write_hidden_solution(Path(folder), truth, usage=None)
 
     def pixel_items(self, data: TomoData) -> list[PixelItem]:
         """Each z-slice as a grey image with its one-hot class targets (small volumes only:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from competition.tasks.tomography.synthetic import CLASSES
 TASK_NAME = "tomography"
 DEFAULT_TEST_SLICES = 300
 CHUNKS = (32, 256, 256)  # of every prepared volume (a row of chunks is 2 MB per 256x256)
+SOLUTION_STORE = "solution.zarr"
 MIB = 1024 * 1024
 DEFAULT_MAX_SUBMISSION_MB = 512  # the task's own upload limit (TomographyTask.limits)
 
@@ -84,9 +86,6 @@ def _mapped(block: np.ndarray, table: np.ndarray, block_info: Any = None) -> np.
 def prepare(source: Path, stage: Staging, seed: int, public_fraction: float, *,
             name: str = TASK_NAME, kind: str = TASK_NAME, test_fraction: float | None = None,
             n_test_slices: int | None = None) -> None:
-    import dask
-    import dask.array as da
-
     image, labels = volumes.image_and_labels(source)
     if image.shape != labels.shape:
         raise SourceDataError(f"{source}: the grey volume {image.name} is "
@@ -104,29 +103,19 @@ def prepare(source: Path, stage: Staging, seed: int, public_fraction: float, *,
     public_first = bool(rng.integers(2))
     public = (0, n_public) if public_first else (n_test - n_public, n_test)
 
-    chunks = tuple(min(c, s) for c, s in zip(CHUNKS, image.shape, strict=True))
     grey = image.to_dask()
     truth = labels.to_dask().map_blocks(_mapped, table=class_table(source), dtype=np.uint8)
-    targets = {"public/train-volume.zarr": grey[train], "public/train-labels.zarr": truth[train],
-               "public/test-volume.zarr": grey[test], "private/solution.zarr": truth[test]}
-    sources, stores = [], []
-    for rel, array in targets.items():
-        store = volumes.create_zarr(stage.root / rel, array.shape, chunks, str(array.dtype))
-        sources.append(array.rechunk(store.chunks))
-        stores.append(store)
-    with dask.config.set(scheduler="threads"):
-        da.store(sources, stores, lock=False)
+    store_volumes(stage.root, {"public/train-volume.zarr": grey[train],
+                               "public/train-labels.zarr": truth[train],
+                               "public/test-volume.zarr": grey[test]})
+    usage = {"Public": list(public),
+             "Private": [public[1], n_test] if public_first else [0, public[0]]}
+    write_hidden_solution(stage.root / "private", truth[test], usage, source={
+        "volume": image.name, "labels": labels.name, "slices": [first, first + n_test]})
 
     buffer = io.BytesIO()
     submission.write_zarr_zip(_Zeros((n_test, height, width)), buffer)
     stage.write("public/sample_submission.zip", buffer.getvalue())
-    usage = {"Public": list(public),
-             "Private": [public[1], n_test] if public_first else [0, public[0]]}
-    stage.write("private/solution.json", (json.dumps({
-        "labels": "solution.zarr", "shape": [n_test, height, width], "classes": list(CLASSES),
-        "usage": usage, "source": {"volume": image.name, "labels": labels.name,
-                                   "slices": [first, first + n_test]},
-    }, indent=1) + "\n").encode())
     counts = {"train": train.stop - train.start, "test": n_test, "public": n_public,
               "height": height, "width": width}
     limit = upload_limit_mb((n_test, height, width))
@@ -135,6 +124,38 @@ def prepare(source: Path, stage: Staging, seed: int, public_fraction: float, *,
         name=name, kind=kind, task=TASK_NAME, title="Three-phase tomography segmentation",
         seed=seed, public_fraction=public_fraction, counts=counts,
         files={"solution": "private/solution.json"}, max_submission_mb=limit))
+
+
+def store_volumes(root: Path, arrays: Mapping[str, Any]) -> None:
+    """Dask arrays into zarr stores under `root` (by relative path), chunk by chunk in one
+    pass: a volume of billions of voxels in bounded memory."""
+    import dask
+    import dask.array as da
+
+    sources, stores = [], []
+    for rel, array in arrays.items():
+        store = volumes.create_zarr(root / rel, array.shape, CHUNKS, str(array.dtype))
+        sources.append(array.rechunk(store.chunks))
+        stores.append(store)
+    with dask.config.set(scheduler="threads"):
+        da.store(sources, stores, lock=False)
+
+
+def write_hidden_solution(folder: Path, truth: Any, usage: Mapping[str, list[int]] | None,
+                          source: Mapping[str, Any] | None = None) -> Path:
+    """`solution.zarr` (the slab's labels, a (z, y, x) uint8 dask array) and `solution.json`
+    (its shape, classes and usage as slice ranges; none: no Usage split, as cross-validation
+    writes it) in `folder`: what `TomographyTask.load_solution` reads. Returns the JSON's
+    path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    store_volumes(folder, {SOLUTION_STORE: truth})
+    doc: dict[str, Any] = {"labels": SOLUTION_STORE, "shape": [int(n) for n in truth.shape],
+                           "classes": list(CLASSES), "usage": dict(usage or {})}
+    if source is not None:
+        doc["source"] = dict(source)
+    path = folder / "solution.json"
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
 
 
 def upload_limit_mb(shape: tuple[int, int, int]) -> int:
