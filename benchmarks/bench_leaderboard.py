@@ -25,10 +25,10 @@ import numpy as np
 from sqlalchemy import insert, select
 
 from competition.board import leaderboard
-from competition.tasks import comparison
 from competition.board.board import Board, migrate
 from competition.board.prepared import PreparedCompetition
 from competition.board.store.schema import item_scores, submissions, teams
+from competition.tasks import comparison
 from competition.tasks.preparing import prepare
 from competition.tracking import config as tracking
 

@@ -21,7 +21,9 @@ from competition.formats.files import SubmissionFile
 from competition.metrics.nuclei import image_score
 from competition.tasks.base import CvItem
 from competition.training.cv import cross_validate, make_folds
+from tests.conftest import prepare_with_store
 from tests.test_bad_input import run_cli
+from tests.test_cv_plugins import TOMO_SPEC
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLD = REPO / "submissions" / "threshold"
@@ -30,7 +32,11 @@ THRESHOLD = REPO / "submissions" / "threshold"
 @pytest.fixture(scope="module")
 def cv_copies(demo_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("cv")
-    return {k: Path(shutil.copytree(v, root / k)) for k, v in demo_dirs.items()}
+    copies = {k: Path(shutil.copytree(v, root / k)) for k, v in demo_dirs.items()}
+    copies["demo-mri"] = prepare_with_store("demo-mri", root / "demo-mri", seed=0)
+    copies["demo-tomography"] = prepare_with_store("demo-tomography", root / "demo-tomography",
+                                                   seed=0, synthetic=TOMO_SPEC)
+    return copies
 
 
 # --- folds -------------------------------------------------------------------------------
@@ -161,7 +167,8 @@ def test_too_many_folds_is_a_clear_refusal(cv_copies, capsys):
 
 ENTRIES = [("demo-nuclei", "unet"), ("demo-nuclei", "multiarm_unet"), ("demo-em", "unet"),
            ("demo-landmarks", "alpaca"), ("demo-landmarks", "alpaca_bias"),
-           ("demo-landmarks", "xception_landmarks")]
+           ("demo-landmarks", "xception_landmarks"), ("demo-mri", "unet_mri"),
+           ("demo-tomography", "tomo_unet")]
 
 
 @pytest.mark.parametrize(("kind", "entry"), ENTRIES)
@@ -192,3 +199,16 @@ def test_mlflow_gets_a_parent_run_with_a_child_per_fold(cv_copies, tmp_path, mon
     assert sorted(c.data.metrics["score"] for c in children) == pytest.approx(
         sorted(f["score"] for f in record["folds"]))
     assert sorted(c.data.params["fold"] for c in children) == ["1", "2", "3"]
+
+
+def test_out_of_fold_slices_keep_their_training_numbers(cv_copies):
+    record = cross_validate(cv_copies["demo-em"], THRESHOLD, THRESHOLD / "smoke.yaml", folds=3)
+    comp = PreparedCompetition.open(cv_copies["demo-em"])
+    train = comp.task.load_train(comp.public_dir)
+    maps = maps_format.from_npz(Path(record["oof_maps"]).read_bytes())
+    assert sorted(maps, key=int) == train.ids
+    keys = [row["key"] for f in record["folds"] for row in f["item_values"]]
+    assert sorted(keys, key=int) == train.ids
+    # Slice 0 of the last fold's maps is the training stack's slice, not the block's first.
+    last = [int(k) for k in record["assignment"] if record["assignment"][k] == 3]
+    assert min(last) > 0 and str(min(last)) in maps

@@ -181,26 +181,43 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
         path.write_bytes(task.write_submission(inputs, predictions))
     predict_seconds = time.perf_counter() - start
     solution = task.load_solution(task.write_solution(held, folder / "truth"))
-    with SubmissionFile(path, name=str(path)) as submission:
+    with SubmissionFile(path, setup.comp.limits, str(path)) as submission:
         result = task.score(submission, solution)
-    record = {
+    renamed = _training_keys(task, inputs, [items[p].key for p in fold.held])
+    fields = _numbers(result.fields)
+    record: dict[str, Any] = {
         "fold": fold.number, "train_items": len(fold.train), "items": len(fold.held),
         "groups": len({items[p].group for p in fold.held}), "score": result.score,
-        "fields": _numbers(result.fields), "fit_seconds": round(fit_seconds, 2),
+        "fields": fields, "fit_seconds": round(fit_seconds, 2),
         "predict_seconds": round(predict_seconds, 2), "submission": str(path),
-        "item_values": _item_values(task, result),
+        "item_values": _item_values(task, result, renamed),
     }
     tracked.log(metrics={"score": result.score, "fit_seconds": fit_seconds,
-                         "predict_seconds": predict_seconds, **record["fields"]})
+                         "predict_seconds": predict_seconds, **fields})
     tracked.log_file(path, "submission")
-    return record, maps
+    return record, None if maps is None else {renamed.get(k, k): m for k, m in maps.items()}
 
 
-def _item_values(task: AnyTask, result: ScoreResult) -> list[dict[str, Any]]:
-    """Each held-out item's id and the values its score aggregates (the paired
+def _training_keys(task: AnyTask, inputs: Any, keys: list[str]) -> dict[str, str]:
+    """Held-out items' own ids -> their ids in the training data. A block of slices is a
+    stack of its own, numbered from 0 (its maps by `ids`, its scored rows by number);
+    groups of images, specimens or patients keep their names."""
+    if not task.cv_contiguous:
+        return {}
+    renamed = {str(z): key for z, key in enumerate(keys)}
+    renamed.update(zip((str(i) for i in inputs.ids), keys, strict=True))
+    return renamed
+
+
+def _item_values(task: AnyTask, result: ScoreResult,
+                 renamed: dict[str, str]) -> list[dict[str, Any]]:
+    """Each held-out item's training id and the values its score aggregates (the paired
     comparison's input)."""
-    return [{"key": str(result.item_id(row)), "values": task.item_values(row)}
-            for row in result.items]
+    out = []
+    for row in result.items:
+        key = str(result.item_id(row))
+        out.append({"key": renamed.get(key, key), "values": task.item_values(row)})
+    return out
 
 
 def _numbers(fields: dict[str, Any]) -> dict[str, float]:
