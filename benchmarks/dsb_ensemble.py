@@ -1,23 +1,28 @@
-"""The U-Net + multi-arm U-Net ensemble of two `competition run` runs, chosen on the public
-part of the (mirrored) validation split only, for that split and for Kaggle's stage-1 test.
+"""The U-Net + multi-arm U-Net ensemble of two `competition run` runs, its weight and watershed
+settings chosen on the two entries' out-of-fold maps of the training images (`competition cv`),
+then applied to the hidden split, scored once, and to Kaggle's stage-1 test.
 
-    python benchmarks/dsb_ensemble.py data/dsb2018-mirrored RUN_A RUN_B
+    competition cv data/dsb2018-mirrored submissions/unet          # -> DIR/cv/unet-TIME
+    competition cv data/dsb2018-mirrored submissions/multiarm_unet # -> DIR/cv/multiarm_unet-TIME
+    python benchmarks/dsb_ensemble.py data/dsb2018-mirrored RUN_A RUN_B --cv CV_A CV_B
         [--predict ../shared/data/dsb2018/stage1_test] [--weights 0 0.25 0.5 0.75 1]
         [--fg 0.5 0.6 0.7] [--marker 0.5 0.7 0.8 0.9] [--boundary-weight 1 2 3]
         [--min-size 5 10 20]
 
 RUN_A and RUN_B are run folders (`DIR/runs/unet-TIME`, `DIR/runs/multiarm_unet-TIME`) of the
 same competition, each with its `predictions.npz` (the hidden images' maps), `run.json` and
-`model/model.keras`.
+`model/model.keras`; CV_A and CV_B the same entries' cross-validation folders, each with its
+`oof_maps.npz` (every training image predicted by the fold model that did not train on it).
 
 1. The weight of RUN_A (RUN_B gets the rest) and the watershed settings are chosen by the
-   score over the **public** images only: a candidate's private images are never scored, as
-   in `competition ensemble --method greedy`. The settings compete from RUN_A's and RUN_B's
-   own (as each chose them on its held-out training images; run.json's report) and a grid
-   (`--fg`, `--marker`, `--boundary-weight`, `--min-size`): the averaged map is smoother than
-   either member's, so the members' thresholds need not suit it.
-2. The chosen ensemble's submission of the hidden images is written and scored (public,
-   private, whole split and per image type: the organizers' view, for the README).
+   official score of the out-of-fold maps against the training labels: nothing of the hidden
+   split (its public images included) informs the choice. The settings compete from RUN_A's
+   and RUN_B's own (run.json's report) and a grid (`--fg`, `--marker`, `--boundary-weight`,
+   `--min-size`): the averaged map is smoother than either member's, so the members'
+   thresholds need not suit it.
+2. Then the hidden split's solution is read for the first time: the chosen ensemble's
+   submission of the hidden images is written and scored once (public, private, whole split
+   and per image type: the organizers' view, for the README).
 3. With `--predict FOLDER`: both models predict the folder (each entry's own
    `probabilities`: its pixels, scale and test-time augmentation), the maps are combined with
    the chosen weight and post-processed alike, and `FOLDER-NAME_submission.csv` is written.
@@ -29,7 +34,6 @@ files can be submitted with `competition submit`).
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import importlib.util
 import json
 import sys
@@ -84,6 +88,8 @@ def main() -> None:
     parser.add_argument("competition", type=Path)
     parser.add_argument("run_a", type=Path)
     parser.add_argument("run_b", type=Path)
+    parser.add_argument("--cv", type=Path, nargs=2, required=True, metavar=("CV_A", "CV_B"),
+                        help="the two entries' `competition cv` folders (oof_maps.npz)")
     parser.add_argument("--weights", type=float, nargs="+", default=[0, 0.25, 0.5, 0.75, 1])
     parser.add_argument("--fg", type=float, nargs="*", default=[0.5, 0.6, 0.7],
                         help="foreground thresholds of the settings grid")
@@ -99,22 +105,28 @@ def main() -> None:
 
     from competition.board.prepared import PreparedCompetition
     from competition.board.scoring import Scorer
-    from competition.ensembles.combine import combine, public_only
+    from competition.ensembles.combine import combine
+    from competition.formats import maps as maps_format
+    from competition.formats.files import SubmissionFile
+    from competition.training.run import fresh_folder
     from models.tuning import grid_points
 
     comp = PreparedCompetition.open(args.competition)
     task = comp.task
-    scorer = Scorer.load(comp)
-    usage = task.usage(scorer.solution)
     runs = [load_run(args.run_a, task.postprocess_keys),
             load_run(args.run_b, task.postprocess_keys)]
-    inputs = task.load_inputs(comp.public_dir)
-    out_dir = comp.root / "runs" / ("ensemble-dsb-" + dt.datetime.now(dt.UTC)
-                                    .strftime("%Y%m%dT%H%M%SZ"))
-    out_dir.mkdir(parents=True)
+    oof = [maps_format.from_npz((folder / "oof_maps.npz").read_bytes(),
+                                str(folder / "oof_maps.npz")) for folder in args.cv]
+    train = task.load_train(comp.public_dir)
+    for folder, maps in zip(args.cv, oof, strict=True):
+        if set(maps) != set(train.ids):
+            sys.exit(f"{folder}: its out-of-fold maps are not of this competition's "
+                     "training images")
+    out_dir = fresh_folder(comp.root / "runs", "ensemble-dsb")
+    train_inputs = task.inputs_of(train)
 
     def submission(maps: dict[str, Any], settings: dict[str, Any], path: Path,
-                   data: Any = inputs) -> Path:
+                   data: Any) -> Path:
         path.write_bytes(task.write_submission(data, task.predictions_from_maps(maps,
                                                                                 settings)))
         return path
@@ -125,23 +137,30 @@ def main() -> None:
         "boundary_weight": args.boundary_weight, "min_size": args.min_size})]
     candidates = []
     with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        truths = task.load_solution(task.write_solution(train, Path(tmp) / "truth"))
         for w in args.weights:
-            maps = public_only(combine([r["maps"] for r in runs], "mean", [w, 1 - w]), usage)
+            maps = combine(oof, "mean", [w, 1 - w])
             for k, (origin, settings) in enumerate(grid):
-                path = submission(maps, settings, Path(tmp) / f"{w}-{k}.csv")
-                score = scorer.score(comp.submission(path), only="Public").score
+                path = submission(maps, settings, Path(tmp) / f"{w}-{k}.csv", train_inputs)
+                with SubmissionFile(path, comp.limits) as f:
+                    score = task.score(f, truths).score
                 candidates.append({"weight_a": w, "settings_of": origin,
-                                   "settings": settings, "public_score": score})
-    best = max(candidates, key=lambda c: (c["public_score"], -abs(c["weight_a"] - 0.5)))
+                                   "settings": settings, "oof_score": score})
+    best = max(candidates, key=lambda c: (c["oof_score"], -abs(c["weight_a"] - 0.5)))
     weights = [best["weight_a"], 1 - best["weight_a"]]
+    # Chosen: now, and only now, the hidden split is scored, once.
+    scorer = Scorer.load(comp)
     combined = combine([r["maps"] for r in runs], "mean", weights)
-    path = submission(combined, best["settings"], out_dir / "submission.csv")
+    path = submission(combined, best["settings"], out_dir / "submission.csv",
+                      task.load_inputs(comp.public_dir))
     result = scorer.score(comp.submission(path))
     record: dict[str, Any] = {
         "competition": comp.name, "members": [str(r["folder"]) for r in runs],
-        "chosen_on": "public images only", "candidates": candidates, "chosen": best,
-        "submission": str(path), "score": result.score, "public": result.public,
-        "private": result.private, "per_type": result.fields.get("per_type")}
+        "cross_validation": [str(f) for f in args.cv],
+        "chosen_on": "out-of-fold maps of the training images", "candidates": candidates,
+        "chosen": best, "submission": str(path), "score": result.score,
+        "public": result.public, "private": result.private,
+        "per_type": result.fields.get("per_type")}
     if args.predict is not None:
         folder_inputs = task.load_inputs(comp.public_dir, args.predict)
         member_maps = []

@@ -447,36 +447,85 @@ def test_benchmark_scripts_run(mirrored, tmp_path):
                                                           "no augmentation"}
 
 
-def test_ensemble_script_chooses_on_public_images_and_predicts_a_folder(demo_dirs, tmp_path):
+def _permute_hidden_labels(comp: Path) -> int:
+    """Each hidden image gets another's objects (a cycle among the images of one size and
+    one usage): the labels change, their ids, sizes, usages and counts do not. Returns how
+    many images changed."""
+    from competition.formats import nuclei_csv
+
+    path = comp / "private" / "solution.csv"
+    rows = nuclei_csv.read_csv_rows(path.read_bytes(), [*nuclei_csv.SOLUTION_HEADER, "Usage"])
+    objects: dict[str, list[str]] = {}
+    meta: dict[str, tuple[str, str, str]] = {}
+    for _, (image_id, enc, h, w, usage) in rows:
+        objects.setdefault(image_id, []).append(enc)
+        meta[image_id] = (h, w, usage)
+    by_size: dict[tuple[str, str, str], list[str]] = {}
+    for image_id, key in meta.items():
+        by_size.setdefault(key, []).append(image_id)
+    moved = dict(objects)
+    for ids in by_size.values():
+        for a, b in zip(ids, ids[1:] + ids[:1], strict=True):
+            moved[a] = objects[b]
+    path.write_bytes(nuclei_csv.write_csv(
+        [(i, enc, *meta[i]) for i in meta for enc in moved[i]],
+        [*nuclei_csv.SOLUTION_HEADER, "Usage"]))
+    return sum(moved[i] != objects[i] for i in meta)
+
+
+def test_ensemble_script_chooses_on_out_of_fold_maps_never_on_hidden_labels(demo_dirs,
+                                                                            tmp_path):
+    from competition.training.cv import cross_validate
     from competition.training.run import run
 
     comp = Path(shutil.copytree(demo_dirs["demo-nuclei"], tmp_path / "demo"))
-    folders = []
+    folders, cv_folders = [], []
     for entry in ("unet", "multiarm_unet"):
         folder = REPO / "submissions" / entry
         record = run(comp, folder, folder / "smoke.yaml", ["nuclei.tta=1"], submit=False)
         folders.append(Path(record["submission"]).parent)
-    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dsb_ensemble.py"),
-                          str(comp), *map(str, folders), "--weights", "0", "0.5", "1",
-                          "--fg", "0.5", "--marker", "0.5", "0.9", "--boundary-weight", "1",
-                          "3", "--min-size", "10",
-                          "--predict", str(comp / "public" / "test")],
-                         capture_output=True, text=True, timeout=300, cwd=REPO)
-    assert out.returncode == 0, out.stderr
-    (made,) = (comp / "runs").glob("ensemble-dsb-*/ensemble.json")
-    record = json.loads(made.read_text())
+        cv = cross_validate(comp, folder, folder / "smoke.yaml", ["nuclei.tta=1"], folds=2)
+        cv_folders.append(Path(cv["out_dir"]))
+
+    def ensemble(*extra: str) -> dict:
+        out = subprocess.run([sys.executable, str(REPO / "benchmarks" / "dsb_ensemble.py"),
+                              str(comp), *map(str, folders), "--cv", *map(str, cv_folders),
+                              "--weights", "0", "0.5", "1", "--fg", "0.5", "--marker", "0.5",
+                              "0.9", "--boundary-weight", "1", "3", "--min-size", "10",
+                              *extra], capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        made = sorted((comp / "runs").glob("ensemble-dsb-*/ensemble.json"))[-1]
+        return json.loads(made.read_text())
+
+    record = ensemble("--predict", str(comp / "public" / "test"))
     # 3 weights x (the 2 members' own settings + a grid of 1 x 2 x 2 x 1)
-    assert record["chosen_on"] == "public images only" and len(record["candidates"]) == 18
+    assert record["chosen_on"] == "out-of-fold maps of the training images"
+    assert len(record["candidates"]) == 18
     grid = [c["settings"] for c in record["candidates"] if c["settings_of"] == "grid"]
     assert {(g["marker_threshold"], g["boundary_weight"]) for g in grid} == {
         (0.5, 1), (0.5, 3), (0.9, 1), (0.9, 3)}
-    best = max(c["public_score"] for c in record["candidates"])
-    assert record["chosen"]["public_score"] == best and record["public"] == pytest.approx(best)
-    assert record["chosen"]["weight_a"] in (0, 0.5, 1)
+    assert record["chosen"]["oof_score"] == max(c["oof_score"] for c in record["candidates"])
     assert record["score"] is not None and record["per_type"]
     lines = Path(record["also_predicted"]).read_text().splitlines()
     assert {ln.split(",")[0] for ln in lines[1:]} == {
         p.name for p in (comp / "public" / "test").iterdir()}
+    # Hidden labels permuted (private and public): the same candidates and choice. (The
+    # permutation matters: the true hidden objects, submitted, no longer score 1.)
+    from competition.board.prepared import PreparedCompetition
+    from competition.board.scoring import Scorer
+    from competition.formats import nuclei_csv
+
+    truth = tmp_path / "truth.csv"
+    rows = nuclei_csv.read_csv_rows((comp / "private" / "solution.csv").read_bytes(),
+                                    [*nuclei_csv.SOLUTION_HEADER, "Usage"])
+    truth.write_bytes(nuclei_csv.write_csv([(f[0], f[1]) for _, f in rows],
+                                           nuclei_csv.SUBMISSION_HEADER))
+    assert _permute_hidden_labels(comp) > 0
+    prepared = PreparedCompetition.open(comp)
+    moved = Scorer.load(prepared).score(prepared.submission(truth))
+    assert moved.public < 1.0 and moved.private < 1.0
+    again = ensemble()
+    assert again["chosen"] == record["chosen"] and again["candidates"] == record["candidates"]
 
 
 def test_tensorflow_pools_are_sized_in_a_fresh_process():
