@@ -590,19 +590,29 @@ def test_smoke_run_of_the_mri_baseline(comp, config, capsys):
 
 
 def readme_tools_on_a_run(comp, run_dir, capsys):
-    """report.py scores the run both ways over every hidden patient; curves.py draws it."""
+    """report.py chooses the post-processing on out-of-fold maps, then scores the hidden
+    patients once; curves.py draws the run."""
+    from competition.training.cv import cross_validate
+
+    folder = REPO / "submissions" / "unet_mri"
+    cv = cross_validate(comp.root, folder, folder / "smoke.yaml", folds=2)
     capsys.readouterr()
-    load_script(REPO / "submissions" / "unet_mri" / "report.py").main(str(comp.root), str(run_dir))
-    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [r["largest_component"] for r in rows] == [False, True]
-    hidden = len(truths(comp.root))
-    for row in rows:
-        assert row["patients"] == hidden
-        for name in ("dice", "hd95", "assd"):
-            low, high = row[f"{name}_ci95"]
-            assert low <= row[name] <= high
+    load_script(folder / "report.py").main(str(comp.root), str(run_dir), cv["out_dir"])
+    rows = {k: v for line in capsys.readouterr().out.splitlines()
+            for k, v in json.loads(line).items()}
+    assert list(rows) == ["cv", "comparison", "hidden"]
+    chosen = rows["comparison"]["difference"] > 0
+    assert rows["cv"]["largest_component"] is chosen is rows["hidden"]["largest_component"]
+    assert rows["cv"]["patients"] == len(TASK.load_train(comp.public_dir).cases)
+    assert rows["hidden"]["patients"] == len(truths(comp.root))
+    if chosen is bool(cv["config"]["largest_component"]):
+        # The same masks as the cross-validation scored: its pooled mean Dice.
+        assert rows["cv"]["dice"] == pytest.approx(cv["pooled"]["score"], abs=1e-9)
+    comparison = rows["comparison"]
+    assert comparison["low"] <= comparison["difference"] <= comparison["high"]
+    assert 0 <= comparison["wilcoxon_p"] <= 1 and "Wilcoxon p" in comparison["sentence"]
     out = run_dir / "curves.png"
-    load_script(REPO / "submissions" / "unet_mri" / "curves.py").main(str(out), str(run_dir))
+    load_script(folder / "curves.py").main(str(out), str(run_dir))
     with Image.open(out) as picture:
         assert picture.size == (1210, 440)
 

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from competition.metrics import landmarks as metric
+from competition.tasks import comparison
+from competition.tasks.comparison import resampling_weights
 
 N_BOOTSTRAP = 10_000
 BOOTSTRAP_SEED = 0
@@ -37,7 +39,7 @@ def resampled_means(per_specimen: np.ndarray, weights: np.ndarray) -> np.ndarray
 
 
 def percentile_interval(samples: np.ndarray) -> list[float]:
-    return [float(q) for q in np.percentile(samples, [2.5, 97.5])]
+    return list(comparison.percentile_interval(samples))
 
 
 def compare(errors: dict[str, np.ndarray], landmarks: list[str], reference: str,
@@ -48,8 +50,7 @@ def compare(errors: dict[str, np.ndarray], landmarks: list[str], reference: str,
     left out."""
     base = errors[reference]
     n = base.shape[0]
-    weights = np.random.default_rng(BOOTSTRAP_SEED).multinomial(
-        n, np.full(n, 1.0 / n), size=N_BOOTSTRAP).astype(np.float64)
+    weights = resampling_weights(n, N_BOOTSTRAP, BOOTSTRAP_SEED)
     methods: dict[str, Any] = {}
     for name, d in errors.items():
         d = np.asarray(d, np.float64)

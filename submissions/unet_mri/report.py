@@ -1,11 +1,20 @@
-"""The README row of an MRI run, both ways (organizers only: it reads the hidden solution).
+"""The README row of an MRI run: post-processing chosen on cross-validation, hidden split once.
 
-    python submissions/unet_mri/report.py data/lgg-mri data/lgg-mri/runs/unet_mri-<time>
+    competition cv data/lgg-mri submissions/unet_mri --config CONFIG     # -> DIR/cv/unet_mri-T
+    competition run data/lgg-mri submissions/unet_mri --config CONFIG    # -> DIR/runs/unet_mri-T
+    python submissions/unet_mri/report.py data/lgg-mri DIR/runs/unet_mri-T DIR/cv/unet_mri-T
 
-Turns the run's test maps (`predictions.npz`) into masks with and without the per-patient
-largest connected component, scores both on every hidden patient, and prints mean
-per-patient Dice, HD95 and ASSD (mm) with bootstrap 95 % intervals over patients (1000
-resamples, fixed seed), plus the run's training time, as JSON lines.
+1. The choice (organizers and participants alike): the cross-validation's out-of-fold maps of
+   the training patients are turned into masks with and without the per-patient largest
+   connected component and scored against the training masks; the two are compared per
+   patient (`competition.tasks.comparison.paired`: the paired bootstrap of the mean Dice and
+   a Wilcoxon p), and the better mean Dice is chosen. Its cross-validated mean per-patient
+   Dice, HD95 and ASSD come with bootstrap 95 % intervals over the training patients.
+2. Then, once (organizers only: it reads the hidden solution), the run's test maps
+   (`predictions.npz`) are post-processed the chosen way and scored on every hidden patient:
+   the same three figures with their intervals, plus the run's training time.
+
+Prints one JSON object per line: {"cv": ...}, {"comparison": ...}, {"hidden": ...}.
 """
 
 from __future__ import annotations
@@ -14,44 +23,75 @@ import json
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from competition.board.prepared import PreparedCompetition
 from competition.formats import maps as maps_format
+from competition.formats.files import SubmissionFile
+from competition.tasks.comparison import paired, percentile_interval, resampling_weights
 
-N_BOOTSTRAP = 1000
-
-
-def interval(values: np.ndarray, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(values), (N_BOOTSTRAP, len(values)))
-    return [float(q) for q in np.percentile(values[picks].mean(axis=1), [2.5, 97.5])]
+METRICS = ("dice", "hd", "hd95", "assd")  # the task's item values, in order
 
 
-def main(comp_dir: str, run_dir: str) -> None:
+def item_table(task: Any, comp: PreparedCompetition, maps: dict[str, np.ndarray],
+               inputs: Any, solution: Any, config: dict[str, Any]) -> tuple[np.ndarray, Any]:
+    """Per-patient item values (patients, 4) of the maps post-processed with `config`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "submission.zip"
+        path.write_bytes(task.write_submission(inputs, task.predictions_from_maps(maps,
+                                                                                  config)))
+        with SubmissionFile(path, comp.limits) as submission:
+            result = task.score(submission, solution)
+    return np.array([task.item_values(row) for row in result.items], np.float64), result
+
+
+def summary(table: np.ndarray) -> dict[str, Any]:
+    """Mean per-patient Dice, HD95 and ASSD with 95 % bootstrap intervals over patients."""
+    weights = resampling_weights(len(table))
+    row: dict[str, Any] = {"patients": len(table)}
+    for k, name in enumerate(METRICS):
+        if name == "hd":
+            continue
+        row[name] = float(table[:, k].mean())
+        row[f"{name}_ci95"] = list(percentile_interval(weights @ table[:, k] / len(table)))
+    return row
+
+
+def main(comp_dir: str, run_dir: str, cv_dir: str) -> None:
     comp = PreparedCompetition.open(comp_dir)
-    task, solution = comp.task, comp.load_solution()
+    task = comp.task
     run = json.loads((Path(run_dir) / "run.json").read_text())
+    cv = json.loads((Path(cv_dir) / "cv.json").read_text())
+    train = task.load_train(comp.public_dir)
+    oof = maps_format.from_npz((Path(cv_dir) / "oof_maps.npz").read_bytes())
+    with tempfile.TemporaryDirectory() as tmp:
+        truths = task.load_solution(task.write_solution(train, Path(tmp) / "truth"))
+    train_inputs = task.inputs_of(train)
+    tables = {largest: item_table(task, comp, oof, train_inputs, truths,
+                                  {**cv["config"], "largest_component": largest})[0]
+              for largest in (False, True)}
+    comparison = paired(task, tables[True], tables[False])
+    largest = comparison.difference > 0
+    print(json.dumps({"cv": {"folds": cv["k"], "largest_component": largest,
+                             "fold_scores": [f["score"] for f in cv["folds"]],
+                             **summary(tables[largest])}}))
+    print(json.dumps({"comparison": {
+        "a": "largest component", "b": "all components", **comparison.as_json(),
+        "sentence": comparison.sentence("largest component", "all components")}}))
+    # Chosen: the hidden patients are scored once.
     maps = maps_format.from_npz((Path(run_dir) / "predictions.npz").read_bytes())
-    inputs = task.load_inputs(comp.public_dir)
-    for largest in (False, True):
-        config = {**run["config"], "largest_component": largest}
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "submission.zip"
-            path.write_bytes(task.write_submission(inputs, task.predictions_from_maps(
-                maps, config)))
-            result = task.score(comp.submission(path), solution)
-        table = np.array([task.item_values(row) for row in result.items])
-        row = {"run": Path(run_dir).name, "largest_component": largest,
-               "fit_minutes": round(run["fit_seconds"] / 60, 1),
-               "patients": len(table)}
-        for k, name in enumerate(("dice", "hd", "hd95", "assd")):
-            row[name] = float(table[:, k].mean())
-            row[f"{name}_ci95"] = interval(table[:, k])
-        row["infinite_distances"] = result.fields["n_infinite_distances"]
-        print(json.dumps(row))
+    table, result = item_table(task, comp, maps, task.load_inputs(comp.public_dir),
+                               comp.load_solution(),
+                               {**run["config"], "largest_component": largest})
+    print(json.dumps({"hidden": {"run": Path(run_dir).name, "largest_component": largest,
+                                 "fit_minutes": round(run["fit_seconds"] / 60, 1),
+                                 **summary(table),
+                                 "infinite_distances": result.fields["n_infinite_distances"]}}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    if len(sys.argv) != 4:
+        sys.exit(__doc__)
+    main(*sys.argv[1:4])
