@@ -136,18 +136,23 @@ def test_real_skull_transfer_is_sub_millimetre():
 @pytest.mark.usefixtures("open3d")
 def test_landmark_runs_log_coordinates_that_ensemble(demo_dirs, tmp_path, monkeypatch):
     from competition.ensembles import build as ensemble
+    from competition.training.cv import cross_validate
     from competition.training.run import run
     from tests.test_tracking import EMBEDDED, switch_on
 
     switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
     comp_dir = Path(shutil.copytree(demo_dirs["demo-landmarks"], tmp_path / "lm"))
     smoke = FOLDER / "smoke.yaml"
-    records = [run(comp_dir, FOLDER, smoke, overrides=[f"seed={seed}",
-                                                       "principal_axes_starts=true"])
-               for seed in (0, 1)]
-    for method in ("median", "greedy"):
-        record = ensemble.build(comp_dir, [r["mlflow_run_id"] for r in records], method)
+    overrides = [[f"seed={seed}", "principal_axes_starts=true"] for seed in (0, 1)]
+    records = [run(comp_dir, FOLDER, smoke, overrides=o) for o in overrides]
+    # Greedy chooses on the same runs' out-of-fold coordinates of the training specimens.
+    folders = [cross_validate(comp_dir, FOLDER, smoke, o, folds=2)["out_dir"]
+               for o in overrides]
+    for method, cv in (("median", None), ("greedy", folders)):
+        record = ensemble.build(comp_dir, [r["mlflow_run_id"] for r in records], method,
+                                cv=cv)
         assert record["status"] in ("scored", "duplicate"), record.get("error")
+    assert record["greedy_oof_scores"]
     # The median of two members is their mean: check it against the files themselves.
     record = ensemble.build(comp_dir, [r["mlflow_run_id"] for r in records], "median",
                             submit=False)

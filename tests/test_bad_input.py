@@ -241,3 +241,18 @@ def test_the_installed_command_exits_2_without_traceback(demo_dirs, tmp_path):
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stdout == ""
     assert str(path) in proc.stderr and "header" in proc.stderr
+
+
+def test_greedy_ensembles_need_out_of_fold_maps(demo_dirs, tmp_path, capsys):
+    """Greedy never chooses on the hidden split: without `competition cv` folders it is
+    refused, and --cv with a method that chooses nothing too (refused before MLflow is read)."""
+    comp = demo_dirs["demo-nuclei"]
+    code, out, err = run_cli(["ensemble", comp, "1", "2", "--method", "greedy"], capsys)
+    assert code == 2 and "Traceback" not in out + err
+    assert "run `competition cv DIR ENTRY` for each member" in err and "--cv" in err
+    code, _, err = run_cli(["ensemble", comp, "1", "2", "--method", "greedy", "--cv",
+                            tmp_path], capsys)
+    assert code == 2 and "1 --cv folders for 2 members" in err
+    code, _, err = run_cli(["ensemble", comp, "1", "2", "--cv", tmp_path, "--cv", tmp_path],
+                           capsys)
+    assert code == 2 and "--cv is for --method greedy" in err

@@ -1,6 +1,7 @@
 """A task added by a package of its own: the toy task in tests/plugin, registered by an entry
-point on the path, goes through prepare -> submit -> board -> MLflow -> ensemble ->
-`competition run` with no change to the harness, and adds commands of its own."""
+point on the path, goes through prepare -> submit -> board -> MLflow -> `competition run` ->
+`competition cv` -> ensemble (greedy on the out-of-fold maps) with no change to the harness,
+and adds commands of its own."""
 
 from __future__ import annotations
 
@@ -38,12 +39,12 @@ def toy_env(tmp_path_factory) -> dict[str, str]:
         "COMPETITION_MLFLOW_CONFIG": str(root / "mlflow.yaml"), "ROOT": str(root)}
 
 
-def cli(env: dict[str, str], *args: str | Path, expect: int = 0) -> str:
+def cli(env: dict[str, str], *args: str | Path, expect: int = 0, stderr: bool = True) -> str:
     done = subprocess.run([sys.executable, "-m", "competition", *map(str, args)], env=env,
                           capture_output=True, text=True, timeout=300, cwd=env["ROOT"])
     assert done.returncode == expect, (args, done.stdout, done.stderr)
     assert "Traceback" not in done.stderr
-    return done.stdout + done.stderr
+    return done.stdout + (done.stderr if stderr else "")
 
 
 def test_a_toy_task_package_runs_the_whole_loop(toy_env):
@@ -74,7 +75,16 @@ def test_a_toy_task_package_runs_the_whole_loop(toy_env):
     assert {"baseline-toy_entry", "slope"} <= {e["team"] for e in board}
 
     cli(toy_env, "ensemble", comp, *runs, "--method", "mean")
-    cli(toy_env, "ensemble", comp, *runs, "--method", "greedy", "--team", "greedy")
+    # Greedy chooses on out-of-fold predictions: each member's entry and configuration
+    # cross-validated (the toy task's cv_items, take, inputs_of and write_solution).
+    folders = [json.loads(cli(toy_env, "cv", comp, PLUGIN / "toy_entry", "--folds", "3",
+                              *extra, "--json", stderr=False))["out_dir"]
+               for extra in ([], ["--set", "slope_only=true"])]
+    assert "run `competition cv DIR ENTRY` for each member" in cli(
+        toy_env, "ensemble", comp, *runs, "--method", "greedy", expect=2)
+    out = cli(toy_env, "ensemble", comp, *runs, "--method", "greedy", "--team", "greedy",
+              "--cv", folders[0], "--cv", folders[1])
+    assert "greedy out-of-fold scores by round" in out
     board = {e["team"]: e for e in json.loads(cli(toy_env, "leaderboard", comp, "--json"))}
     assert board["greedy"]["score"] <= max(board["baseline-toy_entry"]["score"],
                                            board["slope"]["score"])
@@ -85,6 +95,7 @@ def test_a_toy_task_package_runs_the_whole_loop(toy_env):
     experiment = client.get_experiment_by_name("demo-toy/participants")
     kinds = [r.data.tags["kind"] for r in client.search_runs([experiment.experiment_id])]
     assert kinds.count("training") == 2 and kinds.count("ensemble") == 2
+    assert kinds.count("cv") == 2 * (1 + 3)  # a parent run and a child per fold
     assert kinds.count("submission") == len(board)  # one submission a team, logged once
 
 

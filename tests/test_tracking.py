@@ -235,27 +235,48 @@ def test_training_runs_and_ensembles(tracked, demo_dirs, tmp_path, monkeypatch):
     assert logged.data.metrics["public_score"] == \
         submissions.get(record["submission_id"])["public_score"]
 
-    # Greedy chooses on the public split only: every score it asks for is public-only, of a
-    # file that predicts nothing for any private image.
-    usage = comp.task.usage(comp.load_solution())
-    calls, predicted = [], set()
+    # Greedy chooses on out-of-fold maps of the training images (`competition cv` of each
+    # member's entry and configuration): the hidden solution, public split included, is
+    # neither read nor scored; every score is of training labels, which have no split.
+    from competition.training.cv import cross_validate
+
+    folders = [cross_validate(comp.root, unet, unet / "smoke.yaml", ["nuclei.epochs=2"],
+                              folds=2)["out_dir"],
+               cross_validate(comp.root, threshold, threshold / "smoke.yaml", folds=2)["out_dir"]]
     task = comp.task
-    original = type(task).score
+    train_ids = set(task.load_train(comp.public_dir).ids)
+    read, scored = [], []
+    load_solution, score = type(task).load_solution, type(task).score
 
-    def spy(self, submission, solution, reference=None, only=None):
-        calls.append(only)
-        rows = csv.DictReader(io.StringIO(submission.path.read_text()))
-        predicted.update(r["ImageId"] for r in rows if r["EncodedPixels"].strip())
-        return original(self, submission, solution, reference, only)
+    def spy_load(self, path):
+        read.append(Path(path))
+        return load_solution(self, path)
 
-    monkeypatch.setattr(type(task), "score", spy)
-    record = ensemble.build(comp.root, [record_u["mlflow_run_id"], record_t["mlflow_run_id"]],
-                            "greedy", rounds=3, submit=False)
-    assert calls and set(calls) == {"Public"}
-    assert predicted and {usage[i] for i in predicted} == {"Public"}
+    def spy_score(self, submission, solution, reference=None, only=None):
+        scored.append((only, self.usage(solution)))
+        return score(self, submission, solution, reference, only)
+
+    monkeypatch.setattr(type(task), "load_solution", spy_load)
+    monkeypatch.setattr(type(task), "score", spy_score)
+    members = [record_u["mlflow_run_id"], record_t["mlflow_run_id"]]
+    with pytest.raises(Exception, match="run `competition cv DIR ENTRY` for each member"):
+        ensemble.build(comp.root, members, "greedy", submit=False)
+    with pytest.raises(Exception, match="1 --cv folders for 2 members"):
+        ensemble.build(comp.root, members, "greedy", submit=False, cv=folders[:1])
+    with pytest.raises(Exception, match="cross-validates 'threshold' but member"):
+        ensemble.build(comp.root, members, "greedy", submit=False, cv=folders[::-1])
+    record = ensemble.build(comp.root, members, "greedy", rounds=3, submit=False, cv=folders)
+    assert read and comp.solution_path.resolve() not in {p.resolve() for p in read}
+    assert scored and all(only is None and set(usage) == train_ids
+                          and set(usage.values()) == {None} for only, usage in scored)
     assert sum(record["weights"]) == pytest.approx(1)
-    scores = record["greedy_public_scores"]
+    assert record["cv"] == [str(f) for f in folders]
+    scores = record["greedy_oof_scores"]
     assert scores == sorted(scores) and len(set(scores)) == len(scores)
+    _, runs = runs_of(tracked, "participants", comp, kind="ensemble")
+    logged = {r.info.run_id: r for r in runs}[record["mlflow_run_id"]]
+    history = tracker.client.get_metric_history(logged.info.run_id, "greedy_oof_score")
+    assert [m.value for m in history] == scores
 
 
 def test_combining_maps():

@@ -3,7 +3,11 @@
 Members are MLflow training runs that logged their test predictions (`competition run` does),
 named by run id or by the id of the submission they made. `mean` and `median` combine maps
 element-wise; `greedy` is forward selection with replacement (Caruana et al., 2004) that
-chooses members by the public split's score only: the private split is never scored here.
+chooses on out-of-fold maps: each member's `competition cv` folder (`cv`, one per member, of
+the same entry and configuration) holds every training item predicted by a fold model that
+did not train on it, and a bag of members scores as the official score of their combined,
+post-processed maps against the training labels. The hidden solution, its public split
+included, is never read for the choice; the chosen ensemble is then submitted as any other.
 The task post-processes the combined maps (`predictions_from_maps`) with the members' own
 post-processing settings (`postprocess_keys`), so an ensemble post-processes as they do.
 
@@ -28,16 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from competition.board.prepared import PreparedCompetition
-from competition.board.scoring import Scorer
 from competition.ensembles.combine import (
     bag_weights,
     check_compatible,
     combine,
     greedy_selection,
-    public_only,
 )
 from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
+from competition.formats.files import SubmissionFile
 from competition.tasks.base import Maps
 from competition.tracking import runs as tracking
 from competition.tracking.config import SWITCH_ENV, TrackingConfig, load_config
@@ -157,15 +160,30 @@ def _find_run(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str) ->
 def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
           weights: list[float] | None = None, rounds: int = 10, team: str = "ensemble",
           submit: bool = True, config: TrackingConfig | None = None,
-          baseline: bool = True) -> dict[str, Any]:
+          baseline: bool = True, cv: list[Path] | None = None) -> dict[str, Any]:
     """Combine, post-process, write, submit (as an organizers' baseline unless `baseline` is
-    False) and log an ensemble of runs that are `team`'s own; returns its record."""
+    False) and log an ensemble of runs that are `team`'s own; returns its record. `cv`: the
+    members' `competition cv` folders, in member order, which greedy chooses on."""
     comp = PreparedCompetition.open(comp_dir)
     task = comp.task
     if method not in METHODS:
         raise CompetitionError(f"--method {method}: choose one of {', '.join(METHODS)}")
     if not refs:
         raise CompetitionError("name at least one member (MLflow run id or submission id)")
+    cv = [Path(f) for f in cv or []]
+    if method == "greedy" and not cv:
+        raise CompetitionError(
+            "greedy chooses on out-of-fold maps, never on the hidden split: run `competition "
+            "cv DIR ENTRY` for each member (its entry and configuration) and pass the folders "
+            "with --cv, one per member, in member order")
+    if cv and method != "greedy":
+        raise CompetitionError(f"--cv is for --method greedy: {method} chooses nothing, so "
+                               "it would be ignored; drop --cv")
+    if cv and len(cv) != len(refs):
+        raise CompetitionError(f"{len(cv)} --cv folders for {len(refs)} members: give one "
+                               "per member, in member order")
+    if method == "greedy" and weights is not None:
+        raise CompetitionError("greedy chooses its own weights; drop --weights")
     config = config or load_config()
     members = load_members(comp, refs, config, team=team, baseline=baseline)
     check_compatible([m.maps for m in members], [m.ref for m in members])
@@ -174,30 +192,15 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
     inputs = task.load_inputs(comp.public_dir)
     trajectory: list[float] = []
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    out_dir = comp.root / "runs" / f"ensemble-{stamp}"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    runs_dir = comp.root / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
     if method == "greedy":
-        if weights is not None:
-            raise CompetitionError("greedy chooses its own weights; drop --weights")
-        scorer = Scorer.load(comp)
-        usage = task.usage(scorer.solution)
-        if "Public" not in usage.values():
-            raise CompetitionError("greedy selection needs a public split to choose on")
-
-        def public_score(bag: list[int]) -> float:
-            maps = public_only(combine([members[k].maps for k in bag]), usage)
-            with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-                candidate = Path(tmp) / ("candidate" + task.submission_suffix)
-                candidate.write_bytes(task.write_submission(
-                    inputs, task.predictions_from_maps(maps, post)))
-                return scorer.score(comp.submission(candidate), only="Public").score
-
-        bag, trajectory = greedy_selection(len(members), public_score, rounds,
-                                           task.higher_is_better)
-        weights = bag_weights(bag, len(members))
+        weights, trajectory = _greedy_on_oof(comp, members, cv, post, rounds, runs_dir)
         combined = combine([m.maps for m in members], "mean", weights)
     else:
         combined = combine([m.maps for m in members], method, weights)
+    out_dir = runs_dir / f"ensemble-{stamp}"
+    out_dir.mkdir(exist_ok=True)
     path = out_dir / ("submission" + task.submission_suffix)
     path.write_bytes(task.write_submission(inputs, task.predictions_from_maps(combined, post)))
     (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(combined, task.map_dtype))
@@ -205,7 +208,8 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
         "competition": comp.name, "method": method, "weights": weights,
         "members": [{"ref": m.ref, "run_id": m.run_id, "name": m.name,
                      "public_score": m.public_score} for m in members],
-        "greedy_public_scores": trajectory, "postprocess": post, "submission": str(path),
+        "cv": [str(f) for f in cv], "greedy_oof_scores": trajectory, "postprocess": post,
+        "submission": str(path),
     }
     if submit:
         from competition.board.board import Board
@@ -220,6 +224,72 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
     return record
 
 
+def _greedy_on_oof(comp: PreparedCompetition, members: list[Member], cv: list[Path],
+                   post: dict[str, Any], rounds: int,
+                   scratch: Path) -> tuple[list[float], list[float]]:
+    """Greedy selection scored on the members' out-of-fold maps of the training items against
+    the training labels (the official scorer); returns the weights and the score by round."""
+    task = comp.task
+    train = task.load_train(comp.public_dir)
+    inputs = task.inputs_of(train)
+    # Maps are keyed by the ids of the data's items (a patient's slices, not the patient).
+    keys = getattr(inputs, "ids", None) or [item.key for item in task.cv_items(train)]
+    oof = [_oof_maps(comp, folder, member, {str(k) for k in keys})
+           for folder, member in zip(cv, members, strict=True)]
+    check_compatible(oof, [str(f) for f in cv])
+    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
+        truths = task.load_solution(task.write_solution(train, Path(tmp) / "truth"))
+        candidate = Path(tmp) / ("candidate" + task.submission_suffix)
+
+        def oof_score(bag: list[int]) -> float:
+            maps = combine([oof[k] for k in bag])
+            candidate.write_bytes(task.write_submission(
+                inputs, task.predictions_from_maps(maps, post)))
+            with SubmissionFile(candidate, comp.limits, str(candidate)) as submission:
+                return task.score(submission, truths).score
+
+        bag, trajectory = greedy_selection(len(members), oof_score, rounds,
+                                           task.higher_is_better)
+    return bag_weights(bag, len(members)), trajectory
+
+
+def _oof_maps(comp: PreparedCompetition, folder: Path, member: Member,
+              training: set[str]) -> Maps:
+    """The out-of-fold maps of `folder`, once it is known to cross-validate the member's entry
+    and configuration on this competition and to cover exactly the training items."""
+    try:
+        record = json.loads((folder / "cv.json").read_text())
+    except (OSError, ValueError):
+        raise CompetitionError(f"--cv {folder}: no readable cv.json (give the folder "
+                               "`competition cv` wrote, DIR/cv/ENTRY-TIME)") from None
+    if record.get("competition") != comp.name:
+        raise CompetitionError(f"--cv {folder}: cross-validation on "
+                               f"{record.get('competition')!r}, not {comp.name!r}")
+    entry = member.params.get("entry")
+    if entry is not None and record.get("entry") != entry:
+        raise CompetitionError(
+            f"--cv {folder}: cross-validates {record.get('entry')!r} but member {member.ref} "
+            f"is a run of {entry!r} (one --cv per member, in member order)")
+    differ = sorted(k for k, v in (record.get("config") or {}).items()
+                    if k in member.params and member.params[k] != str(v))
+    if differ:
+        raise CompetitionError(
+            f"--cv {folder}: configuration differs from member {member.ref}'s in "
+            f"{', '.join(differ)} (cross-validate the member's own configuration)")
+    path = folder / "oof_maps.npz"
+    if not path.is_file():
+        raise CompetitionError(f"--cv {folder}: no oof_maps.npz (only entries that define "
+                               "probabilities() keep out-of-fold maps)")
+    maps = maps_format.from_npz(path.read_bytes(), str(path))
+    if set(maps) != training:
+        missing, extra = sorted(training - set(maps)), sorted(set(maps) - training)
+        raise CompetitionError(
+            f"--cv {folder}: its out-of-fold maps do not cover exactly this competition's "
+            f"training items ({len(missing)} missing, e.g. {missing[:3]}; {len(extra)} not "
+            f"training items, e.g. {extra[:3]})")
+    return maps
+
+
 def _log(comp: PreparedCompetition, record: dict[str, Any], members: list[Member],
          out_dir: Path, config: TrackingConfig, team: str) -> None:
     tags = {"kind": "ensemble", "competition": comp.name, "task": comp.task.name, "team": team,
@@ -227,13 +297,15 @@ def _log(comp: PreparedCompetition, record: dict[str, Any], members: list[Member
             "submission_id": record.get("submission_id", "none")}
     for k, m in enumerate(members):
         tags[f"member.{k}"] = m.run_id
+    for k, folder in enumerate(record["cv"]):
+        tags[f"cv.{k}"] = folder
     with tracking.training_run(comp.name, out_dir.name, tags, config) as run:
         run.log(params={"method": record["method"], "members": len(members),
                         "weights": record["weights"], **record["postprocess"]},
                 metrics={"public_score": record["public_score"]}
                 if record.get("public_score") is not None else None)
-        for step, value in enumerate(record["greedy_public_scores"], start=1):
-            run.log_epoch(step, {"greedy_public_score": value})
+        for step, value in enumerate(record["greedy_oof_scores"], start=1):
+            run.log_epoch(step, {"greedy_oof_score": value})
         run.log_file(out_dir / "predictions.npz", "predictions")
         run.log_file(Path(record["submission"]), "submission")
         record["mlflow_run_id"] = run.run_id

@@ -58,21 +58,16 @@ def combine(members: list[Maps], method: str = "mean",
     return {k: one([m[k] for m in members]) for k in members[0]}
 
 
-def public_only(maps: Maps, usage: dict[str, str | None]) -> Maps:
-    """Maps with every non-public item emptied: what greedy scores (valid, public only)."""
-    return {k: v if usage.get(k) == "Public" else np.zeros_like(v) for k, v in maps.items()}
-
-
-def greedy_selection(n_members: int, public_score: Callable[[list[int]], float], rounds: int,
+def greedy_selection(n_members: int, score_of: Callable[[list[int]], float], rounds: int,
                      higher_is_better: bool) -> tuple[list[int], list[float]]:
     """Forward selection with replacement: each round adds the member whose addition scores
-    best (by `public_score(bag)`); stops after `rounds` or when no addition improves. Returns
+    best (by `score_of(bag)`); stops after `rounds` or when no addition improves. Returns
     the chosen bag (member indices, repeats allowed) and the score after each round."""
     bag: list[int] = []
     trajectory: list[float] = []
     best = None
     for _ in range(rounds):
-        scored = [(public_score(bag + [k]), k) for k in range(n_members)]
+        scored = [(score_of(bag + [k]), k) for k in range(n_members)]
         value, k = (max if higher_is_better else min)(scored, key=lambda t: t[0])
         if best is not None and not (value > best if higher_is_better else value < best):
             break

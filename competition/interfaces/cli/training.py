@@ -100,9 +100,13 @@ def ensemble(
     members: list[str] = typer.Argument(..., help="MLflow run ids or submission ids of runs "
                                         "that logged test predictions."),
     method: str = typer.Option("mean", help="mean, median or greedy (forward selection "
-                               "with replacement, on the public split only)."),
+                               "with replacement, chosen on out-of-fold maps: needs --cv)."),
     weights: list[float] | None = typer.Option(None, "--weights", help="One per member "
                                                "(repeat the option), for --method mean."),
+    cv: list[Path] | None = typer.Option(None, "--cv", help="Greedy: a `competition cv` "
+                                         "folder of each member's entry and configuration "
+                                         "(repeat the option, in member order); greedy "
+                                         "scores bags on their out-of-fold maps."),
     rounds: int = typer.Option(10, help="Greedy: the most members added."),
     team: str = typer.Option("ensemble", help="Team to submit as. With --as-participant "
                              "every member must be this team's own run; as a baseline, no "
@@ -113,22 +117,24 @@ def ensemble(
 ) -> None:
     """Combine runs' prediction maps into one submission, submit it and log it to MLflow.
     Only the team's own runs can be combined (a run's tag `team`; see
-    competition/ensembles/build.py)."""
+    competition/ensembles/build.py). Greedy chooses its members on the training data's
+    out-of-fold maps (`competition cv DIR ENTRY` per member, then --cv for each), never on
+    the hidden split."""
     from rich.table import Table
 
     from competition.ensembles.build import build
 
     record = build(directory, members, method, weights=weights or None, rounds=rounds,
-                   team=team, submit=not no_submit, baseline=not as_participant)
+                   team=team, submit=not no_submit, baseline=not as_participant, cv=cv)
     table = Table("member", "MLflow run", "public score", "weight")
     weights_used = record["weights"] or [None] * len(record["members"])
     for m, w in zip(record["members"], weights_used, strict=True):
         table.add_row(escape(m["ref"]), escape(m["name"]), fmt(m["public_score"]),
                       "-" if w is None else f"{w:.3f}")
     out(table)
-    if record["greedy_public_scores"]:
-        out("greedy public scores by round: "
-            + ", ".join(f"{v:.4f}" for v in record["greedy_public_scores"]))
+    if record["greedy_oof_scores"]:
+        out("greedy out-of-fold scores by round: "
+            + ", ".join(f"{v:.4f}" for v in record["greedy_oof_scores"]))
     out(f"wrote {record['submission']}")
     if "submission_id" in record:
         out(f"submission {record['submission_id']}: {record['status']}, public score "

@@ -6,15 +6,17 @@ from __future__ import annotations
 import csv
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from competition.errors import SourceDataError, SubmissionError
+from competition.errors import CompetitionError, SourceDataError, SubmissionError
 from competition.formats.files import SubmissionFile
 from competition.tasks.base import (
+    CvItem,
     Direction,
     Maps,
     ScoreResult,
@@ -101,8 +103,8 @@ class ToyTask(Task):
         return {"demo-toy": Source(prepare, "forty noisy points on a line",
                                    synthetic=write_source)}
 
-    def load_solution(self, path: Path) -> dict[str, tuple[float, str]]:
-        return {r[0]: (float(r[1]), r[2]) for r in
+    def load_solution(self, path: Path) -> dict[str, tuple[float, str | None]]:
+        return {r[0]: (float(r[1]), r[2] or None) for r in  # no Usage: training labels
                 _rows(Path(path).read_bytes(), ["id", "y", "Usage"], str(path))}
 
     def usage(self, solution: Any) -> dict[str, str | None]:
@@ -166,3 +168,25 @@ class ToyTask(Task):
         train, test = self.load_train(public), self.load_inputs(public)
         mean = float(train.y.mean())
         return self.write_submission(test, {i: np.array([[mean]]) for i in test.ids})
+
+    # Cross-validation (`competition cv`, and greedy ensembles choosing on its out-of-fold
+    # predictions): each item its own group, labels written as the hidden solution is.
+    def cv_items(self, train: Numbers) -> list[CvItem]:
+        return [CvItem(i, i) for i in train.ids]
+
+    def take(self, data: Numbers, positions: Sequence[int]) -> Numbers:
+        keep = list(positions)
+        return Numbers([data.ids[k] for k in keep], data.x[keep],
+                       None if data.y is None else data.y[keep])
+
+    def inputs_of(self, data: Numbers) -> Numbers:
+        return Numbers(data.ids, data.x)
+
+    def write_solution(self, data: Numbers, folder: Path) -> Path:
+        if data.y is None:
+            raise CompetitionError("a solution needs labelled items")
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "solution.csv"
+        path.write_text("id,y,Usage\n" + "".join(
+            f"{i},{y},\n" for i, y in zip(data.ids, data.y, strict=True)))
+        return path
