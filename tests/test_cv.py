@@ -212,3 +212,15 @@ def test_out_of_fold_slices_keep_their_training_numbers(cv_copies):
     # Slice 0 of the last fold's maps is the training stack's slice, not the block's first.
     last = [int(k) for k in record["assignment"] if record["assignment"][k] == 3]
     assert min(last) > 0 and str(min(last)) in maps
+
+
+def test_learning_curves_score_the_held_out_fold_after_each_epoch(cv_copies):
+    folder = REPO / "submissions" / "unet"
+    record = cross_validate(cv_copies["demo-em"], folder, folder / "smoke.yaml",
+                            ["em.epochs=2"], folds=2, curves=True)
+    for fold in record["folds"]:
+        assert [row["epoch"] for row in fold["curve"]] == [1, 2]
+        assert all("loss" in row and 0 <= row["held_out_score"] <= 1 for row in fold["curve"])
+        # EM predicts without test-time augmentation: the last epoch's curve point is the
+        # fold's own score.
+        assert fold["curve"][-1]["held_out_score"] == pytest.approx(fold["score"], abs=1e-6)

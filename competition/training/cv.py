@@ -99,12 +99,15 @@ class _Setup:
     config: dict[str, Any]
     name: str
     out_dir: Path
+    curves: bool  # score the held-out fold whenever the entry hands its model to on_epoch
 
 
 def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
                    overrides: list[str] | None = None, *, folds: int = DEFAULT_FOLDS,
-                   seed: int = 0) -> dict[str, Any]:
-    """Cross-validate the entry; returns what `cv.json` holds."""
+                   seed: int = 0, curves: bool = False) -> dict[str, Any]:
+    """Cross-validate the entry; returns what `cv.json` holds. `curves`: each fold's
+    learning curve, its held-out items scored after the epochs the entry reports with its
+    model (every epoch, or each `snapshot_every`-th)."""
     comp = PreparedCompetition.open(comp_dir, public_only=True)
     task = comp.task
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
@@ -116,7 +119,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
     plan = make_folds(items, folds, seed, contiguous=task.cv_contiguous, gap=task.cv_gap,
                       kind=task.item_kind)
     out_dir = fresh_folder(comp.root / "cv", name)
-    setup = _Setup(comp, task, entry, config, name, out_dir)
+    setup = _Setup(comp, task, entry, config, name, out_dir, curves)
     tags = {"kind": "cv", "competition": comp.name, "task": task.name, "entry": name,
             "team": f"baseline-{name}"}
     with tracking.training_run(comp.name, f"cv {out_dir.name}", tags) as parent:
@@ -163,9 +166,21 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
     tracked.log(params={"fold": fold.number, "train_items": len(fold.train),
                         "held_out_items": len(fold.held)})
 
+    solution = task.load_solution(task.write_solution(held, folder / "truth"))
+    has_maps = callable(getattr(entry, "probabilities", None))
+    curve: list[dict[str, Any]] = []
+
     def on_epoch(epoch: int, logs: dict[str, Any], model: Any = None) -> None:
-        tracked.log_epoch(epoch + 1, {k: v for k, v in logs.items()
-                                      if isinstance(v, (int, float))})
+        metrics = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
+        if setup.curves and model is not None:
+            # The learning curve: the held-out fold scored officially after this epoch.
+            maps = entry.probabilities(task, model, inputs, config) if has_maps else None
+            scored = _score(setup, inputs, solution,
+                            predictions_of(task, entry, model, inputs, config, maps),
+                            folder / f"epoch{task.submission_suffix}")
+            metrics["held_out_score"] = scored.score
+            curve.append({"epoch": epoch + 1, **metrics})
+        tracked.log_epoch(epoch + 1, metrics)
 
     start = time.perf_counter()
     with bar(f"Fold {fold.number}: training {setup.name} on {len(fold.train)} "
@@ -174,15 +189,11 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     with bar(f"Fold {fold.number}: predicting {len(fold.held)} {task.item_kind}s"):
-        has_maps = callable(getattr(entry, "probabilities", None))
         maps = entry.probabilities(task, model, inputs, config) if has_maps else None
         predictions = predictions_of(task, entry, model, inputs, config, maps)
-        path = folder / ("submission" + task.submission_suffix)
-        path.write_bytes(task.write_submission(inputs, predictions))
     predict_seconds = time.perf_counter() - start
-    solution = task.load_solution(task.write_solution(held, folder / "truth"))
-    with SubmissionFile(path, setup.comp.limits, str(path)) as submission:
-        result = task.score(submission, solution)
+    path = folder / ("submission" + task.submission_suffix)
+    result = _score(setup, inputs, solution, predictions, path)
     renamed = _training_keys(task, inputs, [items[p].key for p in fold.held])
     fields = _numbers(result.fields)
     record: dict[str, Any] = {
@@ -190,12 +201,20 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
         "groups": len({items[p].group for p in fold.held}), "score": result.score,
         "fields": fields, "fit_seconds": round(fit_seconds, 2),
         "predict_seconds": round(predict_seconds, 2), "submission": str(path),
-        "item_values": _item_values(task, result, renamed),
+        "item_values": _item_values(task, result, renamed), "curve": curve,
     }
     tracked.log(metrics={"score": result.score, "fit_seconds": fit_seconds,
                          "predict_seconds": predict_seconds, **fields})
     tracked.log_file(path, "submission")
     return record, None if maps is None else {renamed.get(k, k): m for k, m in maps.items()}
+
+
+def _score(setup: _Setup, inputs: Any, solution: Any, predictions: Any,
+           path: Path) -> ScoreResult:
+    """Predictions written as the task's submission file at `path`, scored officially."""
+    path.write_bytes(setup.task.write_submission(inputs, predictions))
+    with SubmissionFile(path, setup.comp.limits, str(path)) as submission:
+        return setup.task.score(submission, solution)
 
 
 def _training_keys(task: AnyTask, inputs: Any, keys: list[str]) -> dict[str, str]:

@@ -61,6 +61,9 @@ def cross_validate(
     set_: list[str] = typer.Option([], "--set", help="key=value overrides (repeatable); "
                                    "TASK.key=value for one task only."),
     seed: int = typer.Option(0, help="Seed of the fold assignment."),
+    curves: bool = typer.Option(False, "--curves", help="Learning curves: score each "
+                                "fold's held-out items after every epoch the entry reports "
+                                "with its model (slower)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: `folds` "
                                  "(per-fold results), `mean` and the rest of cv.json."),
 ) -> None:
@@ -72,7 +75,7 @@ def cross_validate(
     from competition.formats.jsonsafe import jsonable
     from competition.training.cv import cross_validate as run_cv
 
-    record = run_cv(directory, entry, config, set_, folds=folds, seed=seed)
+    record = run_cv(directory, entry, config, set_, folds=folds, seed=seed, curves=curves)
     if as_json:
         print_json(jsonable(record))
         return
