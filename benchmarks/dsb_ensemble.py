@@ -108,7 +108,7 @@ def main() -> None:
     from competition.ensembles.combine import combine
     from competition.formats import maps as maps_format
     from competition.formats.files import SubmissionFile
-    from competition.training.run import fresh_folder
+    from competition.outputs import fresh_folder
     from models.tuning import grid_points
 
     comp = PreparedCompetition.open(args.competition)

@@ -23,7 +23,6 @@ refused, naming the member.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
 import tempfile
@@ -41,6 +40,7 @@ from competition.ensembles.combine import (
 from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
+from competition.outputs import fresh_folder
 from competition.tasks.base import Maps
 from competition.tracking import runs as tracking
 from competition.tracking.config import SWITCH_ENV, TrackingConfig, load_config
@@ -191,7 +191,6 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
             if k in members[0].params}
     inputs = task.load_inputs(comp.public_dir)
     trajectory: list[float] = []
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     runs_dir = comp.root / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
     if method == "greedy":
@@ -199,8 +198,7 @@ def build(comp_dir: Path, refs: list[str], method: str = "mean", *,
         combined = combine([m.maps for m in members], "mean", weights)
     else:
         combined = combine([m.maps for m in members], method, weights)
-    out_dir = runs_dir / f"ensemble-{stamp}"
-    out_dir.mkdir(exist_ok=True)
+    out_dir = fresh_folder(runs_dir, "ensemble")
     path = out_dir / ("submission" + task.submission_suffix)
     path.write_bytes(task.write_submission(inputs, task.predictions_from_maps(combined, post)))
     (out_dir / "predictions.npz").write_bytes(maps_format.to_npz(combined, task.map_dtype))
@@ -233,7 +231,7 @@ def _greedy_on_oof(comp: PreparedCompetition, members: list[Member], cv: list[Pa
     train = task.load_train(comp.public_dir)
     inputs = task.inputs_of(train)
     # Maps are keyed by the ids of the data's items (a patient's slices, not the patient).
-    keys = getattr(inputs, "ids", None) or [item.key for item in task.cv_items(train)]
+    keys = task.item_ids(inputs)
     oof = [_oof_maps(comp, folder, member, {str(k) for k in keys})
            for folder, member in zip(cv, members, strict=True)]
     check_compatible(oof, [str(f) for f in cv])

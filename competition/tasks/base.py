@@ -289,6 +289,14 @@ class DataFiles(TaskInfo, Generic[D, P]):
     cv_contiguous: ClassVar[bool] = False
     cv_gap: ClassVar[int] = 0
 
+    def item_ids(self, data: D) -> list[str]:
+        """The ids its maps are keyed by, in order (images, slices, specimens; an MRI
+        patient's slices): by default the data's `ids`."""
+        ids = getattr(data, "ids", None)
+        if ids is None:
+            raise CompetitionError(f"the {self.name} task's data has no item ids")
+        return [str(i) for i in ids]
+
     def cv_items(self, train: D) -> list[CvItem]:
         """The training items in order, with the group and stratum each belongs to."""
         raise CompetitionError(f"the {self.name} task has no cross-validation")

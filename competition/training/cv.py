@@ -33,12 +33,13 @@ from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
 from competition.formats.jsonsafe import jsonable
+from competition.outputs import fresh_folder
 from competition.progress import bar
 from competition.tasks.base import AnyTask, CvItem, Maps, ScoreResult
 from competition.tasks.comparison import estimate
 from competition.tracking import runs as tracking
 from competition.training.entries import load_entry, resolve_config
-from competition.training.run import flat_config, fresh_folder, predictions_of
+from competition.training.run import flat_config, predictions_of
 
 DEFAULT_FOLDS = 5
 
@@ -87,6 +88,14 @@ def make_folds(items: Sequence[CvItem], k: int, seed: int = 0, *, contiguous: bo
         # A stratum smaller than K cannot be in every fold; it is spread as far as it goes.
         warnings.filterwarnings("ignore", message=".*least populated class.*")
         splits = list(splitter.split(np.zeros(n), strata, groups))
+    if any(not len(held) for _, held in splits):
+        # The stratified search can leave a fold empty (few groups of unequal sizes): deal
+        # the shuffled groups out in turn instead, which fills every fold.
+        order = np.random.default_rng(seed).permutation(sorted(set(groups)))
+        fold_of = {g: k for k, g in enumerate(order.tolist())}
+        held_sets = [[p for p in range(n) if fold_of[groups[p]] % k == f] for f in range(k)]
+        return [Fold(f + 1, [p for p in range(n) if fold_of[groups[p]] % k != f], held)
+                for f, held in enumerate(held_sets)]
     return [Fold(number, sorted(train.tolist()), sorted(held.tolist()))
             for number, (train, held) in enumerate(splits, start=1)]
 

@@ -11,7 +11,6 @@ training run (see competition.tracking).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import platform
@@ -23,10 +22,10 @@ from types import ModuleType
 from typing import Any
 
 from competition.board.prepared import PreparedCompetition
-from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.jsonsafe import jsonable
 from competition.formats.pictures import gif
+from competition.outputs import fresh_folder
 from competition.progress import bar
 from competition.tasks.base import AnyTask, Maps, Validation
 from competition.tracking import runs as tracking
@@ -218,21 +217,6 @@ def _train_predict_submit(the_run: _Run, train: Any,
         if outcome.error:
             record["error"] = outcome.error
     return record
-
-
-def fresh_folder(parent: Path, name: str) -> Path:
-    """A new folder `parent/NAME-TIME` (TIME in UTC seconds; `-2`, `-3`... added when runs
-    start within one second): a run never writes into another's."""
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        folder = parent / (f"{name}-{stamp}" + (f"-{n}" if n > 1 else ""))
-        try:
-            folder.mkdir()
-            return folder
-        except FileExistsError:
-            continue
-    raise CompetitionError(f"{parent}: no free folder name for {name}-{stamp}")
 
 
 def predictions_of(task: AnyTask, entry: ModuleType, model: Any, inputs: Any,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 from competition.errors import CompetitionError, SubmissionError
 from competition.formats import landmarks_csv, meshes
 from competition.tasks.base import CvItem, DataFiles, Maps
+from competition.tasks.landmarks import prepare
 
 
 @dataclass
@@ -75,16 +77,32 @@ class LandmarkFiles(DataFiles[LandmarkData, Maps]):
                             data.landmarks, None if data.points is None else data.points[keep])
 
     def inputs_of(self, data: LandmarkData) -> LandmarkData:
-        return LandmarkData(data.ids, data.meshes, data.landmarks)
+        """The meshes without landmarks, each moved by its own rigid motion, as `prepare`
+        moves every hidden specimen (the source's common pose must not help)."""
+        moved = []
+        for specimen, mesh in zip(data.ids, data.meshes, strict=True):
+            copy = mesh.copy()
+            copy.vertices = prepare.apply(held_out_motion(specimen),
+                                          np.asarray(mesh.vertices))
+            moved.append(copy)
+        return LandmarkData(data.ids, moved, data.landmarks)
 
     def write_solution(self, data: LandmarkData, folder: Path) -> Path:
-        """`solution.csv`: the specimens' landmarks, in the layout `prepare` writes (in the
-        specimens' own pose; no Usage column)."""
+        """`solution.csv`: the specimens' landmarks, in the layout `prepare` writes, moved
+        as `inputs_of` moves their meshes (no Usage column)."""
         if data.points is None:
             raise CompetitionError("a solution needs specimens with landmarks")
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "solution.csv"
+        moved = [prepare.apply(held_out_motion(i), data.points[k])
+                 for k, i in enumerate(data.ids)]
         path.write_bytes(landmarks_csv.write_points(
-            [(i, lm, data.points[k][j]) for k, i in enumerate(data.ids)
+            [(i, lm, moved[k][j]) for k, i in enumerate(data.ids)
              for j, lm in enumerate(data.landmarks)]))
         return path
+
+
+def held_out_motion(specimen: str) -> np.ndarray:
+    """The rigid motion (4x4) of a specimen held out in cross-validation: drawn as `prepare`
+    draws a hidden specimen's, seeded by its name (its mesh and its truth move alike)."""
+    return prepare.rigid_motion(np.random.default_rng(zlib.crc32(specimen.encode())))
