@@ -118,10 +118,14 @@ def main() -> None:
     oof = [maps_format.from_npz((folder / "oof_maps.npz").read_bytes(),
                                 str(folder / "oof_maps.npz")) for folder in args.cv]
     train = task.load_train(comp.public_dir)
-    for folder, maps in zip(args.cv, oof, strict=True):
+    for folder, maps, run in zip(args.cv, oof, runs, strict=True):
         if set(maps) != set(train.ids):
             sys.exit(f"{folder}: its out-of-fold maps are not of this competition's "
                      "training images")
+        made_by = json.loads((folder / "cv.json").read_text())["entry"]
+        if made_by != run["entry"]:
+            sys.exit(f"{folder}: a cross-validation of {made_by}, not of {run['entry']} "
+                     f"(the run {run['folder']}); give the --cv folders in the runs' order")
     out_dir = fresh_folder(comp.root / "runs", "ensemble-dsb")
     train_inputs = task.inputs_of(train)
 

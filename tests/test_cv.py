@@ -262,3 +262,14 @@ def test_learning_curves_score_the_held_out_fold_after_each_epoch(cv_copies):
         # EM predicts without test-time augmentation: the last epoch's curve point is the
         # fold's own score.
         assert fold["curve"][-1]["held_out_score"] == pytest.approx(fold["score"], abs=1e-6)
+
+
+def test_a_split_that_would_leave_a_fold_empty_fills_every_fold():
+    # 5 groups of unequal sizes into 5 folds: with seed 0 scikit-learn's stratified search
+    # puts two groups in one fold and leaves another empty.
+    sizes = [4, 7, 4, 5, 7]
+    items = [CvItem(f"{g}-{n}", str(g), "abc"[g % 3]) for g, size in enumerate(sizes)
+             for n in range(size)]
+    folds = make_folds(items, 5, seed=0)
+    assert sorted(len({items[p].group for p in f.held}) for f in folds) == [1] * 5
+    assert sorted(p for f in folds for p in f.held) == list(range(len(items)))

@@ -94,7 +94,9 @@ class PairedComparison:
 
 
 def item_scores(task: Scoring[Any, Any], values: np.ndarray) -> np.ndarray:
-    """Each item's own score: the task's aggregate of that item alone."""
+    """Each item's own score: the task's aggregate of that item alone (the Wilcoxon test's
+    input). Where the score chooses over the items' means (EM: the best threshold of the
+    mean V_rand), an item's own score chooses for that item alone."""
     values = np.asarray(values, np.float64)
     out: np.ndarray = np.asarray(task.finish(values), np.float64)
     return out

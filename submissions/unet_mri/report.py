@@ -4,7 +4,7 @@
     competition run data/lgg-mri submissions/unet_mri --config CONFIG    # -> DIR/runs/unet_mri-T
     python submissions/unet_mri/report.py data/lgg-mri DIR/runs/unet_mri-T DIR/cv/unet_mri-T
 
-1. The choice (organizers and participants alike): the cross-validation's out-of-fold maps of
+1. The choice, on training data only: the cross-validation's out-of-fold maps of
    the training patients are turned into masks with and without the per-patient largest
    connected component and scored against the training masks; the two are compared per
    patient (`competition.tasks.comparison.paired`: the paired bootstrap of the mean Dice and
@@ -64,6 +64,9 @@ def main(comp_dir: str, run_dir: str, cv_dir: str) -> None:
     task = comp.task
     run = json.loads((Path(run_dir) / "run.json").read_text())
     cv = json.loads((Path(cv_dir) / "cv.json").read_text())
+    if (cv["entry"], cv["competition"]) != (run["entry"], run["competition"]):
+        sys.exit(f"{cv_dir}: a cross-validation of {cv['entry']} on {cv['competition']}, not "
+                 f"of the run's {run['entry']} on {run['competition']}")
     train = task.load_train(comp.public_dir)
     oof = maps_format.from_npz((Path(cv_dir) / "oof_maps.npz").read_bytes())
     with tempfile.TemporaryDirectory() as tmp:
