@@ -20,6 +20,7 @@ from competition.formats import nuclei_csv
 from competition.formats.files import SubmissionFile
 from competition.metrics.nuclei import image_score
 from competition.tasks.base import CvItem
+from competition.tasks.nuclei import appearance
 from competition.training.cv import cross_validate, make_folds
 from tests.conftest import prepare_with_store
 from tests.test_bad_input import run_cli
@@ -146,6 +147,8 @@ def test_cv_json_scores_each_fold_officially_and_keeps_out_of_fold_maps(cv_copie
     assert set(maps) == set(train.ids)
     # Each fold's score is the DSB metric of its file against the held-out labels.
     labels = dict(zip(train.ids, train.labels, strict=True))
+    types = {row["key"]: row["stratum"] for f in record["folds"] for row in f["item_values"]}
+    assert set(types) == set(train.ids) and set(types.values()) <= set(appearance.TYPES)
     for fold in record["folds"]:
         held = [i for i, f in record["assignment"].items() if f == fold["fold"]]
         parsed = nuclei_csv.read_submission(Path(fold["submission"]).read_bytes(),

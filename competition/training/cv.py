@@ -210,7 +210,9 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
         "groups": len({items[p].group for p in fold.held}), "score": result.score,
         "fields": fields, "fit_seconds": round(fit_seconds, 2),
         "predict_seconds": round(predict_seconds, 2), "submission": str(path),
-        "item_values": _item_values(task, result, renamed), "curve": curve,
+        "item_values": _item_values(task, result, renamed, {items[p].key: items[p]
+                                                             for p in fold.held}),
+        "curve": curve,
     }
     tracked.log(metrics={"score": result.score, "fit_seconds": fit_seconds,
                          "predict_seconds": predict_seconds, **fields})
@@ -237,14 +239,18 @@ def _training_keys(task: AnyTask, inputs: Any, keys: list[str]) -> dict[str, str
     return renamed
 
 
-def _item_values(task: AnyTask, result: ScoreResult,
-                 renamed: dict[str, str]) -> list[dict[str, Any]]:
-    """Each held-out item's training id and the values its score aggregates (the paired
-    comparison's input)."""
+def _item_values(task: AnyTask, result: ScoreResult, renamed: dict[str, str],
+                 held: dict[str, CvItem]) -> list[dict[str, Any]]:
+    """Each held-out item's training id, group and stratum (e.g. an image's type) and the
+    values its score aggregates (the paired comparison's input)."""
     out = []
     for row in result.items:
         key = str(result.item_id(row))
-        out.append({"key": renamed.get(key, key), "values": task.item_values(row)})
+        key = renamed.get(key, key)
+        item = held.get(key)
+        out.append({"key": key, "group": item.group if item else None,
+                    "stratum": item.stratum if item else None,
+                    "values": task.item_values(row)})
     return out
 
 
