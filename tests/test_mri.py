@@ -595,7 +595,7 @@ def readme_tools_on_a_run(comp, run_dir, capsys):
     from competition.training.cv import cross_validate
 
     folder = REPO / "submissions" / "unet_mri"
-    cv = cross_validate(comp.root, folder, folder / "smoke.yaml", folds=2)
+    cv = cross_validate(comp.root, folder, folder / "smoke.yaml", folds=2, curves=True)
     capsys.readouterr()
     load_script(folder / "report.py").main(str(comp.root), str(run_dir), cv["out_dir"])
     rows = {k: v for line in capsys.readouterr().out.splitlines()
@@ -611,8 +611,12 @@ def readme_tools_on_a_run(comp, run_dir, capsys):
     comparison = rows["comparison"]
     assert comparison["low"] <= comparison["difference"] <= comparison["high"]
     assert 0 <= comparison["wilcoxon_p"] <= 1 and "Wilcoxon p" in comparison["sentence"]
+    curves = load_script(folder / "curves.py")
+    epochs, loss, score = curves.fold_curves(cv)
+    assert loss.shape == score.shape == (2, cv["config"]["epochs"])
+    assert np.all((score >= 0) & (score <= 1))
     out = run_dir / "curves.png"
-    load_script(folder / "curves.py").main(str(out), str(run_dir))
+    curves.main(str(out), cv["out_dir"], str(run_dir))
     with Image.open(out) as picture:
         assert picture.size == (1210, 440)
 
