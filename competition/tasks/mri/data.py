@@ -27,7 +27,7 @@ from competition.tasks.base import (
     Validation,
 )
 from competition.tasks.mri import geometry, layout
-from competition.tasks.mri.prepare import HiddenCase, strata, write_hidden_solution
+from competition.tasks.mri.prepare import HiddenCase, write_hidden_solution
 from competition.tasks.preparing import Staging
 
 FLAIR = 1  # the channel the abnormality is defined on
@@ -155,8 +155,8 @@ class MriFiles(DataFiles[MriData, Masks]):
     def cv_items(self, train: MriData) -> list[CvItem]:
         """One item per patient (its slices would leak across folds otherwise), stratified
         by institution as the test split is (scanners and protocols differ by site)."""
-        return [CvItem(case, group=case, stratum=site)
-                for case, site in zip(train.cases, strata(train.cases), strict=True)]
+        return [CvItem(case, group=case, stratum=layout.institution(case))
+                for case in train.cases]
 
     def take(self, data: MriData, positions: Sequence[int]) -> MriData:
         return data.subset(list(positions))
