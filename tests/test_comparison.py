@@ -47,7 +47,7 @@ def test_lower_is_better_tasks_count_a_smaller_error_as_the_gain():
     assert result.a_is_better and result.low > 0
 
 
-def test_estimate_and_the_paired_bootstrap_share_resamples():
+def test_estimates_are_reproducible_and_resamples_keep_the_item_count():
     task = get_task("nuclei")
     values = np.linspace(0, 1, 25)[:, None]
     first = estimate(task, values)

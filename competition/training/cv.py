@@ -204,7 +204,7 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
     path = folder / ("submission" + task.submission_suffix)
     result = _score(setup, inputs, solution, predictions, path)
     renamed = _training_keys(task, inputs, [items[p].key for p in fold.held])
-    fields = _numbers(result.fields)
+    fields = tracking.numeric_fields(result.fields)
     record: dict[str, Any] = {
         "fold": fold.number, "train_items": len(fold.train), "items": len(fold.held),
         "groups": len({items[p].group for p in fold.held}), "score": result.score,
@@ -252,11 +252,6 @@ def _item_values(task: AnyTask, result: ScoreResult, renamed: dict[str, str],
                     "stratum": item.stratum if item else None,
                     "values": task.item_values(row)})
     return out
-
-
-def _numbers(fields: dict[str, Any]) -> dict[str, float]:
-    return {k: float(v) for k, v in fields.items()
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)}
 
 
 def _summary(setup: _Setup, items: Sequence[CvItem], plan: list[Fold],
