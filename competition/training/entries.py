@@ -2,7 +2,8 @@
 
 An entry folder holds `entry.py` with `fit(task, train, config, on_epoch=None)` and
 `predict(task, model, inputs, config)` (optionally `probabilities(...)`: prediction maps for
-ensembles), and `config.yaml`:
+ensembles; `save(model, folder)` and `load(task, folder, config)`: a fitted model kept in a
+folder and read back, e.g. carried in a code submission as `model/`), and `config.yaml`:
 
     tasks: [nuclei, em]     # the tasks this entry supports; it is refused for others
     seed: 0                 # keys shared by every task...
