@@ -102,3 +102,25 @@ def test_packing_unet_with_the_model_of_a_smoke_run(demo_dirs, tmp_path, capsys)
     with zipfile.ZipFile(out) as archive:
         names = set(archive.namelist())
     assert {"entry.py", "config.yaml", "model/model.keras", "model/trained.json"} <= names
+
+
+def test_a_zip_written_into_the_folder_is_not_packed_into_the_next(tmp_path):
+    folder = entry_copy(tmp_path)
+    first = pack_entry(folder, folder / "entry.zip")
+    again = pack_entry(folder, folder / "entry.zip")
+    assert first.names == again.names and "entry.zip" not in again.names
+
+
+@pytest.mark.parametrize(("source", "found"), [
+    ("def load(task, folder, config):\n    pass\n", True),
+    ("from mylib import load\n", True),
+    ("import mylib as load\n", True),
+    ("load = make_loader()\n", True),
+    ("def fit():\n    def load():\n        pass\n", False),  # not at the top level
+    ("loader = 1\n", False),
+])
+def test_load_is_found_without_running_the_entry(tmp_path, source, found):
+    from competition.training.entries import defines
+
+    (tmp_path / "entry.py").write_text("raise SystemExit('never run')\n" + source)
+    assert defines(tmp_path, "load") is found
