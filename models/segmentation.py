@@ -22,10 +22,12 @@ Optional steps, each a configuration key (absent: off, as before):
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -40,6 +42,7 @@ from models.weights import unet_weight_map
 log = logging.getLogger(__name__)
 REFINE_TOLERANCE = 1.2  # a first prediction's object scale this far off: predict again
 MAX_CALIBRATION_IMAGES = 200  # training images the blob estimate is calibrated on
+MODEL_FILE, STATE_FILE = "model.keras", "trained.json"  # what save_trained writes
 
 
 @dataclass
@@ -252,3 +255,33 @@ def probability_maps(trained: Trained, images: Sequence[np.ndarray],
     """Maps of whole images; `track(images, description)` may wrap the loop (progress)."""
     loop = track(images, "Predicting images") if track is not None else images
     return [probabilities(trained, image) for image in loop]
+
+
+def save_trained(trained: Trained, folder: Path) -> None:
+    """`folder/model.keras` (the network) and `folder/trained.json` (what prediction reads
+    besides it: the configuration, the scale calibration, the chosen post-processing), so
+    that `load_trained(folder)` predicts what `trained` predicts. Histories and timings are
+    the run's record (run.json), not the model's."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    trained.model.save(folder / MODEL_FILE)
+    state = {"config": trained.config, "scale_calibration": trained.scale_calibration,
+             "postprocess": trained.postprocess}
+    (folder / STATE_FILE).write_text(json.dumps(state, indent=1, default=_plain) + "\n")
+
+
+def load_trained(folder: Path) -> Trained:
+    """A model saved by `save_trained`, ready to predict (not to train on: the loss is a
+    closure of the configuration, so the network is loaded uncompiled)."""
+    folder = Path(folder)
+    state = json.loads((folder / STATE_FILE).read_text())
+    config = state["config"]
+    thread_info = threads.configure_tensorflow(config.get("threads", "auto"))
+    model = keras.models.load_model(folder / MODEL_FILE, compile=False)
+    return Trained(model, config, scale_calibration=float(state["scale_calibration"]),
+                   postprocess=dict(state.get("postprocess") or {}), threads=thread_info)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays (chosen settings) as Python numbers and lists, for JSON."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)

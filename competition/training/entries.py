@@ -2,7 +2,8 @@
 
 An entry folder holds `entry.py` with `fit(task, train, config, on_epoch=None)` and
 `predict(task, model, inputs, config)` (optionally `probabilities(...)`: prediction maps for
-ensembles), and `config.yaml`:
+ensembles; `save(model, folder)` and `load(task, folder, config)`: a fitted model kept in a
+folder and read back, e.g. carried in a code submission as `model/`), and `config.yaml`:
 
     tasks: [nuclei, em]     # the tasks this entry supports; it is refused for others
     seed: 0                 # keys shared by every task...
@@ -16,6 +17,7 @@ error naming the file, the key and the closest valid one.
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 from pathlib import Path
 from types import ModuleType
@@ -43,6 +45,27 @@ def load_entry(folder: Path) -> ModuleType:
         if not callable(getattr(module, name, None)):
             raise CompetitionError(f"{path}: no function {name}()")
     return module
+
+
+def defines(folder: Path, name: str) -> bool:
+    """Whether the entry's entry.py defines or imports `name` at its top level, read without
+    running it (a participant's code, and the imports it pulls in, stay unexecuted)."""
+    path = Path(folder) / "entry.py"
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as e:
+        raise CompetitionError(f"{path}: not valid Python (line {e.lineno}: {e.msg})") from e
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return True
+        if isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                (alias.asname or alias.name) == name for alias in node.names):
+            return True
+        if isinstance(node, (ast.Assign, ast.AnnAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+                return True
+    return False
 
 
 def _defaults(folder: Path) -> dict[str, Any]:

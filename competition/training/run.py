@@ -158,7 +158,7 @@ def _train_predict_submit(the_run: _Run, train: Any,
                                                          [c for _, c in frames]))
         tracked.log_file(out_dir / "validation.gif", "validation")
     with _timed(timings, "save_model"):
-        _save_model(model, out_dir / "model")
+        _save_model(entry, model, out_dir / "model")
     tracked.log_file(out_dir / "model", "model")
 
     with _timed(timings, "load_inputs"):
@@ -263,9 +263,15 @@ def flat_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if not isinstance(v, dict)}
 
 
-def _save_model(model: Any, folder: Path) -> None:
-    """Keras models as `.keras` files; anything else (learned numbers) as JSON."""
+def _save_model(entry: ModuleType, model: Any, folder: Path) -> None:
+    """The entry's own `save(model, folder)` where it defines one (the folder is then what
+    its `load(task, folder, config)` reads: a code submission carries it as `model/`);
+    otherwise Keras models as `.keras` files and anything else (learned numbers) as JSON."""
     folder.mkdir(exist_ok=True)
+    save = getattr(entry, "save", None)
+    if callable(save):
+        save(model, folder)
+        return
     keras_model = getattr(model, "model", None)
     if keras_model is not None and hasattr(keras_model, "save"):
         keras_model.save(folder / "model.keras")

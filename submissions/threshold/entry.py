@@ -16,6 +16,9 @@ The two pipelines differ by what the task asks for (`task.prediction`): instance
 (nuclei) or a probability map (EM).
 """
 
+import json
+from pathlib import Path
+
 import cv2
 import numpy as np
 from scipy import ndimage
@@ -153,3 +156,15 @@ def probabilities(task, model, inputs, config):
     """Maps for ensembles: EM the cell probability itself; nuclei the predicted objects as a
     hard foreground and their boundaries (what the U-Nets' two channels mean)."""
     return task.maps_from_predictions(inputs, predict(task, model, inputs, config))
+
+
+def save(model, folder):
+    """The learned numbers as JSON (`competition run` keeps them in runs/.../model/)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "model.json").write_text(json.dumps(model, indent=1) + "\n")
+
+
+def load(task, folder, config):
+    """What `fit` returned, from `save`'s JSON (a code submission carries it as `model/`)."""
+    return json.loads((Path(folder) / "model.json").read_text())

@@ -51,3 +51,13 @@ def predictions_from_maps(task, model, maps, config):
 def predict(task, model, inputs, config):
     return predictions_from_maps(task, model, probabilities(task, model, inputs, config),
                                  config)
+
+
+def save(model, folder):
+    """The fitted model as `load` reads it (`competition run` keeps it in runs/.../model/)."""
+    segmentation.save_trained(model, folder)
+
+
+def load(task, folder, config):
+    """A model saved by `save`: a code submission carries it as `model/` instead of fitting."""
+    return segmentation.load_trained(folder)

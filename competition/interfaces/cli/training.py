@@ -97,6 +97,33 @@ def cross_validate(
         out(f"MLflow run {record['mlflow_run_id']} (a child run per fold)")
 
 
+@app.command("pack")
+def pack(
+    entry: Path = typer.Argument(..., help="An entry folder, e.g. submissions/unet."),
+    out_file: Path = typer.Option(..., "--out", help="The zip to write (a code "
+                                  "submission)."),
+    model: Path | None = typer.Option(None, help="A fitted model to carry as model/: a "
+                                      "run's DIR/runs/ENTRY-TIME/model (the entry must "
+                                      "define load)."),
+    # pack.DEFAULT_MAX_MB, written out: importing it here would load YAML and pydantic
+    # for every command's start-up.
+    max_mb: float = typer.Option(200.0, "--max-mb", help="Refuse a zip above this many MB "
+                                 "(the competition's upload limit)."),
+) -> None:
+    """Zip an entry folder as a code submission: its files at the top level (no caches,
+    hidden files or old model/; no symlinks), optionally a fitted model as model/; the same
+    folder always gives the same bytes."""
+    from competition.training.pack import pack_entry
+
+    def size(n: int) -> str:
+        return f"{n / 1024:.1f} kB" if n < 1 << 20 else f"{n / (1 << 20):.1f} MB"
+
+    report = pack_entry(entry, out_file, model, max_mb=max_mb)
+    out(f"packed {report.files} files ({size(report.size)}, {size(report.unpacked)} "
+        f"unpacked) into {escape(str(report.out))}"
+        + (f", with model/ from {escape(str(report.model))}" if report.model else ""))
+
+
 @app.command()
 def ensemble(
     directory: Path = typer.Argument(..., help="A prepared competition."),
