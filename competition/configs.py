@@ -202,6 +202,24 @@ class PortalConfig(BaseModel):
     team_cpu_seconds_in_flight: PositiveInt | None = None
 
 
+class CodeConfig(BaseModel):
+    """How a code submission runs (issue 32): the limits of one run of a participant's entry
+    (fit on the public training data, or a model carried in the zip, then predict the hidden
+    test inputs) and its sandbox. A run that passes a limit ends `failed`, naming it."""
+
+    model_config = STRICT
+    wall_seconds: PositiveInt = 900
+    cpu_seconds: PositiveInt = 1800  # all of the entry's processes together
+    memory_mb: PositiveInt = 4096  # resident memory of all its processes together
+    processes: PositiveInt = 64  # processes and threads at once
+    disk_mb: PositiveInt = 1024  # what it may write (its output folder, each file)
+    log_kb: PositiveInt = 256  # the last this-many KB of stdout and of stderr are kept
+    # "bwrap": bubblewrap (no network, the hidden inputs read-only, nothing else of the
+    # machine); "none": a plain process under the same limits, for an organizer's trusted
+    # entries only (the rules page says so).
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+
+
 class CompetitionConfig(BaseModel):
     """`competition.yaml`: what `prepare` writes and the organizer may edit."""
 
@@ -213,6 +231,10 @@ class CompetitionConfig(BaseModel):
     seed: int = 0
     counts: dict[str, int] = Field(default_factory=dict)
     files: FilesConfig
+    # What participants upload (issue 32): prediction files, code (a zip of an entry folder,
+    # run sandboxed on the hidden test inputs, which are then not published), or either.
+    submission: Literal["files", "code", "both"] = "files"
+    code: CodeConfig = Field(default_factory=CodeConfig)
     rules: RulesConfig = Field(default_factory=RulesConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     portal: PortalConfig = Field(default_factory=PortalConfig)

@@ -36,7 +36,8 @@ class Submissions(Protocol):
     def get(self, submission_id: int) -> dict[str, Any] | None: ...
 
     def score_stored(self, path: Path, file_name: str,
-                     started: Callable[[int], None] | None = None) -> ScoredFile: ...
+                     started: Callable[[int], None] | None = None,
+                     submission_id: int | None = None) -> ScoredFile: ...
 
     def record(self, conn: Connection, submission_id: int, result: ScoredFile,
                reason: str) -> int: ...
@@ -58,7 +59,7 @@ def run_claimed(subs: Submissions, claim: Claim,
             subs.track_pending(claim.submission_id)
             return "lost"
     result = subs.score_stored(subs.ctx.comp.root / claim.file_path, claim.file_name,
-                               started=started)
+                               started=started, submission_id=claim.submission_id)
     return record_claimed(subs, claim, result)
 
 
@@ -104,8 +105,9 @@ def _renewing(queue: Queue, claim: Claim) -> Iterator[Callable[[], None]]:
     thread = threading.Thread(target=_renew_until, args=(queue, claim, stop),
                               name=f"lease-{claim.submission_id}", daemon=True)
 
-    def start() -> None:
-        thread.start()
+    def start() -> None:  # once: a code submission's run and then its scoring both call it
+        if thread.ident is None:
+            thread.start()
 
     try:
         yield start

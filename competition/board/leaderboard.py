@@ -61,7 +61,8 @@ def _rank_public(rows: list[dict[str, Any]], higher_is_better: bool) -> list[Ent
     ranked = sorted(best.values(), key=key)
     return [Entry(rank=k + 1, team=r["team"], baseline=bool(r["baseline"]),
                   score=r["public_score"], submission_id=r["id"],
-                  submitted_at=r["submitted_at"], entries=counts[r["team"]])
+                  submitted_at=r["submitted_at"], entries=counts[r["team"]],
+                  wall_seconds=r.get("wall_seconds"), peak_memory_mb=r.get("peak_memory_mb"))
             for k, r in enumerate(ranked)]
 
 
@@ -103,7 +104,9 @@ def private_board(store: Board) -> list[Entry]:
                            score=row["private_score"],
                            submission_id=row["id"], submitted_at=row["submitted_at"],
                            entries=n, public_rank=pub,
-                           rank_change=None if pub is None else pub - rank, selections=ids))
+                           rank_change=None if pub is None else pub - rank, selections=ids,
+                           wall_seconds=row.get("wall_seconds"),
+                           peak_memory_mb=row.get("peak_memory_mb")))
     _finish(store, board, "Private")
     for entry in board:  # the order may have changed (mean of ranks)
         pub = entry.public_rank

@@ -75,6 +75,25 @@ class PreparedCompetition:
         return SubmissionFile(path, self.limits, name)
 
     @property
+    def takes_code(self) -> bool:
+        """Whether participants may upload code (a zip of an entry folder; issue 32)."""
+        return self.config.submission in ("code", "both")
+
+    @property
+    def takes_files(self) -> bool:
+        """Whether participants may upload prediction files."""
+        return self.config.submission in ("files", "both")
+
+    def test_inputs(self) -> dict[str, Path]:
+        """The test inputs by their path under public/, where they are: private/inputs/ in
+        a code competition (never published), public/ otherwise."""
+        found = {}
+        for rel in self.task.test_inputs:
+            hidden = self.root / "private" / "inputs" / rel
+            found[rel] = hidden if hidden.exists() else self.public_dir / rel
+        return found
+
+    @property
     def solution_path(self) -> Path:
         return self.root / self.config.files.solution
 

@@ -35,9 +35,9 @@ class Rescoring:
         with db.read(self.ctx.engine) as conn:
             rows = [row for row in submissions.rescorable(conn)
                     if (root / row["file_path"]).is_file()]
-        results = {row["id"]: self.submissions.score_stored(root / row["file_path"],
-                                                            row["file_name"])
-                   for row in rows}
+        found = {row["id"]: self.submissions.rescore_stored(row) for row in rows}
+        results = {key: result for key, result in found.items() if result is not None}
+        rows = [row for row in rows if row["id"] in results]
         changes = []
         identity = next((r for r in results.values() if r.scorer_version), None)
 

@@ -54,6 +54,10 @@ class ScoredFile:
     item_kind: str = "item"  # what a row is (the task's item kind)
     scorer_version: str | None = None
     solution_sha256: str | None = None
+    # Code submissions (issue 32): whether it counts toward the daily limit where that is
+    # not simply "scored" (a failure of the participant's entry counts), and the entry's run.
+    counted: bool | None = None
+    run: dict[str, Any] | None = None
 
     def tracking_payload(self) -> dict[str, Any]:
         """What logging this result needs beyond the store's row (the whole hidden split's

@@ -17,6 +17,7 @@ takes it back (a serve process, `competition jobs`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -24,12 +25,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from competition.board import claimed
+from competition.board import claimed, code_jobs
 from competition.board.context import BoardContext, LimitReached, RuleError
 from competition.board.ledger import Ledger
 from competition.board.scorer_process import ChildScorer, ScoredFile
 from competition.board.status import Status
-from competition.board.store import db, scores, selections
+from competition.board.store import code_runs, db, scores, selections
 from competition.board.store import submissions as store
 from competition.board.store.db import Connection
 from competition.board.store.files import Staged, lock_file, remove_file, stage_file
@@ -54,7 +55,8 @@ class Submissions:
                 raise RuleError(f"no team {team!r} in this competition")
             chosen = set(selections.of_team(conn, team_id))
             rows = store.of_team(conn, team_id)
-        return [outcome(row, team, row["id"] in chosen) for row in rows]
+            runs = code_runs.of_submissions(conn, [row["id"] for row in rows])
+        return [outcome(row, team, row["id"] in chosen, runs.get(row["id"])) for row in rows]
 
     def outcome_of(self, submission_id: int, team: str) -> Outcome:
         """One submission of `team`, as the team sees it (RuleError if not the team's)."""
@@ -63,7 +65,8 @@ class Submissions:
             row = store.one_of_team(conn, submission_id, team_id)
             if team_id is None or row is None:
                 raise RuleError(f"no submission {submission_id} of team {team!r}")
-            seen = outcome(row, team, selections.is_selected(conn, team_id, submission_id))
+            seen = outcome(row, team, selections.is_selected(conn, team_id, submission_id),
+                           code_runs.of_submission(conn, submission_id))
             seen.remaining_today = self.ledger.remaining_today(conn, team_id)
         return seen
 
@@ -89,6 +92,7 @@ class Submissions:
         comp = self.ctx.comp
         message = checked_message(message, self.ctx.rules.max_message_chars)
         submission = comp.submission(Path(path))
+        suffix = self.suffix_of(Path(path))
         now = self.ctx.now()
         self.ledger.check_open(now)
         with db.read(self.ctx.engine) as conn:  # early refusals, before the file is read
@@ -99,11 +103,11 @@ class Submissions:
         try:
             team_id = self.teams.ensure(team, now, baseline)
             team = team.strip()  # the team's name exactly (ensure refuses look-alikes)
-            submission_id, duplicate = self._admit(staged, Path(path).name, team_id, team,
-                                                   message, now)
+            submission_id, duplicate = self._admit(staged, suffix, Path(path).name, team_id,
+                                                   team, message, now)
             # Kept only now that its row is committed (see store.files).
             try:
-                staged.keep(comp.task.submission_suffix)
+                staged.keep(suffix)
             except OSError as e:  # e.g. a full disk: no queued row may wait for it forever
                 self._not_kept(submission_id, e)
                 raise
@@ -115,21 +119,38 @@ class Submissions:
             claimed.score_own(self, submission_id)
         return self._outcome_now(submission_id, team)
 
+    def suffix_of(self, path: Path) -> str:
+        """The suffix the stored copy of this upload gets: the task's for a prediction file,
+        code_jobs.CODE_SUFFIX for code (a zip of an entry folder); refused (RuleError) where
+        the competition does not take its kind."""
+        from competition.sandbox.unpack import is_entry_zip
+
+        comp = self.ctx.comp
+        code = is_entry_zip(path)
+        if code and not comp.takes_code:
+            raise RuleError(f"{path.name} is code (a zip of an entry folder); this "
+                            "competition takes prediction files")
+        if not code and not comp.takes_files:
+            raise RuleError(f"{path.name} is not code: this competition takes a zip of an "
+                            "entry folder with entry.py and config.yaml (`competition pack "
+                            "FOLDER --out entry.zip`), not prediction files")
+        return code_jobs.CODE_SUFFIX if code else comp.task.submission_suffix
+
     def _outcome_now(self, submission_id: int, team: str) -> Outcome:
         with db.read(self.ctx.engine) as conn:
             row = store.row(conn, submission_id)
-            seen = outcome(row, team)
+            seen = outcome(row, team, run=code_runs.of_submission(conn, submission_id))
             seen.remaining_today = self.ledger.remaining_today(conn, row["team_id"])
         return seen
 
-    def _admit(self, staged: Staged, file_name: str, team_id: int, team: str,
+    def _admit(self, staged: Staged, suffix: str, file_name: str, team_id: int, team: str,
                message: str | None, now: datetime) -> tuple[int, Outcome | None]:
         """In one transaction with the team locked: the hourly upload limit checked and the
         upload counted, then a duplicate recorded or a slot of the day taken for a `queued`
         row (scored by a job: a dispatcher's, or this process's). Returns the row's id
         and, for a duplicate, its outcome. An upload refused by the daily limit is counted
         all the same (committed) before the refusal is raised."""
-        rel = staged.rel(self.ctx.comp.task.submission_suffix)
+        rel = staged.rel(suffix)
         refused: LimitReached | None = None
         with db.write(self.ctx.engine) as conn:
             self.ledger.lock_team(conn, team_id)
@@ -185,6 +206,9 @@ class Submissions:
             if row["status"] != Status.FAILED:
                 raise RuleError(f"submission {submission_id} is {row['status']}; only failed "
                                 "submissions can be retried")
+            if row["counted"]:  # a code submission whose entry failed: it would again
+                raise RuleError(f"submission {submission_id} failed by its entry's doing "
+                                f"({row['error']}); submit a corrected entry instead")
             self.ledger.lock_team(conn, row["team_id"])
             self.ledger.reserve(conn, row["team_id"], row["team"], now,
                                 made_at=row["submitted_at"], limit=row["day_limit"])
@@ -195,11 +219,37 @@ class Submissions:
     # --- scoring and recording ---------------------------------------------------------------
 
     def score_stored(self, path: Path, file_name: str,
-                     started: Callable[[int], None] | None = None) -> ScoredFile:
+                     started: Callable[[int], None] | None = None,
+                     submission_id: int | None = None) -> ScoredFile:
         """Score a stored file in a limited child process (`started(pid)` once it runs);
-        writes nothing."""
-        return self.scorer.score(self.ctx.comp, path, file_name,
-                                 details=self.tracking.enabled, started=started)
+        writes nothing to the store. A code submission's zip is run first (code_jobs; its
+        output goes to the run's folder, keyed by `submission_id`) and what it wrote is
+        scored."""
+        def score(file: Path, name: str) -> ScoredFile:
+            return self.scorer.score(self.ctx.comp, file, name,
+                                     details=self.tracking.enabled, started=started)
+
+        if not code_jobs.is_code_file(path):
+            return score(path, file_name)
+        key = str(submission_id) if submission_id is not None else path.name.split(".")[0]
+        return code_jobs.run_and_score(self.ctx.comp, path, key, score, started)
+
+    def rescore_stored(self, row: dict[str, Any]) -> ScoredFile | None:
+        """Score a stored submission again (None: nothing kept to score): a file as it
+        is; code by the output its run wrote (its entry is not run again)."""
+        path = self.ctx.comp.root / row["file_path"]
+        if not code_jobs.is_code_file(path):
+            return self.score_stored(path, row["file_name"]) if path.is_file() else None
+        with db.read(self.ctx.engine) as conn:
+            run = code_runs.of_submission(conn, row["id"])
+        output = code_jobs.output_of(self.ctx.comp, run)
+        if output is None:
+            return None
+        result = self.scorer.score(self.ctx.comp, output, output.name,
+                                   details=self.tracking.enabled)
+        if result.status == Status.INVALID:
+            return code_jobs.participants(f"invalid output: {result.error}", run)
+        return dataclasses.replace(result, run=run)
 
     def after_record(self, row: dict[str, Any], team: str, result: ScoredFile,
                      event: int | None = None) -> None:
@@ -237,7 +287,10 @@ class Submissions:
         scored = result.status == Status.SCORED
         payload = json.dumps(result.tracking_payload()) \
             if scored and self.tracking.enabled else None
-        return scores.record(conn, submission_id, stored_result(result), counted=scored,
+        if result.run is not None:
+            code_runs.record(conn, submission_id, result.run)
+        counted = scored if result.counted is None else result.counted
+        return scores.record(conn, submission_id, stored_result(result), counted=counted,
                              items=result.items, payload=payload, now=self.ctx.now(),
                              reason=reason)
 
@@ -310,9 +363,14 @@ def stored_result(result: ScoredFile) -> scores.Result:
                          result.scorer_version, result.solution_sha256)
 
 
-def outcome(row: Mapping[str, Any], team: str, selected: bool = False) -> Outcome:
+def outcome(row: Mapping[str, Any], team: str, selected: bool = False,
+            run: Mapping[str, Any] | None = None) -> Outcome:
+    """A submission as its team sees it (with its code run's figures and output, if any;
+    never the path of the file the run wrote)."""
+    seen = None if run is None else {k: v for k, v in run.items()
+                                     if k not in ("submission_id", "output_path")}
     return Outcome(id=row["id"], team=team, status=row["status"],
                    submitted_at=row["submitted_at"], file_name=row["file_name"],
                    public_score=row["public_score"], private_score=row["private_score"],
                    error=row["error"], message=row["message"],
-                   duplicate_of=row["duplicate_of"], selected=selected)
+                   duplicate_of=row["duplicate_of"], selected=selected, run=seen)

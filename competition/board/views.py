@@ -33,11 +33,16 @@ class Outcome(_Timed):
     duplicate_of: int | None = None
     selected: bool = False
     remaining_today: int | None = None
+    # A code submission's run (issue 32), once it ran: wall_seconds, cpu_seconds,
+    # peak_memory_mb, exit_code, cause and the ends of its stdout and stderr (the team's own).
+    run: dict[str, Any] | None = None
 
     def as_json(self, show_private: bool) -> dict[str, Any]:
         exclude = set() if show_private else {"private_score"}
         if self.remaining_today is None:
             exclude.add("remaining_today")
+        if self.run is None:
+            exclude.add("run")
         return self.model_dump(mode="json", exclude=exclude)
 
 
@@ -60,6 +65,9 @@ class Entry(_Timed):
     # label; and under `ranking: mean_of_ranks` the mean rank the board is ordered by.
     metrics: dict[str, float] = {}
     mean_rank: float | None = None
+    # A code submission's efficiency (issue 32): its run's wall time and peak memory.
+    wall_seconds: float | None = None
+    peak_memory_mb: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         private = self.public_rank is not None
@@ -68,4 +76,6 @@ class Entry(_Timed):
             exclude.add("metrics")
         if self.mean_rank is None:
             exclude.add("mean_rank")
+        if self.wall_seconds is None:
+            exclude |= {"wall_seconds", "peak_memory_mb"}
         return self.model_dump(mode="json", exclude=exclude)

@@ -274,6 +274,16 @@ class DataFiles(TaskInfo, Generic[D, P]):
     def write_submission(self, inputs: D, predictions: P) -> bytes:
         """A submission file from an entry's predictions of `inputs`."""
 
+    # Where `load_inputs(public)` reads the test inputs, relative to public/ (files or
+    # folders). A code competition (issue 32) keeps them under private/inputs/ instead and
+    # shows them, at these paths, to the sandboxed entry only. Empty: no code competitions.
+    test_inputs: ClassVar[tuple[str, ...]] = ()
+
+    def sample_entry(self) -> dict[str, str]:
+        """The entry a code competition publishes as public/sample_entry/ (file name ->
+        text): the smallest one that writes a valid submission. Empty: none."""
+        return {}
+
     def hold_out(self, train: D, seed: int = 0) -> tuple[D, Validation[D] | None]:
         """Training data less one validation item, or unchanged with None."""
         return train, None

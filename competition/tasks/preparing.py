@@ -153,6 +153,61 @@ def readme_rules(counts: dict[str, int], items: str) -> str:
                         private=counts["test"] - counts["public"], items=items)
 
 
+# --- code competitions (issue 32): `competition prepare KIND --submission code|both` ------
+
+CODE_README = """
+## Code submissions
+{what} Pack an entry folder (`entry.py` with `fit(task, train, config, on_epoch=None)` and
+`predict(task, model, inputs, config)`, and `config.yaml` starting with `tasks: [{task}]`)
+with `competition pack FOLDER --out entry.zip` and submit the zip. The harness unpacks it,
+calls `fit` on this folder's training data (or `load`s a fitted model the zip carries in
+`model/`, where the entry defines `load(task, folder, config)`), then `predict` on the hidden
+test inputs, and scores the file it writes. `sample_entry/` is the smallest entry that works:
+copy it to start.
+
+The entry runs without network, sees only this folder and the test inputs (read-only), and
+is stopped at the competition's limits: `competition info DIR` and the portal's rules page
+show them (wall time, CPU time, memory, processes, disk and log). A run that passes a limit,
+exits with an error, writes no file or an invalid one ends `failed` with its cause and the
+end of its output, and counts toward the daily limit.
+"""
+
+
+def make_code_competition(root: Path, task: Any, submission: str) -> None:
+    """Turn a competition just prepared under `root` (a staging folder) into one that takes
+    code (`code`: the test inputs move from public/ to private/inputs/, so they are never
+    published) or code beside files (`both`: they stay public); the public README says so,
+    beside a sample entry."""
+    from competition.configs import CompetitionConfig, load
+
+    if submission == "files":
+        return
+    if submission not in ("code", "both"):
+        raise SourceDataError(f"--submission {submission!r}: expected files, code or both")
+    if not task.test_inputs:
+        raise SourceDataError(f"the {task.name} task names no test inputs, so it cannot "
+                              "run code submissions; use --submission files")
+    config = load(CompetitionConfig, root / "competition.yaml")
+    config = config.model_copy(update={"submission": submission})
+    if submission == "code":
+        for rel in task.test_inputs:
+            source, target = root / "public" / rel, root / "private" / "inputs" / rel
+            if not source.exists():
+                raise SourceDataError(f"the {task.name} preparer wrote no public/{rel}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            source.rename(target)
+    for name, text in task.sample_entry().items():
+        target = root / "public" / "sample_entry" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    what = ("This competition takes code, not prediction files: the test inputs are not "
+            "published." if submission == "code" else
+            "This competition takes prediction files or code.")
+    readme = root / "public" / "README.md"
+    readme.write_text(readme.read_text() + CODE_README.format(what=what, task=task.name))
+    (root / "competition.yaml").write_bytes(config.to_yaml())
+
+
 # --- preparer options (issue 18): `competition prepare KIND --option key=value` -------------
 # The harness's own arguments of a preparer: never options.
 _FIXED_PARAMETERS = ("source", "stage", "seed", "public_fraction", "name", "kind")
@@ -202,7 +257,7 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
             public_fraction: float | None = None,
             test_fraction: float | None = None, force: bool = False,
             name: str | None = None, synthetic: str | None = None,
-            options: dict[str, Any] | None = None) -> Path:
+            options: dict[str, Any] | None = None, submission: str = "files") -> Path:
     """Prepare a competition of `kind` in `out`; all or nothing.
 
     The name defaults to the kind (not the directory), so the same inputs give the same bytes
@@ -212,6 +267,7 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
     understand. `options` (`--option key=value`) reach the preparer as keyword options; a name
     it does not take is an error here, a value it cannot use is the preparer's error.
     `public_fraction` None: the rules' default (RulesConfig.public_fraction).
+    `submission`: "files", "code" or "both" (see `make_code_competition`).
     """
     from competition.configs import RulesConfig
     from competition.tasks import all_sources, find_source
@@ -239,6 +295,7 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
         with staged_output(out, force) as stage:
             spec.prepare(source, stage, seed, public_fraction, name=name or kind, kind=kind,
                          **options)
+            make_code_competition(stage.root, task, submission)
         return out
     with tempfile.TemporaryDirectory() as tmp, staged_output(out, force) as stage:
         # The spec is passed only when given: writers of other packages may take none.
@@ -248,4 +305,5 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
             spec.synthetic(Path(tmp), seed, spec=synthetic)
         spec.prepare(Path(tmp), stage, seed, public_fraction, name=name or kind, kind=kind,
                      **options)
+        make_code_competition(stage.root, task, submission)
     return out

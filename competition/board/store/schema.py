@@ -125,6 +125,21 @@ tracking_payloads = Table(
     Column("payload", Text, nullable=False),
 )
 
+# A code submission's run (issue 32): what the participant's entry used and printed, once it
+# has run (its row replaced when it runs again). The output is the team's alone.
+code_runs = Table(
+    "code_runs", metadata,
+    Column("submission_id", ForeignKey("submissions.id"), primary_key=True),
+    Column("wall_seconds", Float, nullable=False),
+    Column("cpu_seconds", Float, nullable=False),
+    Column("peak_memory_mb", Float, nullable=False),
+    Column("exit_code", Integer),
+    Column("cause", String(50)),  # the limit or failure that ended it; NULL: it ran through
+    Column("stdout_tail", Text, nullable=False),
+    Column("stderr_tail", Text, nullable=False),
+    Column("output_path", String(300)),  # the file it wrote, under the competition's root
+)
+
 selections = Table(
     "selections", metadata,
     Column("team_id", ForeignKey("teams.id"), primary_key=True),

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, func, insert, select, update
 
 from competition.board.status import COUNTED, Status
-from competition.board.store.schema import submissions, teams
+from competition.board.store.schema import code_runs, submissions, teams
 
 
 def row(conn: Connection, submission_id: int) -> dict[str, Any]:
@@ -132,10 +132,13 @@ def stamp_duplicates(conn: Connection, scorer_version: str | None,
 
 def scored_with_teams(conn: Connection) -> list[dict[str, Any]]:
     """The boards' rows: every scored submission's id, team_id, public_score,
-    private_score, submitted_at, its team's name as `team` and `baseline`."""
+    private_score, submitted_at, its team's name as `team` and `baseline`, and for a code
+    submission its run's wall_seconds and peak_memory_mb (None for a file)."""
     return [dict(r) for r in conn.execute(
         select(submissions.c.id, submissions.c.team_id, submissions.c.public_score,
                submissions.c.private_score, submissions.c.submitted_at,
-               teams.c.name.label("team"), teams.c.baseline)
+               teams.c.name.label("team"), teams.c.baseline,
+               code_runs.c.wall_seconds, code_runs.c.peak_memory_mb)
         .join(teams, teams.c.id == submissions.c.team_id)
+        .outerjoin(code_runs, code_runs.c.submission_id == submissions.c.id)
         .where(submissions.c.status == Status.SCORED)).mappings()]

@@ -51,6 +51,9 @@ def prepare(
                                      "of the kind's preparer (repeatable; the task's "
                                      "README lists them); an unknown key names the kind's "
                                      "options."),
+    submission: str = typer.Option(
+        "files", help="What participants upload: files (predictions), code (a zip of an "
+        "entry folder, run sandboxed on the test inputs, which stay unpublished) or both."),
 ) -> None:
     """Turn a data set (or a synthetic demo) into a competition with a hidden test split,
     and make its submission store."""
@@ -62,7 +65,7 @@ def prepare(
     path = prepare_competition(kind, out_dir, source=source, seed=seed,
                                public_fraction=public_fraction, test_fraction=test_fraction,
                                force=force, name=name, synthetic=synthetic,
-                               options=parse_options(option))
+                               options=parse_options(option), submission=submission)
     comp = PreparedCompetition.open(path)
     migrate(comp)  # the store, at the schema revision this code needs
     counts = comp.config.counts
@@ -118,6 +121,11 @@ def info(directory: Path = typer.Argument(..., help="A prepared competition.")) 
     for key, value in comp.rules.model_dump().items():
         out(f"  {key}: {value}")
     out(f"  score_direction: {comp.task.direction} (set by the task)")
+    out(f"submission: {comp.config.submission}")
+    if comp.takes_code:
+        out("code (each run's limits):")
+        for key, value in comp.config.code.model_dump().items():
+            out(f"  {key}: {value}")
 
 
 @app.command()

@@ -60,7 +60,18 @@ def print_outcome(shown: dict[str, Any], show_private: bool) -> None:
             f"{shown.get('duplicate_of')} (public score {fmt(shown.get('public_score'))}); "
             "not scored again and not counted")
     else:
+        run = shown.get("run")
+        counted = run is not None and status == "failed"  # the entry's own failure
         err(f"[red]{status}[/] submission {shown['id']}:", escape(shown.get("error") or ""),
+            "(counted towards the daily limit)" if counted else
             "(not counted towards the daily limit)")
+        if run and run.get("stderr_tail"):
+            err("the end of its stderr:\n" + escape("\n".join(
+                run["stderr_tail"].splitlines()[-20:])))
+    run = shown.get("run")
+    if run:
+        out(f"run: {run['wall_seconds']:.1f} s, {run['cpu_seconds']:.1f} s CPU, peak memory "
+            f"{run['peak_memory_mb']:.0f} MB"
+            + (f", exit code {run['exit_code']}" if run.get("exit_code") is not None else ""))
     if shown.get("remaining_today") is not None:
         out(f"{shown['remaining_today']} submission(s) left today (UTC)")

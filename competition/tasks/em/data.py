@@ -38,6 +38,13 @@ class EmFiles(DataFiles[EmData, np.ndarray]):
     """The `DataFiles` part of the EM task: TIFF stacks read, cell probabilities (slices, H,
     W) written as a float32 TIFF stack, slices as pixel items."""
 
+    test_inputs = ("test-volume.tif",)
+
+    def sample_entry(self) -> dict[str, str]:
+        from competition.tasks.em import sample_entry
+
+        return {"entry.py": sample_entry.ENTRY, "config.yaml": sample_entry.CONFIG}
+
     def load_train(self, public: Path) -> EmData:
         return EmData(read_stack(public / "train-volume.tif"),
                       read_stack(public / "train-labels.tif"))

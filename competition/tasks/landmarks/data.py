@@ -48,6 +48,13 @@ class LandmarkFiles(DataFiles[LandmarkData, Maps]):
     """The `DataFiles` part of the landmarks task: meshes and landmark tables read,
     predicted points ({specimen: (landmarks, 3)}) written as the landmark CSV."""
 
+    test_inputs = ("test",)
+
+    def sample_entry(self) -> dict[str, str]:
+        from competition.tasks.landmarks import sample_entry
+
+        return {"entry.py": sample_entry.ENTRY, "config.yaml": sample_entry.CONFIG}
+
     def load_train(self, public: Path) -> LandmarkData:
         names, points = _names_and_points(public)
         ids, surfaces = read_meshes(public / "train" / "Models")

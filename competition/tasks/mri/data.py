@@ -117,6 +117,13 @@ class MriFiles(DataFiles[MriData, Masks]):
     """The `DataFiles` part of the MRI task: Kaggle LGG case folders read, masks by case
     written as a zip of NIfTI volumes, FLAIR slices as pixel items."""
 
+    test_inputs = ("test",)
+
+    def sample_entry(self) -> dict[str, str]:
+        from competition.tasks.mri import sample_entry
+
+        return {"entry.py": sample_entry.ENTRY, "config.yaml": sample_entry.CONFIG}
+
     def load_train(self, public: Path) -> MriData:
         return load_folder(Path(public) / "train", public, masks=True)
 

@@ -90,6 +90,13 @@ class NucleiFiles(DataFiles[NucleiData, Instances]):
     """The `DataFiles` part of the nuclei task: Kaggle-layout images and labels read,
     instances written as Kaggle's RLE CSV, images as pixel items."""
 
+    test_inputs = ("test",)
+
+    def sample_entry(self) -> dict[str, str]:
+        from competition.tasks.nuclei import sample_entry
+
+        return {"entry.py": sample_entry.ENTRY, "config.yaml": sample_entry.CONFIG}
+
     def load_train(self, public: Path) -> NucleiData:
         ids, images = kaggle_images(public / "train")
         shapes = {i: im.shape[:2] for i, im in zip(ids, images, strict=True)}

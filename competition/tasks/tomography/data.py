@@ -153,6 +153,13 @@ class TomoFiles(DataFiles[TomoData, Volume]):
     """The `DataFiles` part of the tomography task: zarr volumes read lazily, label volumes
     written as a zipped zarr store, slices as pixel items."""
 
+    test_inputs = ("test-volume.zarr",)
+
+    def sample_entry(self) -> dict[str, str]:
+        from competition.tasks.tomography import sample_entry
+
+        return {"entry.py": sample_entry.ENTRY, "config.yaml": sample_entry.CONFIG}
+
     def load_train(self, public: Path) -> TomoData:
         return TomoData(open_zarr(public / "train-volume.zarr"),
                         open_zarr(public / "train-labels.zarr"))
