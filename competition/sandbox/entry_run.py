@@ -1,0 +1,130 @@
+"""Running a participant's unpacked entry on a competition's data: the one call the harness
+makes (`run_entry`).
+
+The entry sees /entry (its folder, read-only), /data/public (the competition's public files,
+read-only, with the hidden test inputs bound where the public layout expects them) and /out
+(its output folder, the only place it can write besides a private /tmp). It writes
+/out/submission<suffix>, which the harness then scores like an uploaded file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from competition.errors import CompetitionError
+from competition.sandbox import bwrap, process, uids
+from competition.sandbox.limits import CodeLimits
+from competition.sandbox.process import SandboxResult
+
+log = logging.getLogger(__name__)
+
+ENTRY, PUBLIC, OUT = "/entry", "/data/public", "/out"
+
+
+def _public_view(public_dir: Path, hidden_inputs: dict[str, Path]) -> list[tuple[Path, str]]:
+    """(host path, path inside) of every entry of the public folder, and of each hidden
+    input at its place in the public layout (replacing a public entry of that name)."""
+    views = {name: public_dir / name for name in sorted(os.listdir(public_dir))}
+    for rel, path in hidden_inputs.items():
+        parts = Path(rel).parts
+        if Path(rel).is_absolute() or ".." in parts or not parts:
+            raise ValueError(f"hidden input {rel!r} must be a relative path")
+        views[rel] = Path(path)
+    # A folder before what is bound inside it: a hidden input may sit in a public folder.
+    ordered = sorted(views.items(), key=lambda kv: len(Path(kv[0]).parts))
+    return [(path, f"{PUBLIC}/{rel}") for rel, path in ordered]
+
+
+def _inner(task_name: str, entry: str, public: str, out: str) -> list[str]:
+    return [sys.executable, "-m", "competition.sandbox.inside", "--task", task_name,
+            "--entry", entry, "--public", public, "--out", out]
+
+
+def _submission(out_dir: Path, task_name: str) -> Path | None:
+    from competition.tasks import get_task
+
+    path = out_dir / ("submission" + get_task(task_name).submission_suffix)
+    return path if path.is_file() and not path.is_symlink() else None
+
+
+def run_entry(entry_dir: Path, task_name: str, public_dir: Path,
+              hidden_inputs: dict[str, Path], out_dir: Path, limits: CodeLimits,
+              sandbox: Literal["bwrap", "none"] = "bwrap",
+              started: Callable[[int], None] | None = None
+              ) -> tuple[SandboxResult, Path | None]:
+    """Train and predict with the entry under `limits`; the result and the submission file it
+    wrote into `out_dir` (None when there is none). sandbox="none" runs it in a plain process
+    under the same limits: for the organizers' own, trusted entries only. Without a working
+    bubblewrap, sandbox="bwrap" raises CompetitionError (never runs unconfined)."""
+    entry_dir, public_dir, out_dir = Path(entry_dir), Path(public_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if sandbox == "bwrap":
+        reason = bwrap.unavailable_reason()
+        if reason is not None:
+            raise CompetitionError(f"code submissions cannot run: {reason}")
+        result = _run_bwrap(entry_dir, task_name, public_dir, hidden_inputs, out_dir,
+                            limits, started)
+    else:
+        result = _run_plain(entry_dir, task_name, public_dir, hidden_inputs, out_dir,
+                            limits, started)
+    log.info("entry %s on %s: %s in %.1f s", entry_dir.name, task_name,
+             result.cause or "ok", result.wall_seconds)
+    return result, _submission(out_dir, task_name)
+
+
+def _run_bwrap(entry_dir: Path, task_name: str, public_dir: Path,
+               hidden_inputs: dict[str, Path], out_dir: Path, limits: CodeLimits,
+               started: Callable[[int], None] | None) -> SandboxResult:
+    as_root = bwrap.root_mode()
+    with uids.lease() as uid:
+        job_uid = uid if os.geteuid() == 0 else None
+        argv = bwrap.sandbox_argv(
+            _inner(task_name, ENTRY, PUBLIC, OUT),
+            ro_binds=[(entry_dir, ENTRY), *_public_view(public_dir, hidden_inputs)],
+            rw_binds=[(out_dir, OUT)], tmpfs_size_mb=limits.disk_mb,
+            uid=uid if as_root else None)
+        return process.run(argv, limits=limits, env=bwrap.SANDBOX_ENV, out_dir=out_dir,
+                           uid=job_uid, switch_user=job_uid is not None and not as_root,
+                           signal_exit_codes=True, started=started)
+
+
+def _link(root: Path, rel: Path, source: Path) -> None:
+    """root/rel -> source, turning a linked folder on the way into a real folder of links
+    (a hidden input inside a public folder must not be written into the public folder)."""
+    here = root
+    for part in rel.parts[:-1]:
+        here = here / part
+        if here.is_symlink():
+            target = here.resolve()
+            here.unlink()
+            here.mkdir()
+            for child in target.iterdir():
+                (here / child.name).symlink_to(child)
+        here.mkdir(exist_ok=True)
+    link = root / rel
+    if link.is_symlink():
+        link.unlink()
+    link.symlink_to(source.resolve())
+
+
+def _run_plain(entry_dir: Path, task_name: str, public_dir: Path,
+               hidden_inputs: dict[str, Path], out_dir: Path, limits: CodeLimits,
+               started: Callable[[int], None] | None) -> SandboxResult:
+    """The same runner and limits in a plain process of this uid (the Python runtime and the
+    data may sit where no other uid can reach), with a folder of symlinks as the public
+    view and its paths passed as arguments."""
+    with tempfile.TemporaryDirectory(prefix="public-view-") as view:
+        root = Path(view)
+        for source, dest in _public_view(public_dir, hidden_inputs):
+            _link(root, Path(dest).relative_to(PUBLIC), source)
+        env = {**bwrap.sandbox_env(), "HOME": str(out_dir), "MPLCONFIGDIR": str(out_dir),
+               "NUMBA_CACHE_DIR": str(out_dir), "KERAS_HOME": str(out_dir / "keras")}
+        return process.run(_inner(task_name, str(entry_dir.resolve()), str(root),
+                                  str(out_dir.resolve())),
+                           limits=limits, env=env, out_dir=out_dir, started=started)
