@@ -81,14 +81,21 @@ def run_entry(entry_dir: Path, task_name: str, public_dir: Path,
 def _run_bwrap(entry_dir: Path, task_name: str, public_dir: Path,
                hidden_inputs: dict[str, Path], out_dir: Path, limits: CodeLimits,
                started: Callable[[int], None] | None) -> SandboxResult:
+    return run_sandboxed(_inner(task_name, ENTRY, PUBLIC, OUT),
+                         ro_binds=[(entry_dir, ENTRY), *_public_view(public_dir, hidden_inputs)],
+                         out_dir=out_dir, limits=limits, started=started)
+
+
+def run_sandboxed(inner_argv: list[str], *, ro_binds: list[tuple[Path, str]], out_dir: Path,
+                  limits: CodeLimits,
+                  started: Callable[[int], None] | None = None) -> SandboxResult:
+    """`inner_argv` in the bubblewrap sandbox with `ro_binds` and `out_dir` as /out (the only
+    writable folder but its /tmp), as a uid of its own when this process is root."""
     as_root = bwrap.root_mode()
     with uids.lease() as uid:
         job_uid = uid if os.geteuid() == 0 else None
-        argv = bwrap.sandbox_argv(
-            _inner(task_name, ENTRY, PUBLIC, OUT),
-            ro_binds=[(entry_dir, ENTRY), *_public_view(public_dir, hidden_inputs)],
-            rw_binds=[(out_dir, OUT)], tmpfs_size_mb=limits.disk_mb,
-            uid=uid if as_root else None)
+        argv = bwrap.sandbox_argv(inner_argv, ro_binds=ro_binds, rw_binds=[(out_dir, OUT)],
+                                  tmpfs_size_mb=limits.disk_mb, uid=uid if as_root else None)
         return process.run(argv, limits=limits, env=bwrap.SANDBOX_ENV, out_dir=out_dir,
                            uid=job_uid, switch_user=job_uid is not None and not as_root,
                            signal_exit_codes=True, started=started)

@@ -213,8 +213,10 @@ def _sweep(uid: int | None, seen: Mapping[int, float], pgid: int) -> None:
         found = []
         with contextlib.suppress(OSError):
             os.killpg(pgid, signal.SIGKILL)
-        for p in psutil.process_iter(["uids", "create_time"]):
+        for p in psutil.process_iter(["uids", "create_time", "status"]):
             with contextlib.suppress(psutil.Error, TypeError):
+                if p.info["status"] == psutil.STATUS_ZOMBIE:  # dead; its parent reaps it
+                    continue
                 ours = seen.get(p.pid) == p.info["create_time"]
                 if ours or (uid not in (None, 0) and p.info["uids"].real == uid):
                     p.kill()
