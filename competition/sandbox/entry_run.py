@@ -27,18 +27,35 @@ log = logging.getLogger(__name__)
 ENTRY, PUBLIC, OUT = "/entry", "/data/public", "/out"
 
 
-def _public_view(public_dir: Path, hidden_inputs: dict[str, Path]) -> list[tuple[Path, str]]:
+def public_view(public_dir: Path, hidden_inputs: dict[str, Path]) -> list[tuple[Path, str]]:
     """(host path, path inside) of every entry of the public folder, and of each hidden
-    input at its place in the public layout (replacing a public entry of that name)."""
-    views = {name: public_dir / name for name in sorted(os.listdir(public_dir))}
+    input at its place in the public layout (replacing a public entry of that name). A folder
+    holding a hidden input is not bound whole (its bind would be read-only, with no room for
+    the input): its entries are, one by one, in a folder of the sandbox's own."""
+    hidden = {}
     for rel, path in hidden_inputs.items():
-        parts = Path(rel).parts
-        if Path(rel).is_absolute() or ".." in parts or not parts:
+        rel_path = Path(rel)
+        if rel_path.is_absolute() or ".." in rel_path.parts or not rel_path.parts:
             raise ValueError(f"hidden input {rel!r} must be a relative path")
-        views[rel] = Path(path)
-    # A folder before what is bound inside it: a hidden input may sit in a public folder.
-    ordered = sorted(views.items(), key=lambda kv: len(Path(kv[0]).parts))
-    return [(path, f"{PUBLIC}/{rel}") for rel, path in ordered]
+        hidden[rel_path] = Path(path)
+    expanded = {parent for rel in hidden for parent in rel.parents if parent != Path(".")}
+    views: list[tuple[Path, str]] = []
+
+    def add(folder: Path) -> None:
+        host = public_dir / folder
+        names = set(os.listdir(host)) if host.is_dir() else set()
+        names |= {r.name for r in [*hidden, *expanded] if r.parent == folder}
+        for name in sorted(names):
+            rel = folder / name
+            if rel in hidden:
+                views.append((hidden[rel], f"{PUBLIC}/{rel}"))
+            elif rel in expanded:
+                add(rel)
+            else:
+                views.append((host / name, f"{PUBLIC}/{rel}"))
+
+    add(Path("."))
+    return views
 
 
 def _inner(task_name: str, entry: str, public: str, out: str) -> list[str]:
@@ -82,7 +99,7 @@ def _run_bwrap(entry_dir: Path, task_name: str, public_dir: Path,
                hidden_inputs: dict[str, Path], out_dir: Path, limits: CodeLimits,
                started: Callable[[int], None] | None) -> SandboxResult:
     return run_sandboxed(_inner(task_name, ENTRY, PUBLIC, OUT),
-                         ro_binds=[(entry_dir, ENTRY), *_public_view(public_dir, hidden_inputs)],
+                         ro_binds=[(entry_dir, ENTRY), *public_view(public_dir, hidden_inputs)],
                          out_dir=out_dir, limits=limits, started=started)
 
 
@@ -102,21 +119,8 @@ def run_sandboxed(inner_argv: list[str], *, ro_binds: list[tuple[Path, str]], ou
 
 
 def _link(root: Path, rel: Path, source: Path) -> None:
-    """root/rel -> source, turning a linked folder on the way into a real folder of links
-    (a hidden input inside a public folder must not be written into the public folder)."""
-    here = root
-    for part in rel.parts[:-1]:
-        here = here / part
-        if here.is_symlink():
-            target = here.resolve()
-            here.unlink()
-            here.mkdir()
-            for child in target.iterdir():
-                (here / child.name).symlink_to(child)
-        here.mkdir(exist_ok=True)
     link = root / rel
-    if link.is_symlink():
-        link.unlink()
+    link.parent.mkdir(parents=True, exist_ok=True)
     link.symlink_to(source.resolve())
 
 
@@ -128,7 +132,7 @@ def _run_plain(entry_dir: Path, task_name: str, public_dir: Path,
     view and its paths passed as arguments."""
     with tempfile.TemporaryDirectory(prefix="public-view-") as view:
         root = Path(view)
-        for source, dest in _public_view(public_dir, hidden_inputs):
+        for source, dest in public_view(public_dir, hidden_inputs):
             _link(root, Path(dest).relative_to(PUBLIC), source)
         env = {**bwrap.sandbox_env(), "HOME": str(out_dir), "MPLCONFIGDIR": str(out_dir),
                "NUMBA_CACHE_DIR": str(out_dir), "KERAS_HOME": str(out_dir / "keras")}

@@ -242,7 +242,8 @@ def _cause(code: int, signalled: int | None, cpu: float, limits: CodeLimits,
         return "memory limit"
     if "File too large" in stderr or "No space left on device" in stderr:
         return "disk limit"
-    if "Resource temporarily unavailable" in stderr and "fork" in stderr.lower():
+    # fork() or a new thread refused by RLIMIT_NPROC (EAGAIN)
+    if "BlockingIOError: [Errno 11]" in stderr or "can't start new thread" in stderr:
         return "process limit"
     return f"exit code {code}"
 
@@ -319,7 +320,7 @@ def run(argv: list[str], *, limits: CodeLimits, env: Mapping[str, str],
     cause = watch.cause or _cause(code, signalled, cpu, limits, stderr)
     message = _messages(limits).get(cause) if cause else None
     if cause is not None and message is None:
-        message = f"the entry failed ({cause})"
+        message = f"the entry failed ({cause}); the end of its error output says why"
     return SandboxResult(ok=cause is None, cause=cause, message=message,
                          exit_code=None if signalled is not None and code < 0 else code,
                          wall_seconds=wall, cpu_seconds=cpu,
