@@ -183,7 +183,7 @@ def sandbox_argv(inner_argv: list[str], *, ro_binds: list[tuple[Path, str]],
         args.mount("--bind", source, dest)
     # The root (a tmpfs bwrap made) read-only: only /tmp and the rw binds can be written.
     args.argv += ["--remount-ro", "/", "--chdir", "/tmp"]
-    return [*args.argv, *(_drop_to(uid) if as_root else []), *inner_argv]
+    return [*args.argv, *(_drop_to(uid) if uid is not None else []), *inner_argv]
 
 
 @functools.lru_cache(maxsize=1)
