@@ -86,7 +86,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from competition.board.prepared import PreparedCompetition
-    from competition.training.entries import resolve_config
+    from competition.entries import resolve_config
 
     task_name = PreparedCompetition.open(args.competition).task.name if args.competition \
         else args.task

@@ -57,6 +57,7 @@ from rich.progress import Progress
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from competition.entries import load_entry, resolve_config  # noqa: E402
 from competition.errors import CompetitionError  # noqa: E402
 from competition.formats import landmarks_csv, meshes  # noqa: E402
 from competition.landmark_imaging import evaluation  # noqa: E402
@@ -67,7 +68,6 @@ from competition.tasks.landmarks.prepare import (  # noqa: E402
     find_specimens,
     load_clean_mesh,
 )
-from competition.training.entries import load_entry, resolve_config  # noqa: E402
 
 ALPACA = REPO / "submissions" / "alpaca"
 BIAS = REPO / "submissions" / "alpaca_bias"

@@ -12,12 +12,12 @@ import pytest
 import yaml
 from scipy.spatial.transform import Rotation
 
+from competition import entries
 from competition.board import scoring
 from competition.board.prepared import PreparedCompetition
 from competition.formats import meshes
 from competition.formats.files import SubmissionFile
 from competition.tasks.landmarks.data import LandmarkData
-from competition.training import entries
 from tests.conftest import shared
 from tests.test_bad_input import run_cli
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from competition import entries
 from competition.board import scoring
 from competition.board.prepared import PreparedCompetition
 from competition.errors import ConfigError
 from competition.formats import landmarks_csv
 from competition.tasks import get_task
-from competition.training import entries
 from tests.conftest import REPO
 from tests.test_landmarks_cv import shapes
 

@@ -21,7 +21,7 @@ FLOORS = {
     "competition": 0,  # the root modules: errors, configs, progress
     "competition.formats": 1, "competition.metrics": 1,
     "competition.tasks": 2,
-    "competition.tracking": 3,
+    "competition.tracking": 3, "competition.sandbox": 3,
     "competition.board": 4,
     "competition.training": 5, "competition.ensembles": 5,
     "competition.landmark_imaging": 5, "competition.jobs": 5,

@@ -147,8 +147,8 @@ def test_predicting_any_folder_in_kaggle_layout(demo_copies, tmp_path):
 
 
 def test_config_layers(tmp_path):
+    from competition.entries import resolve_config
     from competition.errors import CompetitionError
-    from competition.training.entries import resolve_config
 
     (tmp_path / "config.yaml").write_text("tasks: [nuclei, em]\nlr: 1\nepochs: 5\nbatch: 1\n"
                                           "nuclei:\n  epochs: 7\n  x: null\n")
@@ -164,7 +164,7 @@ def test_mixed_precision_and_xla_switches(demo_copies):
     """The GPU switches work (on CPU too): float16 compute, float32 probabilities."""
     import keras
 
-    from competition.training.entries import resolve_config
+    from competition.entries import resolve_config
     from models.segmentation import fit, probability_maps
     from models.unet import build_unet
 

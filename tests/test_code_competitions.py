@@ -16,9 +16,9 @@ from competition.board.board import Board
 from competition.board.context import RuleError
 from competition.board.prepared import PreparedCompetition
 from competition.board.scoring import Scorer
+from competition.entries import load_entry, resolve_config
 from competition.errors import ConfigError, SourceDataError
 from competition.tasks import get_task
-from competition.training.entries import load_entry, resolve_config
 from tests.conftest import prepare_with_store
 
 KINDS = ["demo-nuclei", "demo-em", "demo-landmarks", "demo-mri", "demo-tomography"]

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from competition.board.prepared import PreparedCompetition
+from competition.entries import resolve_config, supported_tasks
 from competition.errors import CompetitionError, ConfigError
 from competition.tracking.config import load_config
-from competition.training.entries import resolve_config, supported_tasks
 from tests.test_bad_input import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -237,7 +237,7 @@ def test_out_of_fold_slices_keep_their_training_numbers(cv_copies):
     assert sorted(keys, key=int) == train.ids
     # Each map is the threshold entry's cell probability of that training slice (the
     # smoothing its fold chose), not of the slice at that place in its block.
-    from competition.training.entries import load_entry, resolve_config
+    from competition.entries import load_entry, resolve_config
 
     entry = load_entry(THRESHOLD)
     sigmas = resolve_config(THRESHOLD, "em", THRESHOLD / "smoke.yaml", [])["sigmas"]

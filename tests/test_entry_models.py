@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from competition.board.prepared import PreparedCompetition
-from competition.training.entries import load_entry, resolve_config
+from competition.entries import load_entry, resolve_config
 
 REPO = Path(__file__).resolve().parents[1]
 

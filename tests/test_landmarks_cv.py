@@ -15,6 +15,7 @@ import yaml
 from scipy.spatial.transform import Rotation
 from typer.testing import CliRunner
 
+from competition import entries
 from competition.board.prepared import PreparedCompetition
 from competition.formats import landmarks_csv
 from competition.landmark_imaging import bias, evaluation
@@ -22,7 +23,6 @@ from competition.metrics import landmarks as metric
 from competition.tasks import get_task
 from competition.tasks.landmarks.data import LandmarkData
 from competition.tracking import config as tracking_config
-from competition.training import entries
 from tests.conftest import REPO, load_script
 
 

@@ -120,7 +120,7 @@ def test_a_zip_written_into_the_folder_is_not_packed_into_the_next(tmp_path):
     ("loader = 1\n", False),
 ])
 def test_load_is_found_without_running_the_entry(tmp_path, source, found):
-    from competition.training.entries import defines
+    from competition.entries import defines
 
     (tmp_path / "entry.py").write_text("raise SystemExit('never run')\n" + source)
     assert defines(tmp_path, "load") is found

@@ -10,11 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from competition import entries
 from competition.board.prepared import PreparedCompetition
 from competition.landmark_imaging.patches import SIZE
 from competition.tasks import get_task
 from competition.tasks.landmarks.data import LandmarkData
-from competition.training import entries
 from models.landmarks import build_refiner
 
 REPO = Path(__file__).resolve().parents[1]

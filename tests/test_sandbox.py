@@ -469,3 +469,13 @@ def test_run_entry_failure_is_reported(tmp_path):
     result, path = entry_run.run_entry(entry, "nuclei", public, {}, tmp_path / "out", LIMITS)
     assert result.cause == "exit code 1" and path is None
     assert "Traceback" in result.stderr_tail
+
+
+def test_the_sandbox_runs_where_it_is_required():
+    """CI installs bubblewrap and sets COMPETITION_REQUIRE_SANDBOX: there the sandboxed tests
+    must run, not skip."""
+    if reason is not None and os.environ.get("COMPETITION_REQUIRE_SANDBOX"):
+        pytest.fail(f"bubblewrap cannot run a sandbox here: {reason}")
+    if reason is not None:
+        pytest.skip(f"bubblewrap: {reason}")
+    assert unavailable_reason() is None

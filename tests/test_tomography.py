@@ -838,7 +838,7 @@ def test_blockwise_prediction_equals_whole_volume_prediction():
 @pytest.mark.parametrize("config", ["config.yaml", "unet25d.yaml", "unet3d.yaml"])
 def test_smoke_run_of_each_baseline(comp_dir, tmp_path, config):
     """Each configuration's network (2-D, 2.5-D, 3-D), shrunk by smoke.yaml's settings."""
-    from competition.training.entries import resolve_config
+    from competition.entries import resolve_config
     from competition.training.run import run
 
     comp = Path(shutil.copytree(comp_dir, tmp_path / "c"))

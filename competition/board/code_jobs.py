@@ -41,14 +41,15 @@ def run_and_score(comp: PreparedCompetition, zip_path: Path, key: str,
                   started: Callable[[int], None] | None = None) -> ScoredFile:
     """Run the entry in `zip_path` (its run's folder: RUNS_DIR/`key`) and score what it
     wrote with `score(path, file_name)`."""
+    from competition.entries import check_supports
     from competition.sandbox.entry_run import run_entry
     from competition.sandbox.limits import CodeLimits
     from competition.sandbox.unpack import unpack_entry
-    from competition.training.entries import check_supports
 
     work = comp.root / RUNS_DIR / key
     shutil.rmtree(work, ignore_errors=True)  # a run again (a retry) starts afresh
     (work / "out").mkdir(parents=True)
+    (work / "entry").mkdir()
     settings = comp.config.code
     limits = CodeLimits(**settings.model_dump(exclude={"sandbox"}))
     try:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from competition.entries import load_entry, resolve_config
 from competition.tasks import get_task
-from competition.training.entries import load_entry, resolve_config
 
 log = logging.getLogger("competition.sandbox.inside")
 

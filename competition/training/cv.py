@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from competition.board.prepared import PreparedCompetition
+from competition.entries import load_entry, resolve_config
 from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
@@ -38,7 +39,6 @@ from competition.progress import bar
 from competition.tasks.base import AnyTask, CvItem, Maps, ScoreResult
 from competition.tasks.comparison import estimate
 from competition.tracking import runs as tracking
-from competition.training.entries import load_entry, resolve_config
 from competition.training.run import flat_config, predictions_of
 
 DEFAULT_FOLDS = 5

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from competition.entries import defines, supported_tasks
 from competition.errors import CompetitionError
-from competition.training.entries import defines, supported_tasks
 
 MIB = 1024 * 1024
 MAX_FILES = 2000

@@ -1,6 +1,6 @@
 """`competition run DIR submissions/ENTRY`: train an entry, predict, write, submit.
 
-The entry (see `competition.training.entries`) trains on the competition's public training
+The entry (see `competition.entries`) trains on the competition's public training
 data less one held-out validation item (the task chooses it), predicts the test inputs, and
 the task writes the submission file. Everything a run produced lands in
 `DIR/runs/<entry>-<time>/`: the submission, the model, the validation pictures, the test maps,
@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from competition.board.prepared import PreparedCompetition
+from competition.entries import load_entry, resolve_config
 from competition.formats import maps as maps_format
 from competition.formats.jsonsafe import jsonable
 from competition.formats.pictures import gif
@@ -29,7 +30,6 @@ from competition.outputs import fresh_folder
 from competition.progress import bar
 from competition.tasks.base import AnyTask, Maps, Validation
 from competition.tracking import runs as tracking
-from competition.training.entries import load_entry, resolve_config
 
 
 @dataclass(frozen=True)

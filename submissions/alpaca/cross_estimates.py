@@ -23,9 +23,9 @@ from rich.markup import escape
 from rich.progress import Progress
 
 from competition.board.prepared import PreparedCompetition
+from competition.entries import load_entry, resolve_config
 from competition.errors import CompetitionError
 from competition.formats import landmarks_csv
-from competition.training.entries import load_entry, resolve_config
 
 HERE = Path(__file__).resolve().parent
 

@@ -25,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from competition.entries import load_entry, resolve_config
 from competition.errors import ConfigError
 from competition.landmark_imaging import bias
-from competition.training.entries import load_entry, resolve_config
 
 HERE = Path(__file__).resolve().parent
 ALPACA = HERE.parent / "alpaca"

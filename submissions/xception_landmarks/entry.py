@@ -31,6 +31,7 @@ import keras
 import numpy as np
 from scipy.spatial import cKDTree
 
+from competition.entries import load_entry, resolve_config
 from competition.errors import CompetitionError
 from competition.landmark_imaging import procrustes
 from competition.landmark_imaging.patch_sets import read_estimates
@@ -41,7 +42,6 @@ from competition.landmark_imaging.patches import (
     posed,
     views,
 )
-from competition.training.entries import load_entry, resolve_config
 from models.landmarks import build_refiner, start_outputs
 
 log = logging.getLogger("competition.entries.xception_landmarks")

@@ -59,10 +59,11 @@ def overview(conn: Connection) -> list[dict[str, Any]]:
 
 
 def counted_between(conn: Connection, team_id: int, start: datetime, end: datetime) -> int:
-    """The team's submissions made in [start, end) that count toward its daily limit."""
+    """The team's submissions made in [start, end) that count toward its daily limit (a
+    failed one only where its code's own failure counts: issue 32)."""
     used: int = conn.execute(select(func.count()).select_from(submissions).where(and_(
         submissions.c.team_id == team_id, submissions.c.counted.is_(True),
-        submissions.c.status.in_(COUNTED),
+        submissions.c.status.in_((*COUNTED, Status.FAILED)),
         submissions.c.submitted_at >= start, submissions.c.submitted_at < end))).scalar_one()
     return used
 
