@@ -324,5 +324,7 @@ def run(argv: list[str], *, limits: CodeLimits, env: Mapping[str, str],
     return SandboxResult(ok=cause is None, cause=cause, message=message,
                          exit_code=None if signalled is not None and code < 0 else code,
                          wall_seconds=wall, cpu_seconds=cpu,
-                         peak_memory_mb=max(watch.peak_rss / MIB, usage.ru_maxrss / 1024),
+                         # The watchdog's samples only: ru_maxrss would count the forked
+                         # launcher's copy of this (possibly large) process before its exec.
+                         peak_memory_mb=watch.peak_rss / MIB,
                          stdout_tail=stdout, stderr_tail=stderr)
