@@ -329,6 +329,9 @@ ENTRY = {"entry.py": b"def fit(*a, **k): pass\ndef predict(*a): pass\n"}
     ({**ENTRY, "fifo": b""}, {"fifo": stat.S_IFIFO | 0o666}, "FIFOs"),
     ({"model.py": b""}, None, "no entry.py"),
     ({"a/entry.py": b"", "b/x": b""}, None, "no entry.py"),
+    # red team: a folder name too long for the file system escaped as a bare OSError (the
+    # job read as the harness's failure: uncounted, retryable); a file's was refused
+    ({**ENTRY, "d" * 300 + "/x": b""}, None, "cannot be unpacked.*too long"),
 ])
 def test_hostile_zips_refused(tmp_path, members, modes, rule):
     path = make_zip(tmp_path / "entry.zip", members, modes)
