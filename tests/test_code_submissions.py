@@ -214,3 +214,22 @@ def test_the_cli_submits_code_and_packs_it(em_code, tmp_path, capsys):
     assert "scored" in out and "run:" in out and "peak memory" in out
     code, out, _ = run_cli(["info", em_code], capsys)
     assert "submission: code" in out and "wall_seconds: 20" in out
+
+
+@sandboxed
+def test_a_runs_leftovers_are_removed_from_the_host(em_code, tmp_path):
+    """Red team: whatever an entry writes to /out besides its submission (up to its disk
+    limit, or more between two polls) stayed on the host for good, run after run. Only the
+    submission file is kept (rescoring reads it); a symlink is removed, not followed."""
+    board = Board(PreparedCompetition.open(em_code))
+    entry = ("import os\n"
+             "os.makedirs('/out/d/e')\n"
+             "open('/out/d/e/junk', 'wb').write(b'x' * 4096)\n"
+             "open('/out/junk', 'wb').write(b'x' * 4096)\n"
+             "os.symlink('/entry/entry.py', '/out/link')\n"
+             "os.chmod('/out/d', 0)\n"
+             "raise SystemExit(2)\n")
+    outcome = board.submissions.submit(entry_zip(tmp_path / "e.zip", entry, "em"), "hoarders")
+    assert outcome.status == "failed" and outcome.run["cause"] == "exit code 2"
+    out = em_code / "code_runs" / str(outcome.id) / "out"
+    assert out.is_dir() and list(out.iterdir()) == []

@@ -4,10 +4,12 @@ the same file as `competition run`."""
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import socket
 import stat
+import struct
 import sys
 import textwrap
 import time
@@ -20,7 +22,7 @@ import pytest
 import yaml
 
 from competition.errors import CompetitionError, SubmissionError
-from competition.sandbox import bwrap, entry_run
+from competition.sandbox import bwrap, entry_run, seccomp
 from competition.sandbox.bwrap import unavailable_reason
 from competition.sandbox.limits import CodeLimits
 from competition.sandbox.process import SandboxResult
@@ -327,6 +329,9 @@ ENTRY = {"entry.py": b"def fit(*a, **k): pass\ndef predict(*a): pass\n"}
     ({**ENTRY, "fifo": b""}, {"fifo": stat.S_IFIFO | 0o666}, "FIFOs"),
     ({"model.py": b""}, None, "no entry.py"),
     ({"a/entry.py": b"", "b/x": b""}, None, "no entry.py"),
+    # red team: a folder name too long for the file system escaped as a bare OSError (the
+    # job read as the harness's failure: uncounted, retryable); a file's was refused
+    ({**ENTRY, "d" * 300 + "/x": b""}, None, "cannot be unpacked.*too long"),
 ])
 def test_hostile_zips_refused(tmp_path, members, modes, rule):
     path = make_zip(tmp_path / "entry.zip", members, modes)
@@ -479,3 +484,46 @@ def test_the_sandbox_runs_where_it_is_required():
     if reason is not None:
         pytest.skip(f"bubblewrap: {reason}")
     assert unavailable_reason() is None
+
+
+@needs_bwrap
+@pytest.mark.skipif(seccomp.program() is None, reason="no seccomp filter for this machine")
+def test_memory_and_disk_the_watchdog_cannot_see_are_refused(tmp_path):
+    """Red team: memfd pages and System V segments count in no process's resident memory
+    (1.25 GiB held under a 512 MB limit), and fallocate reserved 3 GiB of disk in 4 ms under
+    a 32 MB limit, between two polls. The seccomp filter refuses all three; an honest
+    posix_fallocate falls back to writing (seen by the poll)."""
+    result = sandboxed(tmp_path, """
+        import ctypes, errno, os
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            os.memfd_create("m")
+            print("memfd allowed")
+        except OSError as e:
+            print("memfd refused", errno.errorcode[e.errno])
+        fd = os.open("/out/f", os.O_CREAT | os.O_WRONLY)
+        if libc.fallocate(fd, 0, ctypes.c_long(0), ctypes.c_long(4096)) == 0:
+            print("fallocate allowed")
+        else:
+            print("fallocate refused", errno.errorcode[ctypes.get_errno()])
+        for name, call in [("shmget", lambda: libc.shmget(0, 1 << 20, 0o1600)),
+                           ("msgget", lambda: libc.msgget(0, 0o1600))]:
+            print(name, "allowed" if call() >= 0 else "refused")
+        fd = os.open("/out/g", os.O_CREAT | os.O_WRONLY)
+        os.posix_fallocate(fd, 0, 1 << 16)
+        print("posix_fallocate", os.fstat(fd).st_size)""")
+    assert result.ok, result
+    assert result.stdout_tail.split("\n")[:5] == [
+        "memfd refused ENOSYS", f"fallocate refused {errno.errorcode[errno.EOPNOTSUPP]}",
+        "shmget refused",
+        "msgget refused", f"posix_fallocate {1 << 16}"]
+
+
+def test_the_seccomp_filter_refuses_other_abis():
+    code = seccomp.program("x86_64")
+    assert code is not None and len(code) % 8 == 0
+    # the arch check's false branch lands on the last instruction: ERRNO(ENOSYS)
+    _, _, jf, _ = struct.unpack("=HBBI", code[8:16])
+    assert 2 + jf == len(code) // 8 - 1
+    assert struct.unpack("=HBBI", code[-8:])[3] == 0x00050000 | errno.ENOSYS
+    assert seccomp.program("sparc") is None

@@ -10,8 +10,10 @@ sandbox here, a scorer that died) end `failed`, uncounted and retryable, as for 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -61,6 +63,7 @@ def run_and_score(comp: PreparedCompetition, zip_path: Path, key: str,
             return participants(f"the zip cannot be run: {e}")
         hidden = {rel: path for rel, path in comp.test_inputs().items()
                   if not path.is_relative_to(comp.public_dir)}
+        written: Path | None = None
         try:
             result, written = run_entry(entry, comp.task.name, comp.public_dir, hidden,
                                         work / "out", limits, sandbox=settings.sandbox,
@@ -69,6 +72,8 @@ def run_and_score(comp: PreparedCompetition, zip_path: Path, key: str,
             log.error("code submission %s not run: %s", key, e)
             return ScoredFile(Status.FAILED, error=f"the entry could not be run here ({e}); "
                               "the organizers have been told, and it can be retried")
+        finally:
+            keep_only(work / "out", written)
         run: dict[str, Any] = {
             "wall_seconds": round(result.wall_seconds, 3),
             "cpu_seconds": round(result.cpu_seconds, 3),
@@ -89,6 +94,23 @@ def run_and_score(comp: PreparedCompetition, zip_path: Path, key: str,
         return dataclasses.replace(scored, run=run)
     finally:
         shutil.rmtree(work / "entry", ignore_errors=True)
+
+
+def keep_only(out_dir: Path, written: Path | None) -> None:
+    """Remove from a run's output folder everything but the submission file it wrote: the
+    folder is kept (rescoring reads that file), and an entry must not leave up to its disk
+    limit (or the overshoot of a write faster than the watchdog's poll) on the host for
+    good, submission after submission. Symlinks are removed, never followed."""
+    with contextlib.suppress(FileNotFoundError), os.scandir(out_dir) as entries:
+        for entry in list(entries):
+            path = Path(entry.path)
+            if written is not None and path == written:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    path.unlink()
 
 
 def participants(error: str, run: dict[str, Any] | None = None) -> ScoredFile:

@@ -157,10 +157,11 @@ def sandbox_env() -> dict[str, str]:
 
 def sandbox_argv(inner_argv: list[str], *, ro_binds: list[tuple[Path, str]],
                  rw_binds: list[tuple[Path, str]], tmpfs_size_mb: int,
-                 uid: int | None = None) -> list[str]:
+                 uid: int | None = None, seccomp_fd: int | None = None) -> list[str]:
     """The bwrap command running `inner_argv` confined. `uid`: in root mode (`root_mode`),
     the unprivileged uid setpriv switches to inside; None runs bwrap unprivileged (its caller
-    is then that uid already). Binds are (host path, path inside)."""
+    is then that uid already). Binds are (host path, path inside). `seccomp_fd`: an fd (passed
+    to bwrap) holding `seccomp.program()`, loaded before the inner command starts."""
     bwrap = bwrap_path() or "bwrap"
     as_root = uid is not None
     args = _Args()
@@ -183,6 +184,8 @@ def sandbox_argv(inner_argv: list[str], *, ro_binds: list[tuple[Path, str]],
         args.mount("--bind", source, dest)
     # The root (a tmpfs bwrap made) read-only: only /tmp and the rw binds can be written.
     args.argv += ["--remount-ro", "/", "--chdir", "/tmp"]
+    if seccomp_fd is not None:
+        args.argv += ["--seccomp", str(seccomp_fd)]
     return [*args.argv, *(_drop_to(uid) if uid is not None else []), *inner_argv]
 
 

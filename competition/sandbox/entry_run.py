@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from competition.errors import CompetitionError
-from competition.sandbox import bwrap, process, uids
+from competition.sandbox import bwrap, process, seccomp, uids
 from competition.sandbox.limits import CodeLimits
 from competition.sandbox.process import SandboxResult
 
@@ -109,13 +109,20 @@ def run_sandboxed(inner_argv: list[str], *, ro_binds: list[tuple[Path, str]], ou
     """`inner_argv` in the bubblewrap sandbox with `ro_binds` and `out_dir` as /out (the only
     writable folder but its /tmp), as a uid of its own when this process is root."""
     as_root = bwrap.root_mode()
-    with uids.lease() as uid:
-        job_uid = uid if os.geteuid() == 0 else None
-        argv = bwrap.sandbox_argv(inner_argv, ro_binds=ro_binds, rw_binds=[(out_dir, OUT)],
-                                  tmpfs_size_mb=limits.disk_mb, uid=uid if as_root else None)
-        return process.run(argv, limits=limits, env=bwrap.SANDBOX_ENV, out_dir=out_dir,
-                           uid=job_uid, switch_user=job_uid is not None and not as_root,
-                           signal_exit_codes=True, started=started)
+    filter_fd = seccomp.filter_fd()  # memory and disk the watchdog cannot see: refused
+    try:
+        with uids.lease() as uid:
+            job_uid = uid if os.geteuid() == 0 else None
+            argv = bwrap.sandbox_argv(inner_argv, ro_binds=ro_binds,
+                                      rw_binds=[(out_dir, OUT)], tmpfs_size_mb=limits.disk_mb,
+                                      uid=uid if as_root else None, seccomp_fd=filter_fd)
+            return process.run(argv, limits=limits, env=bwrap.SANDBOX_ENV, out_dir=out_dir,
+                               uid=job_uid, switch_user=job_uid is not None and not as_root,
+                               signal_exit_codes=True, started=started,
+                               pass_fds=() if filter_fd is None else (filter_fd,))
+    finally:
+        if filter_fd is not None:
+            os.close(filter_fd)
 
 
 def _link(root: Path, rel: Path, source: Path) -> None:

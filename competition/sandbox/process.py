@@ -270,13 +270,13 @@ def _threads(*threads: threading.Thread) -> Iterator[None]:
 
 def run(argv: list[str], *, limits: CodeLimits, env: Mapping[str, str],
         out_dir: Path | None = None, uid: int | None = None, switch_user: bool = False,
-        signal_exit_codes: bool = False,
+        signal_exit_codes: bool = False, pass_fds: tuple[int, ...] = (),
         started: Callable[[int], None] | None = None) -> SandboxResult:
     """Run `argv` under `limits` and wait for it. `uid`: the dedicated uid the job's
     processes run as (None: this process's own, not root); `switch_user`: Popen starts the
     command as `uid` (else the command drops to it itself, as the root-mode sandbox does).
     `out_dir` is handed to `uid` first and its size watched. Nothing of the job runs after
-    this returns."""
+    this returns. `pass_fds`: fds the command inherits (bwrap's seccomp filter)."""
     if out_dir is not None and uid is not None:
         for folder, dirs, files in os.walk(out_dir):
             for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
@@ -285,6 +285,7 @@ def run(argv: list[str], *, limits: CodeLimits, env: Mapping[str, str],
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=dict(env), start_new_session=True,
                             preexec_fn=_preexec(limits, _nproc(limits, uid)),
+                            pass_fds=pass_fds,
                             user=uid if switch_user else None,
                             group=uid if switch_user else None,
                             extra_groups=[] if switch_user else None)

@@ -162,12 +162,12 @@ def unpack_entry(zip_path: Path, dest: Path, *, max_bytes: int, max_members: int
         if entry is None:
             raise _refuse(f"no {ENTRY_FILE} at the top of the zip or of its one top folder "
                           "(an entry defines fit and predict in entry.py)", zip_path)
-        for parts in sorted(dirs, key=len):
-            folder = dest.joinpath(*parts)
-            folder.mkdir(mode=0o755)
-            folder.chmod(0o755)
         budget = [max_bytes]
-        try:
+        try:  # folders too: a name too long for this file system is refused, not an OSError
+            for parts in sorted(dirs, key=len):
+                folder = dest.joinpath(*parts)
+                folder.mkdir(mode=0o755)
+                folder.chmod(0o755)
             for info, parts in files:
                 _extract(zf, info, dest.joinpath(*parts), budget, zip_path)
         except (zipfile.BadZipFile, EOFError, OSError, NotImplementedError,
