@@ -303,12 +303,12 @@ def test_ensemble_refuses_runs_that_are_not_the_teams_own(demo_dirs, tmp_path, m
     assert code == 2 and f"member {red}" in err and "participant team 'red'" in err, err
     # A run that names no team, or names a team whose experiment does not hold it.
     experiment = client.get_run(red).info.experiment_id
-    anonymous = client.create_run(experiment, tags={"competition": comp.name, tracking.ID_TAG: comp.key.id}).info.run_id
+    mine = {"competition": comp.name, tracking.ID_TAG: comp.key.id}
+    anonymous = client.create_run(experiment, tags=mine).info.run_id
     code, _, err = ensemble(red, anonymous, "--team", "red", "--as-participant")
     assert code == 2 and "names no team" in err, err
     forged = client.create_run(client.get_run(blue).info.experiment_id,
-                               tags={"competition": comp.name, tracking.ID_TAG: comp.key.id,
-                                     "team": "red"}).info.run_id
+                               tags={**mine, "team": "red"}).info.run_id
     code, _, err = ensemble(red, forged, "--team", "red", "--as-participant")
     assert code == 2 and "lies in experiment" in err, err
     assert "Traceback" not in err
