@@ -328,14 +328,16 @@ def plot(summary: dict[str, Any], path: Path) -> None:
 
 
 def log_to_mlflow(out: Path, summary: dict[str, Any], params: dict[str, Any]) -> str | None:
-    from competition.tracking.config import load_config
+    from competition.tracking.config import CompetitionKey, load_config
     from competition.tracking.runs import Tracker, numeric_fields
 
     config = load_config()
     if not config.enabled or config.uri("organizers") is None:
         return None
     tracker = Tracker(config, "organizers")
-    run_id = tracker.start("landmarks-cv", f"cv-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
+    # Not a prepared competition: a fixed key of its own.
+    run_id = tracker.start(CompetitionKey("landmarks-cv", "landmarks-cv"),
+                           f"cv-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}",
                            {"kind": "evaluation"})
     metrics = {}
     for name, m in summary["methods"].items():

@@ -220,11 +220,26 @@ class CodeConfig(BaseModel):
     sandbox: Literal["bwrap", "none"] = "bwrap"
 
 
+# A competition's id: what MLflow keys its experiments and runs by (letters, digits, - and _,
+# so that it can stand in an experiment's name).
+ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
+
+
+def new_competition_id() -> str:
+    import uuid
+
+    return uuid.uuid4().hex
+
+
 class CompetitionConfig(BaseModel):
     """`competition.yaml`: what `prepare` writes and the organizer may edit."""
 
     model_config = STRICT
     name: str
+    # Unique per prepared competition (`prepare` draws one; `competition migrate DIR` gives
+    # one to a competition prepared before ids): two folders of the same kind and name are
+    # two competitions to MLflow. The name is only shown.
+    id: str | None = Field(default=None, pattern=ID_PATTERN)
     title: str = ""
     kind: str = ""
     task: str
@@ -244,6 +259,36 @@ class CompetitionConfig(BaseModel):
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False).encode()
 
 
+def give_id(path: Path) -> str | None:
+    """Write a new id into the competition.yaml at `path` if it has none; returns the new id
+    (None: it had one, left as it is). Only the `id` line is added: the organizer's edits,
+    comments included, stay as they are."""
+    config = load(CompetitionConfig, path)
+    if config.id is not None:
+        return None
+    new = new_competition_id()
+    text = Path(path).read_text(encoding="utf-8")
+    lines = text.splitlines(keepends=True)
+    # A top-level `id: null` (written by a harness that knew the key) is replaced; the id
+    # goes after the name, where `prepare` writes it.
+    kept = [line for line in lines if not line.startswith("id:")]
+    at = next((k + 1 for k, line in enumerate(kept) if line.startswith("name:")), 0)
+    if at and not kept[at - 1].endswith("\n"):
+        kept[at - 1] += "\n"
+    kept.insert(at, f"id: {new}\n")
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    try:  # the file is replaced only by one that reads as before, with the id
+        same = load(CompetitionConfig, tmp) == config.model_copy(update={"id": new})
+    except ConfigError:
+        same = False
+    if not same:
+        tmp.unlink()
+        raise ConfigError(f"{path}: could not add the line `id: {new}`; add it by hand")
+    tmp.replace(path)
+    return new
+
+
 # --- mlflow.yaml --------------------------------------------------------------------------
 
 class TrackingFile(BaseModel):
@@ -252,7 +297,9 @@ class TrackingFile(BaseModel):
     model_config = STRICT
     tracking_uri: str = "sqlite:///mlflow.db"
     organizer_tracking_uri: str | None = "sqlite:///mlflow-organizers.db"
-    experiment_name: str = "{competition}/{audience}"
+    # Experiments are keyed by the competition's id ({id}, from competition.yaml); {competition}
+    # is its name, shown beside it (two folders of the same kind share a name).
+    experiment_name: str = "{competition}/{id}/{audience}"
     artifact_location: str | None = "mlruns"
     enabled: bool = True
     # A CSV of every test item's score with each scored submission: off by default (an
@@ -261,7 +308,7 @@ class TrackingFile(BaseModel):
     # Tracking isolation (issue 16, tracking): the organizers' store keeps its artifacts
     # (private scores) under a root of its own, never beside the participants' files.
     organizer_artifact_location: str = "mlruns-organizers"
-    # One participants' experiment per team, e.g. "{competition}/{team}": needed when the
+    # One participants' experiment per team, e.g. "{competition}/{id}/{team}": needed when the
     # tracking server is shared with participants under MLflow's basic-auth app
     # (`competition tracking-users` gives each team a user that can use only its own);
     # null: one participants' experiment (`experiment_name`) for every team.
@@ -275,5 +322,16 @@ class TrackingFile(BaseModel):
     def _names_the_team(cls, value: str | None) -> str | None:
         if value is not None and "{team}" not in value:
             raise ValueError(f"{value!r} must contain {{team}} (e.g. "
-                             "\"{competition}/{team}\")")
+                             "\"{competition}/{id}/{team}\")")
+        return value
+
+    @field_validator("experiment_name", "team_experiment_name")
+    @classmethod
+    def _names_the_id(cls, value: str | None) -> str | None:
+        # Without the id, two competitions of one name would share experiments and see each
+        # other's runs (issue 28); experiments made under an old template stay where they are.
+        if value is not None and "{id}" not in value:
+            raise ValueError(f"{value!r} must contain {{id}}, the competition's id (e.g. "
+                             "\"{competition}/{id}/{audience}\"); experiments of the old "
+                             "name stay as they are, new runs go to the new one")
         return value

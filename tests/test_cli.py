@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -31,6 +32,7 @@ def test_prepare_validate_score_via_cli(tmp_path, capsys):
     assert code == 0 and "OK" in out and "15 images" in out
     code, out, _ = run_cli(["info", comp], capsys)
     assert code == 0 and "daily_limit: 5" in out
+    assert re.search(r"^id: [0-9a-f]{32}$", out, re.M)  # the key of its MLflow runs
     code, _, err = run_cli(["prepare", "no-such-kind", "--out", tmp_path / "x"], capsys)
     assert code == 2 and "unknown kind" in err
     code, _, err = run_cli(["prepare", "dsb2018", "--out", tmp_path / "y"], capsys)

@@ -216,7 +216,7 @@ def test_mlflow_gets_a_parent_run_with_a_child_per_fold(cv_copies, tmp_path, mon
     record = cross_validate(cv_copies["demo-em"], THRESHOLD, THRESHOLD / "smoke.yaml", folds=3)
     comp = PreparedCompetition.open(cv_copies["demo-em"])
     tracker = tracking.Tracker(config, "participants")
-    found = tracker.runs(comp.name, "tags.kind = 'cv'")
+    found = tracker.runs(comp.key, "tags.kind = 'cv'")
     parents = [r for r in found if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in found if r.data.tags.get("mlflow.parentRunId") == record[
         "mlflow_run_id"]]

@@ -14,6 +14,7 @@ from PIL import Image
 
 from competition.board import scoring
 from competition.board.prepared import PreparedCompetition
+from competition.configs import CompetitionConfig, load
 from competition.errors import SourceDataError
 from competition.formats import em_tiff, meshes, rle
 from competition.tasks.preparing import prepare, sha256
@@ -39,10 +40,11 @@ def check_layout(root: Path) -> PreparedCompetition:
     comp = PreparedCompetition.open(root)
     manifest = json.loads((root / "manifest.json").read_text())
     # Everything prepared is in the manifest; the submission store (store/, made once the
-    # competition is prepared, then written by every submission) is not.
+    # competition is prepared, then written by every submission) is not, nor competition.yaml
+    # (the organizer's settings, with the competition's id, new each time).
     files = {p.relative_to(root).as_posix() for p in root.rglob("*")
              if p.is_file() and p.relative_to(root).parts[0] != "store"}
-    assert set(manifest["files"]) == files - {"manifest.json"}
+    assert set(manifest["files"]) == files - {"manifest.json", "competition.yaml"}
     for rel, digest in list(manifest["files"].items())[:50]:
         assert sha256(root / rel) == digest
     assert (root / "public" / "README.md").is_file()
@@ -150,6 +152,10 @@ def test_same_seed_gives_byte_identical_output(kind, tmp_path):
     a = prepare(kind, tmp_path / "a", seed=3)
     b = prepare(kind, tmp_path / "b", seed=3)
     assert (a / "manifest.json").read_bytes() == (b / "manifest.json").read_bytes()
+    # competition.yaml: the same settings, each folder its own id (issue 28).
+    one, two = (load(CompetitionConfig, d / "competition.yaml") for d in (a, b))
+    assert one.id and two.id and one.id != two.id
+    assert one.model_copy(update={"id": None}) == two.model_copy(update={"id": None})
     c = prepare(kind, tmp_path / "c", seed=4)
     assert manifest_of(c) != manifest_of(a)
 

@@ -40,7 +40,7 @@ ITEM_KEY = {"demo-nuclei": "ImageId", "demo-em": "slice", "demo-landmarks": "spe
 
 
 def switch_on(doc: dict, tmp_path: Path, monkeypatch) -> tracking_config.TrackingConfig:
-    doc["experiment_name"] = f"{{competition}}-{tmp_path.name}/{{audience}}"
+    doc["experiment_name"] = f"{{competition}}-{tmp_path.name}/{{id}}/{{audience}}"
     doc.setdefault("item_tables", True)  # the tests read the per-item tables
     path = tmp_path / "mlflow.yaml"
     path.write_text(json.dumps(doc))
@@ -76,7 +76,7 @@ def runs_of(config, audience, comp, submission_id=None, kind=None):
         clauses.append(f"tags.submission_id = '{submission_id}'")
     if kind is not None:
         clauses.append(f"tags.kind = '{kind}'")
-    return tracker, tracker.runs(comp.name, " and ".join(clauses))
+    return tracker, tracker.runs(comp.key, " and ".join(clauses))
 
 
 def artifact_text(client: MlflowClient, run_id: str, path: str, tmp_path: Path) -> str:
@@ -363,7 +363,7 @@ def test_ui_serves_the_configured_store(tracked, demo_dirs, tmp_path):
             time.sleep(0.1)
         tracker = tracking.Tracker(tracked, "participants")
         experiment = tracker.client.get_experiment_by_name(
-            tracked.experiment(comp.name, "participants"))
+            tracked.experiment(comp.key, "participants"))
         url = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs"
         assert f"MLflow UI: {url}" in log.read_text()
         assert experiment.tags[tracking.KIND_TAG] == "custom_model_development"
@@ -399,7 +399,7 @@ def test_run_comparison_in_a_real_browser(demo_dirs, tmp_path, monkeypatch,
                for entry, overrides in (("threshold", []), ("unet", ["nuclei.epochs=4"]))]
     ids = [r["mlflow_run_id"] for r in records]
     ids.append(ensemble.build(comp.root, ids, "mean")["mlflow_run_id"])
-    experiment = tracking.Tracker(config).experiment_id(comp.name)
+    experiment = tracking.Tracker(config).experiment_id(comp.key)
 
     port = free_port()
     log = tmp_path / "ui.log"
@@ -439,7 +439,8 @@ def test_a_terminated_training_run_is_ended_killed(tmp_path, monkeypatch):
 
     config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
     script = ("import time\nfrom competition.tracking import runs as tracking\n"
-              "with tracking.training_run('demo', 'long', {'kind': 'training'}):\n"
+              "key = tracking.CompetitionKey('demo-id-1', 'demo')\n"
+              "with tracking.training_run(key, 'long', {'kind': 'training'}):\n"
               "    print('started', flush=True)\n    time.sleep(120)\n")
     child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
                              text=True, cwd=tmp_path)
@@ -447,7 +448,8 @@ def test_a_terminated_training_run_is_ended_killed(tmp_path, monkeypatch):
     time.sleep(0.5)
     child.send_signal(signal.SIGTERM)
     assert child.wait(timeout=60) == 128 + signal.SIGTERM
-    runs = tracking.Tracker(config, "participants").runs("demo", "")
+    runs = tracking.Tracker(config, "participants").runs(
+        tracking.CompetitionKey("demo-id-1", "demo"), "")
     assert [r.info.status for r in runs] == ["KILLED"]
 
 

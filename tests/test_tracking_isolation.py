@@ -91,7 +91,7 @@ def test_no_private_score_or_item_under_the_participants_artifact_root(
     # The organizers' runs keep theirs under their own root: every item, both splits.
     organizers = tracking.Tracker(config, "organizers")
     for o in outcomes:
-        [run] = organizers.runs(comp.name, f"tags.submission_id = '{o.id}'")
+        [run] = organizers.runs(comp.key, f"tags.submission_id = '{o.id}'")
         assert run.info.artifact_uri.startswith(theirs.resolve().as_uri() + "/")
     private_files = [p for p in theirs.rglob("*.csv")]
     assert private_files and private_items <= set().union(*(cells(p) for p in private_files))
@@ -103,7 +103,7 @@ def test_the_organizers_root_must_be_separate(tmp_path, monkeypatch):
             configure({**EMBEDDED, "organizer_artifact_location": inside}, tmp_path,
                       monkeypatch)
     with pytest.raises(ConfigError, match="must contain {team}"):
-        configure({**EMBEDDED, "team_experiment_name": "{competition}/teams"}, tmp_path,
+        configure({**EMBEDDED, "team_experiment_name": "{competition}/{id}/teams"}, tmp_path,
                   monkeypatch)
 
 
@@ -114,10 +114,10 @@ def test_an_old_organizers_experiment_in_the_participants_root_gets_no_artifacts
     config = configure(dict(EMBEDDED), tmp_path, monkeypatch)
     comp = copy_demo(demo_dirs, "demo-em", tmp_path)
     client = tracking.Tracker(config, "organizers").client
-    client.create_experiment(config.experiment(comp.name, "organizers"),
+    client.create_experiment(config.experiment(comp.key, "organizers"),
                              artifact_location=config.artifact_location)
     outcome = Board(comp).submissions.submit(next(comp.public_dir.glob("sample_*")), "a")
-    [run] = tracking.Tracker(config, "organizers").runs(comp.name)
+    [run] = tracking.Tracker(config, "organizers").runs(comp.key)
     assert run.data.metrics["private_score"] == pytest.approx(
         Board(comp).submissions.get(outcome.id)["private_score"])
     participants = tmp_path / "artifacts"
@@ -155,8 +155,8 @@ def test_each_team_reads_and_writes_only_its_own_runs(auth_server, demo_dirs, tm
                                                       monkeypatch, capsys):
     url = auth_server.url
     config = configure({"tracking_uri": url, "organizer_tracking_uri": url,
-                        "experiment_name": f"{{competition}}-{tmp_path.name}/{{audience}}",
-                        "team_experiment_name": f"{{competition}}-{tmp_path.name}/{{team}}",
+                        "experiment_name": f"{{competition}}-{tmp_path.name}/{{id}}/{{audience}}",
+                        "team_experiment_name": f"{{competition}}-{tmp_path.name}/{{id}}/{{team}}",
                         "item_tables": True}, tmp_path, monkeypatch)
     comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
     board = Board(comp)
@@ -166,7 +166,7 @@ def test_each_team_reads_and_writes_only_its_own_runs(auth_server, demo_dirs, tm
     code, out, err = run_cli(["tracking-users", comp.root], capsys)
     assert code == 0, err
     passwords = dict(re.findall(r"MLflow user (\S+), .*\n  password: (\S+)", out))
-    red_user, blue_user = (config.experiment(comp.name, "participants", t)
+    red_user, blue_user = (config.experiment(comp.key, "participants", t)
                            for t in ("red", "blue"))
     assert set(passwords) == {red_user, blue_user}
     # Run again: the same users and grants, no password shown again.
@@ -183,7 +183,7 @@ def test_each_team_reads_and_writes_only_its_own_runs(auth_server, demo_dirs, tm
 
     def run_of(audience, team, outcome):
         tracker = tracking.Tracker(config, audience, team)
-        [run] = tracker.runs(comp.name, f"tags.submission_id = '{outcome.id}'")
+        [run] = tracker.runs(comp.key, f"tags.submission_id = '{outcome.id}'")
         return run
 
     red_run = run_of("participants", "red", red_sub)
@@ -221,7 +221,7 @@ def test_each_team_reads_and_writes_only_its_own_runs(auth_server, demo_dirs, tm
     # No team creates an experiment: not the one of a team that does not exist yet (it would
     # be MANAGE of it, and could fill it with runs before that team sees it), nor any other,
     # nor the UI's demo data.
-    green_user = config.experiment(comp.name, "participants", "green")
+    green_user = config.experiment(comp.key, "participants", "green")
     for name in (green_user, f"{red_user}-scratch"):
         refused(red.create_experiment, name)
     with pytest.raises(MlflowException, match="may not create experiments"):
@@ -267,7 +267,7 @@ def test_ensemble_refuses_runs_that_are_not_the_teams_own(demo_dirs, tmp_path, m
                                                           capsys):
     from competition.training.run import run
 
-    config = configure({**EMBEDDED, "team_experiment_name": "{competition}/{team}"},
+    config = configure({**EMBEDDED, "team_experiment_name": "{competition}/{id}/{team}"},
                        tmp_path, monkeypatch)
     comp = copy_demo(demo_dirs, "demo-nuclei", tmp_path)
     entry = REPO / "submissions" / "threshold"
@@ -303,11 +303,12 @@ def test_ensemble_refuses_runs_that_are_not_the_teams_own(demo_dirs, tmp_path, m
     assert code == 2 and f"member {red}" in err and "participant team 'red'" in err, err
     # A run that names no team, or names a team whose experiment does not hold it.
     experiment = client.get_run(red).info.experiment_id
-    anonymous = client.create_run(experiment, tags={"competition": comp.name}).info.run_id
+    mine = {"competition": comp.name, tracking.ID_TAG: comp.key.id}
+    anonymous = client.create_run(experiment, tags=mine).info.run_id
     code, _, err = ensemble(red, anonymous, "--team", "red", "--as-participant")
     assert code == 2 and "names no team" in err, err
     forged = client.create_run(client.get_run(blue).info.experiment_id,
-                               tags={"competition": comp.name, "team": "red"}).info.run_id
+                               tags={**mine, "team": "red"}).info.run_id
     code, _, err = ensemble(red, forged, "--team", "red", "--as-participant")
     assert code == 2 and "lies in experiment" in err, err
     assert "Traceback" not in err
@@ -356,6 +357,6 @@ def test_concurrent_submissions_lose_no_run(demo_dirs, tmp_path, monkeypatch):
     scored = sorted(str(i) for i, status in results if status == "scored")
     assert len(scored) == PARALLEL, results
     for audience in ("participants", "organizers"):
-        runs = tracking.Tracker(config, audience).runs(comp.name)
+        runs = tracking.Tracker(config, audience).runs(comp.key)
         counts = Counter(r.data.tags.get("submission_id") for r in runs)
         assert sorted(counts.elements()) == scored, (audience, len(runs), counts)

@@ -13,6 +13,7 @@ from competition.formats.files import Limits, SubmissionFile
 if TYPE_CHECKING:
     from competition.configs import CompetitionConfig, RulesConfig
     from competition.tasks.base import AnyTask
+    from competition.tracking.config import CompetitionKey
 
 
 @dataclass
@@ -46,6 +47,23 @@ class PreparedCompetition:
     @property
     def name(self) -> str:
         return self.config.name or self.root.name
+
+    @property
+    def key(self) -> CompetitionKey:
+        """What MLflow knows the competition by: its id (None if prepared before ids), its
+        name for display."""
+        from competition.tracking.config import CompetitionKey
+
+        return CompetitionKey(self.config.id, self.name, str(self.root))
+
+    def give_id(self) -> str | None:
+        """Give a competition prepared before ids its id, once (None: it has one)."""
+        from competition import configs
+
+        new = configs.give_id(self.root / "competition.yaml")
+        if new is not None:
+            self.config = self.config.model_copy(update={"id": new})
+        return new
 
     @property
     def title(self) -> str:

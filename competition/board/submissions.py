@@ -305,7 +305,7 @@ class Submissions:
 
         comp = self.ctx.comp
         logged = runs.submission_runs(runs.SubmissionRecord(
-            competition=comp.name, task=comp.task.name, submission_id=row["id"],
+            competition=comp.key, task=comp.task.name, submission_id=row["id"],
             team=team, file_sha256=row["file_sha256"],
             scorer_version=result.scorer_version or "",
             solution_sha256=result.solution_sha256 or "", public_score=result.public,

@@ -111,7 +111,7 @@ def _check_owner(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str,
             f"member {ref}: run {run_id} names no team (tag `team`), so it cannot be shown to "
             f"be {team!r}'s own; runs of `competition run` and of ensembles name theirs")
     if tracker.config.team_experiment_name:
-        expected = tracker.config.experiment(comp.name, "participants", owner)
+        expected = tracker.config.experiment(comp.key, "participants", owner)
         actual = tracker.client.get_experiment(run.info.experiment_id).name
         if actual != expected:
             raise CompetitionError(
@@ -139,12 +139,15 @@ def _find_run(tracker: tracking.Tracker, comp: PreparedCompetition, ref: str) ->
                                        "read that run (another team's)") from None
             raise CompetitionError(f"member {ref}: no MLflow run with that id at "
                                    f"{tracker.uri}") from None
-        if run.data.tags.get("competition") != comp.name:
+        # By id: another folder of the same kind has the same name (issue 28).
+        if run.data.tags.get(tracking.ID_TAG) != comp.key.required_id():
             raise CompetitionError(f"member {ref}: run of competition "
-                                   f"{run.data.tags.get('competition')!r}, not {comp.name!r}")
+                                   f"{run.data.tags.get('competition')!r} (id "
+                                   f"{run.data.tags.get(tracking.ID_TAG)}), not of "
+                                   f"{comp.name!r} (id {comp.key.id})")
         return run
     if ref.isdigit():
-        runs = tracker.runs(comp.name, f"tags.submission_id = '{int(ref)}' and "
+        runs = tracker.runs(comp.key, f"tags.submission_id = '{int(ref)}' and "
                                        "tags.kind != 'submission'", every_team=True)
         if not runs:
             raise CompetitionError(
@@ -297,7 +300,7 @@ def _log(comp: PreparedCompetition, record: dict[str, Any], members: list[Member
         tags[f"member.{k}"] = m.run_id
     for k, folder in enumerate(record["cv"]):
         tags[f"cv.{k}"] = folder
-    with tracking.training_run(comp.name, out_dir.name, tags, config) as run:
+    with tracking.training_run(comp.key, out_dir.name, tags, config) as run:
         run.log(params={"method": record["method"], "members": len(members),
                         "weights": record["weights"], **record["postprocess"]},
                 metrics={"public_score": record["public_score"]}

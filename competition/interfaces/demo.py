@@ -37,7 +37,9 @@ def _reusable(folder: Path, kind: str, seed: int) -> Board | None:
         return None
     if comp.config.kind != kind or comp.config.seed != seed:
         return None
-    migrate(comp)  # a demo folder of an earlier version: its store brought up to date
+    # A demo folder of an earlier version: its store brought up to date, its id given.
+    migrate(comp)
+    comp.give_id()
     board = Board(comp)
     try:
         done = all(board.submissions.of_team(team) for team in TEAMS)

@@ -27,10 +27,13 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from competition.errors import CompetitionError
 from competition.interfaces.subprocesses import stop_group
+
+if TYPE_CHECKING:
+    from competition.tracking.config import CompetitionKey
 
 STARTUP_SECONDS = 120
 
@@ -77,7 +80,7 @@ def auth_environment(uri: str, folder: Path, user: str | None = None,
 
 
 def serve_ui(host: str, port: int, say: Callable[..., Any], *, organizers: bool = False,
-             competition: str | None = None, team: str | None = None,
+             competition: CompetitionKey | None = None, team: str | None = None,
              auth: bool = False) -> int:
     """Run the UI until interrupted; returns the server's exit code."""
     from competition.tracking.config import load_config
@@ -123,7 +126,7 @@ def serve_ui(host: str, port: int, say: Callable[..., Any], *, organizers: bool 
     return code
 
 
-def _page(tracker: Any, competition: str | None) -> str:
+def _page(tracker: Any, competition: CompetitionKey | None) -> str:
     """The caller's runs page on a server, read with the caller's credentials."""
     try:
         return str(tracker.runs_page(competition))

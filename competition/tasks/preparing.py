@@ -73,8 +73,15 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+# Left out of the manifest: itself, and competition.yaml, the organizer's settings (edited
+# after `prepare`, and carrying the competition's id, drawn anew each time). The manifest
+# lists the prepared data, which the seed and the source alone decide.
+UNLISTED = ("manifest.json", "competition.yaml")
+
+
 def write_manifest(root: Path) -> None:
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != "manifest.json")
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.relative_to(root).as_posix() not in UNLISTED)
     manifest = {"algorithm": "sha256",
                 "files": {p.relative_to(root).as_posix(): sha256(p) for p in files}}
     (root / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
@@ -118,7 +125,8 @@ def assign_usage(ids: list[str], public_fraction: float,
 def competition_yaml(*, name: str, kind: str, task: str, title: str, seed: int,
                      public_fraction: float, files: dict[str, str], counts: dict[str, int],
                      max_submission_mb: float | None = None) -> bytes:
-    """The organizer-editable settings; no timestamps, so equal inputs give equal bytes.
+    """The organizer-editable settings; no timestamps, so equal inputs give equal bytes
+    (`prepare` adds the competition's id afterwards).
 
     `max_submission_mb`: the upload limit this competition's submissions need, where the
     default rule's is too small (e.g. a label volume); the board and the portal read it."""
@@ -261,8 +269,10 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
     """Prepare a competition of `kind` in `out`; all or nothing.
 
     The name defaults to the kind (not the directory), so the same inputs give the same bytes
-    wherever they are written. A synthetic kind (a demo) writes its source in the real layout
-    into a temporary folder first and runs the real preparer on it; `synthetic` (`--synthetic
+    wherever they are written, competition.yaml's `id` aside: each prepared competition gets a
+    new one, so that two folders of one kind never share MLflow experiments or runs. A
+    synthetic kind (a demo) writes its source in the real layout into a temporary folder
+    first and runs the real preparer on it; `synthetic` (`--synthetic
     SPEC`, e.g. a volume's size) is handed to its writer, which refuses what it does not
     understand. `options` (`--option key=value`) reach the preparer as keyword options; a name
     it does not take is an error here, a value it cannot use is the preparer's error.
@@ -296,6 +306,7 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
             spec.prepare(source, stage, seed, public_fraction, name=name or kind, kind=kind,
                          **options)
             make_code_competition(stage.root, task, submission)
+            _new_id(stage.root)
         return out
     with tempfile.TemporaryDirectory() as tmp, staged_output(out, force) as stage:
         # The spec is passed only when given: writers of other packages may take none.
@@ -306,4 +317,15 @@ def prepare(kind: str, out: Path, *, source: Path | None = None, seed: int = 0,
         spec.prepare(Path(tmp), stage, seed, public_fraction, name=name or kind, kind=kind,
                      **options)
         make_code_competition(stage.root, task, submission)
+        _new_id(stage.root)
     return out
+
+
+def _new_id(root: Path) -> None:
+    """A fresh id, even if the preparer wrote one: a competition prepared again (--force) is
+    a new competition, whose submissions start at 1 again."""
+    from competition.configs import CompetitionConfig, load, new_competition_id
+
+    path = root / "competition.yaml"
+    config = load(CompetitionConfig, path)
+    path.write_bytes(config.model_copy(update={"id": new_competition_id()}).to_yaml())

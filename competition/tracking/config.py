@@ -9,10 +9,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from competition.errors import ConfigError
+from competition.errors import CompetitionDirError, ConfigError
 
 CONFIG_ENV = "COMPETITION_MLFLOW_CONFIG"
 SWITCH_ENV = "COMPETITION_TRACKING"
+
+
+@dataclass(frozen=True)
+class CompetitionKey:
+    """A competition as MLflow knows it: experiments and runs are keyed by `id`, unique per
+    prepared folder; `name` is only shown (folders of one kind share it); `where`: the
+    folder, for messages."""
+
+    id: str | None
+    name: str
+    where: str = "DIR"
+
+    def required_id(self) -> str:
+        """The id; a competition prepared before ids has none, and is not logged under a
+        guess (its name is shared, a path changes when the folder moves)."""
+        if self.id is None:
+            raise CompetitionDirError(
+                f"{self.where}: competition.yaml has no id (prepared before competitions "
+                "had one), so its MLflow runs cannot be told from another competition's: "
+                f"run `competition migrate {self.where}` once to give it one (or set "
+                f"{SWITCH_ENV}=off to work without tracking)")
+        return self.id
 
 
 @dataclass(frozen=True)
@@ -35,12 +57,14 @@ class TrackingConfig:
         return self.artifact_location if audience == "participants" else \
             self.organizer_artifact_location
 
-    def experiment(self, competition: str, audience: str, team: str | None = None) -> str:
+    def experiment(self, competition: CompetitionKey, audience: str,
+                   team: str | None = None) -> str:
         """The experiment of `audience`'s runs; with team experiments, a participants' run
         of `team` goes to that team's own."""
+        names = {"competition": competition.name, "id": competition.required_id()}
         if audience == "participants" and team and self.team_experiment_name:
-            return self.team_experiment_name.format(competition=competition, team=team)
-        return self.experiment_name.format(competition=competition, audience=audience)
+            return self.team_experiment_name.format(**names, team=team)
+        return self.experiment_name.format(**names, audience=audience)
 
 
 def load_config(path: Path | None = None) -> TrackingConfig:

@@ -8,6 +8,11 @@ compared and ensembles built from. Two audiences, two tracking stores:
 - organizers (`organizer_tracking_uri`, a separate store so that the participants' one can be
   shown to a class): one run per scored submission with public, private and whole-split scores.
 
+Experiments and runs are keyed by the competition's id (competition.yaml's `id`, unique per
+prepared folder: `{id}` in the experiment name, tag `competition_id` on every run, and every
+lookup of runs filtered by it); its name is only shown. Two folders of the same kind never
+see each other's runs.
+
 The organizers' local store keeps its artifacts under a root of its own
 (`organizer_artifact_location`). With `team_experiment_name`, each team's participants' runs go
 to an experiment of its own, which MLflow's basic-auth app can restrict to the team
@@ -38,7 +43,7 @@ from types import FrameType
 from typing import Any
 
 from competition.formats.jsonsafe import finite
-from competition.tracking.config import TrackingConfig, load_config
+from competition.tracking.config import CompetitionKey, TrackingConfig, load_config
 from competition.tracking.locks import RetryingClient, exclusive, sqlite_file
 
 AUDIENCES = ("participants", "organizers")
@@ -46,6 +51,8 @@ PREDICTIONS_ARTIFACT = "predictions/predictions.npz"
 # MLflow 3 opens an experiment on its runs table only if it is marked as model development
 # (otherwise on the GenAI view, with the runs behind a toggle).
 KIND_TAG, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+ID_TAG = "competition_id"  # on experiments and runs: the key every lookup is scoped by
+ANY_ID = "[A-Za-z0-9_-]+"  # configs.ID_PATTERN, inside an experiment name
 log = logging.getLogger(__name__)
 
 
@@ -91,10 +98,10 @@ class Tracker:
         """The store's write lock (SQLite files only; reentrant)."""
         return exclusive(self.uri, self.config.lock_seconds)
 
-    def experiment_name(self, competition: str) -> str:
+    def experiment_name(self, competition: CompetitionKey) -> str:
         return self.config.experiment(competition, self.audience, self.team)
 
-    def experiment_id(self, competition: str) -> str:
+    def experiment_id(self, competition: CompetitionKey) -> str:
         from mlflow.exceptions import MlflowException
 
         name = self.experiment_name(competition)
@@ -106,9 +113,13 @@ class Tracker:
                 return str(found.experiment_id)
             # A server keeps artifacts where it was told to; a local store where we say.
             location = None if is_remote(self.uri) else self.config.artifact_root(self.audience)
+            tags = {KIND_TAG: MODEL_DEVELOPMENT, "competition": competition.name,
+                    ID_TAG: competition.required_id(),
+                    "mlflow.note.content": f"Competition {competition.name} (id "
+                                           f"{competition.id}, prepared in {competition.where})"}
             try:
                 return str(self.client.create_experiment(name, artifact_location=location,
-                                                         tags={KIND_TAG: MODEL_DEVELOPMENT}))
+                                                         tags=tags))
             except MlflowException:  # created meanwhile by another process (a server)
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
@@ -129,14 +140,15 @@ class Tracker:
                         "that a new one is made under organizer_artifact_location", where)
         return not inside
 
-    def runs_page(self, competition: str | None = None) -> str:
+    def runs_page(self, competition: CompetitionKey | None = None) -> str:
         """The UI route of a competition's runs table (this tracker's team's, with team
         experiments; without a competition: of the only competition in the store, else the
         list of experiments)."""
         template = self.config.experiment_name.replace("{audience}", self.audience)
         if self.team and self.audience == "participants" and self.config.team_experiment_name:
             template = self.config.team_experiment_name.replace("{team}", self.team)
-        pattern = re.escape(template).replace(re.escape("{competition}"), ".+")
+        pattern = re.escape(template).replace(re.escape("{competition}"), ".+") \
+            .replace(re.escape("{id}"), ANY_ID)
         wanted = self.experiment_name(competition) if competition else None
         found = [e for e in self.client.search_experiments()
                  if e.name == wanted or (wanted is None and re.fullmatch(pattern, e.name))]
@@ -149,7 +161,8 @@ class Tracker:
                                                MODEL_DEVELOPMENT)
         return f"#/experiments/{experiment.experiment_id}/runs"
 
-    def start(self, competition: str, run_name: str, tags: dict[str, Any]) -> str:
+    def start(self, competition: CompetitionKey, run_name: str, tags: dict[str, Any]) -> str:
+        tags = {"competition": competition.name, **tags, ID_TAG: competition.required_id()}
         with self.writing():
             run = self.client.create_run(self.experiment_id(competition), run_name=run_name,
                                          tags={k: str(v) for k, v in tags.items()})
@@ -188,10 +201,12 @@ class Tracker:
         with self.writing():
             self.client.set_terminated(run_id, status)
 
-    def runs(self, competition: str, filter_string: str = "",
+    def runs(self, competition: CompetitionKey, filter_string: str = "",
              every_team: bool = False) -> list[Any]:
         """Runs of this tracker's experiment; with `every_team`, of every participants'
-        experiment of the competition this client may read (the shared one and the teams')."""
+        experiment of the competition this client may read (the shared one and the teams').
+        Only runs tagged with the competition's id: an experiment is the competition's own,
+        and this holds even where a run was moved or logged by hand."""
         if every_team:
             ids = self.experiment_ids(competition)
         else:
@@ -199,15 +214,19 @@ class Tracker:
             ids = [] if found is None else [str(found.experiment_id)]
         if not ids:
             return []
-        return list(self.client.search_runs(ids, filter_string, max_results=5000))
+        scoped = f"tags.{ID_TAG} = '{competition.required_id()}'"
+        if filter_string.strip():
+            scoped += f" and {filter_string}"
+        return list(self.client.search_runs(ids, scoped, max_results=5000))
 
-    def experiment_ids(self, competition: str) -> list[str]:
+    def experiment_ids(self, competition: CompetitionKey) -> list[str]:
         """The ids of the competition's experiments of this audience (shared and per team)."""
         shared = self.config.experiment(competition, self.audience)
         template = self.config.team_experiment_name if self.audience == "participants" \
             else None
-        team = re.compile(re.escape(template).replace(re.escape("{competition}"),
-                                                      re.escape(competition))
+        team = re.compile(re.escape(template)
+                          .replace(re.escape("{competition}"), re.escape(competition.name))
+                          .replace(re.escape("{id}"), re.escape(competition.required_id()))
                           .replace(re.escape("{team}"), ".+")) if template else None
         return [str(e.experiment_id) for e in self.client.search_experiments()
                 if e.name == shared or (team is not None and team.fullmatch(e.name))]
@@ -267,7 +286,7 @@ def rows_csv(rows: list[dict[str, Any]]) -> bytes:
 class SubmissionRecord:
     """What the store knows of one scored submission, plus the scorer's details."""
 
-    competition: str
+    competition: CompetitionKey
     task: str
     submission_id: int
     team: str
@@ -310,7 +329,7 @@ def audiences(config: TrackingConfig) -> int:
 
 def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
     organizer = tracker.audience == "organizers"
-    tags = {"kind": "submission", "competition": record.competition,
+    tags = {"kind": "submission", "competition": record.competition.name,
             "submission_id": record.submission_id, "team": record.team,
             "reason": record.reason}
     if record.event is not None:
@@ -328,7 +347,7 @@ def _submission_run(tracker: Tracker, record: SubmissionRecord) -> str:
         metrics.update({"private_score": record.private_score, "score": record.score,
                         **numeric_fields(record.details.get("all", {}), "all.")})
         rows = record.rows
-    params = {"competition": record.competition, "task": record.task,
+    params = {"competition": record.competition.name, "task": record.task,
               "team": record.team, "submission_id": record.submission_id,
               "file_sha256": record.file_sha256, "scorer_version": record.scorer_version}
     if organizer:
@@ -387,14 +406,16 @@ class TrainingRun:
 
 
 @contextlib.contextmanager
-def training_run(competition: str, run_name: str, tags: dict[str, Any],
+def training_run(competition: CompetitionKey, run_name: str, tags: dict[str, Any],
                  config: TrackingConfig | None = None) -> Iterator[TrainingRun]:
     """A participants' run around training (tag `team`: the team that made it, whose
     experiment it goes to with team experiments); ended KILLED when the process is interrupted
-    or terminated (Ctrl-C, SIGTERM), FAILED if the body raises, not left RUNNING."""
+    or terminated (Ctrl-C, SIGTERM), FAILED if the body raises, not left RUNNING. A
+    competition without an id is refused before any training (see CompetitionKey)."""
     config = config or load_config()
     run = TrainingRun(None, None)
     if config.enabled:
+        competition.required_id()
         # With team experiments, in the experiment of the team the run is tagged with.
         tracker = Tracker(config, "participants", tags.get("team"))
         try:

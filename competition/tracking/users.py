@@ -7,7 +7,7 @@ The design, in full:
   `authorization_function` (`competition ui --auth` starts one so): a user sees no experiment
   unless granted, and only admins create experiments;
 - participants' runs go to one experiment per team (`team_experiment_name`, e.g.
-  "{competition}/{team}"), the organizers' to their own store or experiment;
+  "{competition}/{id}/{team}"), the organizers' to their own store or experiment;
 - each participant team gets one MLflow user, named like its experiment, with EDIT (read and
   write runs) on that experiment and nothing else; `sync_team_users` creates the experiment
   and the user (a random password, returned once), and takes back any grant another
@@ -17,7 +17,7 @@ The design, in full:
 
 Why no participant may create an experiment: MLflow gives the creator of an experiment MANAGE
 on it, and experiment names are first come, first served. A team could otherwise create the
-experiment of a team that does not exist yet ("{competition}/{later team}"), fill it with runs
+experiment of a team that does not exist yet ("{competition}/{id}/{later team}"), fill it with runs
 of its choosing, and have them shown to that team once its user is given the experiment. The
 basic-auth app has no setting for this short of its workspaces mode (`--enable-workspaces`, a
 change to the whole server); a DENY grant on every experiment would deny the team's own as well
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from competition.errors import CompetitionError
-from competition.tracking.config import TrackingConfig
+from competition.tracking.config import CompetitionKey, TrackingConfig
 from competition.tracking.runs import Tracker, is_remote
 
 GRANTED = "EDIT"  # read and write runs of the experiment; not delete it or share it
@@ -56,7 +56,7 @@ class TeamUser:
     revoked: list[str]  # other users whose grants on the team's experiment were taken back
 
 
-def username(config: TrackingConfig, competition: str, team: str) -> str:
+def username(config: TrackingConfig, competition: CompetitionKey, team: str) -> str:
     """A team's MLflow user: the name of its experiment."""
     name = config.experiment(competition, "participants", team)
     if ":" in name or not name.strip():
@@ -65,7 +65,7 @@ def username(config: TrackingConfig, competition: str, team: str) -> str:
     return name
 
 
-def sync_team_users(config: TrackingConfig, competition: str, teams: list[str], *,
+def sync_team_users(config: TrackingConfig, competition: CompetitionKey, teams: list[str], *,
                     reset_passwords: bool = False) -> list[TeamUser]:
     """Make each team's experiment, user and permission as the module docstring says."""
     _check_setup(config)
@@ -126,7 +126,7 @@ def _check_setup(config: TrackingConfig) -> None:
             "--auth`, then point MLFLOW_TRACKING_URI at it)")
     if not config.team_experiment_name:
         raise CompetitionError("set team_experiment_name in mlflow.yaml (e.g. "
-                               "\"{competition}/{team}\"): a team can be given only its own "
+                               "\"{competition}/{id}/{team}\"): a team can be given only its own "
                                "runs if they are in an experiment of its own")
     if not (os.environ.get("MLFLOW_TRACKING_USERNAME")
             and os.environ.get("MLFLOW_TRACKING_PASSWORD")):

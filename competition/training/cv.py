@@ -131,7 +131,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
     setup = _Setup(comp, task, entry, config, name, out_dir, curves)
     tags = {"kind": "cv", "competition": comp.name, "task": task.name, "entry": name,
             "team": f"baseline-{name}"}
-    with tracking.training_run(comp.name, f"cv {out_dir.name}", tags) as parent:
+    with tracking.training_run(comp.key, f"cv {out_dir.name}", tags) as parent:
         parent.log(params={**flat_config(config), "entry": name, "folds": folds,
                            "fold_seed": seed})
         results, oof = [], {}
@@ -139,7 +139,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
             child_tags = {**tags, "fold": fold.number}
             if parent.run_id:
                 child_tags["mlflow.parentRunId"] = parent.run_id
-            with tracking.training_run(comp.name, f"cv {name} fold {fold.number}",
+            with tracking.training_run(comp.key, f"cv {name} fold {fold.number}",
                                        child_tags) as child:
                 record, maps = _one_fold(setup, train, items, fold, child)
             results.append(record)

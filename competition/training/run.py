@@ -80,7 +80,7 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     # `team`: who made the run (an ensemble combines only its own team's runs).
     tags = {"kind": "training", "competition": comp.name, "task": task.name, "entry": name,
             "team": team or f"baseline-{name}"}
-    with tracking.training_run(comp.name, f"{name}-{stamp}", tags) as tracked:
+    with tracking.training_run(comp.key, f"{name}-{stamp}", tags) as tracked:
         tracked.log(params={**flat_config(config), "entry": name, "competition": comp.name,
                             "task": task.name, "validation_item": validation.name
                             if validation else "none"})

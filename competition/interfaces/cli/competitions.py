@@ -114,6 +114,8 @@ def info(directory: Path = typer.Argument(..., help="A prepared competition.")) 
 
     comp = PreparedCompetition.open(directory)
     out(f"[bold]{escape(comp.title)}[/] ({escape(comp.name)})")
+    # The key of its MLflow experiments and runs (the name is shared by folders of a kind).
+    out(f"id: {comp.config.id or f'none yet (`competition migrate {escape(str(directory))}`)'}")
     out(f"task: {comp.task.name} — {comp.task.metric}")
     for key, value in comp.config.counts.items():
         out(f"  {key}: {value}")

@@ -34,12 +34,12 @@ def ui(
     caller's runs (on a tracking server: print it)."""
     from competition.interfaces.mlflow_ui import serve_ui
 
-    name = None
+    key = None
     if directory is not None:
         from competition.board.prepared import PreparedCompetition
 
-        name = PreparedCompetition.open(directory).name
-    sys.exit(serve_ui(host, port, out, organizers=organizers, competition=name, team=team,
+        key = PreparedCompetition.open(directory, public_only=True).key
+    sys.exit(serve_ui(host, port, out, organizers=organizers, competition=key, team=team,
                       auth=auth))
 
 
@@ -63,7 +63,7 @@ def tracking_users(
         raise CompetitionError("no participant team yet: add teams with `competition team "
                                "add`, or name them with --team")
     config = load_config()
-    for user in sync_team_users(config, board.comp.name, names,
+    for user in sync_team_users(config, board.comp.key, names,
                                 reset_passwords=reset_password):
         line = (f"team {escape(user.team)}: MLflow user {escape(user.username)}, experiment "
                 f"{user.experiment_id} (EDIT)")
@@ -133,8 +133,10 @@ def migrate(
     directory: Path = typer.Argument(..., help="A prepared competition."),
 ) -> None:
     """Bring the competition's submission store to the schema this version of the harness
-    needs (every row kept; a store at that revision is left as it is). `serve` does it at
-    start; every other command refuses a store at another revision and names this one."""
+    needs (every row kept; a store at that revision is left as it is), and give a competition
+    prepared before ids its id (competition.yaml's `id`, which MLflow keys its runs by).
+    `serve` does both at start; every other command refuses a store at another revision and
+    names this one."""
     _migrate_store(directory, quiet_if_current=False)
 
 
@@ -142,7 +144,12 @@ def _migrate_store(directory: Path, *, quiet_if_current: bool) -> None:
     from competition.board.board import migrate as migrate_store
     from competition.board.prepared import PreparedCompetition
 
-    before, after = migrate_store(PreparedCompetition.open(directory))
+    comp = PreparedCompetition.open(directory)
+    new = comp.give_id()
+    if new is not None:
+        out(f"{escape(str(directory))}: competition id {new} (competition.yaml); its MLflow "
+            "runs go to experiments of that id from now on, earlier ones stay where they are")
+    before, after = migrate_store(comp)
     if before == after:
         if not quiet_if_current:
             out(f"store of {escape(str(directory))}: at schema revision {after}; nothing to do")
