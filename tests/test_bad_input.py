@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,13 @@ def assert_rejected(capsys, comp: Path, path: Path, name: str, fragments: list[s
         assert str(path) in err and "Traceback" not in err + out, name
         for fragment in fragments:
             assert fragment in err, (name, fragment, err)
+        # With --json: the same exit code, and one JSON object saying why on stdout.
+        code, out, err = run_cli([command, comp, path, "--json"], capsys)
+        shown = json.loads(out)
+        assert code == 2 and shown == {"score": {"status": "invalid"},
+                                       "validate": {"valid": False}}[command] | {
+                                           "error": shown["error"]}, (name, out, err)
+        assert str(path) in shown["error"] and all(f in shown["error"] for f in fragments)
 
 
 def nuclei_valid(comp: Path) -> str:
@@ -239,8 +247,10 @@ def test_the_installed_command_exits_2_without_traceback(demo_dirs, tmp_path):
                            str(demo_dirs["demo-nuclei"]), str(path), "--json"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert "Traceback" not in proc.stderr
     assert str(path) in proc.stderr and "header" in proc.stderr
+    shown = json.loads(proc.stdout)  # one object, as `submit --json` prints
+    assert shown["status"] == "invalid" and "header" in shown["error"]
 
 
 def test_greedy_ensembles_need_out_of_fold_maps(demo_dirs, tmp_path, capsys):

@@ -7,6 +7,7 @@ dies with it."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import ssl
 import subprocess
@@ -17,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from competition.errors import CompetitionError
+from competition.interfaces.cli.output import EXIT_REFUSED
 from competition.jobs import cluster_security
 from competition.jobs.runners import DaskRunner
+from tests.test_bad_input import run_cli
 from tests.test_jobs import DASK, REPO, free_port, wait_until
 
 distributed = pytest.importorskip("distributed")
@@ -80,6 +83,17 @@ def test_a_plain_scheduler_off_loopback_is_refused_before_connecting(address):
         DaskRunner(address)
     assert time.monotonic() - started < 5  # no connection was tried
     assert "docs/deploy.md" in str(refused.value)
+
+
+def test_serve_with_a_scheduler_nobody_listens_on_is_a_quick_configuration_error(
+        demo_dirs, tmp_path, capsys):
+    comp = tmp_path / "comp"
+    shutil.copytree(demo_dirs["demo-nuclei"], comp)
+    address = f"tcp://127.0.0.1:{free_port()}"  # closed: nothing listens there
+    started = time.monotonic()
+    code, _, err = run_cli(["serve", comp, "--scheduler", address], capsys)
+    assert time.monotonic() - started < 10  # not Dask's 30 s of retries
+    assert code == EXIT_REFUSED and address in err and "internal error" not in err, err
 
 
 def test_a_tls_scheduler_needs_the_portals_certificate(tmp_path):

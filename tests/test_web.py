@@ -87,6 +87,15 @@ def test_submit_valid_and_invalid(portal):
     assert all("private_score" not in r for r in listing)
 
 
+def test_an_empty_upload_is_named_as_sent_never_by_a_server_path(portal):
+    api = portal.submit("owls", b"", "x.csv")
+    assert api.status_code == 400 and api.json()["detail"] == "x.csv: the file is empty"
+    page = portal.client.post("/submit", headers=portal.auth("owls"),
+                              files={"file": ("x.csv", b"")})
+    assert page.status_code == 400 and "x.csv: the file is empty" in page.text
+    assert "competition-upload-" not in page.text
+
+
 def test_limits_give_clear_refusals(portal, demo_dirs, tmp_path):
     for k in range(3):
         assert portal.submit("owls", portal.variant(k)).status_code == 201

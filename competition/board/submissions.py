@@ -91,7 +91,9 @@ class Submissions:
         it (board.claimed.score_own), and returns the result."""
         comp = self.ctx.comp
         message = checked_message(message, self.ctx.rules.max_message_chars)
-        submission = comp.submission(Path(path))
+        # Errors name the file as the team sent it (the portal's copy sits in a server
+        # temporary folder whose path means nothing to them).
+        submission = comp.submission(Path(path), Path(path).name)
         suffix = self.suffix_of(Path(path))
         now = self.ctx.now()
         self.ledger.check_open(now)

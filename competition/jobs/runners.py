@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +17,36 @@ from competition.errors import CompetitionError
 
 log = logging.getLogger(__name__)
 SCHEDULER_ENV = "COMPETITION_DASK_SCHEDULER"
+
+
+DASK_PORT = 8786  # a scheduler address without a port means Dask's default
+PROBE_SECONDS = 5.0  # for a TCP connection to the scheduler's port: on a LAN, milliseconds
+CONNECT_SECONDS = 30  # for Dask's own handshake, once the port answers
+SCHEDULER_FIX = ("check --scheduler (or COMPETITION_DASK_SCHEDULER) and that the scheduler "
+                 "is running and reachable from here")
+
+
+def check_reachable(address: str) -> None:
+    """A CompetitionError naming `address` unless its port accepts a TCP connection: a
+    wrong address is a configuration mistake, told in seconds (Dask's Client retries a
+    refused port until its timeout, then raises a bare OSError)."""
+    scheme, _, rest = address.rpartition("://")
+    if scheme == "inproc":
+        return
+    parts = urlsplit(f"//{rest}")
+    try:
+        host, port = parts.hostname or "", parts.port or DASK_PORT
+    except ValueError:  # a port that is not a number
+        raise CompetitionError(f"the Dask scheduler {address} has no valid port; "
+                               "give it as tls://HOST:8786") from None
+    try:
+        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+    except TimeoutError:
+        raise CompetitionError(f"the Dask scheduler {address} did not answer within "
+                               f"{PROBE_SECONDS:g} s; {SCHEDULER_FIX}") from None
+    except OSError as e:
+        raise CompetitionError(f"could not reach the Dask scheduler {address}: "
+                               f"{e.strerror or e}; {SCHEDULER_FIX}") from None
 
 
 class Runner(Protocol):
@@ -77,7 +108,13 @@ class DaskRunner:
         if address:
             security = cluster_security.client_security(certs)
             address = cluster_security.checked_address(address, security)
-            self.client = Client(address, timeout="30s", security=security)
+            check_reachable(address)
+            try:
+                self.client = Client(address, timeout=f"{CONNECT_SECONDS}s",
+                                     security=security)
+            except (OSError, TimeoutError) as e:  # e.g. a TLS handshake that never ends
+                raise CompetitionError(f"could not connect to the Dask scheduler {address}: "
+                                       f"{e}; {SCHEDULER_FIX}") from None
             if not address.startswith("tls://"):
                 self._check_plain_cluster_is_local(cluster_security)
         else:

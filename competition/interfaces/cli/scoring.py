@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from competition.errors import CompetitionError
+from competition.errors import CompetitionError, SubmissionError
 from competition.interfaces.cli.output import (
+    EXIT_REFUSED,
+    err,
     escape,
     fmt,
     out,
@@ -30,7 +32,15 @@ def validate(
     from competition.board import scoring
     from competition.board.prepared import PreparedCompetition
 
-    message = scoring.validate(PreparedCompetition.open(directory), submission)
+    comp = PreparedCompetition.open(directory)
+    try:
+        message = scoring.validate(comp, submission)
+    except SubmissionError as e:
+        if not as_json:
+            raise
+        print_json({"valid": False, "error": str(e)})  # as `submit --json` reports it
+        err("[red]error:[/]", escape(str(e)))  # the one line on stderr, as without --json
+        raise typer.Exit(EXIT_REFUSED) from None
     if as_json:
         print_json({"valid": True, "message": message})
     else:
@@ -50,6 +60,23 @@ def score(
                                    "(images, slices, specimens...)."),
 ) -> None:
     """Score a submission exactly, against a prepared competition or any solution file."""
+    try:
+        result = _scored(target, submission, solution, reference)
+    except SubmissionError as e:
+        if not as_json:
+            raise
+        # One JSON object on stdout, as `submit --json` prints an invalid submission.
+        print_json({"status": "invalid", "error": str(e)})
+        err("[red]error:[/]", escape(str(e)))  # the one line on stderr, as without --json
+        raise typer.Exit(EXIT_REFUSED) from None
+    if as_json:
+        print_json({"status": "scored", **result.as_json(per_image)})
+    else:
+        _print_score(result, per_image)
+
+
+def _scored(target: str, submission: Path, solution: Path | None,
+            reference: Path | None) -> ScoreResult:
     from competition.board import scoring
 
     if solution is not None:
@@ -65,10 +92,7 @@ def score(
             raise CompetitionError("--reference goes with --solution; a prepared competition "
                                    "uses its own reference")
         result = scoring.score(PreparedCompetition.open(target), submission)
-    if as_json:
-        print_json(result.as_json(per_image))
-    else:
-        _print_score(result, per_image)
+    return result
 
 
 def _print_score(result: ScoreResult, per_item: bool) -> None:
