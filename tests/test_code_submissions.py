@@ -233,3 +233,17 @@ def test_a_runs_leftovers_are_removed_from_the_host(em_code, tmp_path):
     assert outcome.status == "failed" and outcome.run["cause"] == "exit code 2"
     out = em_code / "code_runs" / str(outcome.id) / "out"
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_an_unsandboxed_competition_runs_entries_and_says_so_each_time(tmp_path, caplog):
+    """`code.sandbox: none` (the organizer's trusted entries): the entry runs as a plain
+    process, without bubblewrap, and is scored; each run logs a warning naming the setting."""
+    comp_dir = with_code(prepare_with_store("demo-nuclei", tmp_path / "nuclei",
+                                            submission="code"), sandbox="none")
+    board = Board(PreparedCompetition.open(comp_dir))
+    with caplog.at_level("WARNING", logger="competition.board.code_jobs"):
+        outcome = board.submissions.submit(
+            packed(smoke_folder("threshold", tmp_path), tmp_path / "t.zip"), "owls")
+    assert outcome.status == "scored", outcome.error
+    warned = [r.getMessage() for r in caplog.records if "WITHOUT a sandbox" in r.getMessage()]
+    assert len(warned) == 1 and "code.sandbox: none" in warned[0]

@@ -14,6 +14,7 @@ from pathlib import Path
 from competition.board.board import Board
 from competition.board.prepared import PreparedCompetition
 from competition.board.scorer_process import ChildScorer
+from competition.errors import CompetitionError
 from competition.jobs.dispatcher import Dispatcher
 from competition.jobs.runners import DaskRunner
 from tests.test_cluster_security import _running
@@ -127,7 +128,9 @@ def _connected(cluster: Cluster, workers: int) -> DaskRunner:
     while True:
         try:
             runner = DaskRunner(cluster.address, certs=cluster.certs)
-        except OSError:
+        except (OSError, CompetitionError) as e:  # the scheduler is not listening yet
+            if isinstance(e, CompetitionError) and "could not reach" not in str(e):
+                raise
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)

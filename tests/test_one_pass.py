@@ -231,6 +231,8 @@ def test_an_older_store_gets_the_payload_table(tmp_path):
     migrations.upgrade(url)
     engine = db.make_engine(url)
     with engine.begin() as conn:
+        # code_runs (revision 0002) came after payloads: such a store had neither.
+        conn.exec_driver_sql("DROP TABLE code_runs")
         conn.exec_driver_sql("DROP TABLE tracking_payloads")
         conn.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
     engine.dispose()
@@ -241,5 +243,6 @@ def test_an_older_store_gets_the_payload_table(tmp_path):
     assert migrations.upgrade(url) == (None, migrations.HEAD)
     migrations.check(engine)
     assert inspect(engine).has_table("tracking_payloads")
+    assert inspect(engine).has_table("code_runs")
     with engine.connect() as conn:
         assert conn.execute(select(submissions.c.id)).first() is None

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 PLUGIN = Path(__file__).resolve().parent / "plugin"
 
@@ -92,7 +93,8 @@ def test_a_toy_task_package_runs_the_whole_loop(toy_env):
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("demo-toy/participants")
+    competition_id = yaml.safe_load((comp / "competition.yaml").read_text())["id"]
+    experiment = client.get_experiment_by_name(f"demo-toy/{competition_id}/participants")
     kinds = [r.data.tags["kind"] for r in client.search_runs([experiment.experiment_id])]
     assert kinds.count("training") == 2 and kinds.count("ensemble") == 2
     assert kinds.count("cv") == 2 * (1 + 3)  # a parent run and a child per fold

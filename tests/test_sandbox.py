@@ -4,6 +4,7 @@ the same file as `competition run`."""
 
 from __future__ import annotations
 
+import ast
 import errno
 import os
 import shutil
@@ -116,7 +117,13 @@ def test_hidden_files_and_the_environment_are_out_of_sight(tmp_path, monkeypatch
             assert f"{path} refused" in text, text
     assert "root ['.pyenv']" in text or "root []" in text or "/root" not in sys.base_prefix
     assert "public ['train.csv']" in text
-    assert "'data'" in text and "'work'" in text  # only the bound parts of them
+    # The top level holds the system folders, the sandbox's own, and the first folder of each
+    # bound path (only the bound parts of them): nothing else of the host (/home, /opt, /var).
+    top = set(ast.literal_eval(text.split("\ntop ", 1)[1].split("\n", 1)[0]))
+    bound = {Path(p).parts[1] for p in [*bwrap.python_dirs(), *bwrap.harness_dirs(), "/data"]}
+    made = {"usr", "etc", "dev", "proc", "tmp", "out",
+            *(Path(d).name for d in bwrap.SYSTEM_DIRS)}
+    assert bound <= top and top <= bound | made, top
 
 
 # --- limits -------------------------------------------------------------------------------

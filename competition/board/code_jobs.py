@@ -64,6 +64,9 @@ def run_and_score(comp: PreparedCompetition, zip_path: Path, key: str,
         hidden = {rel: path for rel, path in comp.test_inputs().items()
                   if not path.is_relative_to(comp.public_dir)}
         written: Path | None = None
+        if settings.sandbox == "none":  # loud each time: the organizer's trust, not a default
+            log.warning("code submission %s runs WITHOUT a sandbox (code.sandbox: none in "
+                        "competition.yaml): network and files are not fenced off", key)
         try:
             result, written = run_entry(entry, comp.task.name, comp.public_dir, hidden,
                                         work / "out", limits, sandbox=settings.sandbox,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -39,14 +40,25 @@ def check_reachable(address: str) -> None:
     except ValueError:  # a port that is not a number
         raise CompetitionError(f"the Dask scheduler {address} has no valid port; "
                                "give it as tls://HOST:8786") from None
-    try:
-        socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
-    except TimeoutError:
-        raise CompetitionError(f"the Dask scheduler {address} did not answer within "
-                               f"{PROBE_SECONDS:g} s; {SCHEDULER_FIX}") from None
-    except OSError as e:
-        raise CompetitionError(f"could not reach the Dask scheduler {address}: "
-                               f"{e.strerror or e}; {SCHEDULER_FIX}") from None
+    # A refused port is tried again until the deadline: a scheduler started beside the
+    # portal (systemd, compose) may still be binding its port.
+    deadline = time.monotonic() + PROBE_SECONDS
+    while True:
+        left = deadline - time.monotonic()
+        try:
+            socket.create_connection((host, port), timeout=max(left, 0.1)).close()
+            return
+        except TimeoutError:
+            raise CompetitionError(f"the Dask scheduler {address} did not answer within "
+                                   f"{PROBE_SECONDS:g} s; {SCHEDULER_FIX}") from None
+        except ConnectionRefusedError as e:
+            if left <= 0:
+                raise CompetitionError(f"could not reach the Dask scheduler {address}: "
+                                       f"{e.strerror or e}; {SCHEDULER_FIX}") from None
+            time.sleep(min(0.25, left))
+        except OSError as e:
+            raise CompetitionError(f"could not reach the Dask scheduler {address}: "
+                                   f"{e.strerror or e}; {SCHEDULER_FIX}") from None
 
 
 class Runner(Protocol):
