@@ -64,6 +64,7 @@ def test_importing_a_roster_twice_changes_no_token(comp, tmp_path, capsys):
     assert [(r["name"], r["id"], r["team"]) for r in issued] == [
         (f"Student {k:02d}", f"s{k:03d}", f"team {k // 3}") for k in range(60)]
     assert len({r["token"] for r in issued}) == 60
+    assert all(r["token"][0].isalnum() for r in issued)  # never defused into "'-..."
     board = board_of(comp)
     assert all(board.teams.who(r["token"]) == ("team", r["team"]) for r in issued)
     with db.read(board.engine) as conn:  # stored hashed only
@@ -154,8 +155,14 @@ def test_adding_a_member_keeps_every_token_working(comp, tmp_path, capsys):
     assert code == 0, err
     [team_token] = [line.split()[1] for line in out.splitlines() if line.startswith("token:")]
     import_roster(comp, write_roster(tmp_path / "r.csv", [
-        {"name": "Bo", "email": "bo@uni.example", "team": "owls"}]), tmp_path / "t.csv", capsys)
-    [bo] = sheet_rows(tmp_path / "t.csv")
+        {"name": "Bo", "email": "bo@uni.example", "team": "owls"},
+        {"name": "Cy", "email": "cy@uni.example", "team": "larks"}]), tmp_path / "t.csv",
+        capsys)
+    bo, cy = sheet_rows(tmp_path / "t.csv")
+    # A team of students with their own tokens gets no shared one by the way.
+    code, out, err = run_cli(["team", "add", comp, "larks", "--member", "q"], capsys)
+    assert code == 0 and "token:" not in out and "their own tokens" in out, err
+    assert board_of(comp).teams.who(cy["token"]) == ("team", "larks")
     # The bug of issue 28: adding a late member printed a new token and locked the team out.
     code, out, err = run_cli(["team", "add", comp, "owls", "--member", "dee"], capsys)
     assert code == 0, err

@@ -36,7 +36,8 @@ def team_add(
     team: str = typer.Argument(..., help="The team's name."),
     member: list[str] = typer.Option([], "--member", help="A member (repeatable)."),
     token: bool = typer.Option(True, help="Give the team an access token for the web portal "
-                               "and API if it has none yet (an existing token is kept)."),
+                               "and API if it has none yet and no students with tokens of "
+                               "their own (an existing token is kept)."),
     new_token: bool = typer.Option(False, "--new-token", help="Replace the team's token with "
                                    "a new one (the old one, and its sign-ins, stop working)."),
 ) -> None:
@@ -46,6 +47,11 @@ def team_add(
     members = board.teams.add(team, member)
     out(f"team {escape(team)}: " + (", ".join(map(escape, members)) or "no members yet"))
     if not (token or new_token):
+        return
+    row = next((t for t in board.teams.overview() if t["team"] == team.strip()), None)
+    if row is not None and row["students"] and not row["has_token"] and not new_token:
+        out("its students sign in with their own tokens (--new-token gives the team one "
+            "too)")
         return
     issued = board.teams.issue_token(team) if new_token else board.teams.token_if_none(team)
     if issued is None:
@@ -68,7 +74,7 @@ def team_list(
     from rich.table import Table
 
     table = Table(title="Teams")
-    for column in ("team", "students", "members", "token", "submissions"):
+    for column in ("team", "students", "members", "team token", "submissions"):
         table.add_column(column)
     for t in teams:
         table.add_row(escape(t["team"]) + (" (baseline)" if t["baseline"] else ""),
