@@ -261,6 +261,10 @@ def test_team_list_rename_remove_move(comp, tmp_path, capsys):
     assert code == 2 and "1 submission(s)" in err and "never removed" in " ".join(err.split())
     assert len(board.submissions.of_team("Hoot Owls")) == 1
 
+    board.teams.ensure("ensemble", board.ctx.now(), baseline=True)
+    code, _, err = run_cli(["team", "move", comp, "Cy", "ensemble"], capsys)
+    assert code == 2 and "baseline team" in err
+
     code, out, err = run_cli(["account", "reissue", comp, "a1"], capsys)
     assert code == 0 and "token:" in out, err
     assert board.teams.who(tokens["Ana"]) is None and board.teams.who(tokens["Bo"])

@@ -89,7 +89,7 @@ class Accounts:
 
     def _create(self, conn: Connection, s: Student, now: Any) -> Issued:
         team = s.team or s.name  # no team given: a team of one, named after the student
-        team_id = Teams.ensure_in(conn, team, now)
+        team_id = _participant_team(conn, team, now)
         if s.team is None and team_store.kept_rows(conn, team_id)["students"]:
             raise RuleError(f"no team is given for {s.label}, and the team {team!r} (named "
                             "after the student) has other students: give a team")
@@ -112,7 +112,7 @@ class Accounts:
                 what = "id" if column == "student_id" else column
                 said.append(f"{who}: {what} {account[column]!r} -> {given!r}")
         if s.team is not None:
-            team_id = Teams.ensure_in(conn, s.team, self.ctx.now())
+            team_id = _participant_team(conn, s.team, self.ctx.now())
             if team_id != account["team_id"]:
                 values["team_id"] = team_id
                 said.append(f"{who}: moved from team {account['team']!r} to {s.team!r}")
@@ -161,7 +161,7 @@ class Accounts:
         given = checked_name(team)
         with db.write(self.ctx.engine) as conn:
             account = self.find(conn, text)
-            team_id = Teams.ensure_in(conn, given, self.ctx.now())
+            team_id = _participant_team(conn, given, self.ctx.now())
             if team_id == account["team_id"]:
                 raise RuleError(f"{account['name']} is in team {account['team']!r} already")
             store.change(conn, account["id"], team_id=team_id)
@@ -187,6 +187,16 @@ class Accounts:
         for listed in found.values():
             listed.sort(key=lambda p: (p["name"], p["student_id"] or "", p["email"] or ""))
         return found
+
+
+def _participant_team(conn: Connection, name: str, now: Any) -> int:
+    """The id of the team called `name`, created if new; the organizers' baselines are
+    refused (a student's submissions would be left out of the grades)."""
+    team_id = Teams.ensure_in(conn, name, now)
+    if team_store.is_baseline(conn, team_id):
+        raise RuleError(f"{name.strip()!r} is a baseline team of the organizers: students "
+                        "belong to participant teams")
+    return team_id
 
 
 def _match(s: Student, by_id: dict[str, dict[str, Any]], by_email: dict[str, dict[str, Any]]

@@ -77,6 +77,10 @@ def add_members(conn: Connection, team_id: int, new: list[str]) -> None:
         conn.execute(insert(members), [{"team_id": team_id, "name": m} for m in new])
 
 
+def is_baseline(conn: Connection, team_id: int) -> bool:
+    return bool(conn.execute(select(teams.c.baseline).where(teams.c.id == team_id)).scalar())
+
+
 def has_token(conn: Connection, team_id: int) -> bool:
     return conn.execute(select(teams.c.token_sha256).where(teams.c.id == team_id)
                         ).scalar() is not None
