@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from competition.board.accounts import Accounts
 from competition.board.context import BoardContext
 from competition.board.ledger import Ledger
 from competition.board.prepared import PreparedCompetition
@@ -35,6 +36,7 @@ class Board:
             raise
         self.ctx = BoardContext(comp, self.engine, self.rules, now)
         self.teams = Teams(self.ctx)
+        self.accounts = Accounts(self.ctx, self.teams)
         self.ledger = Ledger(self.ctx)
         self.submissions = Submissions(self.ctx, self.teams, self.ledger,
                                        scorer or ChildScorer(), tracking or load_config())

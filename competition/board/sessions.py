@@ -1,12 +1,13 @@
 """Signed-in browser sessions, kept server-side.
 
-Signing in exchanges a team's (or the organizer's) token for a random session id: the browser
-keeps the id in a cookie, the store keeps only its SHA-256 with the role, the team, the hash of
-the token it was opened with, and when it expires. A session ends when it expires, when it is
-revoked (logout), or when its token is replaced (`team add`/`organizer-token` issue a new one),
-so a copied cookie stops working at the latest when the token it came from does. A revoked
-session's row is deleted at once (nothing of it is kept to be read back); expired rows go at
-the next sign-in.
+Signing in exchanges a team's, a student's (acting as the student's team) or the organizer's
+token for a random session id: the browser keeps the id in a cookie, the store keeps only its
+SHA-256 with the role, the team, the hash of the token it was opened with, and when it
+expires. A session ends when it expires, when it is revoked (logout), when its token is
+replaced (`team add --new-token`, `account reissue`, `organizer-token`) or revoked, or when
+its student moves to another team, so a copied cookie stops working at the latest when the
+token it came from does. A revoked session's row is deleted at once (nothing of it is kept to
+be read back); expired rows go at the next sign-in.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from datetime import datetime, timedelta
 from competition.board.context import BoardContext
 from competition.board.store import db
 from competition.board.store import sessions as store
-from competition.board.store.teams import by_token
+from competition.board.store.teams import team_of_token
 from competition.board.teams import Teams, token_hash
 
 DEFAULT_TTL = timedelta(hours=12)
@@ -65,7 +66,7 @@ class Sessions:
             # By the token, not the name: a name stored before a newer check still signs in.
             team_id = None
             if role == "team":
-                found = by_token(conn, credential)
+                found = team_of_token(conn, credential)
                 if found is None:
                     return None  # the team or its token went away between the two reads
                 team_id = found[0]

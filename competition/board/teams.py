@@ -1,4 +1,5 @@
-"""Teams, their members and the hashed access tokens of teams and organizers."""
+"""Teams, their members and the hashed access tokens of teams and organizers (students' own
+tokens: competition.board.accounts; each acts as its student's team)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,16 @@ from competition.board.store.db import Connection
 def token_hash(token: str) -> str:
     # Tokens are 192-bit random strings: a plain SHA-256 cannot be brute-forced back.
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_token() -> str:
+    """A 192-bit random token, starting with a letter or digit: a token sheet opened in a
+    spreadsheet shows it as written (a leading `-` would be defused with a quote, see
+    competition.formats.csv_safe) and nobody has to tell it from an option."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if token[0].isalnum():
+            return token
 
 
 def _lookalike(given: str, existing: str) -> RuleError:
@@ -55,13 +66,64 @@ class Teams:
         for _ in range(5):
             try:
                 with db.write(self.ctx.engine) as conn:
-                    team_id = self.id_of(conn, given)
-                    if team_id is not None:
-                        return team_id
-                    return store.insert_team(conn, given, name_key(given), now, baseline)
+                    return self.ensure_in(conn, given, now, baseline)
             except db.Conflict:
                 continue  # created by a concurrent submission: read it back
         raise RuleError(f"could not create team {given!r}")
+
+    @classmethod
+    def ensure_in(cls, conn: Connection, name: str, now: datetime,
+                  baseline: bool = False) -> int:
+        """`ensure` inside the caller's transaction (db.Conflict where a concurrent one
+        created the team first)."""
+        given = checked_name(name)
+        team_id = cls.id_of(conn, given)
+        if team_id is not None:
+            return team_id
+        return store.insert_team(conn, given, name_key(given), now, baseline)
+
+    def _existing(self, conn: Connection, name: str) -> int:
+        team_id = self.id_of(conn, name)
+        if team_id is None:
+            raise RuleError(f"there is no team called {name.strip()!r} (see `competition team "
+                            "list`)")
+        return team_id
+
+    def rename(self, old: str, new: str) -> None:
+        """Give a team a new name (its submissions, students, tokens and sessions stay
+        with it); a name taken by, or looking like, another team's is refused."""
+        given = checked_name(new)
+        with db.write(self.ctx.engine) as conn:
+            team_id = self._existing(conn, old)
+            others = [row for row in store.named(conn, given, name_key(given))
+                      if row[0] != team_id]
+            if any(team_name.strip() == given for _, team_name in others):
+                raise RuleError(f"team {given!r} exists already")
+            if others:
+                raise _lookalike(given, others[0][1])
+            try:
+                store.rename(conn, team_id, given, name_key(given))
+            except db.Conflict as e:
+                raise RuleError(str(e)) from None
+
+    def remove(self, name: str) -> None:
+        """Delete a team that holds nothing that must be kept. A team with submissions (or
+        uploads) is refused: they are never deleted, so neither is the team they belong to;
+        a team with students is refused until they are moved (`competition team move`)."""
+        with db.write(self.ctx.engine) as conn:
+            team_id = self._existing(conn, name)
+            kept = store.kept_rows(conn, team_id)
+            given = name.strip()
+            if kept["submissions"] or kept["uploads"]:
+                raise RuleError(
+                    f"team {given!r} has {kept['submissions']} submission(s) and "
+                    f"{kept['uploads']} upload(s), which are kept for good: a team with "
+                    "submissions is never removed (rename it, or move its students to another "
+                    "team, instead)")
+            if kept["students"]:
+                raise RuleError(f"team {given!r} has {kept['students']} student(s): move them "
+                                "to another team first (`competition team move`)")
+            store.delete_team(conn, team_id)
 
     def sync_keys(self) -> None:
         """Give every team the key of its name (stores made before keys were kept, or kept
@@ -96,33 +158,47 @@ class Teams:
 
     def issue_token(self, name: str) -> str:
         """A new access token for the team (replacing any earlier one); only its hash is kept."""
+        token = self._token(name, replace=True)
+        assert token is not None
+        return token
+
+    def token_if_none(self, name: str) -> str | None:
+        """A token for a team that has none yet; None (the token kept) for a team that has
+        one: what adding members to an existing team does, so nobody's token stops working."""
+        return self._token(name, replace=False)
+
+    def _token(self, name: str, replace: bool) -> str | None:
         team_id = self.ensure(name, self.ctx.now())
-        token = secrets.token_urlsafe(24)
+        token = new_token()
         with db.write(self.ctx.engine) as conn:
+            if not replace and store.has_token(conn, team_id):
+                return None
             store.set_token(conn, team_id, token_hash(token))
         return token
 
     def issue_organizer_token(self) -> str:
-        token = secrets.token_urlsafe(24)
+        token = new_token()
         with db.write(self.ctx.engine) as conn:
             store.set_credential(conn, "organizer", token_hash(token))
         return token
 
     def who(self, token: str | None) -> tuple[str, str | None] | None:
-        """("organizer", None) or ("team", name) for a valid token, else None."""
+        """("organizer", None) or ("team", name) for a valid token (the team's own, or one of
+        its students'), else None."""
         if not token:
             return None
         digest = token_hash(token)
         with db.read(self.ctx.engine) as conn:
             if store.credential_named(conn, digest) == "organizer":
                 return ("organizer", None)
-            team = store.by_token(conn, digest)
+            team = store.team_of_token(conn, digest)
         return ("team", team[1]) if team is not None else None
 
     def overview(self) -> list[dict[str, Any]]:
-        """Every team with its members and number of submissions (organizer view)."""
+        """Every team with its members, students (accounts) and number of submissions
+        (organizer view)."""
         with db.read(self.ctx.engine) as conn:
             rows = store.overview(conn)
         return [{"team": r["name"], "created_at": r["created_at"], "baseline": r["baseline"],
                  "has_token": r["has_token"], "members": r["members"],
-                 "submissions": r["submissions"]} for r in rows]
+                 "students": r["students"], "submissions": r["submissions"]} for r in rows]

@@ -49,6 +49,21 @@ members = Table(
     Column("name", String(200), primary_key=True),
 )
 
+# People (issue 28): one account per student, each in one team, with a token of its own
+# (hashed; NULL once revoked) that acts as the team. A student is known by the student id
+# and/or the email (lower-cased) of the roster; names may repeat.
+accounts = Table(
+    "accounts", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), unique=True),
+    Column("student_id", String(100), unique=True),
+    Column("team_id", ForeignKey("teams.id"), nullable=False),
+    Column("token_sha256", String(64), unique=True),
+    Column("created_at", DateTime, nullable=False),
+)
+Index("ix_accounts_team", accounts.c.team_id)
+
 # status: pending (being scored), scored, invalid (validator's message), failed (scorer error or
 # interrupted; retryable), duplicate (same file as an earlier one of the team; not re-scored).
 submissions = Table(
@@ -164,7 +179,8 @@ score_history = Table(
 # --- web portal sessions (issue 16, web layer) ----------------------------------------------
 # A signed-in browser: the cookie holds a random id, the store only its SHA-256. A session is
 # valid until it expires or is revoked (logout), and only while the token it was opened with
-# is still the team's (or organizer's) token: issuing a new token ends the old sessions.
+# is still the team's (or organizer's) token, or a student's token while the student is in the
+# session's team: issuing a new token, or moving the student, ends the old sessions.
 sessions = Table(
     "sessions", metadata,
     Column("id_sha256", String(64), primary_key=True),

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select
+from sqlalchemy import Connection, and_, delete, exists, func, insert, or_, select
 
-from competition.board.store.schema import credentials, sessions, teams
+from competition.board.store.schema import accounts, credentials, sessions, teams
 
 
 def drop_ended(conn: Connection, now: datetime) -> None:
@@ -38,7 +38,8 @@ def delete_sessions(conn: Connection, id_sha256s: list[str]) -> int:
 def live(conn: Connection, id_sha256: str, now: datetime
          ) -> tuple[str, datetime, str | None] | None:
     """(role, expires_at, team name) of the session with this hash while it is live: not
-    expired, not revoked, and its credential still the team's (or the organizer's) token."""
+    expired, not revoked, and its credential still the team's (or the organizer's) token, or
+    the token of a student who is still in the session's team."""
     organizer_token = select(credentials.c.token_sha256).where(
         credentials.c.name == "organizer").scalar_subquery()
     row = conn.execute(
@@ -49,7 +50,10 @@ def live(conn: Connection, id_sha256: str, now: datetime
             # (revoked_at: rows of stores from before revoking deleted them)
             sessions.c.revoked_at.is_(None), sessions.c.expires_at > now,
             or_(and_(sessions.c.role == "team",
-                     teams.c.token_sha256 == sessions.c.credential_sha256),
+                     or_(teams.c.token_sha256 == sessions.c.credential_sha256,
+                         exists().where(
+                             accounts.c.token_sha256 == sessions.c.credential_sha256,
+                             accounts.c.team_id == sessions.c.team_id))),
                 and_(sessions.c.role == "organizer",
                      sessions.c.credential_sha256 == func.coalesce(organizer_token,
                                                                    "")))))).first()

@@ -5,11 +5,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from competition.board.store.db import Conflict
-from competition.board.store.schema import credentials, members, submissions, teams
+from competition.board.store.schema import (
+    accounts,
+    credentials,
+    members,
+    selections,
+    sessions,
+    submissions,
+    teams,
+    uploads,
+)
 
 
 def lock(conn: Connection, team_id: int) -> None:
@@ -68,6 +77,15 @@ def add_members(conn: Connection, team_id: int, new: list[str]) -> None:
         conn.execute(insert(members), [{"team_id": team_id, "name": m} for m in new])
 
 
+def is_baseline(conn: Connection, team_id: int) -> bool:
+    return bool(conn.execute(select(teams.c.baseline).where(teams.c.id == team_id)).scalar())
+
+
+def has_token(conn: Connection, team_id: int) -> bool:
+    return conn.execute(select(teams.c.token_sha256).where(teams.c.id == team_id)
+                        ).scalar() is not None
+
+
 def set_token(conn: Connection, team_id: int, token_sha256: str) -> None:
     conn.execute(update(teams).where(teams.c.id == team_id).values(token_sha256=token_sha256))
 
@@ -92,17 +110,58 @@ def by_token(conn: Connection, token_sha256: str) -> tuple[int, str] | None:
     return None if row is None else (int(row.id), str(row.name))
 
 
+def rename(conn: Connection, team_id: int, name: str, key: str) -> None:
+    """Give a team a new name and name key; Conflict where either was taken meanwhile."""
+    try:
+        conn.execute(update(teams).where(teams.c.id == team_id).values(name=name, name_key=key))
+    except IntegrityError as e:
+        raise Conflict(f"team {name!r} exists already") from e
+
+
+def kept_rows(conn: Connection, team_id: int) -> dict[str, int]:
+    """How many rows that must never be lost name the team: submissions, uploads, students."""
+    def count(table: Any) -> int:
+        return int(conn.execute(select(func.count()).where(table.c.team_id == team_id))
+                   .scalar_one())
+    return {"submissions": count(submissions), "uploads": count(uploads),
+            "students": count(accounts)}
+
+
+def delete_team(conn: Connection, team_id: int) -> None:
+    """Delete a team with its members, selections and sessions (callers make sure that it
+    has no submissions, uploads or students: see kept_rows)."""
+    for table in (sessions, selections, members):
+        conn.execute(delete(table).where(table.c.team_id == team_id))
+    conn.execute(delete(teams).where(teams.c.id == team_id))
+
+
+def team_of_token(conn: Connection, token_sha256: str) -> tuple[int, str] | None:
+    """(id, name) of the team that this token acts as: the team's own token, or one of its
+    students'."""
+    found = by_token(conn, token_sha256)
+    if found is not None:
+        return found
+    row = conn.execute(select(teams.c.id, teams.c.name)
+                       .select_from(accounts.join(teams, teams.c.id == accounts.c.team_id))
+                       .where(accounts.c.token_sha256 == token_sha256)).first()
+    return None if row is None else (int(row.id), str(row.name))
+
+
 def overview(conn: Connection) -> list[dict[str, Any]]:
-    """Every team by name: id, name, created_at, baseline, has_token, members (sorted) and
-    submissions (how many)."""
+    """Every team by name: id, name, created_at, baseline, has_token, members (sorted),
+    students (their accounts' names, sorted) and submissions (how many)."""
     rows = conn.execute(select(teams.c.id, teams.c.name, teams.c.created_at, teams.c.baseline,
                                teams.c.token_sha256.is_not(None).label("has_token"))
                         .order_by(teams.c.name)).mappings().all()
     listed: dict[int, list[str]] = {}
     for row in conn.execute(select(members.c.team_id, members.c.name)):
         listed.setdefault(row.team_id, []).append(row.name)
+    students: dict[int, list[str]] = {}
+    for row in conn.execute(select(accounts.c.team_id, accounts.c.name)):
+        students.setdefault(row.team_id, []).append(row.name)
     counts = {row[0]: row[1] for row in conn.execute(
         select(submissions.c.team_id, func.count()).group_by(submissions.c.team_id))}
     return [{**dict(r), "baseline": bool(r["baseline"]), "has_token": bool(r["has_token"]),
-             "members": sorted(listed.get(r["id"], [])), "submissions": counts.get(r["id"], 0)}
+             "members": sorted(listed.get(r["id"], [])),
+             "students": sorted(students.get(r["id"], [])), "submissions": counts.get(r["id"], 0)}
             for r in rows]

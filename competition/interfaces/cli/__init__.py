@@ -4,7 +4,7 @@ Thin: parse, call a service, print. Start-up imports only Typer and this package
 each command imports what it uses, so `competition --help` loads no numpy, MLflow or
 TensorFlow, and scoring a CSV loads no mesh or deep-learning library.
 
-One module per area (competitions, scoring, submitting, training, serving); each adds its
+One module per area (competitions, scoring, submitting, training, serving, people); each adds its
 commands to `root.app` when imported here. A task adds its own commands under its name through
 the entry point group `competition.commands` (`plugins.add_task_commands`), e.g.
 `competition landmarks patches`.
@@ -28,7 +28,7 @@ from competition.interfaces.cli.root import app
 __all__ = ["app", "main"]
 
 # Imported in this order, each adds its commands to `app`: `--help` lists them so.
-for _area in ("competitions", "scoring", "submitting", "training", "serving"):
+for _area in ("competitions", "scoring", "submitting", "training", "serving", "people"):
     importlib.import_module(f"competition.interfaces.cli.{_area}")
 add_task_commands(app)
 

@@ -177,24 +177,3 @@ def cluster_certs(
 def organizer_token(directory: Path = typer.Argument(..., help="A prepared competition.")) -> None:
     """Issue a new organizer token for the web portal (replaces the earlier one)."""
     out(f"organizer token: {board_of(directory).teams.issue_organizer_token()}")
-
-
-team_app = typer.Typer(help="Teams and their members.", no_args_is_help=True)
-app.add_typer(team_app, name="team")
-
-
-@team_app.command("add")
-def team_add(
-    directory: Path = typer.Argument(..., help="A prepared competition."),
-    team: str = typer.Argument(..., help="The team's name."),
-    member: list[str] = typer.Option([], "--member", help="A member (repeatable)."),
-    token: bool = typer.Option(True, help="Issue a new access token for the web portal and "
-                               "API (replaces the team's earlier one)."),
-) -> None:
-    """Create a team, add members, and issue its access token (shown once, stored hashed)."""
-    board = board_of(directory)
-    members = board.teams.add(team, member)
-    out(f"team {escape(team)}: " + (", ".join(map(escape, members)) or "no members yet"))
-    if token:
-        out(f"token: {board.teams.issue_token(team)}")
-        out("give it to the team; it is stored hashed and cannot be shown again")

@@ -13,15 +13,31 @@ def safe_file_name(name: str) -> str:
     return "".join(c for c in name if c.isalnum() or c in "._-")[:100] or "file"
 
 
+GRADE_COLUMNS = ["rank", "team", "private_score", "submission_id", "public_rank", "name",
+                 "student_id", "email"]
+
+
 def grades_csv(board: Board) -> str:
-    """Each participating team's final private score and rank among participants
-    (the organizers' baselines are left out, and so are their ranks)."""
+    """One row per student: the team's final private score and rank among participants
+    (the organizers' baselines are left out, and so are their ranks), with the student's
+    name, id and email. Ranked teams first, by rank; then the teams with students and no
+    private score yet (rank and score empty). A ranked team with nobody in it still has its
+    row (name empty); students of a team are ordered by name."""
     public_order = [e.team for e in leaderboard.public_board(board) if not e.baseline]
-    students = [e for e in leaderboard.private_board(board) if not e.baseline]
-    return csv_text(["rank", "team", "private_score", "submission_id", "public_rank"], [
-        [rank, e.team, e.score, e.submission_id,
-         public_order.index(e.team) + 1 if e.team in public_order else None]
-        for rank, e in enumerate(students, 1)])
+    ranked = [e for e in leaderboard.private_board(board) if not e.baseline]
+    people = board.accounts.people_by_team()
+    baselines = {t["team"] for t in board.teams.overview() if t["baseline"]}
+    nobody = [{"name": None, "student_id": None, "email": None}]
+    rows = []
+    for rank, e in enumerate(ranked, 1):
+        public_rank = public_order.index(e.team) + 1 if e.team in public_order else None
+        rows += [[rank, e.team, e.score, e.submission_id, public_rank, p["name"],
+                  p["student_id"], p["email"]] for p in people.get(e.team) or nobody]
+    done = {e.team for e in ranked} | baselines
+    for team in sorted(set(people) - done):
+        rows += [[None, team, None, None, None, p["name"], p["student_id"], p["email"]]
+                 for p in people[team]]
+    return csv_text(GRADE_COLUMNS, rows)
 
 
 def submissions_csv(board: Board) -> str:
