@@ -136,6 +136,13 @@ class RulesConfig(BaseModel):
     # this many characters.
     uploads_per_hour: PositiveInt = 20
     max_message_chars: PositiveInt = 1000
+    # Late submissions (issue 28), as Kaggle's: with this on, submissions made at or after the
+    # deadline are taken (every other limit holds, the daily limit included), scored and
+    # shown on a late board with their public and private scores, never ranked (not on the
+    # public or private board, not in the grades, not a final selection). Off: 403 after the
+    # deadline. Whether a submission is late is read from its time and the deadline in force
+    # (competition.board.rules.Rules.is_late).
+    late_submissions: bool = False
 
     # Leaderboard order (MRI task plugin, issue 20): "score" ranks by the task's score;
     # "mean_of_ranks" ranks each test item on each of the task's item metrics (Task.

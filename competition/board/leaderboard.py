@@ -1,8 +1,10 @@
 """Public and private leaderboards, with bootstrap intervals over the test items.
 
-Public board: each team's best public score; ties go to the earlier submission; missing or
-NaN scores never rank. Private board: each team's final selections (chosen, else its best
-public ones) ranked by their best private score, with the move from the public rank.
+Only submissions made before the deadline rank: a late one (rule `late_submissions`) is on
+the late board alone (board.late). Public board: each team's best public score; ties go to
+the earlier submission; missing or NaN scores never rank. Private board: each team's final
+selections (chosen, else its best public ones) ranked by their best private score, with the
+move from the public rank.
 Each score carries a bootstrap 95 % interval (resampling the board's test items), and a
 paired bootstrap against the leader (the same resamples for both) marks the teams whose
 difference from the leader is not significant at the 5 % level.
@@ -38,8 +40,11 @@ def _valid(x: float | None) -> bool:
 
 
 def _load(store: Board) -> list[dict[str, Any]]:
+    """The scored submissions the boards rank: those made before the deadline (a late one
+    is never ranked, nor a final selection: see board.late)."""
     with db.read(store.engine) as conn:
-        return submissions.scored_with_teams(conn)
+        rows = submissions.scored_with_teams(conn)
+    return [r for r in rows if not store.rules.is_late(r["submitted_at"])]
 
 
 def _order_key(higher_is_better: bool, score_key: str) -> Any:

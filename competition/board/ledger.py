@@ -26,11 +26,17 @@ class Ledger:
     def __init__(self, ctx: BoardContext):
         self.ctx = ctx
 
-    def check_open(self, now: datetime) -> None:
+    def check_open(self, now: datetime, made_at: datetime | None = None) -> None:
+        """Refuse outside the opening hours. After the deadline, under the rule
+        `late_submissions`, a submission is taken as a late one; `made_at` (a retried
+        submission's time): only a late one is retried then (an on-time one would reach the
+        boards after the deadline)."""
         rules = self.ctx.rules
         if rules.start is not None and now < rules.start:
             raise Closed(f"the competition opens at {rules.start.isoformat()}Z")
         if rules.deadline is not None and now >= rules.deadline:
+            if rules.late_submissions and rules.is_late(now if made_at is None else made_at):
+                return
             raise Closed(f"the competition closed at {rules.deadline.isoformat()}Z; "
                          "no more submissions")
 

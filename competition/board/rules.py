@@ -36,6 +36,13 @@ class Rules(RulesConfig):
         """After the deadline the private scores are revealed."""
         return self.deadline is not None and now >= self.deadline
 
+    def is_late(self, submitted_at: dt.datetime) -> bool:
+        """A submission made at or after the deadline in force is late: scored and shown on
+        the late board, never ranked. Read from the time, not frozen when it was made: a
+        deadline moved earlier makes what came after it late; one moved later brings what
+        came before it back onto the boards (see README, late submissions)."""
+        return self.is_over(submitted_at)
+
 
 def utc_day(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
     """The UTC day containing `now`: the daily limit resets at 00:00 UTC."""

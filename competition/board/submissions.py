@@ -56,7 +56,9 @@ class Submissions:
             chosen = set(selections.of_team(conn, team_id))
             rows = store.of_team(conn, team_id)
             runs = code_runs.of_submissions(conn, [row["id"] for row in rows])
-        return [outcome(row, team, row["id"] in chosen, runs.get(row["id"])) for row in rows]
+        late = self.ctx.rules.is_late
+        return [outcome(row, team, row["id"] in chosen, runs.get(row["id"]),
+                        late(row["submitted_at"])) for row in rows]
 
     def outcome_of(self, submission_id: int, team: str) -> Outcome:
         """One submission of `team`, as the team sees it (RuleError if not the team's)."""
@@ -66,7 +68,8 @@ class Submissions:
             if team_id is None or row is None:
                 raise RuleError(f"no submission {submission_id} of team {team!r}")
             seen = outcome(row, team, selections.is_selected(conn, team_id, submission_id),
-                           code_runs.of_submission(conn, submission_id))
+                           code_runs.of_submission(conn, submission_id),
+                           self.ctx.rules.is_late(row["submitted_at"]))
             seen.remaining_today = self.ledger.remaining_today(conn, team_id)
         return seen
 
@@ -141,7 +144,8 @@ class Submissions:
     def _outcome_now(self, submission_id: int, team: str) -> Outcome:
         with db.read(self.ctx.engine) as conn:
             row = store.row(conn, submission_id)
-            seen = outcome(row, team, run=code_runs.of_submission(conn, submission_id))
+            seen = outcome(row, team, run=code_runs.of_submission(conn, submission_id),
+                           late=self.ctx.rules.is_late(row["submitted_at"]))
             seen.remaining_today = self.ledger.remaining_today(conn, row["team_id"])
         return seen
 
@@ -169,7 +173,8 @@ class Submissions:
                     duplicate_of=earlier_id,
                     error=f"same file as submission {earlier_id}: not scored again")
                 self.ledger.record_upload(conn, team_id, now, key)
-                result = outcome(store.row(conn, key), team)
+                result = outcome(store.row(conn, key), team,
+                                 late=self.ctx.rules.is_late(now))
                 result.public_score, result.private_score = public, private
                 result.remaining_today = self.ledger.remaining_today(conn, team_id)
                 return key, result
@@ -197,14 +202,15 @@ class Submissions:
     def retry(self, submission_id: int, team: str | None = None) -> Outcome:
         """Score a failed submission again, as a job of the queue scored by this process: it
         takes a slot again, of the UTC day it was made and under the limit in force then (a
-        submission counts on its own day), and its attempts start again from none."""
+        submission counts on its own day), and its attempts start again from none. After the
+        deadline only a late submission is retried (under the rule `late_submissions`)."""
         now = self.ctx.now()
-        self.ledger.check_open(now)
         with db.write(self.ctx.engine) as conn:
             row = store.with_team(conn, submission_id)
             if row is None or (team is not None and row["team"].strip() != team.strip()):
                 raise RuleError(f"no submission {submission_id}"
                                 + (f" of team {team!r}" if team else ""))
+            self.ledger.check_open(now, made_at=row["submitted_at"])
             if row["status"] != Status.FAILED:
                 raise RuleError(f"submission {submission_id} is {row['status']}; only failed "
                                 "submissions can be retried")
@@ -366,13 +372,13 @@ def stored_result(result: ScoredFile) -> scores.Result:
 
 
 def outcome(row: Mapping[str, Any], team: str, selected: bool = False,
-            run: Mapping[str, Any] | None = None) -> Outcome:
+            run: Mapping[str, Any] | None = None, late: bool = False) -> Outcome:
     """A submission as its team sees it (with its code run's figures and output, if any;
-    never the path of the file the run wrote)."""
+    never the path of the file the run wrote; `late`: made at or after the deadline)."""
     seen = None if run is None else {k: v for k, v in run.items()
                                      if k not in ("submission_id", "output_path")}
     return Outcome(id=row["id"], team=team, status=row["status"],
                    submitted_at=row["submitted_at"], file_name=row["file_name"],
                    public_score=row["public_score"], private_score=row["private_score"],
                    error=row["error"], message=row["message"],
-                   duplicate_of=row["duplicate_of"], selected=selected, run=seen)
+                   duplicate_of=row["duplicate_of"], selected=selected, run=seen, late=late)

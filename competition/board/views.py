@@ -32,6 +32,8 @@ class Outcome(_Timed):
     message: str | None = None
     duplicate_of: int | None = None
     selected: bool = False
+    # Made at or after the deadline (rule `late_submissions`): on the late board, never ranked.
+    late: bool = False
     remaining_today: int | None = None
     # A code submission's run (issue 32), once it ran: wall_seconds, cpu_seconds,
     # peak_memory_mb, exit_code, cause and the ends of its stdout and stderr (the team's own).
@@ -79,3 +81,18 @@ class Entry(_Timed):
         if self.wall_seconds is None:
             exclude |= {"wall_seconds", "peak_memory_mb"}
         return self.model_dump(mode="json", exclude=exclude)
+
+
+class LateEntry(_Timed):
+    """A row of the late board: a scored submission made at or after the deadline, with its
+    scores (the private one where the viewer may see it), never ranked."""
+
+    team: str
+    baseline: bool = False
+    submission_id: int
+    public_score: float | None = None
+    private_score: float | None = None
+
+    def as_json(self, show_private: bool) -> dict[str, Any]:
+        return self.model_dump(mode="json",
+                               exclude=set() if show_private else {"private_score"})

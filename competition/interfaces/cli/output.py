@@ -68,6 +68,9 @@ def print_outcome(shown: dict[str, Any], show_private: bool) -> None:
         if run and run.get("stderr_tail"):
             err("the end of its stderr:\n" + escape("\n".join(
                 run["stderr_tail"].splitlines()[-20:])))
+    if shown.get("late") and status == "scored":
+        out("a late submission (made after the deadline): on the late board "
+            "(`competition leaderboard DIR --late`), never ranked")
     run = shown.get("run")
     if run:
         out(f"run: {run['wall_seconds']:.1f} s, {run['cpu_seconds']:.1f} s CPU, peak memory "

@@ -25,6 +25,7 @@ from competition.interfaces.cli.root import app, board_of
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
+    from competition.board.board import Board
     from competition.board.views import Outcome
     from competition.formats.files import Limits
 
@@ -152,9 +153,10 @@ def list_submissions(
     table = Table("id", "submitted (UTC)", "file", "status", "public",
                   *(["private"] if show_private else []), "selected", "message / error",
                   title=f"Submissions of {escape(team)}")
-    for r in rows:
+    for r in rows:  # a late one (made after the deadline) is marked: it is never ranked
         table.add_row(str(r.id), r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      escape(r.file_name), r.status, fmt(r.public_score),
+                      escape(r.file_name), r.status + (" (late)" if r.late else ""),
+                      fmt(r.public_score),
                       *([fmt(r.private_score)] if show_private else []),
                       "yes" if r.selected else "", escape(r.error or r.message or ""))
     out(table)
@@ -183,14 +185,21 @@ def leaderboard(
     directory: Path = typer.Argument(..., help="A prepared competition."),
     private: bool = typer.Option(False, "--private", help="The private board (organizer view "
                                  "before the deadline)."),
+    late: bool = typer.Option(False, "--late", help="The late board: submissions made after "
+                              "the deadline, with their scores, never ranked."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
-    """The public board (best public score per team), or the private one."""
+    """The public board (best public score per team), the private one, or the late one."""
     from rich.table import Table
 
     from competition.board import leaderboard as boards
 
+    if private and late:
+        raise CompetitionError("give --private or --late, not both")
     board = board_of(directory)
+    if late:
+        _late_board(board, as_json)
+        return
     if private and not board.private_visible:
         err("organizer view: the private board before the deadline; do not share it")
     entries = boards.private_board(board) if private else boards.public_board(board)
@@ -219,6 +228,28 @@ def leaderboard(
         row[3:3] = [fmt(e.metrics.get(label)) for label in labels] + (
             [fmt(e.mean_rank)] if ranked else [])
         table.add_row(*row)
+    out(table)
+
+
+def _late_board(board: Board, as_json: bool) -> None:
+    """The late board: every late submission, oldest first, unranked; the private scores
+    where participants may see them (after the deadline, as every late submission is)."""
+    from rich.table import Table
+
+    from competition.board.late import late_board
+
+    entries = late_board(board)
+    show_private = board.private_visible
+    if as_json:
+        print_json([e.as_json(show_private) for e in entries])
+        return
+    table = Table("team", "submission", "submitted (UTC)", "public",
+                  *(["private"] if show_private else []),
+                  title=f"Late submissions (not ranked): {escape(board.comp.name)}")
+    for e in entries:
+        table.add_row(escape(e.team) + (" (baseline)" if e.baseline else ""),
+                      str(e.submission_id), e.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      fmt(e.public_score), *([fmt(e.private_score)] if show_private else []))
     out(table)
 
 

@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from competition.board import leaderboard
 from competition.board.board import Board
+from competition.board.late import late_board
 from competition.board.prepared import PreparedCompetition
 from competition.board.scorer_process import ChildScorer
 from competition.board.sessions import DEFAULT_TTL, Sessions
@@ -204,6 +205,12 @@ class Portal:
     def board_entries(self, *, private: bool) -> list[Entry]:
         return leaderboard.private_board(self.board) if private else \
             leaderboard.public_board(self.board)
+
+    def late_json(self, viewer: Viewer | None) -> list[dict[str, Any]]:
+        """The late board as `viewer` may see it (the private scores after the deadline, or
+        to the organizer)."""
+        show = self.may_see_private(viewer)
+        return [e.as_json(show) for e in late_board(self.board)]
 
     def may_see_private(self, viewer: Viewer | None) -> bool:
         return self.board.private_visible or (viewer is not None and viewer.role == "organizer")

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from competition.board.context import RuleError
 from competition.board.status import WAITING
-from competition.board.views import Entry, Outcome
+from competition.board.views import Entry, LateEntry, Outcome
 from competition.errors import SubmissionError
 from competition.interfaces.web.dependencies import PortalDep, SignedIn, TeamOnly, upload_csrf
 from competition.interfaces.web.exports import safe_file_name
@@ -44,6 +44,13 @@ def api_private_leaderboard(p: PortalDep, v: SignedIn) -> Any:
     if not p.may_see_private(v):
         raise HTTPException(403, "the private leaderboard opens at the deadline")
     return [e.as_json() for e in p.board_entries(private=True)]
+
+
+@router.get("/leaderboard/late", response_model=list[LateEntry], responses=ERRORS)
+def api_late_leaderboard(p: PortalDep, v: SignedIn) -> Any:
+    """Submissions made after the deadline (rule `late_submissions`), oldest first, with
+    their public and private scores: never ranked."""
+    return JSONResponse(p.late_json(v))
 
 
 # exclude_unset: before the deadline `private_score` is absent, not null. The body is not

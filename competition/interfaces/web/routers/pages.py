@@ -142,3 +142,9 @@ def private_leaderboard_page(request: Request, p: PortalDep, v: SignedIn) -> Any
         raise HTTPException(403, "the private leaderboard opens at the deadline")
     return page(request, "leaderboard.html", private=True,
                 entries=[e.as_json() for e in p.board_entries(private=True)])
+
+
+@router.get("/leaderboard/late", response_class=HTMLResponse)
+def late_leaderboard_page(request: Request, p: PortalDep, v: SignedIn) -> Any:
+    return page(request, "late.html", entries=p.late_json(v),
+                show_private=p.may_see_private(v))
