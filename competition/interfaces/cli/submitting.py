@@ -44,6 +44,7 @@ def submit(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Submit a file: kept, validated and scored under the rules; prints the public score.
+
     An invalid or failed submission exits with 2, with or without --json."""
     if server is not None:
         if len(paths) != 1 or not token:
@@ -114,9 +115,11 @@ def jobs(
     scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
                                help="The scorer class of the jobs (tests, benchmarks)."),
 ) -> None:
-    """Score the queue's jobs in this process, without a web server, until none is left to
-    claim: among them those of a killed `submit` or serve process, once their leases
-    (COMPETITION_LEASE_SECONDS, 60 s) have run out. --watch keeps going."""
+    """Score the queued jobs in this process, without a web server.
+
+    It goes on until none is left to claim: among them those of a killed `submit` or serve
+    process, once their leases (COMPETITION_LEASE_SECONDS, 60 s) have run out. --watch keeps
+    going."""
     from competition.jobs.dispatcher import Dispatcher
     from competition.jobs.runners import ThreadRunner
 
