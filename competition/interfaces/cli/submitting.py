@@ -153,13 +153,14 @@ def list_submissions(
         print_json([r.as_json(show_private) for r in rows])
         return
     table = Table("id", "submitted (UTC)", "file", "status", "public",
-                  *(["private"] if show_private else []), "selected", "message / error",
+                  *(["private"] if show_private else []), "selected", "message", "error",
                   title=f"Submissions of {escape(team)}")
     for r in rows:
         table.add_row(str(r.id), r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
                       escape(r.file_name), r.status, fmt(r.public_score),
                       *([fmt(r.private_score)] if show_private else []),
-                      "yes" if r.selected else "", escape(r.error or r.message or ""))
+                      "yes" if r.selected else "", escape(r.message or ""),
+                      escape(r.error or ""))
     out(table)
 
 
