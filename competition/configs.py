@@ -140,8 +140,8 @@ class RulesConfig(BaseModel):
     # deadline are taken (every other limit holds, the daily limit included), scored and
     # shown on a late board with their public and private scores, never ranked (not on the
     # public or private board, not in the grades, not a final selection). Off: 403 after the
-    # deadline. Whether a submission is late is read from its time and the deadline in force
-    # (competition.board.rules.Rules.is_late).
+    # deadline. Under the rule, whether a submission is late is read from its time and the
+    # deadline in force (competition.board.rules.Rules.is_late); without it nothing is late.
     late_submissions: bool = False
 
     # Leaderboard order (MRI task plugin, issue 20): "score" ranks by the task's score;

@@ -101,6 +101,24 @@ def test_lateness_follows_the_deadline_in_force(demo_dirs, tmp_path):
     assert not reopened.submissions.of_team("owls")[0].late
 
 
+def test_without_the_rule_a_deadline_moved_earlier_drops_nothing(demo_dirs, tmp_path):
+    """Without the rule nothing is late: a submission taken on time stays on the boards when
+    the organizer later moves the deadline before it (closing the competition early)."""
+    later = (AFTER + dt.timedelta(days=1)).isoformat() + "Z"
+    comp = make_comp(demo_dirs, tmp_path, deadline=later)
+    board = board_of(comp, None, Clock(AFTER))
+    made = board.submissions.submit(perfect(comp, tmp_path), "owls")
+    config = yaml.safe_load((comp / "competition.yaml").read_text())
+    config["rules"]["deadline"] = DEADLINE.isoformat() + "Z"
+    (comp / "competition.yaml").write_text(yaml.safe_dump(config))
+    closed = board_of(comp, None, Clock(AFTER))
+    assert [e.submission_id for e in leaderboard.public_board(closed)] == [made.id]
+    assert [e.submission_id for e in leaderboard.private_board(closed)] == [made.id]
+    assert late_board(closed) == [] and not closed.submissions.of_team("owls")[0].late
+    with pytest.raises(Closed):
+        closed.submissions.submit(variant(comp, tmp_path, 1), "owls")
+
+
 def test_without_the_rule_the_deadline_refuses(demo_dirs, tmp_path, store_url):
     comp = make_comp(demo_dirs, tmp_path, deadline=DEADLINE.isoformat() + "Z")
     board = board_of(comp, store_url, Clock(AFTER))

@@ -358,3 +358,50 @@ def test_baselines_are_marked_and_left_out_of_the_grades(portal, tmp_path):
     assert grades[0] == "rank,team,private_score,submission_id,public_rank,name,student_id,email"
     assert [row.split(",")[:2] for row in grades[1:]] == [["1", "owls"]]
     assert grades[1].split(",")[4] == "1"  # its public rank among participants
+
+
+def test_my_submissions_shows_the_teams_message_and_the_error_both(portal):
+    """A failed or invalid submission keeps the message its team wrote beside the error."""
+    sent = portal.client.post("/api/submissions", params={"wait": 60},
+                              headers=portal.auth("owls"), data={"message": "try two"},
+                              files={"file": ("bad.csv", b"nonsense\n")})
+    assert sent.status_code == 422
+    page = portal.client.get("/submissions", headers=portal.auth("owls")).text
+    assert "<th>your message</th><th>error</th>" in page
+    assert '<td class="message">try two</td>' in page
+    error = page.split('<td class="error-text">', 1)[1]
+    assert error.startswith("bad.csv: line 1")
+
+
+def test_api_competition_gives_rules_as_json_numbers(portal):
+    body = portal.client.get("/api/competition", headers=portal.auth("owls")).json()
+    rules = body["rules"]
+    assert rules["daily_limit"] == 3 and isinstance(rules["daily_limit"], int)
+    assert isinstance(rules["public_fraction"], float) and 0 < rules["public_fraction"] < 1
+    assert isinstance(rules["max_submission_mb"], float)
+    assert rules["deadline"] is None and isinstance(rules["ranking"], str)
+    schema = portal.client.get("/openapi.json").json()["components"]["schemas"]
+    kinds = {t.get("type") for t in
+             schema["CompetitionOut"]["properties"]["rules"]["additionalProperties"]["anyOf"]}
+    assert {"integer", "number", "string", "null"} <= kinds
+
+
+def test_a_code_competition_tells_web_users_what_to_do_on_the_web(tmp_path):
+    """The steps on the competition and submit pages need a browser only: the sample entry to
+    download, a zip any file manager makes, the upload page; the CLI's `competition pack` is
+    the aside for those who have it."""
+    from tests.conftest import prepare_with_store
+
+    portal = Portal(prepare_with_store("demo-nuclei", tmp_path / "code", submission="code"))
+    home = portal.client.get("/", headers=portal.auth("owls")).text
+    steps = home.split('<ol id="code-steps">', 1)[1].split("</ol>", 1)[0]
+    assert 'href="/files/sample_entry/"' in steps and "Compress" in steps
+    assert 'href="/submit"' in steps and "competition pack" not in steps
+    description = home.split('aria-label="Description">', 1)[1].split("</section>", 1)[0]
+    assert description.index("Submit page") < description.index("competition pack")
+    assert "the portal's competition page shows the rules" in " ".join(description.split())
+    submit = portal.client.get("/submit", headers=portal.auth("owls")).text
+    hint = submit.split('<p class="hint">', 1)[1]
+    assert hint.index("file manager") < hint.index("competition pack")
+    listing = portal.client.get("/files/sample_entry/", headers=portal.auth("owls"))
+    assert listing.status_code == 200 and "entry.py" in listing.text

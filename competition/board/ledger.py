@@ -35,7 +35,7 @@ class Ledger:
         if rules.start is not None and now < rules.start:
             raise Closed(f"the competition opens at {rules.start.isoformat()}Z")
         if rules.deadline is not None and now >= rules.deadline:
-            if rules.late_submissions and rules.is_late(now if made_at is None else made_at):
+            if rules.is_late(now if made_at is None else made_at):
                 return
             raise Closed(f"the competition closed at {rules.deadline.isoformat()}Z; "
                          "no more submissions")

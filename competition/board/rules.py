@@ -37,11 +37,13 @@ class Rules(RulesConfig):
         return self.deadline is not None and now >= self.deadline
 
     def is_late(self, submitted_at: dt.datetime) -> bool:
-        """A submission made at or after the deadline in force is late: scored and shown on
-        the late board, never ranked. Read from the time, not frozen when it was made: a
-        deadline moved earlier makes what came after it late; one moved later brings what
-        came before it back onto the boards (see README, late submissions)."""
-        return self.is_over(submitted_at)
+        """Under the rule `late_submissions`, a submission made at or after the deadline in
+        force is late: scored and shown on the late board, never ranked. Read from the time,
+        not frozen when it was made: a deadline moved earlier makes what came after it late;
+        one moved later brings what came before it back onto the boards. Without the rule
+        nothing is late: every submission was taken before the deadline it then had, and a
+        deadline moved earlier later on must not drop it from the boards."""
+        return self.late_submissions and self.is_over(submitted_at)
 
 
 def utc_day(now: dt.datetime) -> tuple[dt.datetime, dt.datetime]:

@@ -98,7 +98,6 @@ def serve_ui(host: str, port: int, say: Callable[..., Any], *, organizers: bool 
     if is_remote(uri):
         say(f"the tracking store is a server already: open {uri}/{_page(tracker, competition)}")
         return 0
-    page = tracker.runs_page(competition)
     with tempfile.TemporaryDirectory() as folder, tempfile.TemporaryFile() as server_log:
         env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         if auth:
@@ -111,6 +110,9 @@ def serve_ui(host: str, port: int, say: Callable[..., Any], *, organizers: bool 
         # deadlock on the wait that the handler interrupted).
         signal.signal(signal.SIGTERM, _interrupt)
         try:
+            # While the server starts (seconds: it imports MLflow, twice), this process finds
+            # the caller's runs page (a second or two: MLflow's client) instead of before.
+            page = tracker.runs_page(competition)
             base = f"http://{host}:{port}"
             if _wait_until_answering(f"{base}/health", process):
                 say(f"MLflow UI: {base}/{page} (Ctrl-C stops it)")

@@ -22,9 +22,10 @@ def patches(
     split: str = typer.Option("train", help="train (with the manual landmarks' pixel "
                               "positions) or test (never with them)."),
     estimates: Path | None = typer.Option(None, help="Landmark CSV of estimates to centre on "
-                                          "(required for test; for train e.g. "
-                                          "submissions/alpaca/cross_estimates.py's; train "
-                                          "default: jittered manual landmarks)."),
+                                          "(required for test; for train, e.g. "
+                                          "cross-fitted ALPACA estimates, which the README's "
+                                          "'patch images and the refiner' section makes; "
+                                          "train default: jittered manual landmarks)."),
     radii: list[float] = typer.Option([1.0, 2.0, 4.0], "--radius", help="Window radii (mm), "
                                       "repeatable."),
     shift: float = typer.Option(1.0, help="Shift (mm) of the fourth, shifted window."),

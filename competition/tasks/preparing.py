@@ -145,7 +145,8 @@ RULES = """## Rules
 - The leaderboard shows the **public** score, computed on {public} of the {test} hidden test
   {items}. The final ranking uses the **private** score on the other {private}, revealed after
   the deadline. Ties are broken by the earlier submission.
-- The organizer may change these defaults; `competition info DIR` shows the rules in force.
+- The organizer may change these defaults: the portal's competition page shows the rules in
+  force (`competition info DIR` in a terminal).
 - Using the hidden labels, or the public source data they were taken from, is not allowed.
 """
 
@@ -165,17 +166,19 @@ def readme_rules(counts: dict[str, int], items: str) -> str:
 
 CODE_README = """
 ## Code submissions
-{what} Pack an entry folder (`entry.py` with `fit(task, train, config, on_epoch=None)` and
-`predict(task, model, inputs, config)`, and `config.yaml` starting with `tasks: [{task}]`)
-with `competition pack FOLDER --out entry.zip` and submit the zip. The harness unpacks it,
+{what} Submit a zip of an entry folder (`entry.py` with `fit(task, train, config,
+on_epoch=None)` and `predict(task, model, inputs, config)`, and `config.yaml` starting with
+`tasks: [{task}]`): zip the folder with your file manager ("Compress") and upload it on the
+portal's Submit page (in a terminal: `competition pack FOLDER --out entry.zip`, then
+`competition submit`). The harness unpacks it,
 calls `fit` on this folder's training data (or `load`s a fitted model the zip carries in
 `model/`, where the entry defines `load(task, folder, config)`), then `predict` on the hidden
 test inputs, and scores the file it writes. `sample_entry/` is the smallest entry that works:
 copy it to start.
 
 The entry runs without network, sees only this folder and the test inputs (read-only), and
-is stopped at the competition's limits: `competition info DIR` and the portal's rules page
-show them (wall time, CPU time, memory, processes, disk and log). A run that passes a limit,
+is stopped at the competition's limits: the portal's competition page (or `competition info
+DIR`) shows them (wall time, CPU time, memory, processes, disk and log). A run that passes a limit,
 exits with an error, writes no file or an invalid one ends `failed` with its cause and the
 end of its output, and counts toward the daily limit.
 """

@@ -21,6 +21,7 @@ import os
 import sys
 
 from competition.errors import CompetitionError
+from competition.interfaces.cli.helptext import readable
 from competition.interfaces.cli.output import err, escape
 from competition.interfaces.cli.plugins import add_task_commands
 from competition.interfaces.cli.root import app
@@ -31,6 +32,7 @@ __all__ = ["app", "main"]
 for _area in ("competitions", "scoring", "submitting", "training", "serving", "people"):
     importlib.import_module(f"competition.interfaces.cli.{_area}")
 add_task_commands(app)
+readable(app)  # flags without <bool>, arguments as DIRECTORY, docstrings unwrapped
 
 
 def main() -> None:

@@ -7,10 +7,13 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from competition.interfaces.cli.helptext import HelpGroup
+
 if TYPE_CHECKING:
     from competition.board.board import Board
 
 app = typer.Typer(
+    cls=HelpGroup,
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

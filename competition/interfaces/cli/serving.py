@@ -30,8 +30,9 @@ def ui(
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(5000, help="Port to listen on."),
 ) -> None:
-    """Start the MLflow UI on the configured tracking store and print the address of the
-    caller's runs (on a tracking server: print it)."""
+    """Start the MLflow UI on the configured tracking store.
+
+    Prints the address of the caller's runs (on a tracking server: only prints it)."""
     from competition.interfaces.mlflow_ui import serve_ui
 
     key = None
@@ -51,9 +52,11 @@ def tracking_users(
     reset_password: bool = typer.Option(False, "--reset-password", help="Give existing users "
                                         "a new password (printed once)."),
 ) -> None:
-    """Give each team an MLflow user that reads and writes only its own experiment on the
-    shared tracking server (basic-auth); prints new passwords once. Run it again whenever
-    teams are added, before they log anything."""
+    """Give each team an MLflow user that sees only its own experiment (basic-auth).
+
+    On the shared tracking server, each user reads and writes only its team's experiment; new
+    passwords are printed once. Run it again whenever teams are added, before they log
+    anything."""
     from competition.tracking.config import load_config
     from competition.tracking.users import sync_team_users
 
@@ -105,9 +108,11 @@ def serve(
     scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
                                help="The scorer class of the jobs (tests, benchmarks)."),
 ) -> None:
-    """Start the course portal (pages and JSON API) on this competition. Uploads are queued
-    and scored as jobs on a Dask cluster (see docs/deploy.md). The competition's store is
-    migrated first, where this version of the harness needs a newer schema."""
+    """Start the course portal (pages and JSON API) on this competition.
+
+    Uploads are queued and scored as jobs on a Dask cluster (the deployment guide,
+    docs/deploy.md, shows a cluster of several hosts). The competition's store is migrated
+    first, where this version of the harness needs a newer schema."""
     import uvicorn
 
     from competition.interfaces.web.app import create_app
@@ -132,11 +137,12 @@ def serve(
 def migrate(
     directory: Path = typer.Argument(..., help="A prepared competition."),
 ) -> None:
-    """Bring the competition's submission store to the schema this version of the harness
-    needs (every row kept; a store at that revision is left as it is), and give a competition
-    prepared before ids its id (competition.yaml's `id`, which MLflow keys its runs by).
-    `serve` does both at start; every other command refuses a store at another revision and
-    names this one."""
+    """Bring the submission store to the schema this version needs, and give the competition
+    an id.
+
+    Every row is kept; a store at that revision is left as it is. A competition prepared before
+    ids gets its id (competition.yaml's `id`, which MLflow keys its runs by). `serve` does both
+    at start; every other command refuses a store at another revision and names this one."""
     _migrate_store(directory, quiet_if_current=False)
 
 
@@ -162,10 +168,12 @@ def cluster_certs(
     folder: Path = typer.Argument(..., help="A new folder for the certificates."),
     days: int = typer.Option(365, min=1, help="How long they are valid."),
 ) -> None:
-    """Make the scoring cluster's TLS certificates: a certificate authority (ca.pem; its key
-    ca-key.pem stays with you) and a certificate and key for the scheduler, the workers and
-    the portal. Only holders of a certificate it signed can talk to the cluster (see
-    docs/deploy.md for which file goes to which host)."""
+    """Make the scoring cluster's TLS certificates.
+
+    A certificate authority (ca.pem; its key ca-key.pem stays with you) and a certificate and
+    key for the scheduler, the workers and the portal. Only holders of a certificate it signed
+    can talk to the cluster (the deployment guide, docs/deploy.md, says which file goes to
+    which host)."""
     from competition.jobs.cluster_security import make_certificates
 
     for path in make_certificates(folder, days=days):

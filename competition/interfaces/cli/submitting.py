@@ -45,6 +45,7 @@ def submit(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Submit a file: kept, validated and scored under the rules; prints the public score.
+
     An invalid or failed submission exits with 2, with or without --json."""
     if server is not None:
         if len(paths) != 1 or not token:
@@ -115,9 +116,11 @@ def jobs(
     scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
                                help="The scorer class of the jobs (tests, benchmarks)."),
 ) -> None:
-    """Score the queue's jobs in this process, without a web server, until none is left to
-    claim: among them those of a killed `submit` or serve process, once their leases
-    (COMPETITION_LEASE_SECONDS, 60 s) have run out. --watch keeps going."""
+    """Score the queued jobs in this process, without a web server.
+
+    It goes on until none is left to claim: among them those of a killed `submit` or serve
+    process, once their leases (COMPETITION_LEASE_SECONDS, 60 s) have run out. --watch keeps
+    going."""
     from competition.jobs.dispatcher import Dispatcher
     from competition.jobs.runners import ThreadRunner
 
@@ -151,14 +154,15 @@ def list_submissions(
         print_json([r.as_json(show_private) for r in rows])
         return
     table = Table("id", "submitted (UTC)", "file", "status", "public",
-                  *(["private"] if show_private else []), "selected", "message / error",
+                  *(["private"] if show_private else []), "selected", "message", "error",
                   title=f"Submissions of {escape(team)}")
     for r in rows:  # a late one (made after the deadline) is marked: it is never ranked
         table.add_row(str(r.id), r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
                       escape(r.file_name), r.status + (" (late)" if r.late else ""),
                       fmt(r.public_score),
                       *([fmt(r.private_score)] if show_private else []),
-                      "yes" if r.selected else "", escape(r.error or r.message or ""))
+                      "yes" if r.selected else "", escape(r.message or ""),
+                      escape(r.error or ""))
     out(table)
 
 

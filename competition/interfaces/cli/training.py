@@ -67,9 +67,11 @@ def cross_validate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: `folds` "
                                  "(per-fold results), `mean` and the rest of cv.json."),
 ) -> None:
-    """K-fold cross-validation of an entry on the public training data: per-fold official
-    scores, their mean and a bootstrap interval over the out-of-fold items; out-of-fold
-    predictions kept, logged to MLflow (a parent run, a child per fold)."""
+    """K-fold cross-validation of an entry on the public training data.
+
+    Prints per-fold official scores, their mean and a bootstrap interval over the out-of-fold
+    items; keeps the out-of-fold predictions and logs to MLflow (a parent run, a child per
+    fold)."""
     from rich.table import Table
 
     from competition.formats.jsonsafe import jsonable
@@ -110,9 +112,10 @@ def pack(
     max_mb: float = typer.Option(200.0, "--max-mb", help="Refuse a zip above this many MB "
                                  "(the competition's upload limit)."),
 ) -> None:
-    """Zip an entry folder as a code submission: its files at the top level (no caches,
-    hidden files or old model/; no symlinks), optionally a fitted model as model/; the same
-    folder always gives the same bytes."""
+    """Zip an entry folder as a code submission.
+
+    Its files go at the top level (no caches, hidden files or old model/; no symlinks),
+    optionally with a fitted model as model/; the same folder always gives the same bytes."""
     from competition.training.pack import pack_entry
 
     def size(n: int) -> str:
@@ -146,10 +149,12 @@ def ensemble(
                                         "participant team, not as a baseline."),
 ) -> None:
     """Combine runs' prediction maps into one submission, submit it and log it to MLflow.
-    Only the team's own runs can be combined (a run's tag `team`; see
-    competition/ensembles/build.py). Greedy chooses its members on the training data's
-    out-of-fold maps (`competition cv DIR ENTRY` per member, then --cv for each), never on
-    the hidden split."""
+
+    Only the team's own runs can be combined: runs whose tag `team` is --team (`competition
+    run --team T` and ensembles set it); as a baseline (the default), runs of teams that are
+    not participant teams on the board. Greedy chooses its members on the training data's
+    out-of-fold maps (`competition cv DIR ENTRY` per member, then --cv for each), never on the
+    hidden split."""
     from rich.table import Table
 
     from competition.ensembles.build import build

@@ -12,7 +12,9 @@ class CompetitionOut(BaseModel):
     title: str
     task: str
     metric: str
-    rules: dict[str, Any]
+    # Each rule as JSON has it: a number (daily_limit 5, public_fraction 0.333...), a string
+    # (ranking; deadline as ISO 8601), or null where unset.
+    rules: dict[str, int | float | bool | str | None]
     deadline_passed: bool
     public_files: list[str]
 

@@ -26,10 +26,10 @@ MAX_WAIT_SECONDS = 120
 
 @router.get("/competition", response_model=CompetitionOut, responses=ERRORS)
 def api_competition(p: PortalDep, v: SignedIn) -> Any:
+    # JSON's own types: numbers as numbers, times as ISO 8601 strings, unset as null.
     rules = p.comp.rules.model_dump(mode="json")
     return CompetitionOut(name=p.comp.name, title=p.comp.title, task=p.comp.task.name,
-                          metric=p.comp.task.metric,
-                          rules={k: None if val is None else str(val) for k, val in rules.items()},
+                          metric=p.comp.task.metric, rules=rules,
                           deadline_passed=p.board.private_visible,
                           public_files=p.public_files())
 
