@@ -108,9 +108,7 @@ def competitions(
     from rich.table import Table
 
     remote = connect(remote_server(False, server) or "", token)
-    rows = remote.get("/api/competitions")
-    if not isinstance(rows, list):
-        raise CompetitionError(f"{remote.server} answered /api/competitions with no list")
+    rows = remote.rows("/api/competitions")
     if as_json:
         print_json(rows)
         return
@@ -142,10 +140,10 @@ def download(
 
     remote = connect(remote_server(False, server) or "", token)
     about = remote.get("/api/competition")
-    listing = remote.get("/api/files")
-    if not isinstance(about, dict) or not isinstance(listing, list):
-        raise CompetitionError(f"{remote.server} answered with something else than a "
-                               "competition and its files")
+    listing = remote.rows("/api/files")
+    if not isinstance(about, dict):
+        raise CompetitionError(f"{remote.server} answered /api/competition with something "
+                               "else than a competition")
     root = out_dir or Path(safe_file_name(str(about.get("name") or "competition")))
     names = [str(f.get("path", "")) for f in listing]
     for name in names:

@@ -149,7 +149,7 @@ def list_submissions(
     """A team's submissions: status, errors, scores, final selections."""
     url = remote_server(directory is not None, server)
     if url is not None:
-        rows = connect(url, token).get("/api/submissions")
+        rows = connect(url, token).rows("/api/submissions")
         team = str(rows[0]["team"]) if rows else "your team"
     else:
         if directory is None or not team:
@@ -187,7 +187,7 @@ def select_final(
                                  f"/api/submissions/{i}/select", ok=(200, 204)) or chosen
         who, of = "your team", ""
         if unselect:
-            chosen = [r["id"] for r in remote.get("/api/submissions") if r.get("selected")]
+            chosen = [r["id"] for r in remote.rows("/api/submissions") if r.get("selected")]
     else:
         if not team:
             raise CompetitionError("give DIR ID... and --team TEAM (or --server URL ID...)")
@@ -227,8 +227,10 @@ def leaderboard(
     url = remote_server(directory is not None, server)
     if url is not None:
         remote = connect(url, token)
-        entries = remote.get("/api/leaderboard" + ("/private" if private else
-                                                   "/late" if late else ""))
+        entries = remote.rows("/api/leaderboard" + ("/private" if private else
+                                                    "/late" if late else ""))
+        if not late:  # the API writes unset fields as null; the board's own JSON omits them
+            entries = _as_board_json(entries, remote.server)
         name = remote.server
     else:
         assert directory is not None
@@ -240,6 +242,19 @@ def leaderboard(
     else:
         board_table(entries, ("Private" if private else "Public") +
                     f" leaderboard: {escape(name)}", private)
+
+
+def _as_board_json(rows: object, server: str) -> list[Row]:
+    from pydantic import ValidationError
+
+    from competition.board.views import Entry
+
+    try:
+        if isinstance(rows, list):
+            return [Entry.model_validate(r).as_json() for r in rows]
+    except ValidationError:
+        pass
+    raise CompetitionError(f"{server} answered with something else than a leaderboard")
 
 
 def _local_board(directory: Path, private: bool, late: bool) -> tuple[list[Row], str]:

@@ -47,6 +47,13 @@ class Remote:
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 
+    def rows(self, path: str) -> list[dict[str, Any]]:
+        """A GET answered with a JSON list of objects (a board, a listing)."""
+        body = self.get(path)
+        if not isinstance(body, list) or not all(isinstance(r, dict) for r in body):
+            raise RemoteError(f"{self.server} answered {path} with something else than a list")
+        return body
+
     def call(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         """The JSON body of an answer whose status is in `ok` (None for 204)."""
         response = self._send(lambda: httpx.request(method, self.url(path), headers=self.headers,
