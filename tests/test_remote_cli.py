@@ -192,6 +192,25 @@ def test_submit_submissions_select_and_boards_remote_match_local(served, capsys,
     assert code == 0 and json.loads(out) == []
 
 
+def test_local_select_takes_several_ids_and_drops_them(demo_dirs, tmp_path, capsys):
+    root = tmp_path / "2026"  # a folder named with digits is still a folder
+    shutil.copytree(demo_dirs["demo-nuclei"], root)
+    local = Portal(root)
+    ids = []
+    for k in range(2):
+        path = tmp_path / f"v{k}.csv"
+        path.write_bytes(local.variant(k))
+        code, out, err = cli(capsys, "submit", root, path, "--team", "owls", "--json")
+        assert code == 0, err
+        ids.append(json.loads(out)["id"])
+    code, out, err = cli(capsys, "select", root, *map(str, ids), "--team", "owls")
+    assert code == 0 and f"final selections of owls: {ids[0]}, {ids[1]} (of 2)" in out, err
+    code, out, _ = cli(capsys, "select", root, str(ids[0]), "--team", "owls", "--unselect")
+    assert code == 0 and f"final selections of owls: {ids[1]} (of 2)" in out
+    code, _, err = cli(capsys, "select", root, "x1", "--team", "owls")
+    assert code == 2 and "not a submission id" in err
+
+
 def test_a_folder_and_a_server_together_are_refused(served, capsys):
     for args in (["leaderboard", served.root], ["submissions", served.root, "--team", "owls"],
                  ["select", served.root, "1", "--team", "owls"]):

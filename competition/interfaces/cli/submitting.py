@@ -174,7 +174,9 @@ def select_final(
     token: str | None = token_option(),
 ) -> None:
     """Choose (or drop) final selections for the private leaderboard."""
-    local = not args[0].isdigit()
+    # A folder named with digits alone is a folder still when it holds a competition.
+    local = not args[0].isdigit() or (not server and
+                                      Path(args[0], "competition.yaml").is_file())
     url = remote_server(local, server)
     ids = [_submission_id(a) for a in args[local:]]
     if not ids:
