@@ -234,6 +234,7 @@ def test_token_from_flag_then_environment_then_file(served, capsys, monkeypatch)
     code, _, err = cli(capsys, "submissions", "--server", served.url, "--token",
                        served.tokens["owls"])
     assert code == 0, err  # the flag wins over the environment
+    assert "visible to other users" in err and served.tokens["owls"] not in err
     code, _, err = cli(capsys, "submissions", "--server", served.url, "--token", BAD_TOKEN)
     assert code == 2 and "refused the token from --token" in err and BAD_TOKEN not in err
     monkeypatch.delenv("COMPETITION_TOKEN")
@@ -351,6 +352,22 @@ def test_a_download_naming_a_path_outside_its_folder_writes_nothing(stub, capsys
     assert not (tmp_path / "in" / "escaped.txt").exists()
     assert not (dest / "a.txt").exists()
     assert [p.name for p in dest.iterdir()] == []  # the partial download is removed
+
+
+def test_a_download_larger_than_announced_is_refused(stub, capsys, tmp_path):
+    big = io.BytesIO()
+    with zipfile.ZipFile(big, "w") as z:
+        z.writestr("a.txt", os.urandom(3 << 20))
+    Stub.answers["/api/files.zip"] = (200, {}, big.getvalue())
+    dest = tmp_path / "dl"
+    code, _, err = cli(capsys, "download", "--server", stub, "--token", "t", "--out", dest)
+    assert code == 2 and "more than the 1 bytes of files it announced" in err
+    assert list(dest.iterdir()) == []
+    archive = tmp_path / "a.zip"
+    archive.write_bytes(big.getvalue())
+    with pytest.raises(CompetitionError, match="add up to more than the 10 bytes"):
+        extract(archive, tmp_path / "out", most_bytes=10)
+    assert not (tmp_path / "out" / "a.txt").exists()
 
 
 @pytest.mark.parametrize("name", ["../x", "/etc/x", "a/../../x", "C:x", "a\\..\\x", "a//x",

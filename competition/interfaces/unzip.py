@@ -45,9 +45,21 @@ def targets(root: Path, names: list[str], force: bool) -> list[Path]:
     return paths
 
 
-def extract(archive: Path, root: Path, force: bool = False) -> list[str]:
-    """Write the zip's files under `root`; the names written."""
-    with zipfile.ZipFile(archive) as z:
+def zip_bytes(total: int, files: int) -> int:
+    """The most a stored zip of `files` files of `total` bytes takes: each file's headers,
+    data descriptor and directory entry (with Zip64 fields and its name), well rounded up."""
+    return total + files * 1024 + (1 << 20)
+
+
+def extract(archive: Path, root: Path, force: bool = False,
+            most_bytes: int | None = None) -> list[str]:
+    """Write the zip's files under `root`; the names written. `most_bytes`: what their
+    sizes may add up to at most (a zip's sizes may be anything)."""
+    try:
+        z = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise CompetitionError(f"the download is not a readable zip ({e})") from None
+    with z:
         infos = [i for i in z.infolist() if not i.is_dir()]
         names = [i.filename for i in infos]
         for info in infos:
@@ -59,6 +71,9 @@ def extract(archive: Path, root: Path, force: bool = False) -> list[str]:
         for d in (i.filename for i in z.infolist() if i.is_dir()):
             member_path(d)
         paths = targets(root, names, force)
+        if most_bytes is not None and sum(i.file_size for i in infos) > most_bytes:
+            raise CompetitionError(f"the download's files add up to more than the "
+                                   f"{most_bytes:,} bytes announced; nothing was written")
         for info, path in zip(infos, paths, strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():  # replaced (--force), never followed

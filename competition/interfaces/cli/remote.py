@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 import typer
 
 from competition.errors import CompetitionError
-from competition.interfaces.cli.output import escape, out, print_json
+from competition.interfaces.cli.output import err, escape, out, print_json
 from competition.interfaces.cli.root import app
 
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ def connect(server: str, token: str | None) -> Remote:
     from competition.interfaces.credentials import normal_server, token_for
     from competition.interfaces.web.client import Remote
 
+    if token:  # as docker's --password: it works, with a word on why not to
+        err("[yellow]warning:[/] a --token is visible to other users of this machine (`ps`, "
+            "shell history); prefer $COMPETITION_TOKEN or `competition login`")
     server = normal_server(server)
     return Remote(server, token_for(server, token))
 
@@ -135,7 +138,7 @@ def download(
     force: bool = typer.Option(False, "--force", help="Replace files already there."),
 ) -> None:
     """Download the competition's public files (data, sample submission, README)."""
-    from competition.interfaces.unzip import extract, member_path, targets
+    from competition.interfaces.unzip import extract, member_path, targets, zip_bytes
     from competition.interfaces.web.exports import safe_file_name
 
     remote = connect(remote_server(False, server) or "", token)
@@ -153,16 +156,18 @@ def download(
     root.mkdir(parents=True, exist_ok=True)
     fd, part = tempfile.mkstemp(dir=root, prefix=".download-", suffix=".zip")
     try:
+        most = zip_bytes(total, len(names))
         with os.fdopen(fd, "wb") as f:
-            _fetch(remote, f, total)
-        written = extract(Path(part), root, force)
+            _fetch(remote, f, total, most)
+        written = extract(Path(part), root, force, most_bytes=total)
     finally:
         Path(part).unlink(missing_ok=True)
     out(f"{len(written)} file(s), {total / 1e6:.1f} MB, in {escape(str(root))}")
 
 
-def _fetch(remote: Remote, f: BinaryIO, total: int) -> None:
-    """The zip of the public files into `f`, with a progress bar on stderr."""
+def _fetch(remote: Remote, f: BinaryIO, total: int, most: int) -> None:
+    """The zip of the public files into `f`, with a progress bar on stderr; refused past
+    `most` bytes."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -177,6 +182,11 @@ def _fetch(remote: Remote, f: BinaryIO, total: int) -> None:
             remote.stream("/api/files.zip") as response:
         # The zip is a little larger than its files: the bar's total is the files' bytes.
         bar = progress.add_task("files", total=total or None)
+        received = 0
         for chunk in response.iter_bytes(1 << 20):
+            received += len(chunk)
+            if received > most:  # never fill the disk for a portal that misbehaves
+                raise CompetitionError(f"{remote.server} sent more than the {total:,} bytes of "
+                                       "files it announced; nothing was written")
             f.write(chunk)
             progress.advance(bar, len(chunk))
