@@ -59,20 +59,20 @@ def token_for(server: str, flag: str | None) -> Token | None:
     entry for the server (or for the longest URL it starts with: a course portal's token
     serves each of its competitions, http://HOST/c/SLUG)."""
     if flag:
-        return _checked(Token(flag.strip(), "--token"))
+        return checked(Token(flag.strip(), "--token"))
     if os.environ.get(TOKEN_ENV):
-        return _checked(Token(os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"))
+        return checked(Token(os.environ[TOKEN_ENV].strip(), f"${TOKEN_ENV}"))
     path = credentials_path()
     if not path.exists():
         return None
     tokens = read_credentials(path)
     for key in sorted(tokens, key=len, reverse=True):
         if server == key or server.startswith(key + "/"):
-            return _checked(Token(tokens[key], f"{path} [{key}]"))
+            return checked(Token(tokens[key], f"{path} [{key}]"))
     return None
 
 
-def _checked(token: Token) -> Token:
+def checked(token: Token) -> Token:
     # A header cannot hold spaces or control characters; httpx would otherwise refuse it
     # with a message that quotes the value.
     if not token.value or not all(33 <= ord(c) < 127 for c in token.value):
@@ -109,7 +109,7 @@ def read_credentials(path: Path) -> dict[str, str]:
 def save_token(server: str, token: str) -> Path:
     """Write (or replace) the server's token in the credentials file, readable by its owner
     only: a new file written beside it with mode 0600, then renamed over it."""
-    _checked(Token(token, "the login"))
+    checked(Token(token, "the login"))
     path = credentials_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tokens = read_credentials(path) if path.exists() else {}

@@ -69,9 +69,9 @@ def login(
     """Keep your token for a portal in your credentials file, readable by you only.
 
     The token is read from the terminal without echo, or from standard input (`competition
-    login --server URL < token.txt`). The file is $XDG_CONFIG_HOME/competition/
-    credentials.toml (default ~/.config/competition/credentials.toml), one entry per portal."""
-    from competition.interfaces.credentials import Token, save_token, server_of
+    login --server URL < token.txt`). The file, one entry per portal, is credentials.toml
+    in $XDG_CONFIG_HOME/competition (default ~/.config/competition)."""
+    from competition.interfaces.credentials import Token, checked, save_token, server_of
     from competition.interfaces.web.client import Remote, RemoteError
 
     url = server_of(server)
@@ -83,20 +83,20 @@ def login(
         value = getpass.getpass(f"Token for {url} (not shown): ")
     else:
         value = sys.stdin.readline()
-    token = Token(value.strip(), "the login")
-    if not token.value:
+    if not value.strip():
         raise CompetitionError("no token given; nothing was saved")
+    token = checked(Token(value.strip(), "the login"))
     remote = Remote(url, token)
     try:  # a token the portal refuses is not kept
         remote.get("/api/competition")
-        checked = "accepted by the portal"
+        verdict = "accepted by the portal"
     except RemoteError as e:
         if e.status != 404:
             raise
-        checked = "not checked: the address serves no competition itself"
+        verdict = "not checked: the address serves no competition itself"
     path = save_token(url, token.value)
     out(f"token for {escape(url)} saved in {escape(str(path))} (readable by you only; "
-        f"{checked})")
+        f"{verdict})")
 
 
 @app.command()

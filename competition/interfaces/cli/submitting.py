@@ -164,7 +164,7 @@ def list_submissions(
 
 @app.command("select")
 def select_final(
-    args: list[str] = typer.Argument(..., metavar="[DIR] ID...",
+    args: list[str] = typer.Argument(..., metavar="[DIR] ID",
                                      help="A prepared competition (or --server) and one or "
                                      "more scored submissions of the team."),
     team: str | None = typer.Option(None, help="The team (with DIR; with --server the token "
