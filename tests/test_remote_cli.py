@@ -323,6 +323,10 @@ def stub():
         "/api/submissions": (302, {"Location": "http://elsewhere.example/api/submissions"},
                              b""),
         "/api/competition": (200, JSON, b'{"name": "evil"}'),
+        "/c/two/api/competitions": (200, JSON, json.dumps([
+            {"id": i, "slug": i, "title": i.title(), "kind": "nuclei", "status": "open",
+             "start": None, "deadline": None, "url": f"/c/{i}"} for i in ("one", "two")
+        ]).encode()),
         "/api/files": (200, JSON, b'[{"path": "a.txt", "size": 1}]'),
         "/api/files.zip": (200, {"Content-Type": "application/zip"},
                            crafted_zip(["a.txt", "../escaped.txt"])),
@@ -340,6 +344,10 @@ def test_refusals_are_one_line_each(stub, capsys, tmp_path):
     assert code == 2 and "redirected" in err and BAD_TOKEN not in err
     code, _, err = cli(capsys, "leaderboard", "--server", stub + "/c/none", "--late")
     assert code == 2 and "has no /c/none/api/leaderboard/late (404)" in err
+    code, _, err = cli(capsys, "submit", "--server", stub, __file__)
+    assert code == 2 and "needs a token to submit" in err  # before any upload
+    code, out, err = cli(capsys, "competitions", "--server", stub + "/c/two/", "--json")
+    assert code == 0 and json.loads(out)[1]["slug"] == "two", err  # the course's list
     code, _, err = cli(capsys, "leaderboard", "--server", f"http://127.0.0.1:{_free_port()}")
     assert code == 2 and "could not reach" in err
     assert all("Traceback" not in e for e in (err,))

@@ -32,8 +32,10 @@ class Token:
 
 
 def credentials_path() -> Path:
-    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(base) / "competition" / "credentials.toml"
+    # The XDG spec: a relative $XDG_CONFIG_HOME is invalid and ignored.
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "competition" / "credentials.toml"
 
 
 def normal_server(url: str) -> str:

@@ -150,6 +150,10 @@ def submit_remote(remote: Remote, path: Path, message: str | None = None,
     the submission until it is scored."""
     if not path.is_file():
         raise SubmissionError("file not found", file=str(path))
+    if remote.token is None:  # said before the upload, not after it
+        raise RemoteError(f"{remote.server} needs a token to submit: give --token, set "
+                          f"$COMPETITION_TOKEN, or run `competition login --server "
+                          f"{remote.server}`")
     with path.open("rb") as f:
         body = remote.call("POST", "/api/submissions", ok=(201, 202, 422),
                            files={"file": (path.name, f)},
