@@ -29,7 +29,8 @@ from competition.interfaces.cli.root import app
 __all__ = ["app", "main"]
 
 # Imported in this order, each adds its commands to `app`: `--help` lists them so.
-for _area in ("competitions", "scoring", "submitting", "training", "serving", "people"):
+for _area in ("competitions", "scoring", "submitting", "remote", "training", "serving",
+              "people"):
     importlib.import_module(f"competition.interfaces.cli.{_area}")
 add_task_commands(app)
 readable(app)  # flags without <bool>, arguments as DIRECTORY, docstrings unwrapped

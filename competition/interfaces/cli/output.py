@@ -70,7 +70,7 @@ def print_outcome(shown: dict[str, Any], show_private: bool) -> None:
                 run["stderr_tail"].splitlines()[-20:])))
     if shown.get("late") and status == "scored":
         out("a late submission (made after the deadline): on the late board "
-            "(`competition leaderboard DIR --late`), never ranked")
+            "(`competition leaderboard DIR --late`, or `--server URL --late`), never ranked")
     run = shown.get("run")
     if run:
         out(f"run: {run['wall_seconds']:.1f} s, {run['cpu_seconds']:.1f} s CPU, peak memory "

@@ -20,13 +20,13 @@ from competition.interfaces.cli.output import (
     print_json,
     print_outcome,
 )
+from competition.interfaces.cli.remote import connect, remote_server, server_option, token_option
 from competition.interfaces.cli.root import app, board_of
+from competition.interfaces.cli.tables import Row, board_table, late_table, submissions_table
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
-    from competition.board.board import Board
-    from competition.board.views import Outcome
     from competition.formats.files import Limits
 
 
@@ -38,30 +38,28 @@ def submit(
     team: str | None = typer.Option(None, help="Your team (created on its first "
                                     "submission); with --server the token says who you are."),
     message: str | None = typer.Option(None, help="A note to remember this submission by."),
-    server: str | None = typer.Option(None, help="Submit to a running portal instead "
-                                      "(e.g. http://127.0.0.1:8000)."),
-    token: str | None = typer.Option(None, envvar="COMPETITION_TOKEN",
-                                     help="Your team token (with --server)."),
+    server: str | None = server_option(),
+    token: str | None = token_option(),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Submit a file: kept, validated and scored under the rules; prints the public score.
 
     An invalid or failed submission exits with 2, with or without --json."""
-    if server is not None:
-        if len(paths) != 1 or not token:
-            raise CompetitionError("with --server give the file alone and --token TOKEN "
-                                   "(or COMPETITION_TOKEN)")
+    url = remote_server(len(paths) == 2, server)
+    if url is not None:
+        if len(paths) != 1:
+            raise CompetitionError("with --server give the file alone")
         from competition.formats.files import Limits
         from competition.interfaces.web.client import submit_remote
 
+        remote = connect(url, token)
         with _as_file(Path(paths[0]), Limits(max_files=4096)) as path:
-            body = submit_remote(server, token, path, message)
+            body = submit_remote(remote, path, message)
         status, shown = body.get("status"), body
         show_private = "private_score" in body
     else:
-        if len(paths) != 2 or not team:
-            raise CompetitionError("give DIR FILE and --team TEAM (or --server URL --token "
-                                   "TOKEN FILE)")
+        if not team:
+            raise CompetitionError("give DIR FILE and --team TEAM (or --server URL FILE)")
         board = board_of(Path(paths[0]))
         with _as_file(Path(paths[1]), board.comp.limits) as path:
             outcome = board.submissions.submit(path, team, message)
@@ -140,121 +138,140 @@ def jobs(
 
 @app.command("submissions")
 def list_submissions(
-    directory: Path = typer.Argument(..., help="A prepared competition."),
-    team: str = typer.Option(..., help="The team whose submissions to list."),
+    directory: Path | None = typer.Argument(None, help="A prepared competition (or "
+                                            "--server)."),
+    team: str | None = typer.Option(None, help="The team whose submissions to list (with "
+                                    "DIR; with --server the token says who you are)."),
+    server: str | None = server_option(),
+    token: str | None = token_option(),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """A team's submissions: status, errors, scores, final selections."""
-    from rich.table import Table
-
-    board = board_of(directory)
-    rows: list[Outcome] = board.submissions.of_team(team)
-    show_private = board.private_visible
+    url = remote_server(directory is not None, server)
+    if url is not None:
+        rows = connect(url, token).rows("/api/submissions")
+        team = str(rows[0]["team"]) if rows else "your team"
+    else:
+        if directory is None or not team:
+            raise CompetitionError("give DIR and --team TEAM (or --server URL)")
+        board = board_of(directory)
+        rows = [o.as_json(board.private_visible) for o in board.submissions.of_team(team)]
     if as_json:
-        print_json([r.as_json(show_private) for r in rows])
-        return
-    table = Table("id", "submitted (UTC)", "file", "status", "public",
-                  *(["private"] if show_private else []), "selected", "message", "error",
-                  title=f"Submissions of {escape(team)}")
-    for r in rows:  # a late one (made after the deadline) is marked: it is never ranked
-        table.add_row(str(r.id), r.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      escape(r.file_name), r.status + (" (late)" if r.late else ""),
-                      fmt(r.public_score),
-                      *([fmt(r.private_score)] if show_private else []),
-                      "yes" if r.selected else "", escape(r.message or ""),
-                      escape(r.error or ""))
-    out(table)
+        print_json(rows)
+    else:
+        submissions_table(rows, team)
 
 
 @app.command("select")
 def select_final(
-    directory: Path = typer.Argument(..., help="A prepared competition."),
-    submission_id: int = typer.Argument(..., help="A scored submission of the team."),
-    team: str = typer.Option(..., help="The team."),
-    unselect: bool = typer.Option(False, help="Remove it from the final selections."),
+    args: list[str] = typer.Argument(..., metavar="[DIR] ID",
+                                     help="A prepared competition (or --server) and one or "
+                                     "more scored submissions of the team."),
+    team: str | None = typer.Option(None, help="The team (with DIR; with --server the token "
+                                    "says who you are)."),
+    unselect: bool = typer.Option(False, help="Remove them from the final selections."),
+    server: str | None = server_option(),
+    token: str | None = token_option(),
 ) -> None:
-    """Choose (or drop) a final selection for the private leaderboard."""
-    board = board_of(directory)
-    if unselect:
-        board.selections.unselect(submission_id, team)
-        out(f"submission {submission_id} is no longer a final selection of {escape(team)}")
-        return
-    chosen = board.selections.select(submission_id, team)
-    out(f"final selections of {escape(team)}: {', '.join(map(str, chosen))} "
-        f"(of {board.rules.final_selections})")
+    """Choose (or drop) final selections for the private leaderboard."""
+    # A folder named with digits alone is a folder still when it holds a competition.
+    local = not args[0].isdigit() or (not server and
+                                      Path(args[0], "competition.yaml").is_file())
+    url = remote_server(local, server)
+    ids = [_submission_id(a) for a in args[local:]]
+    if not ids:
+        raise CompetitionError("give the id of a submission to select")
+    if url is not None:
+        remote = connect(url, token)
+        chosen: list[int] = []
+        for i in ids:
+            chosen = remote.call("DELETE" if unselect else "POST",
+                                 f"/api/submissions/{i}/select", ok=(200, 204)) or chosen
+        who, of = "your team", ""
+        if unselect:
+            chosen = [r["id"] for r in remote.rows("/api/submissions") if r.get("selected")]
+    else:
+        if not team:
+            raise CompetitionError("give DIR ID... and --team TEAM (or --server URL ID...)")
+        board = board_of(Path(args[0]))
+        for i in ids:
+            if unselect:
+                board.selections.unselect(i, team)
+            else:
+                chosen = board.selections.select(i, team)
+        chosen = [o.id for o in board.submissions.of_team(team) if o.selected]
+        who, of = escape(team), f" (of {board.rules.final_selections})"
+    out(f"final selections of {who}: {', '.join(map(str, chosen)) or 'none'}{of}")
+
+
+def _submission_id(text: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 2**31:
+        raise CompetitionError(f"{text[:50]!r} is not a submission id (a number, as "
+                               "`competition submissions` lists them)")
+    return int(text)
 
 
 @app.command()
 def leaderboard(
-    directory: Path = typer.Argument(..., help="A prepared competition."),
+    directory: Path | None = typer.Argument(None, help="A prepared competition (or "
+                                            "--server)."),
     private: bool = typer.Option(False, "--private", help="The private board (organizer view "
                                  "before the deadline)."),
     late: bool = typer.Option(False, "--late", help="The late board: submissions made after "
                               "the deadline, with their scores, never ranked."),
+    server: str | None = server_option(),
+    token: str | None = token_option(),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list."),
 ) -> None:
     """The public board (best public score per team), the private one, or the late one."""
-    from rich.table import Table
-
-    from competition.board import leaderboard as boards
-
     if private and late:
         raise CompetitionError("give --private or --late, not both")
+    url = remote_server(directory is not None, server)
+    if url is not None:
+        remote = connect(url, token)
+        entries = remote.rows("/api/leaderboard" + ("/private" if private else
+                                                    "/late" if late else ""))
+        if not late:  # the API writes unset fields as null; the board's own JSON omits them
+            entries = _as_board_json(entries, remote.server)
+        name = remote.server
+    else:
+        assert directory is not None
+        entries, name = _local_board(directory, private, late)
+    if as_json:
+        print_json(entries)
+    elif late:
+        late_table(entries, f"Late submissions (not ranked): {escape(name)}")
+    else:
+        board_table(entries, ("Private" if private else "Public") +
+                    f" leaderboard: {escape(name)}", private)
+
+
+def _as_board_json(rows: object, server: str) -> list[Row]:
+    from pydantic import ValidationError
+
+    from competition.board.views import Entry
+
+    try:
+        if isinstance(rows, list):
+            return [Entry.model_validate(r).as_json() for r in rows]
+    except ValidationError:
+        pass
+    raise CompetitionError(f"{server} answered with something else than a leaderboard")
+
+
+def _local_board(directory: Path, private: bool, late: bool) -> tuple[list[Row], str]:
+    """The board's rows as JSON (as the portal's API gives them) and the competition's name."""
+    from competition.board import leaderboard as boards
+    from competition.board.late import late_board
+
     board = board_of(directory)
-    if late:
-        _late_board(board, as_json)
-        return
+    if late:  # the private scores where participants may see them (after the deadline)
+        return ([e.as_json(board.private_visible) for e in late_board(board)],
+                board.comp.name)
     if private and not board.private_visible:
         err("organizer view: the private board before the deadline; do not share it")
     entries = boards.private_board(board) if private else boards.public_board(board)
-    if as_json:
-        print_json([e.as_json() for e in entries])
-        return
-    title = ("Private" if private else "Public") + f" leaderboard: {escape(board.comp.name)}"
-    columns = ["rank", "team", "score", "95% interval", "~leader", "entries", "last"]
-    if private:
-        columns[5:5] = ["public rank", "change"]
-    # The task's item metrics (means over the board's items) and the mean rank, where given.
-    labels = list(entries[0].metrics) if entries else []
-    ranked = any(e.mean_rank is not None for e in entries)
-    columns[3:3] = labels + (["mean rank"] if ranked else [])
-    table = Table(*columns, title=title, caption="~leader: not significantly different from "
-                  "the leader (paired bootstrap over test items)")
-    for e in entries:
-        interval = "-" if e.ci_low is None else f"{e.ci_low:.4f} .. {e.ci_high:.4f}"
-        row = [str(e.rank), escape(e.team) + (" (baseline)" if e.baseline else ""),
-               fmt(e.score), interval,
-               "~" if e.indistinguishable_from_leader else "", str(e.entries),
-               e.submitted_at.strftime("%Y-%m-%d %H:%M")]
-        if private:
-            change = "" if e.rank_change is None else f"{e.rank_change:+d}"
-            row[5:5] = [str(e.public_rank or "-"), change]
-        row[3:3] = [fmt(e.metrics.get(label)) for label in labels] + (
-            [fmt(e.mean_rank)] if ranked else [])
-        table.add_row(*row)
-    out(table)
-
-
-def _late_board(board: Board, as_json: bool) -> None:
-    """The late board: every late submission, oldest first, unranked; the private scores
-    where participants may see them (after the deadline, as every late submission is)."""
-    from rich.table import Table
-
-    from competition.board.late import late_board
-
-    entries = late_board(board)
-    show_private = board.private_visible
-    if as_json:
-        print_json([e.as_json(show_private) for e in entries])
-        return
-    table = Table("team", "submission", "submitted (UTC)", "public",
-                  *(["private"] if show_private else []),
-                  title=f"Late submissions (not ranked): {escape(board.comp.name)}")
-    for e in entries:
-        table.add_row(escape(e.team) + (" (baseline)" if e.baseline else ""),
-                      str(e.submission_id), e.submitted_at.strftime("%Y-%m-%d %H:%M:%S"),
-                      fmt(e.public_score), *([fmt(e.private_score)] if show_private else []))
-    out(table)
+    return [e.as_json() for e in entries], board.comp.name
 
 
 @app.command()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -26,3 +26,22 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut},
     404: {"model": ErrorOut}}
+
+
+class CompetitionSummary(BaseModel):
+    """One competition of a portal's catalog (`GET /api/competitions`): what a participant
+    needs to find it; nothing about its submissions or scores."""
+
+    id: str
+    slug: str
+    title: str
+    kind: str  # the task (nuclei, em, landmarks, ...)
+    status: Literal["open", "upcoming", "closed"]
+    start: str | None  # ISO 8601 UTC, or null: open from the start
+    deadline: str | None
+    url: str  # its base address on this portal, relative ("/" alone here)
+
+
+class PublicFile(BaseModel):
+    path: str  # relative to the public folder, with "/"
+    size: int  # bytes

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from competition.board.context import RuleError
@@ -16,8 +16,9 @@ from competition.errors import SubmissionError
 from competition.interfaces.web.dependencies import PortalDep, SignedIn, TeamOnly, upload_csrf
 from competition.interfaces.web.exports import safe_file_name
 from competition.interfaces.web.guard import admitted_upload, refusal_status
+from competition.interfaces.web.publish import stream_zip
 from competition.interfaces.web.routers.pages import SubmissionId
-from competition.interfaces.web.schemas import ERRORS, CompetitionOut, ErrorOut
+from competition.interfaces.web.schemas import ERRORS, CompetitionOut, ErrorOut, PublicFile
 from competition.interfaces.web.uploads import UPLOAD_SCHEMA, received_upload
 
 router = APIRouter(prefix="/api")
@@ -32,6 +33,23 @@ def api_competition(p: PortalDep, v: SignedIn) -> Any:
                           metric=p.comp.task.metric, rules=rules,
                           deadline_passed=p.board.private_visible,
                           public_files=p.public_files())
+
+
+@router.get("/files", response_model=list[PublicFile], responses=ERRORS)
+def api_files(p: PortalDep, v: SignedIn) -> Any:
+    """The public files with their sizes: what `/api/files.zip` holds (a client shows its
+    progress and checks for files it would overwrite before downloading)."""
+    return [PublicFile(path=f, size=(p.public_root / f).stat().st_size)
+            for f in p.public_files()]
+
+
+@router.get("/files.zip", responses={**ERRORS, 200: {"content": {"application/zip": {}}}})
+def api_files_zip(p: PortalDep, v: SignedIn) -> Any:
+    """Every public file in one zip, streamed (the page `/files.zip` behind a token)."""
+    name = f"{safe_file_name(p.comp.name)}-public.zip"
+    return StreamingResponse(stream_zip(p.public_root, p.public_files()),
+                             media_type="application/zip",
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 @router.get("/leaderboard", response_model=list[Entry])
