@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -26,3 +26,16 @@ class ErrorOut(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorOut}, 401: {"model": ErrorOut}, 403: {"model": ErrorOut},
     404: {"model": ErrorOut}}
+
+
+class CompetitionSummary(BaseModel):
+    """One competition of the portal, as `GET /api/competitions` lists it (catalog.py)."""
+
+    id: str | None  # competition.yaml's id (None for one prepared before ids)
+    slug: str  # the competition folder's name: its path in a course is /c/{slug}/
+    title: str
+    kind: str  # the task (nuclei, landmarks, ...)
+    status: Literal["open", "upcoming", "closed"]
+    start: str | None  # ISO 8601 in UTC ("...Z"), or null when unset
+    deadline: str | None
+    url: str  # the competition's base path: "/" served alone, "/c/{slug}/" in a course
