@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,3 +166,57 @@ class DaskRunner:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+class SharedRunner:
+    """One runner for the competitions of a course (one LocalCluster or thread pool, not one
+    per competition). Each competition's dispatcher gets a `share`: what it sees as free is
+    what the other competitions' jobs leave of the workers, so together they never claim
+    more jobs than there are workers (a claimed job waiting in the runner's queue could not
+    be passed by another team's: see Dispatcher._step). Limits (daily limit, sizes) stay each
+    competition's: they are checked before a job is queued."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._lock = threading.Lock()
+        self._shares: list[RunnerShare] = []
+
+    def share(self) -> RunnerShare:
+        share = RunnerShare(self)
+        with self._lock:
+            self._shares.append(share)
+        return share
+
+    def busy_outside(self, share: RunnerShare) -> int:
+        with self._lock:
+            return sum(other.busy() for other in self._shares if other is not share)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class RunnerShare:
+    """One competition's view of a SharedRunner (see there); closing it closes nothing."""
+
+    def __init__(self, shared: SharedRunner) -> None:
+        self.shared = shared
+        self._futures: list[Any] = []
+        self._lock = threading.Lock()
+
+    def busy(self) -> int:
+        """Jobs of this share not done yet (the done ones are forgotten)."""
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()]
+            return len(self._futures)
+
+    def capacity(self) -> int:
+        return max(0, self.shared.runner.capacity() - self.shared.busy_outside(self))
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any:
+        future = self.shared.runner.submit(fn, *args, key=key)
+        with self._lock:
+            self._futures.append(future)
+        return future
+
+    def close(self) -> None:
+        pass  # the course closes the shared runner once, after every dispatcher stopped
