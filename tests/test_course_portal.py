@@ -97,7 +97,9 @@ def test_home_lists_the_competitions_by_status(demo_dirs, tmp_path, capsys):
         assert listed[0]["id"] == "course-a" and listed[0]["kind"] == "nuclei"
         # Each competition works under its prefix (its own API included).
         assert c.get("/c/b/api/leaderboard").status_code == 200
-        assert c.get("/c/nope/").status_code == 404
+        assert c.get("/c/b", follow_redirects=False).headers["location"] == "/c/b/"
+        missing = c.get("/c/nope/x", headers={"Accept": "application/json"})
+        assert missing.status_code == 404 and "no competition 'nope'" in missing.json()["detail"]
 
 
 def test_single_competition_lists_itself_at_the_root(demo_dirs, tmp_path):
@@ -105,7 +107,8 @@ def test_single_competition_lists_itself_at_the_root(demo_dirs, tmp_path):
     listed = TestClient(create_app(root)).get("/api/competitions").json()
     assert len(listed) == 1
     assert listed[0]["slug"] == "em" and listed[0]["url"] == "/"
-    assert listed[0]["status"] == "open" and listed[0]["kind"] == PreparedCompetition.open(root).config.task
+    assert listed[0]["status"] == "open"
+    assert listed[0]["kind"] == PreparedCompetition.open(root).config.task
 
 
 def test_one_roster_token_signs_in_once_and_submits_to_both(course):
@@ -248,3 +251,28 @@ def test_every_link_stays_under_the_prefix(course):
                   headers={"Authorization": f"Bearer {course.team_tokens['nuclei']}"},
                   files={"file": (name, data)})
     assert made.headers["location"].startswith("/c/nuclei/api/submissions/")
+
+
+def test_the_competitions_share_one_runner(course):
+    portals = course.app.state.course.portals
+    assert len({id(p.runner.shared) for p in portals.values()}) == 1
+    assert all(not p.own_runner for p in portals.values())
+
+
+def test_a_shared_runner_never_hands_out_more_than_its_workers():
+    import threading
+
+    from competition.jobs.runners import SharedRunner, ThreadRunner
+
+    shared = SharedRunner(ThreadRunner(2))
+    a, b = shared.share(), shared.share()
+    release = threading.Event()
+    jobs = [a.submit(release.wait, 10, key=f"j{k}") for k in range(2)]
+    assert a.capacity() == 2 and b.capacity() == 0  # a's own running jobs are a's to count
+    release.set()
+    for job in jobs:
+        job.result(timeout=10)
+    assert b.capacity() == 2
+    b.close()  # a share closes nothing
+    assert b.submit(lambda: 1, key="x").result(timeout=10) == 1
+    shared.close()

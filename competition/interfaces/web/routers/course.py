@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -156,3 +156,16 @@ async def course_logout(request: Request) -> Any:
         await run_in_threadpool(p.sessions.revoke, p.site.cookie(request, SESSION_COOKIE))
         p.site.delete_cookie(response, request, SESSION_COOKIE)
     return response
+
+
+@router.api_route("/c/{slug}", methods=["GET", "HEAD", "POST"], include_in_schema=False)
+@router.api_route("/c/{slug}/{rest:path}", methods=["GET", "HEAD", "POST"],
+                  include_in_schema=False)
+def unknown_competition(request: Request, slug: str) -> Any:
+    """Only paths of no competition get here (each competition's mount is matched first),
+    and a competition's address without its final slash (redirected)."""
+    course = course_of(request)
+    if slug in course.portals and request.url.path.rstrip("/").endswith(f"/c/{slug}"):
+        return RedirectResponse(f"{base(request)}{COURSE_PREFIX}{slug}/", status_code=307)
+    known = ", ".join(course.portals)
+    raise HTTPException(404, f"this course has no competition {slug[:100]!r} (it has: {known})")
