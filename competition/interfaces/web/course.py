@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -21,43 +20,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.routing import Mount
 
 from competition.board.course import Member, check_ids
-from competition.configs import PortalConfig
 from competition.interfaces.web.app import create_app
+from competition.interfaces.web.course_state import COURSE_PREFIX, Course, same_origin
 from competition.interfaces.web.guard import RequestGuard
-from competition.interfaces.web.security import (
-    UNSAFE_METHODS,
-    Site,
-    normal_origin,
-    request_origin,
-)
+from competition.interfaces.web.routers import course as course_routes
+from competition.interfaces.web.security import Site
 from competition.interfaces.web.sign_in_limits import SignInLimits
 from competition.interfaces.web.state import TRUST_PROXY_ENV, Portal, env_flag
 from competition.jobs.job import DEFAULT_SCORER
 from competition.jobs.runners import Runner, SharedRunner, ThreadRunner
 
 log = logging.getLogger(__name__)
-COURSE_PREFIX = "/c/"
-
-
-@dataclass
-class Course:
-    """The course's state: its competitions' portals by slug, in the order given."""
-
-    portals: dict[str, Portal]
-    site: Site
-    sign_ins: SignInLimits
-    runner: SharedRunner
-
-    def sign_in_rules(self) -> PortalConfig:
-        """The strictest of the competitions' sign-in limits (a token tried at the course's
-        sign-in is tried at every competition)."""
-        configs = [p.comp.config.portal for p in self.portals.values()]
-        return configs[0].model_copy(update={
-            "sign_in_window_seconds": max(c.sign_in_window_seconds for c in configs),
-            "sign_in_failures_per_address": min(c.sign_in_failures_per_address
-                                                for c in configs),
-            "sign_in_attempts_per_token_prefix": min(c.sign_in_attempts_per_token_prefix
-                                                     for c in configs)})
 
 
 def create_course_app(members: list[Member], store_url: str | None = None, *,
@@ -66,8 +39,6 @@ def create_course_app(members: list[Member], store_url: str | None = None, *,
                       scorer_spec: str = DEFAULT_SCORER) -> FastAPI:
     """The course's app over `members` (board.course.course_members). `runner`: the one
     runner of every competition's jobs (default: two threads of this process)."""
-    from competition.interfaces.web.routers import course as course_routes
-
     trust = env_flag(TRUST_PROXY_ENV) if trust_proxy is None else trust_proxy
     shared = SharedRunner(runner or ThreadRunner(2))
     sign_ins = SignInLimits()
@@ -114,22 +85,3 @@ def create_course_app(members: list[Member], store_url: str | None = None, *,
 
     log.info("course of %d competitions: %s", len(portals), ", ".join(portals))
     return app
-
-
-def course_of(request: Request) -> Course:
-    found: Course = request.app.state.course
-    return found
-
-
-def same_origin(request: Request) -> None:
-    """As a competition's (dependencies.same_origin): a state-changing request from a page
-    of another origin is refused."""
-    if request.method not in UNSAFE_METHODS:
-        return
-    origin = request_origin(request)
-    if origin is None:
-        return
-    own = course_of(request).site.own_origin(request)
-    if origin.strip().lower() == "null" or normal_origin(origin) != own:
-        raise HTTPException(403, f"a request from another site ({origin[:100]}) may not change "
-                                 f"anything here; use this portal's own pages ({own})")

@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from competition.board.rules import utcnow
 from competition.board.sessions import Session
 from competition.interfaces.web.catalog import competition_summary
-from competition.interfaces.web.course import COURSE_PREFIX, Course, course_of
+from competition.interfaces.web.course_state import COURSE_PREFIX, Course, course_of
 from competition.interfaces.web.dependencies import form_field
 from competition.interfaces.web.prefix import base
 from competition.interfaces.web.rendering import TEMPLATES
