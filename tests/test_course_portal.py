@@ -276,3 +276,14 @@ def test_a_shared_runner_never_hands_out_more_than_its_workers():
     b.close()  # a share closes nothing
     assert b.submit(lambda: 1, key="x").result(timeout=10) == 1
     shared.close()
+
+
+def test_the_course_reads_rules_changed_since(course):
+    c = course.client
+    assert {x["slug"]: x["status"] for x in c.get("/api/competitions").json()} == \
+        {"em": "open", "nuclei": "open"}
+    set_rules(course.dirs["em"], deadline="2000-01-01T00:00:00")
+    listed = {x["slug"]: x for x in c.get("/api/competitions").json()}
+    assert listed["em"]["status"] == "closed" and listed["nuclei"]["status"] == "open"
+    assert 'href="/c/em/"' in re.search(r'<section id="closed">(.*?)</section>',
+                                        c.get("/").text, re.S).group(1)

@@ -30,6 +30,15 @@ class Course:
     sign_ins: SignInLimits
     runner: SharedRunner
 
+    def fresh(self) -> dict[str, Portal]:
+        """The portals, each with its competition.yaml read again if it changed (a
+        competition's own requests do this in its guard; the course's pages read dates and
+        sign in to every competition, and must see the rules in force too)."""
+        for p in self.portals.values():
+            if p.stale():
+                p.reload()
+        return self.portals
+
     def sign_in_rules(self) -> PortalConfig:
         """The strictest of the competitions' sign-in limits (a token tried at the course's
         sign-in is tried at every competition)."""

@@ -44,7 +44,7 @@ GROUPS = ("open", "upcoming", "closed")
 def summaries(request: Request, course: Course) -> list[CompetitionSummary]:
     now = utcnow()
     return [competition_summary(p.comp, slug, f"{base(request)}{COURSE_PREFIX}{slug}/", now)
-            for slug, p in course.portals.items()]
+            for slug, p in course.fresh().items()]
 
 
 def sessions_of(request: Request, course: Course) -> dict[str, Session]:
@@ -115,7 +115,7 @@ def course_login(request: Request, token: Annotated[str, Form(max_length=500)],
     token = token.strip()
     opened: dict[str, str] = {}
     if len(token) <= MAX_TOKEN_CHARS:
-        for slug, p in course.portals.items():
+        for slug, p in course.fresh().items():
             found = p.sessions.open(token, p.session_ttl)
             if found is not None:
                 opened[slug] = found[0]
