@@ -266,13 +266,20 @@ def test_a_shared_runner_never_hands_out_more_than_its_workers():
 
     shared = SharedRunner(ThreadRunner(2))
     a, b = shared.share(), shared.share()
-    release = threading.Event()
-    jobs = [a.submit(release.wait, 10, key=f"j{k}") for k in range(2)]
+    release = [threading.Event(), threading.Event()]
+    jobs = [a.submit(release[k].wait, 10, key=f"j{k}") for k in range(2)]
     assert a.capacity() == 2 and b.capacity() == 0  # a's own running jobs are a's to count
-    release.set()
-    for job in jobs:
-        job.result(timeout=10)
-    assert b.capacity() == 2
+    # b has jobs waiting: a may keep only an even part of the workers, so the worker a's
+    # first job frees goes to b, however soon a asks.
+    b.wanting(True)
+    assert a.capacity() == 1
+    release[0].set()
+    jobs[0].result(timeout=10)
+    assert a.capacity() - a.busy() == 0 and b.capacity() == 1
+    b.wanting(False)
+    release[1].set()
+    jobs[1].result(timeout=10)
+    assert a.capacity() == 2 and b.capacity() == 2
     b.close()  # a share closes nothing
     assert b.submit(lambda: 1, key="x").result(timeout=10) == 1
     shared.close()

@@ -173,7 +173,10 @@ class SharedRunner:
     per competition). Each competition's dispatcher gets a `share`: what it sees as free is
     what the other competitions' jobs leave of the workers, so together they never claim
     more jobs than there are workers (a claimed job waiting in the runner's queue could not
-    be passed by another team's: see Dispatcher._step). Limits (daily limit, sizes) stay each
+    be passed by another team's: see Dispatcher._step). While other competitions have jobs
+    waiting (`RunnerShare.wanting`), a share gets at most an even part of the workers: a
+    competition with a long queue, whose dispatcher is woken the moment one of its jobs ends,
+    would otherwise take every worker freed. Limits (daily limit, sizes) stay each
     competition's: they are checked before a job is queued."""
 
     def __init__(self, runner: Runner) -> None:
@@ -187,9 +190,11 @@ class SharedRunner:
             self._shares.append(share)
         return share
 
-    def busy_outside(self, share: RunnerShare) -> int:
+    def busy_outside(self, share: RunnerShare) -> tuple[int, int]:
+        """(jobs of the other shares not done, how many of those shares have jobs waiting)."""
         with self._lock:
-            return sum(other.busy() for other in self._shares if other is not share)
+            others = [other for other in self._shares if other is not share]
+            return sum(o.busy() for o in others), sum(o.is_wanting() for o in others)
 
     def close(self) -> None:
         self.runner.close()
@@ -198,10 +203,23 @@ class SharedRunner:
 class RunnerShare:
     """One competition's view of a SharedRunner (see there); closing it closes nothing."""
 
+    # How long a share's word that its jobs wait holds (its dispatcher says it again at every
+    # poll, 0.5 s): a stopped dispatcher holds back nobody for long.
+    WANTING_SECONDS = 5.0
+
     def __init__(self, shared: SharedRunner) -> None:
         self.shared = shared
         self._futures: list[Any] = []
         self._lock = threading.Lock()
+        self._wanting_since: float | None = None
+
+    def wanting(self, waiting: bool) -> None:
+        """Whether this competition has jobs waiting for a worker now."""
+        self._wanting_since = time.monotonic() if waiting else None
+
+    def is_wanting(self) -> bool:
+        since = self._wanting_since
+        return since is not None and time.monotonic() - since < self.WANTING_SECONDS
 
     def busy(self) -> int:
         """Jobs of this share not done yet (the done ones are forgotten)."""
@@ -210,7 +228,12 @@ class RunnerShare:
             return len(self._futures)
 
     def capacity(self) -> int:
-        return max(0, self.shared.runner.capacity() - self.shared.busy_outside(self))
+        total = self.shared.runner.capacity()
+        busy, wanting = self.shared.busy_outside(self)
+        free_here = max(0, total - busy)
+        if not wanting:
+            return free_here
+        return min(free_here, max(1, total // (wanting + 1)))  # an even part at most
 
     def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any:
         future = self.shared.runner.submit(fn, *args, key=key)
