@@ -184,6 +184,12 @@ def test_unknown_token_and_csrf_are_refused_at_the_course_sign_in(course):
                                      "csrf_token": form_token(page.text)},
                      headers={"Origin": "http://evil.example"})
     assert foreign.status_code == 403
+    # The course's own routes are guarded as a competition's are.
+    big = c.post("/login", content=b"token=" + b"x" * 100_000,
+                 headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert big.status_code == 413
+    assert c.get("/" + "a" * 3000).status_code == 414
+    assert c.get("/c/nuclei/%00").status_code == 400
 
 
 def test_course_sign_in_is_rate_limited(demo_dirs, tmp_path, capsys):
