@@ -226,37 +226,46 @@ def test_duplicate_folder_names_and_ids_are_refused(demo_dirs, tmp_path, capsys)
 LINK = re.compile(r'(?:href|action|src)="([^"]*)"')
 
 
-def test_every_link_stays_under_the_prefix(course):
+@pytest.mark.parametrize("slug", ["nuclei", "em"])
+def test_every_link_stays_under_the_prefix(course, slug):
     c = course.client
     organizer = TestClient(course.app)
-    assert course.sign_in(c, course.team_tokens["nuclei"]).status_code == 303
-    assert course.sign_in(organizer, course.organizer["nuclei"]).status_code == 303
+    assert course.sign_in(c, course.team_tokens[slug]).status_code == 303
+    assert course.sign_in(organizer, course.organizer[slug]).status_code == 303
+    name, data = course.sample(slug)
+    auth = {"Authorization": f"Bearer {course.team_tokens[slug]}"}
+    made = c.post(f"/c/{slug}/api/submissions", params={"wait": 60}, headers=auth,
+                  files={"file": (name, data)})
+    assert made.headers["location"] == f"/c/{slug}/api/submissions/{made.json()['id']}"
+    folders = [p.name for p in (course.dirs[slug] / "public").iterdir() if p.is_dir()]
     checked = 0
     for client, paths in ((c, ("/", "/submit", "/submissions", "/leaderboard",
-                               "/leaderboard/late", "/files/README.md", "/login")),
+                               "/leaderboard/late", "/files/README.md", "/login",
+                               "/files/no-such-file", *(f"/files/{f}/" for f in folders))),
                           (organizer, ("/organizer", "/leaderboard/private"))):
         for path in paths:
-            r = client.get(f"/c/nuclei{path}")
-            assert r.status_code == 200, path
+            r = client.get(f"/c/{slug}{path}")
+            assert r.status_code == (404 if "no-such" in path else 200), path
             if "text/html" not in r.headers["content-type"]:
                 continue
             for link in LINK.findall(r.text):
                 if urlsplit(link).scheme or link.startswith("#"):
                     continue  # another site, or this page
                 checked += 1
-                assert link.startswith("/c/nuclei/") or link in ("/login", "/logout", "/"), \
+                assert link.startswith(f"/c/{slug}/") or link in ("/login", "/logout", "/"), \
                     (path, link)
     assert checked > 20
-    # Redirects too: the 401 of a page goes to the course's sign-in.
+    # Redirects too: the 401 of a page goes to the course's sign-in, a selection back to
+    # the competition's submissions.
     anonymous = TestClient(course.app)
-    r = anonymous.get("/c/nuclei/submit", headers={"Accept": "text/html"},
+    r = anonymous.get(f"/c/{slug}/submit", headers={"Accept": "text/html"},
                       follow_redirects=False)
     assert r.headers["location"] == "/login"
-    name, data = course.sample("nuclei")
-    made = c.post("/c/nuclei/api/submissions",
-                  headers={"Authorization": f"Bearer {course.team_tokens['nuclei']}"},
-                  files={"file": (name, data)})
-    assert made.headers["location"].startswith("/c/nuclei/api/submissions/")
+    page = c.get(f"/c/{slug}/submissions")
+    selected = c.post(f"/c/{slug}/submissions/{made.json()['id']}/select",
+                      data={"csrf_token": form_token(page.text)}, follow_redirects=False)
+    assert selected.status_code == 303, selected.text
+    assert selected.headers["location"] == f"/c/{slug}/submissions"
 
 
 def test_the_competitions_share_one_runner(course):
