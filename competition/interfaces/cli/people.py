@@ -159,10 +159,11 @@ def account_revoke(directory: Path = DIRECTORY,
 
 @roster_app.command("import")
 def roster_import(
-    paths: list[Path] = typer.Argument(..., metavar="DIR... ROSTER", help="The prepared "
-                                       "competitions (one, several, or a course folder "
-                                       "holding them), then the roster CSV: columns name, "
-                                       "and email or id (or both), optionally team."),
+    directories: list[Path] = typer.Argument(..., metavar="DIR", help="The prepared "
+                                             "competitions (one, several, or a course folder "
+                                             "holding them)."),
+    roster: Path = typer.Argument(..., help="The roster CSV: columns name, and email or id "
+                                  "(or both), optionally team."),
     sheet: Path = typer.Option(..., "--out", help="A new CSV for the tokens of the new "
                                "accounts (name, id, email, team, token); never overwritten."),
 ) -> None:
@@ -175,9 +176,6 @@ def roster_import(
     from competition.board.course import course_members
     from competition.board.roster import read_roster
 
-    if len(paths) < 2:
-        raise CompetitionError("give the competition folder(s), then the roster CSV")
-    *directories, roster = paths
     members = course_members(directories)
     students = read_roster(_roster_text(roster), str(roster))
     boards = [board_of(m.directory) for m in members]

@@ -85,7 +85,7 @@ def serve(
     directories: list[Path] = typer.Argument(..., help="A prepared competition; several, or "
                                              "a course folder holding prepared ones, serve a "
                                              "course (each at /c/FOLDER-NAME/).",
-                                             metavar="DIR..."),
+                                             metavar="DIR"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     trust_proxy: bool = typer.Option(False, "--trust-proxy", envvar="COMPETITION_TRUST_PROXY",
