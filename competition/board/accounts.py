@@ -39,6 +39,19 @@ class ImportReport:
     changes: list[str] = field(default_factory=list)  # of existing accounts, one line each
     unchanged: int = 0  # existing accounts the roster left as they were
     absent: list[str] = field(default_factory=list)  # accounts not in this roster (kept)
+    # New accounts given the token the student has already in another competition of the
+    # course (course_roster.py): not in the sheet, their token is known to them.
+    joined: list[str] = field(default_factory=list)
+
+
+# A new account's token: (its hash, or None for no token; the token itself when it is new,
+# to be shown once, else None).
+TokenSource = Callable[[Student], tuple[str | None, str | None]]
+
+
+def fresh_token(s: Student) -> tuple[str | None, str | None]:
+    token = new_token()
+    return token_hash(token), token
 
 
 class Accounts:
@@ -50,13 +63,34 @@ class Accounts:
         with db.read(self.ctx.engine) as conn:
             return store.every(conn)
 
+    def known_tokens(self, students: list[Student]) -> list[tuple[bool, str | None]]:
+        """For each student: whether this store has their account, and its token hash (None:
+        none, or revoked). A row naming two students counts as unknown here (the import
+        refuses it)."""
+        with db.read(self.ctx.engine) as conn:
+            known = store.every(conn)
+            hashes = store.token_hashes(conn)
+        by_id = {a["student_id"]: a for a in known if a["student_id"] is not None}
+        by_email = {a["email"]: a for a in known if a["email"] is not None}
+        found: list[tuple[bool, str | None]] = []
+        for s in students:
+            try:
+                account = _match(s, by_id, by_email)
+            except RuleError:
+                account = None
+            found.append((False, None) if account is None else (True, hashes[account["id"]]))
+        return found
+
     def import_roster(self, students: list[Student], source: str,
-                      keep_sheet: Callable[[list[Issued]], None]) -> ImportReport:
+                      keep_sheet: Callable[[list[Issued]], None],
+                      token_of: TokenSource = fresh_token) -> ImportReport:
         """Create an account for each new student (and the teams named), and bring existing
         ones up to date (name, email or id filled in, team moved where the roster names one);
         students of the store missing from the roster are kept as they are. Existing tokens
         never change. All of it in one transaction, which commits only once `keep_sheet` has
-        kept the new tokens (a sheet that cannot be written changes nothing)."""
+        kept the new tokens (a sheet that cannot be written changes nothing). `token_of`
+        gives each new account its token (a course gives one student one token in each of
+        its competitions: course_roster.py)."""
         report = ImportReport()
         now = self.ctx.now()
         with db.write(self.ctx.engine) as conn:
@@ -70,7 +104,11 @@ class Accounts:
                     account = _match(s, by_id, by_email)
                     field_name = "team"  # what creating or updating it can fail on
                     if account is None:
-                        report.issued.append(self._create(conn, s, now))
+                        issued = self._create(conn, s, now, token_of)
+                        if issued.token:
+                            report.issued.append(issued)
+                        else:
+                            report.joined.append(s.label)
                     else:
                         seen.add(account["id"])
                         said = self._update(conn, account, s)
@@ -87,16 +125,17 @@ class Accounts:
             keep_sheet(report.issued)
         return report
 
-    def _create(self, conn: Connection, s: Student, now: Any) -> Issued:
+    def _create(self, conn: Connection, s: Student, now: Any,
+                token_of: TokenSource) -> Issued:
         team = s.team or s.name  # no team given: a team of one, named after the student
         team_id = _participant_team(conn, team, now)
         if s.team is None and team_store.kept_rows(conn, team_id)["students"]:
             raise RuleError(f"no team is given for {s.label}, and the team {team!r} (named "
                             "after the student) has other students: give a team")
-        token = new_token()
-        store.insert_account(conn, s.name, s.email, s.student_id, team_id, token_hash(token),
-                             now)
-        return Issued(s.name, s.student_id, s.email, team_store.names(conn)[team_id], token)
+        digest, token = token_of(s)
+        store.insert_account(conn, s.name, s.email, s.student_id, team_id, digest, now)
+        return Issued(s.name, s.student_id, s.email, team_store.names(conn)[team_id],
+                      token or "")
 
     def _update(self, conn: Connection, account: dict[str, Any], s: Student) -> list[str]:
         """Bring an existing account in line with its roster row; what changed, in words."""

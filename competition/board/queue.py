@@ -132,6 +132,12 @@ class Queue:
                     lost.append(claim)
         return lost
 
+    def waiting(self) -> bool:
+        """Whether a job waits to be claimed (a course's shared runner gives competitions with
+        jobs waiting their even part of the workers: jobs.runners.SharedRunner)."""
+        with db.read(self.ctx.engine) as conn:
+            return jobs.any_claimable(conn, self.ctx.now())
+
     def held_elsewhere(self) -> tuple[int, dt.datetime | None]:
         """Jobs held under a lease that still runs, and when the last of those leases runs
         out (what a drain leaves to their holders, or to a later claim)."""

@@ -23,7 +23,7 @@ from competition.board.queue import Claim, Queue, holder_name
 from competition.board.scorer_process import ScoredFile
 from competition.board.status import Status
 from competition.jobs.job import DEFAULT_SCORER, record, run_job, track_job
-from competition.jobs.runners import Runner
+from competition.jobs.runners import Runner, RunnerShare
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,11 @@ class Dispatcher:
                 for claim in self.queue.claim(free):
                     self._start(claim)
                     claimed += 1
+            if isinstance(self.runner, RunnerShare):
+                # Sharing workers with other competitions: say whether jobs of this one
+                # still wait, so that a busier one leaves this one its part.
+                self.runner.wanting(claimed == free > 0 or
+                                    (free <= 0 and self.queue.waiting()))
             if time.monotonic() - self._last_renewal > self.lease_seconds / 3:
                 self._renew()
                 self._sweep_tracking()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -165,3 +166,80 @@ class DaskRunner:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+class SharedRunner:
+    """One runner for the competitions of a course (one LocalCluster or thread pool, not one
+    per competition). Each competition's dispatcher gets a `share`: what it sees as free is
+    what the other competitions' jobs leave of the workers, so together they never claim
+    more jobs than there are workers (a claimed job waiting in the runner's queue could not
+    be passed by another team's: see Dispatcher._step). While other competitions have jobs
+    waiting (`RunnerShare.wanting`), a share gets at most an even part of the workers: a
+    competition with a long queue, whose dispatcher is woken the moment one of its jobs ends,
+    would otherwise take every worker freed. Limits (daily limit, sizes) stay each
+    competition's: they are checked before a job is queued."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._lock = threading.Lock()
+        self._shares: list[RunnerShare] = []
+
+    def share(self) -> RunnerShare:
+        share = RunnerShare(self)
+        with self._lock:
+            self._shares.append(share)
+        return share
+
+    def busy_outside(self, share: RunnerShare) -> tuple[int, int]:
+        """(jobs of the other shares not done, how many of those shares have jobs waiting)."""
+        with self._lock:
+            others = [other for other in self._shares if other is not share]
+            return sum(o.busy() for o in others), sum(o.is_wanting() for o in others)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+class RunnerShare:
+    """One competition's view of a SharedRunner (see there); closing it closes nothing."""
+
+    # How long a share's word that its jobs wait holds (its dispatcher says it again at every
+    # poll, 0.5 s): a stopped dispatcher holds back nobody for long.
+    WANTING_SECONDS = 5.0
+
+    def __init__(self, shared: SharedRunner) -> None:
+        self.shared = shared
+        self._futures: list[Any] = []
+        self._lock = threading.Lock()
+        self._wanting_since: float | None = None
+
+    def wanting(self, waiting: bool) -> None:
+        """Whether this competition has jobs waiting for a worker now."""
+        self._wanting_since = time.monotonic() if waiting else None
+
+    def is_wanting(self) -> bool:
+        since = self._wanting_since
+        return since is not None and time.monotonic() - since < self.WANTING_SECONDS
+
+    def busy(self) -> int:
+        """Jobs of this share not done yet (the done ones are forgotten)."""
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()]
+            return len(self._futures)
+
+    def capacity(self) -> int:
+        total = self.shared.runner.capacity()
+        busy, wanting = self.shared.busy_outside(self)
+        free_here = max(0, total - busy)
+        if not wanting:
+            return free_here
+        return min(free_here, max(1, total // (wanting + 1)))  # an even part at most
+
+    def submit(self, fn: Callable[..., Any], *args: Any, key: str) -> Any:
+        future = self.shared.runner.submit(fn, *args, key=key)
+        with self._lock:
+            self._futures.append(future)
+        return future
+
+    def close(self) -> None:
+        pass  # the course closes the shared runner once, after every dispatcher stopped

@@ -36,7 +36,7 @@ def matching(conn: Connection, text: str) -> list[dict[str, Any]]:
 
 
 def insert_account(conn: Connection, name: str, email: str | None, student_id: str | None,
-                   team_id: int, token_sha256: str, created_at: datetime) -> int:
+                   team_id: int, token_sha256: str | None, created_at: datetime) -> int:
     try:
         inserted = conn.execute(insert(accounts).values(
             name=name, email=email, student_id=student_id, team_id=team_id,
@@ -52,3 +52,9 @@ def change(conn: Connection, account_id: int, **values: Any) -> None:
     """Set columns of one account (name, email, student_id, team_id, token_sha256)."""
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
+
+
+def token_hashes(conn: Connection) -> dict[int, str | None]:
+    """Every account's token hash by account id (None: revoked)."""
+    return {r.id: r.token_sha256 for r in conn.execute(select(accounts.c.id,
+                                                              accounts.c.token_sha256))}

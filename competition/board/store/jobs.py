@@ -131,6 +131,12 @@ def holds(conn: Connection, submission_id: int, token: str) -> bool:
     return row is not None and row.claim_token == token and row.status == Status.SCORING
 
 
+def any_claimable(conn: Connection, now: dt.datetime) -> bool:
+    """Whether a job waits to be claimed (one indexed row at most)."""
+    return conn.execute(select(submissions.c.id).where(_claimable(now)).limit(1)).first() \
+        is not None
+
+
 def held(conn: Connection, now: dt.datetime) -> tuple[int, dt.datetime | None]:
     """Jobs held under a lease that still runs, and when the last of those leases ends."""
     row = conn.execute(select(func.count(), func.max(submissions.c.lease_until)).where(

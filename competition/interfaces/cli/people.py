@@ -159,7 +159,9 @@ def account_revoke(directory: Path = DIRECTORY,
 
 @roster_app.command("import")
 def roster_import(
-    directory: Path = DIRECTORY,
+    directories: list[Path] = typer.Argument(..., metavar="DIR", help="The prepared "
+                                             "competitions (one, several, or a course folder "
+                                             "holding them)."),
     roster: Path = typer.Argument(..., help="The roster CSV: columns name, and email or id "
                                   "(or both), optionally team."),
     sheet: Path = typer.Option(..., "--out", help="A new CSV for the tokens of the new "
@@ -168,11 +170,15 @@ def roster_import(
     """Create one account per student of the roster (and the teams it names), and write
     the new accounts' tokens to the sheet (stored hashed: the sheet is the only copy).
     Importing again adds newcomers and reports changes (a student moved to another team);
-    existing accounts keep their tokens and are not in the sheet."""
+    existing accounts keep their tokens and are not in the sheet. With several competitions,
+    each student gets one token valid in all of them (a student known to one of them keeps
+    that token); if any of them refuses the roster, none is changed."""
+    from competition.board.course import course_members
     from competition.board.roster import read_roster
 
+    members = course_members(directories)
     students = read_roster(_roster_text(roster), str(roster))
-    board = board_of(directory)
+    boards = [board_of(m.directory) for m in members]
     if sheet.exists():
         raise CompetitionError(f"{sheet} exists already: a token sheet is never overwritten "
                                "(its tokens cannot be shown again); choose another --out")
@@ -182,23 +188,38 @@ def roster_import(
         _write_sheet(sheet, issued)
         written.append(sheet)
 
+    notes: list[str] = []
     try:
-        report = board.accounts.import_roster(students, str(roster), keep_sheet)
+        if len(boards) == 1:
+            reports = [boards[0].accounts.import_roster(students, str(roster), keep_sheet)]
+        else:
+            from competition.board.course_roster import import_course_roster
+
+            reports, plan = import_course_roster(boards, [m.slug for m in members], students,
+                                                 str(roster), keep_sheet)
+            notes = plan.notes
     except BaseException:
-        if written:  # the store kept nothing: neither may the sheet
+        if written:  # the stores kept nothing: neither may the sheet
             sheet.unlink(missing_ok=True)
         raise
-    out(f"{len(report.issued)} new account(s); tokens in {escape(str(sheet))} (the only "
+    first = reports[0]
+    out(f"{len(first.issued)} new account(s); tokens in {escape(str(sheet))} (the only "
         "copy: hand them out, keep the file safe)")
-    for line in report.changes:
-        out(f"changed: {escape(line)}")
-    if report.unchanged:
-        out(f"{report.unchanged} existing account(s) unchanged")
-    if report.changes or report.unchanged:
+    for member, report in zip(members, reports, strict=True):
+        where = f"{member.slug}: " if len(members) > 1 else ""
+        for line in report.joined:
+            out(f"{where}new account with the token the student has already: {escape(line)}")
+        for line in report.changes:
+            out(f"{where}changed: {escape(line)}")
+        if report.unchanged:
+            out(f"{where}{report.unchanged} existing account(s) unchanged")
+        for line in report.absent:
+            out(f"{where}not in this roster (kept): {escape(line)}")
+    if any(r.changes or r.unchanged or r.joined for r in reports):
         out("existing accounts keep their tokens and are not in the sheet (`competition "
             "account reissue` gives one student a new token)")
-    for line in report.absent:
-        out(f"not in this roster (kept): {escape(line)}")
+    for line in notes:
+        out(f"note: {escape(line)}")
 
 
 def _roster_text(roster: Path) -> str:

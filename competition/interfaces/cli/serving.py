@@ -82,7 +82,10 @@ def tracking_users(
 
 @app.command()
 def serve(
-    directory: Path = typer.Argument(..., help="A prepared competition."),
+    directories: list[Path] = typer.Argument(..., help="A prepared competition; several, or "
+                                             "a course folder holding prepared ones, serve a "
+                                             "course (each at /c/FOLDER-NAME/).",
+                                             metavar="DIR"),
     host: str = typer.Option("127.0.0.1", help="Address to listen on."),
     port: int = typer.Option(8000, help="Port to listen on."),
     trust_proxy: bool = typer.Option(False, "--trust-proxy", envvar="COMPETITION_TRUST_PROXY",
@@ -108,25 +111,43 @@ def serve(
     scorer: str = typer.Option("competition.board.scorer_process:ChildScorer", hidden=True,
                                help="The scorer class of the jobs (tests, benchmarks)."),
 ) -> None:
-    """Start the course portal (pages and JSON API) on this competition.
+    """Start the course portal (pages and JSON API) on one competition, or on a course.
 
-    Uploads are queued and scored as jobs on a Dask cluster (the deployment guide,
-    docs/deploy.md, shows a cluster of several hosts). The competition's store is migrated
-    first, where this version of the harness needs a newer schema."""
+    One competition is served at the root. Several (`serve data/nuclei data/em`, or a folder
+    whose subfolders are prepared competitions) make a course: a home page listing them, each
+    at /c/FOLDER-NAME/, one sign-in for all, one job queue. Uploads are queued and scored
+    as jobs on a Dask cluster (the deployment guide, docs/deploy.md, shows a cluster of
+    several hosts). Each competition's store is migrated first, where this version of the
+    harness needs a newer schema."""
     import uvicorn
 
+    from competition.board.course import course_members
     from competition.interfaces.web.app import create_app
+    from competition.interfaces.web.course import create_course_app
     from competition.jobs.runners import DaskRunner, ThreadRunner
 
-    _migrate_store(directory, quiet_if_current=True)
+    # Every folder is checked (names, ids) before any store is touched or a cluster started.
+    members = course_members(directories)
+    for member in members:
+        _migrate_store(member.directory, quiet_if_current=True)
     runner = ThreadRunner(workers or 2) if threads else \
         DaskRunner(scheduler, workers, certs=cluster_certs)
     try:
-        web_app = create_app(directory, trust_proxy=trust_proxy, session_hours=session_hours,
-                             runner=runner, scorer_spec=scorer)
         where = "threads" if threads else (scheduler or "a LocalCluster")
-        out(f"serving {directory} on http://{host}:{port}/ (API docs at /docs); scoring jobs "
-            f"on {where}; organizer token: `competition organizer-token DIR`")
+        if len(members) == 1:
+            web_app = create_app(members[0].directory, trust_proxy=trust_proxy,
+                                 session_hours=session_hours, runner=runner,
+                                 scorer_spec=scorer)
+            out(f"serving {members[0].directory} on http://{host}:{port}/ (API docs at /docs); "
+                f"scoring jobs on {where}; organizer token: `competition organizer-token DIR`")
+        else:
+            web_app = create_course_app(members, trust_proxy=trust_proxy,
+                                        session_hours=session_hours, runner=runner,
+                                        scorer_spec=scorer)
+            out(f"serving a course of {len(members)} competitions on http://{host}:{port}/; "
+                f"scoring jobs on {where}:")
+            for member in members:
+                out(f"  /c/{member.slug}/  {escape(str(member.directory))}")
         # The forwarded headers are the portal's to judge (--trust-proxy), not uvicorn's.
         uvicorn.run(web_app, host=host, port=port, log_level="warning", proxy_headers=False)
     finally:

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from competition.interfaces.web.prefix import local_path
 from competition.interfaces.web.security import (
     CSRF_COOKIE,
     CSRF_FIELD,
@@ -55,7 +56,7 @@ def viewer(request: Request) -> Viewer | None:
                 client_address(request, trust_proxy=p.site.trust_proxy), token,
                 p.comp.config.portal)
             if refusal is not None and (
-                    request.url.path.startswith("/api/") or
+                    local_path(request).startswith("/api/") or
                     "text/html" not in request.headers.get("accept", "text/html")):
                 state.viewer, state.viewer_resolved = None, True
                 # (A page is served as to nobody instead: its error pages ask who is viewing
@@ -99,7 +100,7 @@ async def signed_in(request: Request) -> Viewer:
     # A cookie is sent by the browser whoever made the page: a state change on its strength
     # needs the session's CSRF token. (Uploads check theirs while streaming, before the file.)
     if v.via == "session" and request.method in UNSAFE_METHODS and \
-            request.url.path not in UPLOAD_PATHS:
+            local_path(request) not in UPLOAD_PATHS:
         supplied = request.headers.get(CSRF_HEADER) or await form_field(request, CSRF_FIELD)
         if not csrf_valid(request, supplied):
             raise HTTPException(403, CSRF_REFUSED)

@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from competition.board.context import Closed, LimitReached, RuleError, TooManyUploads
 from competition.board.rules import utc_day
 from competition.errors import CompetitionError
+from competition.interfaces.web.prefix import local_path_of
 from competition.interfaces.web.state import Portal
 from competition.interfaces.web.upload_slots import Reservation, SlotLimits
 from competition.interfaces.web.uploads import UPLOAD_PATHS, UploadRefused
@@ -104,8 +105,12 @@ def too_large(cap: int, *, upload: bool) -> HTTPException:
 
 
 class RequestGuard:
-    def __init__(self, app: ASGIApp, portal: Portal) -> None:
-        self.app, self.portal = app, portal
+    """`portal` None: a course's own routes (no uploads; paths under `passthrough`, the
+    mounted competitions, are left to their own guards after the path checks)."""
+
+    def __init__(self, app: ASGIApp, portal: Portal | None,
+                 passthrough: str | None = None) -> None:
+        self.app, self.portal, self.passthrough = app, portal, passthrough
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -121,10 +126,16 @@ class RequestGuard:
             await _refuse(scope, receive, send, 400,
                           "the path contains a control character (such as %00)")
             return
-        if self.portal.stale():
-            await run_in_threadpool(self.portal.reload)
-        upload = scope["method"] == "POST" and path in UPLOAD_PATHS
-        cap = upload_body_cap(self.portal) if upload else FORM_BODY_CAP
+        if self.portal is None:
+            if self.passthrough and local_path_of(scope).startswith(self.passthrough):
+                await self.app(scope, receive, send)
+                return
+            upload = False
+        else:
+            if self.portal.stale():
+                await run_in_threadpool(self.portal.reload)
+            upload = scope["method"] == "POST" and local_path_of(scope) in UPLOAD_PATHS
+        cap = upload_body_cap(self.portal) if upload and self.portal else FORM_BODY_CAP
         headers = Headers(scope=scope)
         length = declared_length(headers)
         if length == -1:

@@ -29,17 +29,16 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class CompetitionSummary(BaseModel):
-    """One competition of a portal's catalog (`GET /api/competitions`): what a participant
-    needs to find it; nothing about its submissions or scores."""
+    """One competition of the portal, as `GET /api/competitions` lists it (catalog.py)."""
 
-    id: str
-    slug: str
+    id: str | None  # competition.yaml's id (None for one prepared before ids)
+    slug: str  # the competition folder's name: its path in a course is /c/{slug}/
     title: str
-    kind: str  # the task (nuclei, em, landmarks, ...)
+    kind: str  # the task (nuclei, landmarks, ...)
     status: Literal["open", "upcoming", "closed"]
-    start: str | None  # ISO 8601 UTC, or null: open from the start
+    start: str | None  # ISO 8601 in UTC ("...Z"), or null when unset
     deadline: str | None
-    url: str  # its base address on this portal, relative ("/" alone here)
+    url: str  # the competition's base path: "/" served alone, "/c/{slug}/" in a course
 
 
 class PublicFile(BaseModel):

@@ -60,6 +60,10 @@ class Site:
     the portal's own origin and how its cookies are named and flagged."""
 
     trust_proxy: bool
+    # In a course, the competition's slug: its cookies get names of their own, so a session
+    # of one competition is never even sent as another's. (Names rather than a cookie
+    # `Path`: the `__Host-` prefix below requires path /.)
+    scope: str = ""
 
     def is_https(self, request: Request) -> bool:
         """Served over HTTPS, or behind a trusted proxy that says the browser used HTTPS."""
@@ -79,7 +83,8 @@ class Site:
         # Over HTTPS the `__Host-` prefix makes the browser refuse the cookie unless it is
         # Secure, host-only and for path /: a page on another port or a subdomain cannot
         # plant one.
-        return f"__Host-{name}" if self.is_https(request) else name
+        scoped = f"{name}-{self.scope}" if self.scope else name
+        return f"__Host-{scoped}" if self.is_https(request) else scoped
 
     def cookie(self, request: Request, name: str) -> str | None:
         return request.cookies.get(self.cookie_name(request, name))

@@ -61,17 +61,26 @@ class Portal:
 
     def __init__(self, directory: Path | str, store_url: str | None = None, *,
                  trust_proxy: bool | None = None, session_ttl: timedelta | None = None,
-                 runner: Runner | None = None, scorer_spec: str = DEFAULT_SCORER):
+                 runner: Runner | None = None, scorer_spec: str = DEFAULT_SCORER,
+                 slug: str | None = None, sign_ins: SignInLimits | None = None,
+                 own_runner: bool = True):
         """`runner`: where scoring jobs run (default: two threads of this process, each job
-        scoring in a child process; `competition serve` gives a Dask cluster)."""
+        scoring in a child process; `competition serve` gives a Dask cluster). In a course
+        (course.py): `slug` names the competition (its cookies carry it, and its pages link
+        to the course's sign-in); `sign_ins` are the course's counts of failed sign-ins,
+        shared by its competitions; with `own_runner` False the runner is shared and the
+        course closes it, not this portal."""
         self.directory = Path(directory)
         self.store_url = store_url
+        self.slug = slug
         self.site = Site(trust_proxy=env_flag(TRUST_PROXY_ENV) if trust_proxy is None
-                         else trust_proxy)
+                         else trust_proxy, scope=slug or "")
         hours = os.environ.get(SESSION_HOURS_ENV)
         self.session_ttl = session_ttl or (timedelta(hours=float(hours)) if hours
                                            else DEFAULT_TTL)
-        self.sign_ins = SignInLimits()  # failed sign-ins, kept across reloads
+        # Failed sign-ins, kept across reloads (a course shares one count: guessing at one
+        # competition's API is guessing at all of them).
+        self.sign_ins = sign_ins or SignInLimits()
         self.scorer = ChildScorer("forkserver")
         self._lock = threading.Lock()
         self._refused: tuple[int, int, int] | None = None
@@ -82,6 +91,7 @@ class Portal:
         # Scoring never happens in a request: accepted uploads are queued, and the
         # dispatcher (started with the first upload, or by the app's startup) runs them.
         self.runner = runner or ThreadRunner(2)
+        self.own_runner = own_runner
         self.dispatcher = Dispatcher(self.board, self.runner, store_url, scorer_spec)
         self.on_reload.append(self.dispatcher.rebind)
         # Uploads being received: slots and temporary space (kept across reloads).
@@ -155,7 +165,12 @@ class Portal:
 
     def stop_jobs(self) -> None:
         self.dispatcher.stop()
-        self.runner.close()
+        if self.own_runner:
+            self.runner.close()
+
+    @property
+    def in_course(self) -> bool:
+        return self.slug is not None
 
     def queued(self) -> None:
         """An upload was queued: make sure jobs run, and look now."""

@@ -13,12 +13,20 @@ from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.board.views import Entry, LateEntry, Outcome
 from competition.errors import SubmissionError
+from competition.interfaces.web.catalog import competition_summary
 from competition.interfaces.web.dependencies import PortalDep, SignedIn, TeamOnly, upload_csrf
 from competition.interfaces.web.exports import safe_file_name
 from competition.interfaces.web.guard import admitted_upload, refusal_status
+from competition.interfaces.web.prefix import url
 from competition.interfaces.web.publish import stream_zip
 from competition.interfaces.web.routers.pages import SubmissionId
-from competition.interfaces.web.schemas import ERRORS, CompetitionOut, ErrorOut, PublicFile
+from competition.interfaces.web.schemas import (
+    ERRORS,
+    CompetitionOut,
+    CompetitionSummary,
+    ErrorOut,
+    PublicFile,
+)
 from competition.interfaces.web.uploads import UPLOAD_SCHEMA, received_upload
 
 router = APIRouter(prefix="/api")
@@ -33,6 +41,15 @@ def api_competition(p: PortalDep, v: SignedIn) -> Any:
                           metric=p.comp.task.metric, rules=rules,
                           deadline_passed=p.board.private_visible,
                           public_files=p.public_files())
+
+
+@router.get("/competitions", response_model=list[CompetitionSummary])
+def api_competitions(request: Request, p: PortalDep) -> Any:
+    """The competitions served here (public, like the leaderboard): this one alone, or in a
+    course this one as the course's list has it (the course's own `/api/competitions` lists
+    them all)."""
+    slug = p.slug or p.directory.resolve().name
+    return [competition_summary(p.comp, slug, url(request, "/"))]
 
 
 @router.get("/files", response_model=list[PublicFile], responses=ERRORS)
@@ -104,7 +121,7 @@ async def api_submit(request: Request, p: PortalDep, v: TeamOnly,
         if wait:
             outcome = await p.outcome_within(outcome.id, v.team, wait)
     return JSONResponse(p.outcome_json(outcome, v), status_code=outcome_status(outcome),
-                        headers={"Location": f"/api/submissions/{outcome.id}"})
+                        headers={"Location": url(request, f"/api/submissions/{outcome.id}")})
 
 
 def outcome_status(outcome: Outcome) -> int:

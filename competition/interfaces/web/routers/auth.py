@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from starlette.concurrency import run_in_threadpool
 
 from competition.interfaces.web.dependencies import PortalDep, csrf_valid, form_field, viewer
+from competition.interfaces.web.prefix import url
 from competition.interfaces.web.rendering import error_page, page
 from competition.interfaces.web.security import (
     CSRF_COOKIE,
@@ -52,7 +53,7 @@ def login(request: Request, p: PortalDep, token: Annotated[str, Form(max_length=
         return page(request, "login.html", status=401, error="unknown token")
     p.sessions.revoke(p.site.cookie(request, SESSION_COOKIE))
     session_id, _ = opened
-    response = RedirectResponse("/", status_code=303)
+    response = RedirectResponse(url(request, "/"), status_code=303)
     p.site.set_cookie(response, request, SESSION_COOKIE, session_id,
                       max_age=int(p.session_ttl.total_seconds()))
     p.site.delete_cookie(response, request, CSRF_COOKIE)
@@ -67,6 +68,6 @@ async def logout(request: Request, p: PortalDep) -> Any:
         if not csrf_valid(request, supplied):
             return await run_in_threadpool(error_page, request, 403, CSRF_REFUSED)
         await run_in_threadpool(p.sessions.revoke, p.site.cookie(request, SESSION_COOKIE))
-    response = RedirectResponse("/leaderboard", status_code=303)
+    response = RedirectResponse(url(request, "/leaderboard"), status_code=303)
     p.site.delete_cookie(response, request, SESSION_COOKIE)
     return response

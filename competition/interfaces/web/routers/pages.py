@@ -22,6 +22,7 @@ from competition.interfaces.web.dependencies import (
 )
 from competition.interfaces.web.exports import safe_file_name
 from competition.interfaces.web.guard import admitted_upload, refusal_status
+from competition.interfaces.web.prefix import url
 from competition.interfaces.web.publish import description_html, folder_summary, stream_zip
 from competition.interfaces.web.rendering import page
 from competition.interfaces.web.uploads import UploadRefused, received_upload
@@ -127,7 +128,7 @@ def select_page(request: Request, submission_id: SubmissionId, p: PortalDep, v: 
     except RuleError as e:
         return page(request, "submissions.html", status=400, refusal=str(e),
                     rows=[p.outcome_json(o, v) for o in p.board.submissions.of_team(v.team)])
-    return RedirectResponse("/submissions", status_code=303)
+    return RedirectResponse(url(request, "/submissions"), status_code=303)
 
 
 @router.get("/leaderboard", response_class=HTMLResponse)
