@@ -55,8 +55,13 @@ def parse(model: type[Model], data: dict[str, Any], source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(model, err)
-                                                      for err in e.errors())) from None
+        # Each problem by its key too (e.g. "rules.daily_limit"), so that a form can show
+        # the message beside its field; the text is the one message either way.
+        problems = {".".join(str(part) for part in err["loc"]) or "(top level)":
+                    _describe(model, err) for err in e.errors()}
+        error = ConfigError(f"{source}: " + "; ".join(problems.values()))
+        error.problems = problems
+        raise error from None
 
 
 def load(model: type[Model], path: Path) -> Model:
@@ -108,7 +113,10 @@ def strict_model(name: str, keys: list[str]) -> type[BaseModel]:
 def _naive_utc(value: Any) -> Any:
     """Times are kept as naive UTC; a date alone is its midnight (UTC)."""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+        try:
+            return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+        except OverflowError:  # e.g. 9999-12-31T23:00-05:00: past the last UTC time
+            raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day)
     if isinstance(value, str):
