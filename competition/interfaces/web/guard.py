@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from competition.board.context import Closed, LimitReached, RuleError, TooManyUploads
+from competition.board.rule_edits import MAX_DESCRIPTION_BYTES
 from competition.board.rules import utc_day
 from competition.errors import CompetitionError
 from competition.interfaces.web.state import Portal
@@ -39,6 +40,11 @@ MAX_PATH_BYTES = 2048
 FORM_BODY_CAP = 64 * 1024
 # Boundaries, part headers and the CSRF token (the message's own allowance comes on top).
 MULTIPART_OVERHEAD = 64 * 1024
+# The description's routes take up to MAX_DESCRIPTION_BYTES of text, which a form (%XX) or
+# JSON (\uXXXX) may send as up to three times its UTF-8 bytes: past that, the route's own
+# refusal names the field and the limit.
+DESCRIPTION_PATHS = frozenset({"/organizer/description", "/api/organizer/description"})
+DESCRIPTION_BODY_CAP = 3 * MAX_DESCRIPTION_BYTES + FORM_BODY_CAP
 
 
 def upload_body_cap(portal: Portal) -> int:
@@ -124,7 +130,8 @@ class RequestGuard:
         if self.portal.stale():
             await run_in_threadpool(self.portal.reload)
         upload = scope["method"] == "POST" and path in UPLOAD_PATHS
-        cap = upload_body_cap(self.portal) if upload else FORM_BODY_CAP
+        cap = upload_body_cap(self.portal) if upload else \
+            DESCRIPTION_BODY_CAP if path in DESCRIPTION_PATHS else FORM_BODY_CAP
         headers = Headers(scope=scope)
         length = declared_length(headers)
         if length == -1:
