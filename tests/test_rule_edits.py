@@ -217,7 +217,13 @@ def test_the_api_edits_rules_with_the_models_messages_and_records_them(stored_po
                        ({"deadline": "soon"}, "rules.deadline: 'soon' is not an ISO date-time"),
                        ({"late_submissions": "perhaps"}, "rules.late_submissions"),
                        ({"ranking": "alphabetical"}, "rules.ranking"),
-                       ({"public_fraction": 0.5}, "rules.public_fraction: the split")):
+                       ({"public_fraction": 0.5}, "rules.public_fraction: the split"),
+                       # What a form or a script can send but a store or a clock cannot hold.
+                       ({"daily_limit": 10**20}, "rules.daily_limit: 100000000000000000000 "
+                                                 "is too large (at most 2,147,483,647)"),
+                       ({"max_submission_mb": "inf"}, "rules.max_submission_mb: inf is not a "
+                                                      "finite number"),
+                       ({"deadline": "9999-12-31T23:59:59-05:00"}, "out of range in UTC")):
         r = c.patch("/api/organizer/rules", json=body, headers=h)
         assert r.status_code == 422 and says in r.json()["detail"], (body, r.text)
         assert r.json()["detail"].startswith("competition.yaml: ")  # no server path
@@ -414,3 +420,18 @@ def test_a_description_over_the_limit_is_refused_naming_it(portal):
     again = c.put("/api/organizer/description", json={"description": "# x"},
                   headers={**h, "If-Match": etag})
     assert again.status_code == 409 and readme.read_text() == fits
+
+
+def test_a_file_broken_by_hand_is_named_and_not_overwritten(portal):
+    path = portal.root / "competition.yaml"
+    broken = path.read_text().replace("daily_limit: 3", "daily_limit: -3")
+    path.write_text(broken)
+    c, h = portal.client, portal.auth("organizer")
+    r = c.get("/api/organizer/rules", headers=h)
+    assert r.status_code == 409 and "rules.daily_limit" in r.json()["detail"]
+    edit = c.patch("/api/organizer/rules", json={"final_selections": 1}, headers=h)
+    assert edit.status_code == 422 and "rules.daily_limit" in edit.json()["detail"]
+    assert path.read_text() == broken
+    # Correcting it through the edit itself is fine.
+    fixed = c.patch("/api/organizer/rules", json={"daily_limit": 2}, headers=h)
+    assert fixed.status_code == 200 and "daily_limit: 2" in path.read_text()

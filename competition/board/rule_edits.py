@@ -184,7 +184,7 @@ def edit_rules(root: Path, engine: db.Engine, values: Mapping[str, Any], who: st
         raw = doc.get("rules") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{CONFIG}: rules: expected a mapping of rules to values")
-        old = _parsed(doc, root).rules.model_dump(mode="json")
+        old = _old_values(doc, raw, root)
         wanted = dict(values)
         if replace:  # the rules not given return to their defaults
             defaults = RulesConfig().model_dump(mode="json")
@@ -306,6 +306,24 @@ def _mapping(data: bytes, root: Path) -> dict[str, Any]:
 
 def _parsed(doc: dict[str, Any], root: Path) -> CompetitionConfig:
     return parse(CompetitionConfig, doc, CONFIG)
+
+
+def _old_values(doc: dict[str, Any], raw: dict[str, Any], root: Path) -> dict[str, Any]:
+    """The rules before the edit, as JSON values. A file broken by hand (say `daily_limit:
+    -3`) can be corrected by an edit: each rule is then read alone, an invalid value kept
+    as its text (the history shows what it was)."""
+    try:
+        return _parsed(doc, root).rules.model_dump(mode="json")
+    except ConfigError:
+        pass
+    values = RulesConfig().model_dump(mode="json")
+    for key in values.keys() & raw.keys():
+        try:
+            values[key] = RulesConfig.model_validate({key: raw[key]}).model_dump(
+                mode="json")[key]
+        except ValueError:  # pydantic's ValidationError is one
+            values[key] = str(raw[key])
+    return values
 
 
 def _config_error(problems: dict[str, str]) -> ConfigError:

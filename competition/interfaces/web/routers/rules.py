@@ -50,9 +50,20 @@ def _text(value: Any) -> str:
     return str(value)
 
 
+def _in_force(p: Portal) -> tuple[dict[str, Any], str]:
+    """The rules competition.yaml holds (JSON values) and its signature; a 409 when the file
+    was broken by hand (the portal keeps the earlier rules then: state.Portal.reload)."""
+    try:
+        rules, sig = rule_edits.rules_in_force(p.directory)
+    except ConfigError as e:
+        raise HTTPException(409, f"{e} (the earlier rules stay in force: correct "
+                                 "competition.yaml by hand first)") from None
+    return rules.model_dump(mode="json"), sig
+
+
 def _rules_page(request: Request, p: Portal, status: int = 200, **context: Any) -> Any:
-    rules, sig = rule_edits.rules_in_force(p.directory)
-    values = {k: _text(v) for k, v in rules.model_dump(mode="json").items()}
+    rules, sig = _in_force(p)
+    values = {k: _text(v) for k, v in rules.items()}
     return page(request, "organizer_rules.html", status, fields=rule_edits.editable(),
                 values={**values, **context.pop("given", {})}, signature=sig,
                 fixed=rule_edits.FIXED, history=rule_edits.history(p.board.engine),
@@ -118,9 +129,9 @@ async def description_submit(request: Request, p: PortalDep, v: OrganizerOnly) -
 # --- the API ------------------------------------------------------------------------------
 
 def _rules_json(p: Portal, **extra: Any) -> JSONResponse:
-    rules, sig = rule_edits.rules_in_force(p.directory)
+    rules, sig = _in_force(p)
     return JSONResponse({
-        "rules": rules.model_dump(mode="json"), "signature": sig,
+        "rules": rules, "signature": sig,
         "editable": [f.name for f in rule_edits.editable()], "fixed": rule_edits.FIXED,
         "changes": rule_edits.history_json(rule_edits.history(p.board.engine), who=True),
         **extra}, headers={"ETag": f'"{sig}"'})
