@@ -31,14 +31,18 @@ def portal(demo_dirs, tmp_path) -> Portal:
 
 
 @pytest.fixture
-def stored_portal(demo_dirs, tmp_path, store_url, monkeypatch) -> Portal:
+def stored_portal(demo_dirs, tmp_path, store_url, monkeypatch):
     """The portal on SQLite and on PostgreSQL (the CLI and the helper's Board use the same
     store, through COMPETITION_STORE_URL)."""
     if store_url:
         monkeypatch.setenv("COMPETITION_STORE_URL", store_url)
     root = tmp_path / "comp"
     shutil.copytree(demo_dirs["demo-nuclei"], root)
-    return Portal(root, daily_limit=3)
+    served = Portal(root, daily_limit=3)
+    yield served
+    # Its scoring jobs' thread stops before the PostgreSQL server does (no retries logged
+    # against a server that is gone).
+    served.app.state.portal.stop_jobs()
 
 
 class _Form(HTMLParser):
