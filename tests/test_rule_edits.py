@@ -207,6 +207,10 @@ def test_a_stale_form_gets_409_and_loses_nobodys_edit(portal):
                    headers={**h, "If-Match": etag})
     assert late.status_code == 409 and "changed since" in late.json()["detail"]
     assert yaml.safe_load(config_bytes(portal))["rules"]["daily_limit"] == 4
+    # `If-Match: *` (any version) and no If-Match at all: the edit applies to what is there.
+    assert c.patch("/api/organizer/rules", json={"daily_limit": 6},
+                   headers={**h, "If-Match": "*"}).status_code == 200
+    assert yaml.safe_load(config_bytes(portal))["rules"]["daily_limit"] == 6
 
 
 # --- the API and the store (SQLite and PostgreSQL) ----------------------------------------
@@ -332,6 +336,21 @@ def test_the_cli_shows_and_edits_the_rules_and_records_the_os_user(stored_portal
         {"field": "deadline", "old": "2026-12-31T23:59:00Z", "new": None}]
     whos = {h["who"] for h in shown["changes"]}
     assert whos == {f"cli:{getpass.getuser()}"}
+    # The description, from a Markdown file.
+    handout = root / "handout.md"
+    handout.write_text("# The course\n\nWelcome.\n")
+    code, out, err = run_cli(["rules", root, "--description", handout], capsys)
+    assert code == 0 and "changed: description" in out, err
+    assert (root / "public" / "README.md").read_text() == "# The course\n\nWelcome.\n"
+    handout.write_bytes(b"\xff\xfe not UTF-8")
+    code, _, err = run_cli(["rules", root, "--description", handout], capsys)
+    assert code == 2 and "--description" in err and "UTF-8" in err
+    handout.write_text("x" * (2 * rule_edits.MAX_DESCRIPTION_BYTES + 1))
+    code, _, err = run_cli(["rules", root, "--description", handout], capsys)
+    assert code == 2 and "description: " in err and "over the limit" in err
+    code, out, _ = run_cli(["rules", root, "--json"], capsys)
+    [latest, *_] = yaml.safe_load(out)["changes"]
+    assert (latest["field"], latest["who"]) == ("description", f"cli:{getpass.getuser()}")
 
 
 def test_an_edit_keeps_every_other_key_and_the_comments(portal):
@@ -421,6 +440,7 @@ def test_a_description_over_the_limit_is_refused_naming_it(portal):
               headers={**h, "If-Match": etag})
     assert r.status_code == 200 and r.json()["changed"] is True
     assert readme.read_text() == fits
+    assert not list(portal.root.glob("**/.README.md.*.tmp"))  # no temporary file is left
     again = c.put("/api/organizer/description", json={"description": "# x"},
                   headers={**h, "If-Match": etag})
     assert again.status_code == 409 and readme.read_text() == fits

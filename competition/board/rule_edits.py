@@ -227,14 +227,16 @@ def edit_description(root: Path, engine: db.Engine, markdown: str, who: str, *,
         # which version was in force when (and matches a copy an organizer kept), the text
         # itself is the file.
         change = Change("description", _version(old), _version(new))
-        _commit(engine, path, old, new, who, now(), [change])
+        # The temporary file is made beside public/, not in it: public/ is served as it is,
+        # and a file left by a crash there would be published.
+        _commit(engine, path, old, new, who, now(), [change], staging=Path(root))
     return change
 
 
 # --- the file and the store ---------------------------------------------------------------
 
 def _commit(engine: db.Engine, path: Path, old: bytes, new: bytes, who: str,
-            moment: datetime, changes: list[Change]) -> None:
+            moment: datetime, changes: list[Change], staging: Path | None = None) -> None:
     """Record the changes and put the new file in place: the rows commit only once the file
     is there; if the commit fails after it, the old file is put back."""
     replaced = False
@@ -242,18 +244,20 @@ def _commit(engine: db.Engine, path: Path, old: bytes, new: bytes, who: str,
         with db.write(engine) as conn:
             store.record(conn, moment, who, [(c.field, json.dumps(c.old), json.dumps(c.new))
                                              for c in changes])
-            _replace(path, new)
+            _replace(path, new, staging)
             replaced = True
     except BaseException:
         if replaced:
-            _replace(path, old)
+            _replace(path, old, staging)
         raise
 
 
-def _replace(path: Path, data: bytes) -> None:
+def _replace(path: Path, data: bytes, staging: Path | None = None) -> None:
     """`path` holds `data`, or (on any failure) what it held: a temporary file in the same
-    folder (so os.replace is atomic, and a reader never sees half a file), then renamed."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    folder (`staging`: another folder of the same file system), then renamed over it with
+    os.replace, which is atomic: a reader never sees half a file."""
+    fd, tmp = tempfile.mkstemp(dir=staging or path.parent, prefix=f".{path.name}.",
+                               suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -281,7 +285,11 @@ def _locked(root: Path) -> Iterator[None]:
 
 
 def _check_expected(data: bytes, expected: str | None, what: str) -> None:
-    if expected is not None and signature(data) != expected.strip().strip('"'):
+    """`expected`: a signature, or an HTTP If-Match's value (`"SIG"`, `W/"SIG"`; `*` is any
+    version)."""
+    if expected is None or expected.strip() == "*":
+        return
+    if signature(data) != expected.strip().removeprefix("W/").strip('"'):
         raise StaleEdit(f"{what} changed since this form was shown (another edit came "
                         "first); nothing was changed: reload the page and make your change "
                         "again")

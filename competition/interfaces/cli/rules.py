@@ -65,7 +65,15 @@ def rules_command(
                                           rule_edits.from_text(parse_sets(set_)), who)
     if description is not None:
         try:
-            text = description.read_text(encoding="utf-8")
+            # Read no more than could fit (CRLF line ends become LF): a huge file is refused
+            # without being read whole.
+            with description.open("rb") as f:
+                data = f.read(2 * rule_edits.MAX_DESCRIPTION_BYTES + 1)
+            if len(data) > 2 * rule_edits.MAX_DESCRIPTION_BYTES:
+                raise rule_edits.DescriptionTooLarge(
+                    f"description: {description} is over the limit of "
+                    f"{rule_edits.MAX_DESCRIPTION_BYTES:,} bytes; nothing was changed")
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise CompetitionError(f"--description {description}: cannot be read as UTF-8 "
                                    f"text ({e})") from None
