@@ -130,8 +130,11 @@ class RequestGuard:
         if self.portal.stale():
             await run_in_threadpool(self.portal.reload)
         upload = scope["method"] == "POST" and path in UPLOAD_PATHS
+        # (The route's own path: mounted under a prefix, scope["path"] includes root_path.)
+        root = scope.get("root_path", "")
+        own = path[len(root):] if root and path.startswith(root) else path
         cap = upload_body_cap(self.portal) if upload else \
-            DESCRIPTION_BODY_CAP if path in DESCRIPTION_PATHS else FORM_BODY_CAP
+            DESCRIPTION_BODY_CAP if own in DESCRIPTION_PATHS else FORM_BODY_CAP
         headers = Headers(scope=scope)
         length = declared_length(headers)
         if length == -1:
