@@ -433,6 +433,11 @@ def test_a_description_over_the_limit_is_refused_naming_it(portal):
     page = c.post("/organizer/description", data={**form, "description": big})
     assert page.status_code == 413 and "description: " in page.text
     assert readme.read_bytes() == old and history(portal) == []
+    # JSON can carry a lone surrogate, which no file can hold: a 422, not a 500.
+    odd = c.put("/api/organizer/description", content=b'{"description": "a\\ud800"}',
+                headers={**h, "Content-Type": "application/json"})
+    assert odd.status_code == 422 and odd.json()["detail"].startswith("description: ")
+    assert readme.read_bytes() == old
     # At the limit it is taken, through the API with its ETag.
     etag = c.get("/api/organizer/description", headers=h).headers["etag"]
     fits = "é" * (rule_edits.MAX_DESCRIPTION_BYTES // 2)

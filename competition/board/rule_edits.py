@@ -82,6 +82,10 @@ class DescriptionTooLarge(CompetitionError):
     """The new description is over MAX_DESCRIPTION_BYTES: nothing was written."""
 
 
+class InvalidDescription(CompetitionError):
+    """The new description is not text that UTF-8 can hold: nothing was written."""
+
+
 @dataclass(frozen=True)
 class RuleField:
     """One editable rule, as a form shows it."""
@@ -211,7 +215,11 @@ def edit_description(root: Path, engine: db.Engine, markdown: str, who: str, *,
     DescriptionTooLarge over MAX_DESCRIPTION_BYTES, a StaleEdit if the file is no longer
     `expected`."""
     # A browser's textarea sends CRLF line ends; the file keeps Markdown's plain ones.
-    new = markdown.replace("\r\n", "\n").encode("utf-8")
+    try:
+        new = markdown.replace("\r\n", "\n").encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate, which JSON's \uD800 can carry
+        raise InvalidDescription("description: not valid Unicode text (it holds a lone "
+                                 "surrogate); nothing was changed") from None
     if len(new) > MAX_DESCRIPTION_BYTES:
         raise DescriptionTooLarge(
             f"description: {len(new):,} bytes is over the limit of {MAX_DESCRIPTION_BYTES:,} "
@@ -422,6 +430,7 @@ def _shown(field: str, text: str | None) -> str:
     return str(value)
 
 
-__all__ = ["FIXED", "MAX_DESCRIPTION_BYTES", "Change", "DescriptionTooLarge", "RuleField",
+__all__ = ["FIXED", "MAX_DESCRIPTION_BYTES", "Change", "DescriptionTooLarge", "InvalidDescription",
+           "RuleField",
            "StaleEdit", "description", "edit_description", "edit_rules", "editable",
            "from_text", "history", "history_json", "rules_in_force", "signature"]

@@ -41,6 +41,10 @@ def _field_errors(e: ConfigError) -> dict[str, str]:
         {"": str(e)}
 
 
+def _encodable(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
 def _text(value: Any) -> str:
     """A rule's JSON value as the form shows it."""
     if value is None:
@@ -120,6 +124,8 @@ async def description_submit(request: Request, p: PortalDep, v: OrganizerOnly) -
             expected=expected if isinstance(expected, str) else "")
     except rule_edits.DescriptionTooLarge as e:
         return await run_in_threadpool(_description_page, request, p, 413, refusal=str(e))
+    except rule_edits.InvalidDescription as e:
+        return await run_in_threadpool(_description_page, request, p, 422, refusal=str(e))
     except rule_edits.StaleEdit as e:
         return await run_in_threadpool(_description_page, request, p, 409, refusal=str(e),
                                        given=text)
@@ -150,7 +156,10 @@ def _api_edit(p: Portal, v: Viewer, body: dict[str, Any], if_match: str | None, 
         changes = rule_edits.edit_rules(p.directory, p.board.engine, body, who(v),
                                         expected=if_match, replace=replace)
     except ConfigError as e:
-        return JSONResponse({"detail": str(e), "fields": _field_errors(e)}, status_code=422)
+        # The message may quote a key or value sent (a lone surrogate too): made encodable.
+        return JSONResponse({"detail": _encodable(str(e)), "fields": {
+            _encodable(k): _encodable(t) for k, t in _field_errors(e).items()}},
+            status_code=422)
     except rule_edits.StaleEdit as e:
         raise HTTPException(409, str(e)) from None
     p.reload()
@@ -194,6 +203,8 @@ def api_put_description(p: PortalDep, v: OrganizerOnly,
                                              expected=if_match)
     except rule_edits.DescriptionTooLarge as e:
         raise HTTPException(413, str(e)) from None
+    except rule_edits.InvalidDescription as e:
+        raise HTTPException(422, str(e)) from None
     except rule_edits.StaleEdit as e:
         raise HTTPException(409, str(e)) from None
     _, sig = rule_edits.description(p.directory)
