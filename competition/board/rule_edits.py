@@ -406,6 +406,12 @@ def _version(data: bytes) -> dict[str, Any]:
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
+def _time_rules() -> set[str]:
+    """The rules that are times (start, deadline, and any added later)."""
+    return {name for name, info in RulesConfig.model_fields.items()
+            if info.annotation is datetime or datetime in typing.get_args(info.annotation)}
+
+
 def _loaded(text: str | None) -> Any:
     if text is None:
         return None
@@ -425,7 +431,7 @@ def _shown(field: str, text: str | None) -> str:
         return "none"
     if isinstance(value, bool):
         return "yes" if value else "no"
-    if isinstance(value, str) and field in ("start", "deadline"):
+    if isinstance(value, str) and field in _time_rules():
         return value.replace("T", " ").removesuffix("Z") + " UTC"
     return str(value)
 
