@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import math
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -55,8 +56,13 @@ def parse(model: type[Model], data: dict[str, Any], source: str) -> Model:
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{source}: " + "; ".join(_describe(model, err)
-                                                      for err in e.errors())) from None
+        # Each problem by its key too (e.g. "rules.daily_limit"), so that a form can show
+        # the message beside its field; the text is the one message either way.
+        problems = {".".join(str(part) for part in err["loc"]) or "(top level)":
+                    _describe(model, err) for err in e.errors()}
+        error = ConfigError(f"{source}: " + "; ".join(problems.values()))
+        error.problems = problems
+        raise error from None
 
 
 def load(model: type[Model], path: Path) -> Model:
@@ -105,18 +111,24 @@ def strict_model(name: str, keys: list[str]) -> type[BaseModel]:
 
 # --- competition.yaml ---------------------------------------------------------------------
 
+MAX_INTEGER = 2**31 - 1  # what a database's INTEGER column holds
+
 def _naive_utc(value: Any) -> Any:
     """Times are kept as naive UTC; a date alone is its midnight (UTC)."""
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+        try:
+            return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value
+        except OverflowError:  # e.g. 9999-12-31T23:00-05:00: past the last UTC time
+            raise ValueError(f"{value.isoformat()} is out of range in UTC") from None
     if isinstance(value, dt.date):
         return dt.datetime(value.year, value.month, value.day)
     if isinstance(value, str):
         try:
-            return _naive_utc(dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+            parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise ValueError(f"{value!r} is not an ISO date-time (e.g. 2026-12-01T23:59:00Z)") \
                 from None
+        return _naive_utc(parsed)
     return value
 
 
@@ -159,6 +171,20 @@ class RulesConfig(BaseModel):
     scoring_cpu_seconds: PositiveInt = 120
 
     _times = field_validator("start", "deadline", mode="before")(_naive_utc)
+
+    @field_validator("*")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        """Every count fits a database integer (the daily limit is stored with each
+        submission) and every number is finite: rules are edited from forms and the API
+        (competition.board.rule_edits), where `1e30` or `inf` is one keystroke away."""
+        if isinstance(value, int) and not isinstance(value, bool) and value > MAX_INTEGER:
+            raise ValueError(f"{value} is too large (at most {MAX_INTEGER:,})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        if isinstance(value, float) and value > MAX_INTEGER:
+            raise ValueError(f"{value:g} is too large (at most {MAX_INTEGER:,})")
+        return value
 
     @field_serializer("start", "deadline")
     def _utc_text(self, value: dt.datetime | None) -> str | None:

@@ -36,7 +36,11 @@ class CompetitionDirError(CompetitionError):
 
 class ConfigError(CompetitionError):
     """A configuration file (competition.yaml, an entry's config, mlflow.yaml) is malformed:
-    the message names the file, the key and, for a misspelt key, the closest valid one."""
+    the message names the file, the key and, for a misspelt key, the closest valid one.
+    `problems`: the same, one message per key (dotted, e.g. "rules.daily_limit"), where the
+    model's validation found them."""
+
+    problems: dict[str, str] = {}  # noqa: RUF012 (replaced per instance, never mutated)
 
 
 class StoreVersionError(CompetitionError):

@@ -295,3 +295,40 @@ def test_one_database_holds_the_store_and_mlflow(demo_dirs, tmp_path, store_url,
     board.teams.add("owls", ["ann"])
     assert [t["team"] for t in board.teams.overview()] == ["owls"]
     board.engine.dispose()
+
+
+def test_a_store_at_0003_is_upgraded_to_0004_and_back(demo_dirs, tmp_path, store_url,
+                                                      monkeypatch, capsys):
+    """Revision 0004 adds rule_changes (the history of rule edits): a store at 0003 keeps
+    its rows and gets an empty history; downgraded, the history goes and nothing else."""
+    from competition.board import rule_edits
+
+    comp = copy_comp(demo_dirs, tmp_path)
+    if store_url:
+        monkeypatch.setenv("COMPETITION_STORE_URL", store_url)
+    url = url_of(comp, store_url)
+    board = Board(PreparedCompetition.open(comp))
+    token = board.teams.issue_token("owls")
+    rule_edits.edit_rules(comp, board.engine, {"daily_limit": 4}, "test")
+    board.engine.dispose()
+    engine = create_engine(url)
+
+    def alembic(command: str, revision: str) -> None:
+        with engine.begin() as conn:
+            migrations._alembic(conn, command, revision)
+
+    alembic("downgrade", "0003")
+    assert "rule_changes" not in set(inspect(engine).get_table_names())
+    with pytest.raises(StoreVersionError, match="revision 0003.*competition migrate"):
+        Board(PreparedCompetition.open(comp))
+    code, out, err = run_cli(["migrate", comp], capsys)
+    assert code == 0 and f"schema revision 0003 -> {migrations.HEAD}" in out, err
+    assert schema_differences(url) == []
+    board = Board(PreparedCompetition.open(comp))
+    assert board.teams.who(token) == ("team", "owls")  # the rows of 0003 are kept
+    assert rule_edits.history(board.engine) == []  # edits before 0004 were not recorded
+    rule_edits.edit_rules(comp, board.engine, {"daily_limit": 5}, "test")
+    assert [(h["field"], h["old"], h["new"]) for h in rule_edits.history(board.engine)] == [
+        ("daily_limit", "4", "5")]
+    board.engine.dispose()
+    engine.dispose()

@@ -192,3 +192,18 @@ sessions = Table(
     Column("revoked_at", DateTime),
 )
 Index("ix_sessions_credential", sessions.c.credential_sha256)
+
+# Rule edits (issue 28): every change an organizer made to the rules or the description
+# through the harness (the portal's pages and API, `competition rules --set`), one row per
+# field. The values are JSON text: the rule's value as competition.yaml holds it (null:
+# unset), or for the description its SHA-256 and length (see competition.board.rule_edits).
+# Public: participants see the history beside the rules in force.
+rule_changes = Table(
+    "rule_changes", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("changed_at", DateTime, nullable=False),  # UTC
+    Column("who", String(200), nullable=False),  # "organizer (page)", "cli:alice", ...
+    Column("field", String(100), nullable=False),
+    Column("old_value", Text),
+    Column("new_value", Text),
+)

@@ -4,10 +4,10 @@ Thin: parse, call a service, print. Start-up imports only Typer and this package
 each command imports what it uses, so `competition --help` loads no numpy, MLflow or
 TensorFlow, and scoring a CSV loads no mesh or deep-learning library.
 
-One module per area (competitions, scoring, submitting, training, serving, people); each adds its
-commands to `root.app` when imported here. A task adds its own commands under its name through
-the entry point group `competition.commands` (`plugins.add_task_commands`), e.g.
-`competition landmarks patches`.
+One module per area (competitions, scoring, submitting, training, serving, people, rules);
+each adds its commands to `root.app` when imported here. A task adds its own commands under
+its name through the entry point group `competition.commands` (`plugins.add_task_commands`),
+e.g. `competition landmarks patches`.
 
 Exit codes: 0 done; 2 refused (a malformed file, an invalid or failed submission, a rule, a
 usage error: one line on stderr, never a traceback); 1 an internal error; 130 interrupted.
@@ -30,7 +30,7 @@ __all__ = ["app", "main"]
 
 # Imported in this order, each adds its commands to `app`: `--help` lists them so.
 for _area in ("competitions", "scoring", "submitting", "remote", "training", "serving",
-              "people"):
+              "people", "rules"):
     importlib.import_module(f"competition.interfaces.cli.{_area}")
 add_task_commands(app)
 readable(app)  # flags without <bool>, arguments as DIRECTORY, docstrings unwrapped

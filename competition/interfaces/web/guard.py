@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from competition.board.context import Closed, LimitReached, RuleError, TooManyUploads
+from competition.board.rule_edits import MAX_DESCRIPTION_BYTES
 from competition.board.rules import utc_day
 from competition.errors import CompetitionError
 from competition.interfaces.web.prefix import local_path_of
@@ -40,6 +41,11 @@ MAX_PATH_BYTES = 2048
 FORM_BODY_CAP = 64 * 1024
 # Boundaries, part headers and the CSRF token (the message's own allowance comes on top).
 MULTIPART_OVERHEAD = 64 * 1024
+# The description's routes take up to MAX_DESCRIPTION_BYTES of text, which a form (%XX) or
+# JSON (\uXXXX) may send as up to three times its UTF-8 bytes: past that, the route's own
+# refusal names the field and the limit.
+DESCRIPTION_PATHS = frozenset({"/organizer/description", "/api/organizer/description"})
+DESCRIPTION_BODY_CAP = 3 * MAX_DESCRIPTION_BYTES + FORM_BODY_CAP
 
 
 def upload_body_cap(portal: Portal) -> int:
@@ -130,12 +136,15 @@ class RequestGuard:
             if self.passthrough and local_path_of(scope).startswith(self.passthrough):
                 await self.app(scope, receive, send)
                 return
-            upload = False
+            upload = description = False
         else:
             if self.portal.stale():
                 await run_in_threadpool(self.portal.reload)
-            upload = scope["method"] == "POST" and local_path_of(scope) in UPLOAD_PATHS
-        cap = upload_body_cap(self.portal) if upload and self.portal else FORM_BODY_CAP
+            own = local_path_of(scope)  # the route's own path, under any mount prefix
+            upload = scope["method"] == "POST" and own in UPLOAD_PATHS
+            description = own in DESCRIPTION_PATHS
+        cap = upload_body_cap(self.portal) if upload and self.portal else \
+            DESCRIPTION_BODY_CAP if description else FORM_BODY_CAP
         headers = Headers(scope=scope)
         length = declared_length(headers)
         if length == -1:

@@ -17,6 +17,9 @@ class CompetitionOut(BaseModel):
     rules: dict[str, int | float | bool | str | None]
     deadline_passed: bool
     public_files: list[str]
+    # The rules' history, newest first: {changed_at, field, old, new} (who changed them is
+    # the organizer's to see: GET /api/organizer/rules).
+    rule_changes: list[dict[str, Any]] = []
 
 
 class ErrorOut(BaseModel):

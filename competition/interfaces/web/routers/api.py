@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from competition.board import rule_edits
 from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.board.views import Entry, LateEntry, Outcome
@@ -40,7 +41,9 @@ def api_competition(p: PortalDep, v: SignedIn) -> Any:
     return CompetitionOut(name=p.comp.name, title=p.comp.title, task=p.comp.task.name,
                           metric=p.comp.task.metric, rules=rules,
                           deadline_passed=p.board.private_visible,
-                          public_files=p.public_files())
+                          public_files=p.public_files(),
+                          rule_changes=rule_edits.history_json(
+                              rule_edits.history(p.board.engine), who=False))
 
 
 @router.get("/competitions", response_model=list[CompetitionSummary])

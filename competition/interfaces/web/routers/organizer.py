@@ -8,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 
+from competition.board import rule_edits
 from competition.board.context import RuleError
 from competition.interfaces.web.dependencies import OrganizerOnly, PortalDep
 from competition.interfaces.web.exports import grades_csv, safe_file_name, submissions_csv
@@ -32,10 +33,15 @@ def _issue_token(p: Portal, name: str) -> str:
         raise HTTPException(400, str(e)) from None
 
 
+def _organizer(request: Request, p: Portal, **context: Any) -> Any:
+    return page(request, "organizer.html", teams=p.board.teams.overview(),
+                rows=p.board.submissions.all(), history=rule_edits.history(p.board.engine),
+                **context)
+
+
 @pages.get("", response_class=HTMLResponse)
 def organizer_page(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
-    return page(request, "organizer.html", teams=p.board.teams.overview(),
-                rows=p.board.submissions.all())
+    return _organizer(request, p)
 
 
 @pages.post("/token", response_class=HTMLResponse)
@@ -43,15 +49,13 @@ def organizer_issue_token(request: Request, p: PortalDep, v: OrganizerOnly,
                           team: Annotated[str, Form()]) -> Any:
     name = _team_name(team)
     token = _issue_token(p, name)
-    return page(request, "organizer.html", teams=p.board.teams.overview(),
-                rows=p.board.submissions.all(), issued=(name, token))
+    return _organizer(request, p, issued=(name, token))
 
 
 @pages.post("/rescore", response_class=HTMLResponse)
 def organizer_rescore(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
     changes = p.board.rescoring.rescore()
-    return page(request, "organizer.html", teams=p.board.teams.overview(),
-                rows=p.board.submissions.all(), changes=changes)
+    return _organizer(request, p, changes=changes)
 
 
 def _csv(text: str, name: str) -> PlainTextResponse:

@@ -10,6 +10,7 @@ from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from competition.board import rule_edits
 from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.errors import SubmissionError
@@ -42,7 +43,8 @@ def home(request: Request, p: PortalDep, v: SignedIn) -> Any:
     size = sum((p.public_root / f).stat().st_size for f in files)
     return page(request, "home.html",
                 description=description_html(readme.read_text()) if readme.exists() else "",
-                top_files=top, folders=folders, n_files=len(files), total_mb=size / 1e6)
+                top_files=top, folders=folders, n_files=len(files), total_mb=size / 1e6,
+                history=rule_edits.history(p.board.engine))
 
 
 @router.get("/files.zip")
