@@ -52,3 +52,10 @@ def change(conn: Connection, account_id: int, **values: Any) -> None:
     """Set columns of one account (name, email, student_id, team_id, token_sha256)."""
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
+
+
+def token_of(conn: Connection, account_id: int) -> str | None:
+    """The hash of the account's token (None: revoked)."""
+    found: str | None = conn.execute(select(accounts.c.token_sha256)
+                                     .where(accounts.c.id == account_id)).scalar()
+    return found

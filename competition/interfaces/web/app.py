@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from competition.interfaces.web.dependencies import same_origin
 from competition.interfaces.web.guard import RequestGuard
 from competition.interfaces.web.rendering import error_page
-from competition.interfaces.web.routers import api, auth, organizer, pages
+from competition.interfaces.web.routers import api, auth, organizer, pages, team
 from competition.interfaces.web.state import Portal
 from competition.jobs.job import DEFAULT_SCORER
 from competition.jobs.runners import Runner
@@ -50,7 +50,8 @@ def create_app(directory: Path | str, store_url: str | None = None, *,
     app.add_middleware(RequestGuard, portal=portal)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")),
               name="static")
-    for router in (auth.router, pages.router, api.router, organizer.pages, organizer.api):
+    for router in (auth.router, pages.router, api.router, team.pages, team.api,
+                   organizer.pages, organizer.api):
         app.include_router(router)
 
     @app.exception_handler(HTTPException)
