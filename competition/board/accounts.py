@@ -119,6 +119,9 @@ class Accounts:
                 said.append(f"{who}: moved from team {account['team']!r} to {s.team!r}")
         if values:
             store.change(conn, account["id"], **values)
+        if "team_id" in values:  # its sessions of the old team end for good
+            end_old_sessions(conn, [{"token_sha256": store.token_of(conn, account["id"])}],
+                             values["team_id"])
         return said
 
     def find(self, conn: Connection, text: str) -> dict[str, Any]:
