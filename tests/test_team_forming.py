@@ -23,6 +23,7 @@ from tests.test_bad_input import run_cli
 from tests.test_board_rules import Clock, board_of
 from tests.test_store import make_comp, variant
 from tests.test_web import Portal, form_token
+from tests.test_web_security import edit_rules
 
 START = dt.datetime(2026, 11, 20, 9, 0)
 DEADLINE = dt.datetime(2026, 12, 20, 12, 0)
@@ -282,7 +283,9 @@ def test_the_api_and_the_team_page(demo_dirs, tmp_path):
     def bearer(name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {who[name + '!token']}"}
 
-    assert c.get("/api/team", headers=portal.auth("owls")).status_code == 400  # shared token
+    shared = c.get("/api/team", headers=portal.auth("owls"))  # a team's shared token
+    assert shared.status_code == 403 and "their own token" in shared.json()["detail"]
+    assert c.get("/api/team", headers=portal.auth("organizer")).status_code == 403
     assert c.post("/api/team/invitations").status_code == 401
     made = c.post("/api/team/invitations", headers=bearer("Ana"))
     assert made.status_code == 201, made.text
@@ -324,3 +327,11 @@ def test_the_api_and_the_team_page(demo_dirs, tmp_path):
     after = c.get("/team")
     assert after.status_code == 200 and "in team <strong>owls</strong>" in after.text
     assert sorted(board.team_forming.view(who["Ana"])["members"]) == ["Ana", "Flo", "Gus"]
+    # Frozen: every change is a 403 naming the merger deadline; the page says so.
+    edit_rules(root, deadline="2099-01-01T00:00:00Z", merger_deadline="2020-01-01T00:00:00Z")
+    for path, body in (("/api/team/invitations", None), ("/api/team/leave", None),
+                       ("/api/team/join", {"code": code})):
+        frozen = c.post(path, json=body, headers=bearer("Ana"))
+        assert frozen.status_code == 403, path
+        assert "merger deadline was 2020-01-01T00:00:00Z" in frozen.json()["detail"]
+    assert "Teams are frozen" in c.get("/team").text

@@ -59,6 +59,10 @@ class NotYours(RuleError):
     """An invitation that is not the asking student's team's (an API answers 404)."""
 
 
+class NotAStudent(RuleError):
+    """A token that is not a student's own (a team's shared one): it forms no teams (403)."""
+
+
 class TeamForming:
     def __init__(self, ctx: BoardContext, teams: Teams):
         self.ctx, self.teams = ctx, teams
@@ -235,7 +239,7 @@ def lock_teams(conn: Connection, *team_ids: int) -> None:
 def _account(conn: Connection, credential: str) -> dict[str, Any]:
     me = store.account_of_token(conn, credential)
     if me is None:
-        raise RuleError("team forming is for students signed in with their own token (a "
+        raise NotAStudent("team forming is for students signed in with their own token (a "
                         "team's shared token or the organizer's cannot form teams)")
     return me
 

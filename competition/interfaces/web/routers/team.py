@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from competition.board.context import RuleError
-from competition.board.team_forming import NotYours
+from competition.board.team_forming import NotAStudent, NotYours
 from competition.interfaces.web.dependencies import PortalDep, TeamOnly
 from competition.interfaces.web.guard import refusal_status
 from competition.interfaces.web.rendering import page
@@ -36,7 +36,9 @@ class CodeIn(BaseModel):
 
 
 def _status(error: RuleError) -> int:
-    return 404 if isinstance(error, NotYours) else refusal_status(error)
+    if isinstance(error, NotYours):
+        return 404
+    return 403 if isinstance(error, NotAStudent) else refusal_status(error)
 
 
 def _credential(v: Viewer) -> str:
@@ -125,7 +127,7 @@ def _page(request: Request, p: Portal, v: Viewer, status: int = 200, **context: 
     try:
         view = p.board.team_forming.view(_credential(v))
     except RuleError as e:  # a team's shared token: nothing to form
-        return page(request, "team.html", status=status if status != 200 else 403,
+        return page(request, "team.html", status=_status(e) if status == 200 else status,
                     refusal=context.pop("refusal", None) or str(e), view=None, **context)
     return page(request, "team.html", status=status, view=view, **context)
 
