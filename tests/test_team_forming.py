@@ -15,7 +15,7 @@ from competition.board.context import Closed, RuleError
 from competition.board.roster import read_roster
 from competition.board.store import db
 from competition.board.store.schema import selections, sessions, submissions, team_invitations
-from competition.board.team_forming import code_hash
+from competition.board.team_forming import CODE_BYTES, code_hash, new_code
 from competition.board.teams import token_hash
 from competition.configs import RulesConfig, parse
 from competition.errors import ConfigError
@@ -73,6 +73,9 @@ def test_invite_and_join(made):
     with db.read(board.engine) as conn:
         stored = conn.execute(select(team_invitations.c.code_sha256)).scalars().all()
     assert stored == [code_hash(code)] and code not in stored
+    many = {new_code() for _ in range(2000)}
+    assert len(many) == 2000 and all(len(c) == 24 for c in many)
+    assert CODE_BYTES * 8 >= 128
     assert forming.view(who["Ana"])["invitations"][0]["id"] == row["id"]
     assert forming.join(who["Ed"], code) == "owls"
     assert team_of(board, "Ed") == "owls"
@@ -102,6 +105,17 @@ def test_codes_expired_revoked_unknown_own_refused(made):
     with pytest.raises(RuleError, match="expired"):
         forming.join(who["Ed"], old)
     assert team_of(board, "Ed") == "Ed"
+
+
+def test_a_team_left_without_students_keeps_its_submissions_not_its_codes(made, tmp_path):
+    comp, board, who, _ = made
+    forming = board.team_forming
+    board.submissions.submit(variant(comp, tmp_path, 0), "Ed")
+    left_open, _ = forming.invite(who["Ed"])
+    forming.join(who["Ed"], forming.invite(who["Ana"])[0])
+    assert "Ed" in {t["team"] for t in board.teams.overview()}  # its submission is kept
+    with pytest.raises(RuleError, match="revoked"):
+        forming.join(who["Flo"], left_open)
 
 
 def test_the_size_limit_is_kept(made):

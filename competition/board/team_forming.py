@@ -172,7 +172,7 @@ class TeamForming:
                 store.move_team_rows(conn, old, new)
                 team_store.delete_team(conn, old)
             else:
-                _drop_if_empty(conn, old)
+                _drop_if_empty(conn, old, now)
             return str(invitation["team"])
 
     def leave(self, credential: str) -> str:
@@ -280,11 +280,17 @@ def _move(conn: Connection, moving: list[dict[str, Any]], team_id: int) -> None:
     end_old_sessions(conn, moving, team_id)
 
 
-def _drop_if_empty(conn: Connection, team_id: int) -> None:
+def _drop_if_empty(conn: Connection, team_id: int, now: datetime) -> None:
     """A team left with nothing of its own (no students, submissions, uploads, shared token
-    or members) is deleted, as Kaggle does: the board is not littered with empty teams."""
-    if any(team_store.kept_rows(conn, team_id).values()) or \
-            team_store.has_token(conn, team_id) or team_store.member_names(conn, team_id):
+    or members) is deleted, as Kaggle does: the board is not littered with empty teams. One
+    left without students but with submissions stays; its open codes are revoked (nobody is
+    left to have invited anyone into its submissions)."""
+    kept = team_store.kept_rows(conn, team_id)
+    if kept["students"]:
+        return
+    if any(kept.values()) or team_store.has_token(conn, team_id) or \
+            team_store.member_names(conn, team_id):
+        store.revoke_all(conn, team_id, now)
         return
     team_store.delete_team(conn, team_id)
 

@@ -61,6 +61,12 @@ def revoke(conn: Connection, invitation_id: int, team_id: int, now: datetime) ->
     return bool(result.rowcount)
 
 
+def revoke_all(conn: Connection, team_id: int, now: datetime) -> None:
+    """Revoke every open invitation of the team."""
+    conn.execute(update(inv).where(inv.c.team_id == team_id, inv.c.used_at.is_(None),
+                                   inv.c.revoked_at.is_(None)).values(revoked_at=now))
+
+
 def use(conn: Connection, invitation_id: int, account_id: int, now: datetime) -> bool:
     """Mark an invitation used, only if it still is open (one statement: two requests
     presenting one code cannot both use it); whether it was."""
