@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
     field_serializer,
     field_validator,
+    model_validator,
 )
 
 from competition.errors import ConfigError
@@ -155,6 +156,14 @@ class RulesConfig(BaseModel):
     # deadline. Under the rule, whether a submission is late is read from its time and the
     # deadline in force (competition.board.rules.Rules.is_late); without it nothing is late.
     late_submissions: bool = False
+    # Team forming (issue 28), as Kaggle InClass: students form teams themselves with
+    # invitation codes (join one team, merge a whole team into another, leave;
+    # competition.board.team_forming) until the merger deadline, in teams of at most
+    # `team_size_limit` students (null: any size). `merger_deadline` null: teams can change
+    # until the deadline; it may not be after the deadline. From then on teams are frozen
+    # (the organizer's `team move` still moves a student).
+    team_size_limit: PositiveInt | None = None
+    merger_deadline: dt.datetime | None = None
 
     # Leaderboard order (MRI task plugin, issue 20): "score" ranks by the task's score;
     # "mean_of_ranks" ranks each test item on each of the task's item metrics (Task.
@@ -170,7 +179,7 @@ class RulesConfig(BaseModel):
     scoring_memory_mb: PositiveInt = 2048
     scoring_cpu_seconds: PositiveInt = 120
 
-    _times = field_validator("start", "deadline", mode="before")(_naive_utc)
+    _times = field_validator("start", "deadline", "merger_deadline", mode="before")(_naive_utc)
 
     @field_validator("*")
     @classmethod
@@ -186,9 +195,20 @@ class RulesConfig(BaseModel):
             raise ValueError(f"{value:g} is too large (at most {MAX_INTEGER:,})")
         return value
 
-    @field_serializer("start", "deadline")
+    @field_serializer("start", "deadline", "merger_deadline")
     def _utc_text(self, value: dt.datetime | None) -> str | None:
         return None if value is None else value.isoformat() + "Z"
+
+    @model_validator(mode="after")
+    def _merger_before_deadline(self) -> RulesConfig:
+        # Teams frozen after the competition ended would change nothing; one after would
+        # promise students a change the portal refuses.
+        if self.merger_deadline is not None and self.deadline is not None and \
+                self.merger_deadline > self.deadline:
+            raise ValueError(f"merger_deadline ({self.merger_deadline.isoformat()}Z) is after "
+                             f"the deadline ({self.deadline.isoformat()}Z): teams can change "
+                             "only until the deadline")
+        return self
 
 
 class FilesConfig(BaseModel):

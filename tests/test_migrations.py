@@ -140,6 +140,30 @@ def test_head_is_the_revision_scripts_head():
     assert ScriptDirectory(str(migrations.HERE)).get_current_head() == migrations.HEAD
 
 
+def test_head_is_0005_team_invitations_up_and_down(demo_dirs, tmp_path, store_url):
+    """0005 (team forming, after 0004's rule_changes) adds team_invitations only: down to
+    0003, the table goes and the teams and accounts stay; up again, the schema is the code's."""
+    assert migrations.HEAD == "0005"
+    comp = copy_comp(demo_dirs, tmp_path)
+    url = url_of(comp, store_url)
+    board = Board(PreparedCompetition.open(comp), url=store_url)
+    board.teams.add("owls", ["ann"])
+    board.engine.dispose()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        migrations._alembic(conn, "downgrade", "0003")
+    with engine.connect() as conn:
+        tables = set(inspect(conn).get_table_names())
+        assert migrations.current(conn) == "0003"
+    assert "team_invitations" not in tables and {"teams", "accounts"} <= tables
+    engine.dispose()
+    assert migrations.upgrade(url) == ("0003", "0005")
+    assert schema_differences(url) == []
+    board = Board(PreparedCompetition.open(comp), url=store_url)
+    assert [t["team"] for t in board.teams.overview()] == ["owls"]
+    board.engine.dispose()
+
+
 def test_a_board_on_a_store_at_head_runs_no_ddl(demo_dirs, tmp_path, store_url, statements):
     comp = copy_comp(demo_dirs, tmp_path)
     board = Board(PreparedCompetition.open(comp), url=store_url)

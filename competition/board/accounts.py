@@ -20,6 +20,7 @@ from competition.board.store import accounts as store
 from competition.board.store import db
 from competition.board.store import teams as team_store
 from competition.board.store.db import Connection
+from competition.board.team_forming import check_size, end_old_sessions, lock_teams
 from competition.board.teams import Teams, new_token, token_hash
 
 
@@ -157,6 +158,9 @@ class Accounts:
                 said.append(f"{who}: moved from team {account['team']!r} to {s.team!r}")
         if values:
             store.change(conn, account["id"], **values)
+        if "team_id" in values:  # its sessions of the old team end for good
+            end_old_sessions(conn, [{"token_sha256": store.token_of(conn, account["id"])}],
+                             values["team_id"])
         return said
 
     def find(self, conn: Connection, text: str) -> dict[str, Any]:
@@ -193,17 +197,26 @@ class Accounts:
             store.change(conn, account["id"], token_sha256=None)
         return account
 
-    def move(self, text: str, team: str) -> tuple[dict[str, Any], str]:
+    def move(self, text: str, team: str, force: bool = False) -> tuple[dict[str, Any], str]:
         """Move a student to another team (created if new); the student's token stays and
-        now acts as the new team (sessions opened for the old team end). (the account, the
-        new team's name)."""
+        now acts as the new team (sessions opened for the old team end). The organizer's
+        override of team forming: it works after the merger deadline too, but keeps to the
+        team size limit unless `force`. (the account, the new team's name)."""
         given = checked_name(team)
         with db.write(self.ctx.engine) as conn:
             account = self.find(conn, text)
             team_id = _participant_team(conn, given, self.ctx.now())
             if team_id == account["team_id"]:
                 raise RuleError(f"{account['name']} is in team {account['team']!r} already")
+            lock_teams(conn, account["team_id"], team_id)
+            if not force:
+                try:
+                    check_size(conn, self.ctx.rules.team_size_limit, team_id, given, 1)
+                except RuleError as e:
+                    raise RuleError(f"{e} (--force moves the student anyway)") from None
             store.change(conn, account["id"], team_id=team_id)
+            end_old_sessions(conn, [{"token_sha256": store.token_of(conn, account["id"])}],
+                             team_id)
             return account, team_store.names(conn)[team_id]
 
     def people_by_team(self) -> dict[str, list[dict[str, Any]]]:

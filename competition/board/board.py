@@ -16,6 +16,7 @@ from competition.board.scorer_process import ChildScorer
 from competition.board.selections import Selections
 from competition.board.store import db, migrations
 from competition.board.submissions import Submissions
+from competition.board.team_forming import TeamForming
 from competition.board.teams import Teams
 from competition.tracking.config import TrackingConfig, load_config
 
@@ -37,6 +38,7 @@ class Board:
         self.ctx = BoardContext(comp, self.engine, self.rules, now)
         self.teams = Teams(self.ctx)
         self.accounts = Accounts(self.ctx, self.teams)
+        self.team_forming = TeamForming(self.ctx, self.teams)
         self.ledger = Ledger(self.ctx)
         self.submissions = Submissions(self.ctx, self.teams, self.ledger,
                                        scorer or ChildScorer(), tracking or load_config())

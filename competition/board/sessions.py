@@ -35,6 +35,7 @@ class Session:
     team: str | None
     expires_at: datetime
     csrf_token: str  # what forms of this session carry (see `csrf_token_of`)
+    credential: str = ""  # the SHA-256 of the token it was opened with (never shown)
 
 
 def session_hash(session_id: str) -> str:
@@ -76,7 +77,8 @@ class Sessions:
             live = store.of_credential(conn, credential)
             if len(live) > MAX_LIVE_PER_TOKEN:
                 store.delete_sessions(conn, live[MAX_LIVE_PER_TOKEN:])
-        return session_id, Session(role, team, now + ttl, csrf_token_of(session_id))
+        return session_id, Session(role, team, now + ttl, csrf_token_of(session_id),
+                                   credential)
 
     def get(self, session_id: str | None) -> Session | None:
         """The live session with this id, or None (unknown, expired, revoked, or its token
@@ -88,8 +90,32 @@ class Sessions:
             row = store.live(conn, session_hash(session_id), now)
         if row is None:
             return None
-        role, expires_at, team = row
-        return Session(role, team, expires_at, csrf_token_of(session_id))
+        role, expires_at, team, credential = row
+        return Session(role, team, expires_at, csrf_token_of(session_id), credential)
+
+    def held(self, session_id: str | None) -> tuple[str, datetime] | None:
+        """(the token's hash, expires_at) of a team session neither expired nor revoked, read
+        before a team-forming change ends it (see `reopen`)."""
+        if not session_id or len(session_id) > 200:
+            return None
+        with db.read(self.ctx.engine) as conn:
+            return store.unexpired(conn, session_hash(session_id), self.ctx.now())
+
+    def reopen(self, credential: str, expires_at: datetime) -> tuple[str, Session] | None:
+        """A student changed teams in their browser (team forming): the move ended the
+        session of the old team; this is a new one (a new id) for the team the student's
+        token acts as now, expiring when the old one would have. None where the token no
+        longer acts as any team."""
+        now = self.ctx.now()
+        session_id = secrets.token_urlsafe(32)
+        with db.write(self.ctx.engine) as conn:
+            team = team_of_token(conn, credential)
+            if team is None or expires_at <= now:
+                return None
+            store.insert_session(conn, session_hash(session_id), "team", team[0], credential,
+                                 now, expires_at)
+        return session_id, Session("team", team[1], expires_at, csrf_token_of(session_id),
+                                   credential)
 
     def revoke(self, session_id: str | None) -> bool:
         """End a session now (logout): its row is deleted; True if there was one."""

@@ -64,6 +64,23 @@ accounts = Table(
 )
 Index("ix_accounts_team", accounts.c.team_id)
 
+# Team forming (issue 28): a code a student of the team made for others to join it (one
+# student) or merge into it (a whole team). Only the code's SHA-256 is kept; a code admits
+# once (used_at), until it expires or its team revokes it.
+team_invitations = Table(
+    "team_invitations", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("team_id", ForeignKey("teams.id"), nullable=False),
+    Column("code_sha256", String(64), nullable=False, unique=True),
+    Column("created_by", ForeignKey("accounts.id")),
+    Column("created_at", DateTime, nullable=False),
+    Column("expires_at", DateTime, nullable=False),
+    Column("revoked_at", DateTime),
+    Column("used_at", DateTime),
+    Column("used_by", ForeignKey("accounts.id")),
+)
+Index("ix_team_invitations_team", team_invitations.c.team_id)
+
 # status: pending (being scored), scored, invalid (validator's message), failed (scorer error or
 # interrupted; retryable), duplicate (same file as an earlier one of the team; not re-scored).
 submissions = Table(

@@ -36,14 +36,16 @@ def delete_sessions(conn: Connection, id_sha256s: list[str]) -> int:
 
 
 def live(conn: Connection, id_sha256: str, now: datetime
-         ) -> tuple[str, datetime, str | None] | None:
-    """(role, expires_at, team name) of the session with this hash while it is live: not
+         ) -> tuple[str, datetime, str | None, str] | None:
+    """(role, expires_at, team name, credential hash) of the session with this hash while it
+    is live: not
     expired, not revoked, and its credential still the team's (or the organizer's) token, or
     the token of a student who is still in the session's team."""
     organizer_token = select(credentials.c.token_sha256).where(
         credentials.c.name == "organizer").scalar_subquery()
     row = conn.execute(
-        select(sessions.c.role, sessions.c.expires_at, teams.c.name)
+        select(sessions.c.role, sessions.c.expires_at, teams.c.name,
+               sessions.c.credential_sha256)
         .select_from(sessions.outerjoin(teams, teams.c.id == sessions.c.team_id))
         .where(and_(
             sessions.c.id_sha256 == id_sha256,
@@ -57,4 +59,14 @@ def live(conn: Connection, id_sha256: str, now: datetime
                 and_(sessions.c.role == "organizer",
                      sessions.c.credential_sha256 == func.coalesce(organizer_token,
                                                                    "")))))).first()
-    return None if row is None else (str(row.role), row.expires_at, row.name)
+    return None if row is None else (str(row.role), row.expires_at, row.name,
+                                     str(row.credential_sha256))
+
+
+def unexpired(conn: Connection, id_sha256: str, now: datetime) -> tuple[str, datetime] | None:
+    """(credential hash, expires_at) of a team session that is neither expired nor
+    revoked."""
+    row = conn.execute(select(sessions.c.credential_sha256, sessions.c.expires_at).where(
+        sessions.c.id_sha256 == id_sha256, sessions.c.role == "team",
+        sessions.c.revoked_at.is_(None), sessions.c.expires_at > now)).first()
+    return None if row is None else (str(row.credential_sha256), row.expires_at)

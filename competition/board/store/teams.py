@@ -16,6 +16,7 @@ from competition.board.store.schema import (
     selections,
     sessions,
     submissions,
+    team_invitations,
     teams,
     uploads,
 )
@@ -128,9 +129,9 @@ def kept_rows(conn: Connection, team_id: int) -> dict[str, int]:
 
 
 def delete_team(conn: Connection, team_id: int) -> None:
-    """Delete a team with its members, selections and sessions (callers make sure that it
-    has no submissions, uploads or students: see kept_rows)."""
-    for table in (sessions, selections, members):
+    """Delete a team with its members, selections, sessions and invitations (callers make
+    sure that it has no submissions, uploads or students: see kept_rows)."""
+    for table in (sessions, selections, members, team_invitations):
         conn.execute(delete(table).where(table.c.team_id == team_id))
     conn.execute(delete(teams).where(teams.c.id == team_id))
 

@@ -104,11 +104,13 @@ def team_remove(directory: Path = DIRECTORY,
 @team_app.command("move")
 def team_move(directory: Path = DIRECTORY,
               student: str = typer.Argument(..., help="The student's id, email or name."),
-              team: str = typer.Argument(..., help="The team to move to (created if new).")
-              ) -> None:
-    """Move a student to another team. The student's token keeps working, now as the new
-    team; no other token changes."""
-    account, moved_to = board_of(directory).accounts.move(student, team)
+              team: str = typer.Argument(..., help="The team to move to (created if new)."),
+              force: bool = typer.Option(False, "--force", help="Move even past the rule "
+                                         "team_size_limit.")) -> None:
+    """Move a student to another team (also after the merger deadline: the organizer's
+    override of team forming; within team_size_limit unless --force). The student's token
+    keeps working, now as the new team; no other token changes."""
+    account, moved_to = board_of(directory).accounts.move(student, team, force=force)
     out(f"{escape(account['name'])} moved from team {escape(account['team'])} to "
         f"{escape(moved_to)}; their token is unchanged")
 

@@ -19,7 +19,7 @@ from competition.interfaces.web.dependencies import same_origin
 from competition.interfaces.web.guard import RequestGuard
 from competition.interfaces.web.prefix import course_root, local_path, url
 from competition.interfaces.web.rendering import error_page
-from competition.interfaces.web.routers import api, auth, organizer, pages, rules
+from competition.interfaces.web.routers import api, auth, organizer, pages, rules, team
 from competition.interfaces.web.sign_in_limits import SignInLimits
 from competition.interfaces.web.state import Portal
 from competition.jobs.job import DEFAULT_SCORER
@@ -56,8 +56,8 @@ def create_app(directory: Path | str, store_url: str | None = None, *,
     app.add_middleware(RequestGuard, portal=portal)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).parent / "static")),
               name="static")
-    for router in (auth.router, pages.router, api.router, organizer.pages, organizer.api,
-                   rules.pages, rules.api):
+    for router in (auth.router, pages.router, api.router, team.pages, team.api,
+                   organizer.pages, organizer.api, rules.pages, rules.api):
         app.include_router(router)
 
     @app.exception_handler(HTTPException)

@@ -11,6 +11,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 
+from competition.board.teams import token_hash
 from competition.interfaces.web.prefix import local_path
 from competition.interfaces.web.security import (
     CSRF_COOKIE,
@@ -48,7 +49,7 @@ def viewer(request: Request) -> Viewer | None:
     if token is not None:
         who = p.board.teams.who(token)
         if who is not None:
-            result = Viewer(role=who[0], team=who[1])
+            result = Viewer(role=who[0], team=who[1], credential=token_hash(token))
         else:
             # An unknown bearer token is a failed sign-in (sign_in_limits.py): counted, or
             # over the limits a 429.
@@ -67,7 +68,7 @@ def viewer(request: Request) -> Viewer | None:
         session = p.sessions.get(p.site.cookie(request, SESSION_COOKIE))
         if session is not None:
             result = Viewer(role=session.role, team=session.team, via="session",
-                            csrf_token=session.csrf_token)
+                            csrf_token=session.csrf_token, credential=session.credential)
     state.viewer, state.viewer_resolved = result, True
     return result
 

@@ -17,7 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 SESSION_COOKIE = "competition_session"
 CSRF_COOKIE = "competition_csrf"  # the login form's token before there is a session
@@ -35,6 +35,8 @@ class Viewer(BaseModel):
     team: str | None = None
     via: str = "token"  # "token" (Authorization header) or "session" (cookie)
     csrf_token: str | None = None  # the session's, with via="session"
+    # The SHA-256 of the token acting (a student's, for team forming); never shown.
+    credential: str | None = Field(default=None, exclude=True, repr=False)
 
 
 def bearer_token(request: Request) -> str | None:
