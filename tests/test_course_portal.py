@@ -232,6 +232,8 @@ def test_every_link_stays_under_the_prefix(course, slug):
     organizer = TestClient(course.app)
     assert course.sign_in(c, course.team_tokens[slug]).status_code == 303
     assert course.sign_in(organizer, course.organizer[slug]).status_code == 303
+    student = TestClient(course.app)
+    assert course.sign_in(student, course.students["Ana"]).status_code == 303
     name, data = course.sample(slug)
     auth = {"Authorization": f"Bearer {course.team_tokens[slug]}"}
     made = c.post(f"/c/{slug}/api/submissions", params={"wait": 60}, headers=auth,
@@ -242,7 +244,9 @@ def test_every_link_stays_under_the_prefix(course, slug):
     for client, paths in ((c, ("/", "/submit", "/submissions", "/leaderboard",
                                "/leaderboard/late", "/files/README.md", "/login",
                                "/files/no-such-file", *(f"/files/{f}/" for f in folders))),
-                          (organizer, ("/organizer", "/leaderboard/private"))):
+                          (student, ("/team",)),
+                          (organizer, ("/organizer", "/leaderboard/private", "/organizer/rules",
+                                       "/organizer/description"))):
         for path in paths:
             r = client.get(f"/c/{slug}{path}")
             assert r.status_code == (404 if "no-such" in path else 200), path

@@ -349,3 +349,35 @@ def test_the_api_and_the_team_page(demo_dirs, tmp_path):
         assert frozen.status_code == 403, path
         assert "merger deadline was 2020-01-01T00:00:00Z" in frozen.json()["detail"]
     assert "Teams are frozen" in c.get("/team").text
+
+
+def test_an_upload_arriving_while_its_team_merges_away_is_refused(made, tmp_path, monkeypatch):
+    """The portal submits for a signed-in team without creating teams: an upload whose team
+    was merged into another (before it was read, or while it was staged) is refused as
+    Closed, records nothing and does not bring the old team back by its name."""
+    import competition.board.submissions as submitting
+
+    comp, board, who, clock = made
+    forming = board.team_forming
+    code, _ = forming.invite(who["Ana"])
+    staged_for_real = submitting.stage_file
+
+    def merged_meanwhile(*args, **kwargs):
+        staged = staged_for_real(*args, **kwargs)
+        assert forming.merge(who["Ed"], code) == "owls"  # while the file was staged
+        return staged
+
+    monkeypatch.setattr(submitting, "stage_file", merged_meanwhile)
+    with pytest.raises(Closed, match="no longer exists"):
+        board.submissions.submit(variant(comp, tmp_path, 0), "Ed", queue=True,
+                                 create_team=False)
+    monkeypatch.setattr(submitting, "stage_file", staged_for_real)
+    with pytest.raises(Closed, match="no longer exists"):  # and once it is gone
+        board.submissions.submit(variant(comp, tmp_path, 1), "Ed", queue=True,
+                                 create_team=False)
+    assert "Ed" not in {t["team"] for t in board.teams.overview()}
+    with db.read(board.engine) as conn:
+        assert conn.execute(select(submissions.c.id)).first() is None
+    made_now = board.submissions.submit(variant(comp, tmp_path, 2), "owls", queue=True,
+                                        create_team=False)
+    assert made_now.team == "owls"

@@ -20,6 +20,8 @@ from competition.board.store.db import Connection
 from competition.board.teams import Teams
 
 HOUR = timedelta(hours=1)
+TEAM_GONE = ("your team no longer exists (merged into another, or removed): sign in again to "
+             "act as your team now")
 
 
 class Ledger:
@@ -43,8 +45,10 @@ class Ledger:
     @staticmethod
     def lock_team(conn: Connection, team_id: int) -> None:
         """Serialise one team's reservations on SQL servers (SQLite's write lock already
-        serialises every writer)."""
-        teams.lock(conn, team_id)
+        serialises every writer); Closed where the team is gone since its id was read (a
+        student merged it into another team meanwhile)."""
+        if not teams.lock(conn, team_id):
+            raise Closed(TEAM_GONE)
 
     @staticmethod
     def used_today(conn: Connection, team_id: int, now: datetime) -> int:

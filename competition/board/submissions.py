@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from competition.board import claimed, code_jobs
-from competition.board.context import BoardContext, LimitReached, RuleError
-from competition.board.ledger import Ledger
+from competition.board.context import BoardContext, Closed, LimitReached, RuleError
+from competition.board.ledger import TEAM_GONE, Ledger
 from competition.board.scorer_process import ChildScorer, ScoredFile
 from competition.board.status import Status
 from competition.board.store import code_runs, db, scores, selections
@@ -86,9 +86,12 @@ class Submissions:
     # --- submitting ------------------------------------------------------------------------
 
     def submit(self, path: Path, team: str, message: str | None = None,
-               baseline: bool = False, queue: bool = False) -> Outcome:
+               baseline: bool = False, queue: bool = False,
+               create_team: bool = True) -> Outcome:
         """Keep, validate and score one file for `team` under the rules (a team first seen
-        here is created; as an organizers' baseline with `baseline`). The accepted submission
+        here is created, as an organizers' baseline with `baseline`; without `create_team`,
+        as the portal submits for a signed-in team, an unknown team is refused: a team
+        merged away or renamed while its upload arrived is not made anew). The accepted submission
         is `queued` for a scoring job (see board.queue). With `queue` its outcome is returned
         at once (a dispatcher scores it); otherwise this process claims the job and scores
         it (board.claimed.score_own), and returns the result."""
@@ -104,9 +107,14 @@ class Submissions:
             known = Teams.id_of(conn, team)  # a look-alike of a team's name is refused
             if known is not None:
                 self.ledger.check_uploads(conn, known, team.strip(), now)
+            elif not create_team:
+                raise Closed(TEAM_GONE)
         staged = stage_file(comp.root, submission)
         try:
-            team_id = self.teams.ensure(team, now, baseline)
+            # (Without create_team the team was there above; _admit's lock finds it gone
+            # where it was merged away since.)
+            team_id = known if known is not None and not create_team else \
+                self.teams.ensure(team, now, baseline)
             team = team.strip()  # the team's name exactly (ensure refuses look-alikes)
             submission_id, duplicate = self._admit(staged, suffix, Path(path).name, team_id,
                                                    team, message, now)

@@ -22,11 +22,14 @@ from competition.board.store.schema import (
 )
 
 
-def lock(conn: Connection, team_id: int) -> None:
+def lock(conn: Connection, team_id: int) -> bool:
     """Serialise one team's reservations until the end of the transaction on SQL servers
-    (a row lock; SQLite's write lock already serialises every writer)."""
+    (a row lock; SQLite's write lock already serialises every writer). False where the team
+    is gone (merged into another or removed since its id was read)."""
+    query = select(teams.c.id).where(teams.c.id == team_id)
     if conn.dialect.name != "sqlite":
-        conn.execute(select(teams.c.id).where(teams.c.id == team_id).with_for_update())
+        query = query.with_for_update()
+    return conn.execute(query).first() is not None
 
 
 def named(conn: Connection, name: str, key: str) -> list[tuple[int, str]]:

@@ -114,7 +114,7 @@ async def api_submit(request: Request, p: PortalDep, v: TeamOnly,
         try:
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
                                               upload.message, baseline=False,
-                                              queue=True)
+                                              queue=True, create_team=False)
         except RuleError as e:
             raise HTTPException(refusal_status(e), str(e)) from None
         except SubmissionError as e:  # empty file, size: refused before storing

@@ -93,7 +93,7 @@ async def submit_page(request: Request, p: PortalDep, v: TeamOnly) -> Any:
                     as upload):
             outcome = await run_in_threadpool(p.board.submissions.submit, upload.path, v.team,
                                               upload.message, baseline=False,
-                                              queue=True)
+                                              queue=True, create_team=False)
     except UploadRefused as e:
         refused = page(request, "submit.html", status=e.status_code, refusal=e.detail)
         refused.headers.update(e.headers or {})  # e.g. Retry-After

@@ -3,8 +3,8 @@
 own token, by session or bearer) and how a refusal is answered (400, 403 once teams are
 frozen, 404 for an invitation that is not the team's; the message names the problem).
 
-Links are made with `url_for` (its path carries the prefix the portal may be mounted
-under), never written out as absolute paths."""
+Links start from `base` (web.prefix: the prefix the app is mounted under in a course), as
+every page's do; `url_for` would resolve names through the course's outer router and fail."""
 
 from __future__ import annotations
 
