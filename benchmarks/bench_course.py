@@ -164,8 +164,10 @@ def run(n_competitions: int, n_accounts: int, n_submissions: int, repeat: int,
     n_reference = n_competitions * max(2, min(5, repeat // n_competitions))
     folder, slugs, tokens = course(where, n_competitions, n_accounts,
                                    limit=n_submissions + n_reference + 10)
-    # Every upload: (slug, token, file), spread over competitions and students; the
-    # variants are numbered per competition, so that no file is sent twice anywhere.
+    # Every upload: (slug, token, file name, bytes). Upload k goes to competition k mod C and
+    # student (k // C + k) mod A, so each student sends to every competition (k mod A alone
+    # would tie student s to competition s mod C when C divides A); the variants are numbered
+    # per competition, so that no file is sent twice anywhere.
     number = {slug: itertools.count() for slug in slugs}
     plan = []
     for k in range(n_reference + n_submissions):
@@ -233,8 +235,8 @@ def run(n_competitions: int, n_accounts: int, n_submissions: int, repeat: int,
         setup={"competitions": slugs, "accounts": n_accounts, "submissions": n_submissions,
                "reference_uploads": n_reference, "repeat": repeat, "senders": SENDERS,
                "runner": f"LocalCluster (serve's default: one worker per core, "
-                         f"{os.cpu_count()} here)",
-               "cores": os.cpu_count()},
+                         f"{len(os.sched_getaffinity(0))} here)",
+               "cores": len(os.sched_getaffinity(0))},
         seconds={"upload_all": round(uploaded, 1), "until_all_scored": round(scored_in, 1)},
         statuses=dict(counts), all_scored=counts.get("scored", 0) == len(plan),
         errors=dict(errors),
