@@ -19,43 +19,15 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 import httpx
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cli(python_path: Path, *args: str, env: dict[str, str] | None = None) -> str:
-    """The `competition` command of the code at `python_path`."""
-    module = "competition.cli" if (python_path / "competition" / "cli.py").exists() \
-        else "competition"
-    done = subprocess.run([sys.executable, "-m", module, *args], cwd=python_path,
-                          env={**os.environ, **(env or {}), "PYTHONPATH": str(python_path)},
-                          capture_output=True, text=True, check=True, timeout=600)
-    return done.stdout
-
-
-def set_rules(root: Path, **rules: int) -> None:
-    import yaml
-
-    doc = yaml.safe_load((root / "competition.yaml").read_text())
-    doc["rules"].update(rules)
-    (root / "competition.yaml").write_text(yaml.safe_dump(doc))
+from portal import REPO, Server, cli, set_rules
 
 
 def competition(code: Path, where: Path, teams: int, **rules: int) -> tuple[Path, dict]:
@@ -74,34 +46,6 @@ def files(root: Path, where: Path, n: int) -> list[bytes]:
     sample = (root / "public" / "sample_submission.csv").read_text()
     first = sample.splitlines()[1].split(",")[0]
     return [(sample + f"{first},{k + 1} 1\n").encode() for k in range(n)]
-
-
-class Server:
-    def __init__(self, code: Path, root: Path, env: dict[str, str], *extra: str):
-        self.port = free_port()
-        module = "competition.cli" if (code / "competition" / "cli.py").exists() \
-            else "competition"
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "serve", str(root), "--port", str(self.port),
-             *extra], cwd=code, env={**os.environ, **env, "PYTHONPATH": str(code)},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/leaderboard", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"{module} serve did not answer")
-
-    def stop(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(self.proc.pid, signal.SIGKILL)
 
 
 def upload(url: str, token: str, data: bytes, name: str, timeout: float) -> int:
