@@ -130,7 +130,10 @@ def test_a_course_runs_in_the_browser(chromium, demo_dirs, tmp_path, capsys):  #
         # --- the organizer: deadline, merger deadline and team size on the rules page ---------
         boss = person()
         sign_in(boss, url, organizer)
-        expect(boss.locator("#open")).to_contain_text("signed in as organizer")
+        # The organizer token is nuclei's: signed in there only.
+        expect(boss.locator("#open li").filter(has_text="signed in")).to_have_count(1)
+        expect(boss.locator("#open li").filter(has_text=TITLES["nuclei"])).to_contain_text(
+            "signed in as organizer")
         now = datetime.now(UTC)
         deadline = utc(now + timedelta(days=14))
         edit_rules(boss, nuclei, deadline=deadline, team_size_limit="3",
@@ -153,7 +156,8 @@ def test_a_course_runs_in_the_browser(chromium, demo_dirs, tmp_path, capsys):  #
         for k, team in ((0, "Team 01"), (3, "Team 02")):
             page = students[k] = person()
             sign_in(page, url, tokens[name[k]])  # once, for both competitions
-            expect(page.locator("#open")).to_contain_text(f"signed in as team {team}")
+            expect(page.locator("#open li").filter(has_text=f"signed in as team {team}")
+                   ).to_have_count(2)
             for slug in ("nuclei", "em"):
                 page.goto(url + "/")
                 page.get_by_role("link", name=TITLES[slug]).click()
@@ -171,13 +175,18 @@ def test_a_course_runs_in_the_browser(chromium, demo_dirs, tmp_path, capsys):  #
         expect(rows).to_have_count(2)
         expect(page.get_by_role("table")).to_contain_text("Team 01")
         expect(page.get_by_role("table")).to_contain_text("Team 02")
+        # Participants see the organizer's change below the rules, without who made it.
+        page.goto(nuclei + "/")
+        changes = page.locator("#rule-changes")
+        expect(changes).to_contain_text(shown(deadline))
+        expect(changes).not_to_contain_text("organizer")
 
         # --- the Team page: invite, join, leave -----------------------------------------------
         inviter = students[3]  # Team 02: two students
         inviter.goto(nuclei + "/")
         inviter.get_by_role("link", name="Team", exact=True).click()
         expect(inviter.locator("main")).to_contain_text(
-            f"in team Team 02 (2 students: {name[3]}, {name[4]})")
+            f"in team Team 02 (2 students: {', '.join(sorted([name[3], name[4]]))})")
         inviter.get_by_role("button", name="Make an invitation code").click()
         code_one = inviter.locator(".invitation-code").inner_text()
         inviter.screenshot(path=str(shots / "course-team-invitation.png"))
