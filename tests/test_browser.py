@@ -7,39 +7,15 @@ folder."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-from pathlib import Path
 
 import httpx
-import pytest
 
 from competition.board.prepared import PreparedCompetition
+from tests.browser import browser_page, chromium, screenshot_dir  # noqa: F401 (fixtures)
 from tests.test_bad_input import nuclei_valid
 from tests.test_web import running_server  # noqa: F401 (fixture)
-
-CHROMIUM = os.environ.get("COMPETITION_CHROMIUM", "/usr/bin/chromium")
-# Chromium's background services try to reach the internet, which this machine cannot.
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-quic"]
-
-
-@pytest.fixture
-def browser_page():
-    if not Path(CHROMIUM).exists():
-        message = f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"
-        if os.environ.get("COMPETITION_REQUIRE_BROWSER"):
-            pytest.fail(message)
-        pytest.skip(message)
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1180, "height": 720})
-        yield page
-        browser.close()
 
 
 def test_team_signs_in_submits_and_finds_itself_on_the_leaderboard(
@@ -47,8 +23,7 @@ def test_team_signs_in_submits_and_finds_itself_on_the_leaderboard(
     from playwright.sync_api import expect
 
     portal, page = running_server, browser_page
-    shots = Path(os.environ.get("COMPETITION_SCREENSHOT_DIR", tmp_path))
-    shots.mkdir(parents=True, exist_ok=True)
+    shots = screenshot_dir(tmp_path)
     # Two other teams are already on the board (through the JSON API).
     public = portal.root / "public"
     day_one = PreparedCompetition.open(portal.root).task.naive_submission(public)

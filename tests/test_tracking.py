@@ -29,9 +29,9 @@ from competition.interfaces.subprocesses import stop_group
 from competition.tasks import get_task
 from competition.tracking import config as tracking_config
 from competition.tracking import runs as tracking
+from tests.browser import browser_page, chromium  # noqa: F401 (fixtures)
 from tests.mlflow_server import free_port, wait_for
 from tests.test_bad_input import run_cli
-from tests.test_browser import browser_page  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 ITEM_FILE = {"demo-nuclei": "per_image", "demo-em": "per_slice",

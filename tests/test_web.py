@@ -4,11 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from competition.board.board import Board
 from competition.board.prepared import PreparedCompetition
 from competition.interfaces.web.app import create_app
+from tests.browser import free_port as _free_port  # noqa: F401 (tests import it from here)
+from tests.browser import served
 from tests.test_bad_input import nuclei_valid
 
 
@@ -222,12 +220,6 @@ def test_api_never_answers_with_a_server_error(demo_dirs, tmp_path):
         check()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def running_server(demo_dirs, tmp_path):
     """`competition serve` in its own process, on a free loopback port."""
@@ -236,24 +228,9 @@ def running_server(demo_dirs, tmp_path):
     # Five uploads of a team at once (the per-team cap on uploads in flight is
     # tests/test_upload_limits.py's matter; here the daily limit's transaction is).
     portal = Portal(root, portal={"uploads_in_flight_per_team": 5}, daily_limit=3)
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "competition", "serve", str(root),
-                             "--port", str(port)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            if httpx.get(url + "/api/leaderboard", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    else:
-        proc.kill()
-        raise AssertionError(proc.stdout.read().decode())
-    portal.url = url
-    yield portal
-    proc.terminate()
-    proc.wait(timeout=20)
+    with served([root]) as url:
+        portal.url = url
+        yield portal
 
 
 def test_twenty_concurrent_uploads_are_recorded_once_within_limits(running_server):

@@ -67,6 +67,9 @@ LABELS = {
     "uploads_per_hour": "Uploads per team in any hour",
     "max_message_chars": "Longest submission message (characters)",
     "late_submissions": "Take late submissions (after the deadline, never ranked)",
+    "team_size_limit": "Students per team (empty: any number)",
+    "merger_deadline": "Merger deadline: teams are frozen from it (UTC, ISO 8601; empty: "
+                       "the deadline)",
     "ranking": "Leaderboard order",
     "scoring_memory_mb": "Scoring memory limit (MB)",
     "scoring_cpu_seconds": "Scoring CPU time limit (s)",
