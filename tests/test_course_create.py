@@ -293,3 +293,36 @@ def test_the_course_token_is_every_competitions_organizer_token(course):
         assert r.status_code == 200
         assert sign_in(c, course.token).status_code == 303
         assert c.get("/c/nuclei/organizer").status_code == 200
+
+
+def test_a_source_folder_linking_outside_the_roots_is_not_read(course, tmp_path):
+    secret = tmp_path / "secret.csv"
+    secret.write_text("ImageId,EncodedPixels\n")
+    linked = Path(shutil.copytree(course.roots / "dsb", course.roots / "linked"))
+    (linked / "stage1_train_labels.csv").unlink()
+    os.symlink(secret, linked / "stage1_train_labels.csv")
+    with course.client:
+        sent = course.api_create(kind="dsb2018", slug="linked", source="linked")
+        assert sent.status_code == 202, sent.text
+        job = course.wait(sent.json()["job_url"])
+        assert job["status"] == "failed", job
+        assert job["error"] == ("source: linked/stage1_train_labels.csv is a link to outside "
+                                "the allowed roots; it is not read")
+        assert not (course.folder / "linked").exists()
+
+
+def test_the_job_page_refreshes_itself_until_the_job_ends(course):
+    with course.client as c:
+        assert sign_in(c, course.token).status_code == 303
+        sent = course.api_create(kind="demo-nuclei", slug="slow")
+        job_id = sent.json()["id"]
+        creator = course.app.state.course.creator
+        job = creator.job(job_id)
+        course.wait(sent.json()["job_url"])
+        job.status, job.stage = "running", "preparing (demo-nuclei)"  # as it looked
+        running = c.get(f"/organizer/jobs/{job_id}")
+        assert '<meta http-equiv="refresh"' in running.text and "<script" not in running.text
+        job.status, job.error = "failed", "source: something named"
+        failed = c.get(f"/organizer/jobs/{job_id}")
+        assert "http-equiv" not in failed.text and "source: something named" in failed.text
+        assert c.get("/organizer/jobs/nope").status_code == 404

@@ -352,6 +352,9 @@ class Creator:
             inside = list(source.iterdir())
             if len(inside) == 1 and inside[0].is_dir():
                 source = inside[0]  # a zipped folder: its content is the source
+        elif source is not None:
+            job.stage, job.fraction = "checking the source folder's links", 0.05
+            self._links_stay_inside(source, plan.source_shown)
         job.stage, job.fraction = f"preparing ({plan.kind})", 0.2
         staged = prepare(plan.kind, work / "competition", source=source, options=plan.options,
                          name=plan.slug)
@@ -378,6 +381,19 @@ class Creator:
                                        "of that name appeared)")
             staged.rename(target)  # one step: the folder is whole or absent
         self.mount(target, plan.slug)
+
+    def _links_stay_inside(self, source: Path, shown: str) -> None:
+        """Refuse a source folder holding a link to anything outside the allowed roots (the
+        preparer would follow it)."""
+        roots = [r.resolve() for r in self.organizer.config().sources]
+        for folder, dirs, files in os.walk(source):
+            for name in dirs + files:
+                path = Path(folder) / name
+                if path.is_symlink() and not any(
+                        path.resolve().is_relative_to(r) for r in roots):
+                    inside = path.relative_to(source).as_posix()
+                    raise CompetitionError(f"source: {shown}/{inside} is a link to outside "
+                                           "the allowed roots; it is not read")
 
     def _shown(self, message: str, plan: Plan, work: Path) -> str:
         """The message without the server's paths (the organizer's source name aside)."""

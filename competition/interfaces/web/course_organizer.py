@@ -55,7 +55,11 @@ class CourseOrganizer:
     def config(self) -> CourseConfig:
         """course.yaml as it is now (re-read when it changed; a broken file refuses every
         organizer action with its problem, rather than falling back to an older token)."""
-        stat = self.config_path.stat()
+        try:
+            stat = self.config_path.stat()
+        except OSError:
+            raise HTTPException(503, f"the course folder has no readable {COURSE_CONFIG} "
+                                     "now") from None
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         with self._lock:
             if signature != self._signature or self._config is None:

@@ -28,6 +28,7 @@ from competition.interfaces.web.course_create import (
 )
 from competition.interfaces.web.course_organizer import Organizing, course_organizer_of
 from competition.interfaces.web.course_state import Course, course_of
+from competition.interfaces.web.guard import FORM_BODY_CAP
 from competition.interfaces.web.prefix import base
 from competition.interfaces.web.routers.course import render
 from competition.interfaces.web.security import (
@@ -35,8 +36,10 @@ from competition.interfaces.web.security import (
     CSRF_HEADER,
     CSRF_REFUSED,
     SESSION_COOKIE,
+    bearer_token,
     tokens_match,
 )
+from competition.interfaces.web.sign_in_limits import client_address
 from competition.interfaces.web.uploads import received_form
 
 router = APIRouter()
@@ -57,6 +60,17 @@ def _organizing(request: Request) -> tuple[Course, Creator, Organizing]:
     course = course_of(request)
     creator = _creator(course)
     who = course_organizer_of(request, course.organizer, course.site)
+    token = bearer_token(request)
+    if who is None and token is not None and not any(p.board.teams.who(token) for p in
+                                                     course.portals.values()):
+        # A token nobody issued is a failed sign-in, counted as the course's sign-in counts
+        # them (guessing here is guessing there): over the limits a 429.
+        refusal = course.sign_ins.refused(
+            client_address(request, trust_proxy=course.site.trust_proxy), token,
+            course.sign_in_rules())
+        if refusal is not None:
+            raise HTTPException(429, refusal.message,
+                                headers={"Retry-After": str(refusal.retry_after)})
     if who is None:
         if request.headers.get("authorization") or any(
                 p.site.cookie(request, SESSION_COOKIE) for p in course.portals.values()):
@@ -68,10 +82,14 @@ def _organizing(request: Request) -> tuple[Course, Creator, Organizing]:
 
 
 def upload_cap(course: Course) -> int:
-    """The body cap of the two creating routes (the guard's): the zip and the form."""
-    if course.organizer is None:
-        return 64 * 1024
-    return int(course.organizer.config().max_source_upload_mb * MB) + 64 * 1024
+    """The body cap of the two creating routes (the guard's): the zip and the form (a form's
+    alone while creation is off or course.yaml unreadable: the route then refuses)."""
+    try:
+        if course.organizer is None:
+            return FORM_BODY_CAP
+        return int(course.organizer.config().max_source_upload_mb * MB) + FORM_BODY_CAP
+    except HTTPException:
+        return FORM_BODY_CAP
 
 
 @router.get("/organizer", response_class=HTMLResponse, include_in_schema=False)
