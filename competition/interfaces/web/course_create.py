@@ -312,7 +312,7 @@ class Creator:
         error = None
         try:
             with self._one_at_a_time:
-                job.status = "running"
+                job.status, job.stage = "running", "starting"
                 self._prepare(job, plan, work)
         except Exception as e:  # whatever went wrong, the job says so; nothing half-made
             if isinstance(e, CompetitionError):
