@@ -243,6 +243,7 @@ def test_only_the_course_organizer_creates(course):
                        files={"source_zip": ("", b"")})
     assert anonymous.status_code == 401
     assert c.get("/api/organizer/jobs/x").status_code == 401
+    assert "/api/organizer/competitions" in c.get("/openapi.json").json()["paths"]
     own_organizer = Board(PreparedCompetition.open(course.nuclei)).teams.issue_organizer_token()
     for token in (course.team_token, own_organizer, "not-a-token"):
         r = course.api_create(headers={"Authorization": f"Bearer {token}"},
@@ -273,7 +274,9 @@ def test_the_form_needs_its_csrf_token(course):
     # Signing out ends the course organizer's session.
     out = c.post("/logout", data={"csrf_token": form_token(page.text)}, follow_redirects=False)
     assert out.status_code == 303
-    assert c.get("/organizer", headers={"Accept": "text/html"}).status_code == 401
+    gone = c.get("/organizer", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert gone.status_code == 303 and gone.headers["location"] == "/login"
+    assert c.get("/api/organizer/jobs/x").status_code == 401
 
 
 def test_creation_is_off_without_a_course_folder(demo_dirs, tmp_path):

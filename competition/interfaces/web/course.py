@@ -20,7 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Mount
@@ -31,6 +31,7 @@ from competition.interfaces.web.course_create import Creator
 from competition.interfaces.web.course_organizer import CourseOrganizer
 from competition.interfaces.web.course_state import COURSE_PREFIX, Course, same_origin
 from competition.interfaces.web.guard import RequestGuard
+from competition.interfaces.web.prefix import base
 from competition.interfaces.web.routers import course as course_routes
 from competition.interfaces.web.routers import course_organizer as organizer_routes
 from competition.interfaces.web.security import Site
@@ -124,6 +125,8 @@ def create_course_app(members: list[Member], store_url: str | None = None, *,
     async def http_error(request: Request, exc: HTTPException) -> Response:
         if not request.url.path.startswith("/api/") and \
                 "text/html" in request.headers.get("accept", "text/html"):
+            if exc.status_code == 401:  # a page for the signed-in: the course's sign-in
+                return RedirectResponse(f"{base(request)}/login", status_code=303)
             return await run_in_threadpool(course_routes.error_page, request, exc.status_code,
                                            exc.detail)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code,

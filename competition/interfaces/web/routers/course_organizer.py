@@ -149,7 +149,23 @@ def job_page(request: Request, job_id: str) -> Any:
                   refresh=job.status in ("queued", "running"))
 
 
-@router.post("/api/organizer/competitions", status_code=202)
+_TEXT = {"type": "string"}
+CREATE_SCHEMA: dict[str, Any] = {"requestBody": {"required": True, "content": {
+    "multipart/form-data": {"schema": {
+        "type": "object", "required": ["kind", "slug"],
+        "properties": {
+            "kind": {**_TEXT, "description": "a kind `competition tasks` lists"},
+            "slug": {**_TEXT, "description": "the folder and address /c/SLUG/"},
+            "title": _TEXT,
+            "source": {**_TEXT, "description": "a folder under course.yaml's sources"},
+            "options": {**_TEXT, "description": "key=value lines (--option)"},
+            "start": _TEXT, "deadline": _TEXT,
+            "rules": {**_TEXT, "description": "key=value lines of competition.yaml's rules"},
+            ZIP_FIELD: {"type": "string", "format": "binary",
+                        "description": "the source as a zip (instead of `source`; last)"}}}}}}}
+
+
+@router.post("/api/organizer/competitions", status_code=202, openapi_extra=CREATE_SCHEMA)
 async def create_from_api(request: Request) -> Any:
     """Create a competition (course organizer only): a multipart form with `kind`, `slug`,
     `title`, `source` (a folder under course.yaml's roots) or the zip `source_zip` (last),
