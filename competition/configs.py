@@ -402,7 +402,8 @@ class CourseConfig(BaseModel):
     # SHA-256 of the course organizer's token (the token itself is printed once, never kept).
     organizer_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
     # Folders whose subfolders the form may name as a source (symlinks resolved; nothing
-    # outside them is ever read). Empty: only uploaded zips.
+    # outside them is ever read; a relative one is under the course folder). Empty: only
+    # uploaded zips.
     sources: list[Path] = Field(default_factory=list)
     # An uploaded source zip: its size as sent, its members, and their unpacked total.
     max_source_upload_mb: PositiveFloat = 2048

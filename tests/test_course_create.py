@@ -329,3 +329,35 @@ def test_the_job_page_refreshes_itself_until_the_job_ends(course):
         failed = c.get(f"/organizer/jobs/{job_id}")
         assert "http-equiv" not in failed.text and "source: something named" in failed.text
         assert c.get("/organizer/jobs/nope").status_code == 404
+
+
+def test_a_new_course_token_ends_the_old_ones_sessions(course, capsys):
+    c = course.client
+    assert sign_in(c, course.token).status_code == 303
+    assert c.get("/organizer").status_code == 200
+    code, out, err = run_cli(["organizer-token", "--course", course.folder], capsys)
+    assert code == 0 and "also the organizer token of nuclei" in out
+    gone = c.get("/organizer", headers={"Accept": "text/html"}, follow_redirects=False)
+    assert gone.status_code == 303
+    assert course.api_create(kind="demo-nuclei", slug="a").status_code == 403
+    # The command keeps course.yaml's other settings.
+    assert yaml.safe_load((course.folder / "course.yaml").read_text())["sources"] == \
+        [str(course.roots)]
+    code, out, err = run_cli(["organizer-token"], capsys)
+    assert code != 0 and "--course" in err
+    code, out, err = run_cli(["organizer-token", "--course", course.nuclei], capsys)
+    assert code != 0 and "not a course folder" in err
+
+
+def test_hidden_folders_are_never_competitions(course):
+    # A job's work (or one a killed server left) is staged in a hidden folder.
+    shutil.copytree(course.nuclei, course.folder / ".cells.abc.tmp")
+    assert [m.slug for m in course_members([course.folder])] == ["nuclei"]
+    empty = course.tmp / "empty"
+    empty.mkdir()
+    (empty / "course.yaml").write_text("sources: [data]\n")
+    assert course_members([empty]) == [] and course_folder([empty]) == empty
+    app = create_course_app([], course_dir=empty)
+    with TestClient(app) as c:
+        assert c.get("/api/competitions").json() == []
+        assert c.get("/").status_code == 200

@@ -64,7 +64,10 @@ class CourseOrganizer:
         with self._lock:
             if signature != self._signature or self._config is None:
                 try:
-                    self._config = load(CourseConfig, self.config_path)
+                    config = load(CourseConfig, self.config_path)
+                    # A relative root is the course folder's (not the server's working one).
+                    self._config = config.model_copy(update={"sources": [
+                        self.folder / root for root in config.sources]})
                 except ConfigError as e:
                     self._config, self._signature = None, None
                     raise HTTPException(503, f"{COURSE_CONFIG}: {str(e).split(': ', 1)[-1]}")\

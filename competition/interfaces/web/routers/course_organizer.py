@@ -30,12 +30,11 @@ from competition.interfaces.web.course_organizer import Organizing, course_organ
 from competition.interfaces.web.course_state import Course, course_of
 from competition.interfaces.web.guard import FORM_BODY_CAP
 from competition.interfaces.web.prefix import base
-from competition.interfaces.web.routers.course import render
+from competition.interfaces.web.routers.course import render, sessions_of
 from competition.interfaces.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
     CSRF_REFUSED,
-    SESSION_COOKIE,
     bearer_token,
     tokens_match,
 )
@@ -72,8 +71,7 @@ def _organizing(request: Request) -> tuple[Course, Creator, Organizing]:
             raise HTTPException(429, refusal.message,
                                 headers={"Retry-After": str(refusal.retry_after)})
     if who is None:
-        if request.headers.get("authorization") or any(
-                p.site.cookie(request, SESSION_COOKIE) for p in course.portals.values()):
+        if request.headers.get("authorization") or sessions_of(request, course):
             raise HTTPException(403, "the course organizer's token is needed (a team's, a "
                                      "student's or one competition's organizer token is not it)")
         raise HTTPException(401, "sign in with the course organizer's token (`competition "
