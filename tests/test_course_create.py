@@ -214,6 +214,10 @@ def test_hostile_zips_are_refused(demo_dirs, tmp_path, capsys):
         assert r.status_code == 422, (what, r.text)
         assert r.json()["detail"].startswith("source_zip:"), (what, r.text)
     assert not (tmp_path / "evil.txt").exists() and not Path("/tmp/evil.txt").exists()
+    first = course.client.post("/api/organizer/competitions", headers=course.bearer,
+                               files=[("source_zip", ("s.zip", _zip([("a", b"x", None)]))),
+                                      ("kind", (None, "dsb2018")), ("slug", (None, "z"))])
+    assert first.status_code == 422 and "after the other fields" in first.json()["detail"]
     big = course.api_create(os.urandom(200_000), kind="dsb2018", slug="z")
     assert big.status_code == 413 and "max_source_upload_mb" in big.json()["detail"]
     assert not (course.folder / "z").exists()

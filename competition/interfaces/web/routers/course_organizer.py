@@ -113,6 +113,9 @@ async def _create(request: Request) -> tuple[Creator, str]:
         if who.via == "session" and not tokens_match(
                 who.csrf_token, request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD)):
             raise HTTPException(403, CSRF_REFUSED)
+        if "kind" not in fields:
+            raise HTTPException(422, f"{ZIP_FIELD}: send the zip after the other fields "
+                                     "(kind, slug, ...), which are checked before it")
         plans.append(creator.plan(fields, has_zip=True))
 
     assert course.organizer is not None
