@@ -365,3 +365,13 @@ def test_hidden_folders_are_never_competitions(course):
     with TestClient(app) as c:
         assert c.get("/api/competitions").json() == []
         assert c.get("/").status_code == 200
+
+
+def test_a_broken_course_yaml_refuses_creating_and_nothing_else(course):
+    with course.client as c:
+        (course.folder / "course.yaml").write_text("sources: [a]\nmax_source_members: -1\n")
+        assert c.get("/").status_code == 200
+        assert c.get("/c/nuclei/api/leaderboard").status_code in (200, 401)
+        r = course.api_create(kind="demo-nuclei", slug="a")
+        assert r.status_code == 503 and "max_source_members" in r.json()["detail"]
+        assert str(course.folder) not in r.json()["detail"]

@@ -133,6 +133,9 @@ def course_organizer_of(request: Request, organizer: CourseOrganizer | None,
         return None
     token = bearer_token(request)
     if token is not None:
-        return Organizing("token") if organizer.is_token(token) else None
+        try:
+            return Organizing("token") if organizer.is_token(token) else None
+        except HTTPException:  # course.yaml unreadable: nobody (its routes say why)
+            return None
     found = organizer.session(site.cookie(request, COURSE_ORGANIZER_COOKIE))
     return None if found is None else Organizing("session", found.csrf_token)

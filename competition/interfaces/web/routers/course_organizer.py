@@ -58,6 +58,8 @@ def _organizing(request: Request) -> tuple[Course, Creator, Organizing]:
     """The course organizer, or 401 (no credentials) / 403 (someone else's)."""
     course = course_of(request)
     creator = _creator(course)
+    assert course.organizer is not None
+    course.organizer.config()  # a 503 naming course.yaml's problem, if it has one
     who = course_organizer_of(request, course.organizer, course.site)
     token = bearer_token(request)
     if who is None and token is not None and not any(p.board.teams.who(token) for p in
