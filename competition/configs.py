@@ -388,3 +388,27 @@ class TrackingFile(BaseModel):
                              "\"{competition}/{id}/{audience}\"); experiments of the old "
                              "name stay as they are, new runs go to the new one")
         return value
+
+
+# --- course.yaml --------------------------------------------------------------------------
+
+class CourseConfig(BaseModel):
+    """`course.yaml` in a course folder (`competition serve COURSE_DIR`): the course
+    organizer's credential and what the portal's "new competition" form may read. Written
+    by `competition organizer-token --course COURSE_DIR`; `sources` and the limits are the
+    server's owner's to edit (a participant or organizer on the web can never widen them)."""
+
+    model_config = STRICT
+    # SHA-256 of the course organizer's token (the token itself is printed once, never kept).
+    organizer_token_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    # Folders whose subfolders the form may name as a source (symlinks resolved; nothing
+    # outside them is ever read; a relative one is under the course folder). Empty: only
+    # uploaded zips.
+    sources: list[Path] = Field(default_factory=list)
+    # An uploaded source zip: its size as sent, its members, and their unpacked total.
+    max_source_upload_mb: PositiveFloat = 2048
+    max_source_members: PositiveInt = 100_000
+    max_source_unpacked_mb: PositiveFloat = 8192
+
+    def to_yaml(self) -> bytes:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False).encode()

@@ -16,6 +16,7 @@ from pathlib import Path
 from competition.errors import CompetitionDirError
 
 CONFIG = "competition.yaml"
+COURSE_CONFIG = "course.yaml"  # a course folder's own settings (configs.CourseConfig)
 # A slug is a path segment and part of cookie names: nothing that needs quoting.
 SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -38,7 +39,12 @@ def course_members(directories: list[Path]) -> list[Member]:
             continue
         if not given.is_dir():
             raise CompetitionDirError(f"{given}: no such folder")
-        found = sorted(p for p in given.iterdir() if (p / CONFIG).is_file())
+        # Hidden folders are work in progress (a competition being created from the portal
+        # is staged in one), never a competition.
+        found = sorted(p for p in given.iterdir()
+                       if not p.name.startswith(".") and (p / CONFIG).is_file())
+        if not found and (given / COURSE_CONFIG).is_file():
+            continue  # a course with a course.yaml may start empty (competitions are created)
         if not found:
             raise CompetitionDirError(f"{given}: neither a prepared competition (no {CONFIG}) "
                                       f"nor a course folder (no subfolder has one)")
@@ -56,6 +62,17 @@ def course_members(directories: list[Path]) -> list[Member]:
                 "folder")
         unique.append(m)
     return unique
+
+
+def course_folder(directories: list[Path]) -> Path | None:
+    """The course folder when the command line names exactly one and it has a course.yaml
+    (competitions may then be created from the portal, into it); else None."""
+    if len(directories) != 1:
+        return None
+    given = directories[0]
+    if (given / CONFIG).is_file() or not (given / COURSE_CONFIG).is_file():
+        return None
+    return given
 
 
 def check_ids(members: list[Member], ids: list[str | None]) -> None:

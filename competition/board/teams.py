@@ -182,6 +182,13 @@ class Teams:
             store.set_credential(conn, "organizer", token_hash(token))
         return token
 
+    def set_organizer_hash(self, digest: str) -> None:
+        """Make the token of SHA-256 `digest` this competition's organizer token (a course's
+        organizer token: one for every competition of the course; the earlier one stops
+        working)."""
+        with db.write(self.ctx.engine) as conn:
+            store.set_credential(conn, "organizer", digest)
+
     def who(self, token: str | None) -> tuple[str, str | None] | None:
         """("organizer", None) or ("team", name) for a valid token (the team's own, or one of
         its students'), else None."""

@@ -15,23 +15,25 @@ from competition.errors import CompetitionError
 CHUNK = 1 << 20
 
 
-def member_path(name: str) -> PurePosixPath:
-    """A member's path relative to the folder, or a refusal naming it."""
+def member_path(name: str, what: str = "the download") -> PurePosixPath:
+    """A member's path relative to the folder, or a refusal naming it (`what`: the archive,
+    as the refusal calls it)."""
     path = PurePosixPath(name)
     parts = name.rstrip("/").split("/")
     if not name or "\\" in name or any(ord(c) < 32 or ord(c) == 127 for c in name) or \
             path.is_absolute() or any(p in ("", ".", "..") for p in parts) or \
             ":" in parts[0]:
-        raise CompetitionError(f"the download holds a file named {name[:200]!r}, which would "
+        raise CompetitionError(f"{what} holds a file named {name[:200]!r}, which would "
                                "land outside the folder; nothing was written")
     return path
 
 
-def targets(root: Path, names: list[str], force: bool) -> list[Path]:
+def targets(root: Path, names: list[str], force: bool,
+            what: str = "the download") -> list[Path]:
     """Where each name goes under `root`; refused when one leaves it (through a link already
     there too) or, without `force`, when files would be replaced."""
     inside = root.resolve()
-    paths = [root / member_path(n) for n in names]
+    paths = [root / member_path(n, what) for n in names]
     existing = [n for n, p in zip(names, paths, strict=True) if p.exists() or p.is_symlink()]
     for p in paths:
         if not p.parent.resolve().is_relative_to(inside):
@@ -52,28 +54,38 @@ def zip_bytes(total: int, files: int) -> int:
 
 
 def extract(archive: Path, root: Path, force: bool = False,
-            most_bytes: int | None = None) -> list[str]:
+            most_bytes: int | None = None, *, what: str = "the download",
+            most_members: int | None = None) -> list[str]:
     """Write the zip's files under `root`; the names written. `most_bytes`: what their
-    sizes may add up to at most (a zip's sizes may be anything)."""
+    sizes may add up to at most (a zip's sizes may be anything); `most_members`: how many
+    entries (folders too) it may have; `what`: the archive, as refusals call it."""
     try:
         z = zipfile.ZipFile(archive)
     except (zipfile.BadZipFile, OSError) as e:
-        raise CompetitionError(f"the download is not a readable zip ({e})") from None
+        raise CompetitionError(f"{what} is not a readable zip ({e})") from None
     with z:
+        if most_members is not None and len(z.infolist()) > most_members:
+            raise CompetitionError(f"{what} has {len(z.infolist()):,} members; at most "
+                                   f"{most_members:,}; nothing was written")
         infos = [i for i in z.infolist() if not i.is_dir()]
         names = [i.filename for i in infos]
         for info in infos:
             if stat.S_ISLNK(info.external_attr >> 16):
-                raise CompetitionError(f"the download holds a link, {info.filename[:200]!r}; "
+                raise CompetitionError(f"{what} holds a link, {info.filename[:200]!r}; "
                                        "nothing was written")
+            if stat.S_IFMT(info.external_attr >> 16) not in (0, stat.S_IFREG):
+                raise CompetitionError(f"{what} holds {info.filename[:200]!r}, which is not "
+                                       "a plain file (a device, a pipe?); nothing was written")
         if len(set(names)) != len(names):
-            raise CompetitionError("the download names a file twice; nothing was written")
+            raise CompetitionError(f"{what} names a file twice; nothing was written")
         for d in (i.filename for i in z.infolist() if i.is_dir()):
-            member_path(d)
-        paths = targets(root, names, force)
+            member_path(d, what)
+        paths = targets(root, names, force, what)
         if most_bytes is not None and sum(i.file_size for i in infos) > most_bytes:
-            raise CompetitionError(f"the download's files add up to more than the "
-                                   f"{most_bytes:,} bytes announced; nothing was written")
+            limit = f"the {most_bytes:,} bytes announced" if what == "the download" else \
+                f"{most_bytes:,} bytes unpacked"
+            raise CompetitionError(f"{what}'s files add up to more than {limit}; nothing was "
+                                   "written")
         for info, path in zip(infos, paths, strict=True):
             path.parent.mkdir(parents=True, exist_ok=True)
             if path.is_symlink():  # replaced (--force), never followed

@@ -121,20 +121,23 @@ def serve(
     harness needs a newer schema."""
     import uvicorn
 
-    from competition.board.course import course_members
+    from competition.board.course import course_folder, course_members
     from competition.interfaces.web.app import create_app
     from competition.interfaces.web.course import create_course_app
     from competition.jobs.runners import DaskRunner, ThreadRunner
 
     # Every folder is checked (names, ids) before any store is touched or a cluster started.
     members = course_members(directories)
+    # A course folder with a course.yaml is always a course (competitions may be created
+    # from its portal, so even with one or none it is served as one).
+    folder = course_folder(directories)
     for member in members:
         _migrate_store(member.directory, quiet_if_current=True)
     runner = ThreadRunner(workers or 2) if threads else \
         DaskRunner(scheduler, workers, certs=cluster_certs)
     try:
         where = "threads" if threads else (scheduler or "a LocalCluster")
-        if len(members) == 1:
+        if len(members) == 1 and folder is None:
             web_app = create_app(members[0].directory, trust_proxy=trust_proxy,
                                  session_hours=session_hours, runner=runner,
                                  scorer_spec=scorer)
@@ -143,9 +146,12 @@ def serve(
         else:
             web_app = create_course_app(members, trust_proxy=trust_proxy,
                                         session_hours=session_hours, runner=runner,
-                                        scorer_spec=scorer)
+                                        scorer_spec=scorer, course_dir=folder)
             out(f"serving a course of {len(members)} competitions on http://{host}:{port}/; "
                 f"scoring jobs on {where}:")
+            if folder is not None:
+                out(f"  the course organizer creates competitions at /organizer (into "
+                    f"{escape(str(folder))})")
             for member in members:
                 out(f"  /c/{member.slug}/  {escape(str(member.directory))}")
         # The forwarded headers are the portal's to judge (--trust-proxy), not uvicorn's.
@@ -203,6 +209,45 @@ def cluster_certs(
 
 
 @app.command("organizer-token")
-def organizer_token(directory: Path = typer.Argument(..., help="A prepared competition.")) -> None:
-    """Issue a new organizer token for the web portal (replaces the earlier one)."""
-    out(f"organizer token: {board_of(directory).teams.issue_organizer_token()}")
+def organizer_token(
+    directory: Path | None = typer.Argument(None, help="A prepared competition."),
+    course: Path | None = typer.Option(None, "--course", metavar="COURSE_DIR",
+                                       help="A course folder instead: one token for the "
+                                       "course organizer (course.yaml) and every competition "
+                                       "in the folder."),
+) -> None:
+    """Issue a new organizer token for the web portal (replaces the earlier one).
+
+    With --course COURSE_DIR: the course organizer's token, stored hashed in
+    COURSE_DIR/course.yaml (made if missing; its other settings are kept) and made the
+    organizer token of every competition in the folder (each one's earlier token stops
+    working). `competition serve COURSE_DIR` then lets its holder create competitions."""
+    if (directory is None) == (course is None):
+        raise CompetitionError("name a competition (DIR) or a course folder (--course "
+                               "COURSE_DIR), one of them")
+    if directory is not None:
+        out(f"organizer token: {board_of(directory).teams.issue_organizer_token()}")
+        return
+    from competition.board.course import CONFIG, COURSE_CONFIG
+    from competition.board.teams import new_token, token_hash
+    from competition.configs import CourseConfig, load
+
+    assert course is not None
+    if not course.is_dir() or (course / CONFIG).is_file():
+        raise CompetitionError(f"{course}: not a course folder (a folder whose subfolders are "
+                               "competitions; a competition takes `organizer-token DIR`)")
+    path = course / COURSE_CONFIG
+    config = load(CourseConfig, path) if path.is_file() else CourseConfig()
+    token = new_token()
+    config = config.model_copy(update={"organizer_token_sha256": token_hash(token)})
+    tmp = path.with_name(f".{COURSE_CONFIG}.tmp")
+    tmp.write_bytes(config.to_yaml())
+    tmp.replace(path)
+    names = []
+    for sub in sorted(p for p in course.iterdir()
+                      if not p.name.startswith(".") and (p / CONFIG).is_file()):
+        board_of(sub).teams.set_organizer_hash(token_hash(token))
+        names.append(sub.name)
+    out(f"course organizer token: {token}")
+    out(f"  stored hashed in {escape(str(path))}; also the organizer token of "
+        + (", ".join(map(escape, names)) if names else "no competition yet"))

@@ -3,7 +3,10 @@ own pages need of them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import HTTPException, Request
 
@@ -18,17 +21,30 @@ from competition.interfaces.web.sign_in_limits import SignInLimits
 from competition.interfaces.web.state import Portal
 from competition.jobs.runners import SharedRunner
 
+if TYPE_CHECKING:
+    from competition.interfaces.web.course_create import Creator
+    from competition.interfaces.web.course_organizer import CourseOrganizer
+
 COURSE_PREFIX = "/c/"
 
 
 @dataclass
 class Course:
-    """The course's state: its competitions' portals by slug, in the order given."""
+    """The course's state: its competitions' portals by slug, in the order given.
+
+    `portals` is replaced, never changed in place, when a competition is added (`mount`):
+    requests iterating the old mapping meanwhile are not disturbed."""
 
     portals: dict[str, Portal]
     site: Site
     sign_ins: SignInLimits
     runner: SharedRunner
+    # Served as a course folder with a course.yaml (`competition serve COURSE_DIR`): its
+    # organizer, who may create competitions (course_create.py), else None.
+    organizer: CourseOrganizer | None = None
+    creator: Creator | None = None
+    # Mounts a prepared competition (folder, slug) live; set by course.py.
+    mount: Callable[[Path, str], Portal] | None = field(default=None, repr=False)
 
     def fresh(self) -> dict[str, Portal]:
         """The portals, each with its competition.yaml read again if it changed (a
@@ -42,7 +58,7 @@ class Course:
     def sign_in_rules(self) -> PortalConfig:
         """The strictest of the competitions' sign-in limits (a token tried at the course's
         sign-in is tried at every competition)."""
-        configs = [p.comp.config.portal for p in self.portals.values()]
+        configs = [p.comp.config.portal for p in self.portals.values()] or [PortalConfig()]
         return configs[0].model_copy(update={
             "sign_in_window_seconds": max(c.sign_in_window_seconds for c in configs),
             "sign_in_failures_per_address": min(c.sign_in_failures_per_address

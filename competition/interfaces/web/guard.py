@@ -17,7 +17,7 @@ limits the team is already over, then a slot and temporary space (see upload_slo
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -102,7 +102,11 @@ def _retry_after(refusal: RuleError, now: Callable[[], datetime]) -> dict[str, s
     return None
 
 
-def too_large(cap: int, *, upload: bool) -> HTTPException:
+def too_large(cap: int, *, upload: bool, what: str | None = None) -> HTTPException:
+    if what is not None:
+        return HTTPException(413, f"{what} are over the size limit of {cap / 1e6:.1f} MB "
+                                  "(the course's max_source_upload_mb, with the form's "
+                                  "overhead)")
     if upload:
         return UploadRefused(413, f"the upload is over the size limit of {cap / 1e6:.1f} MB "
                                   "(the competition's max_submission_mb, with the form's "
@@ -111,12 +115,15 @@ def too_large(cap: int, *, upload: bool) -> HTTPException:
 
 
 class RequestGuard:
-    """`portal` None: a course's own routes (no uploads; paths under `passthrough`, the
-    mounted competitions, are left to their own guards after the path checks)."""
+    """`portal` None: a course's own routes (paths under `passthrough`, the mounted
+    competitions, are left to their own guards after the path checks; `large_bodies`: the
+    course's routes that take a file, by path, with the function giving their cap now)."""
 
     def __init__(self, app: ASGIApp, portal: Portal | None,
-                 passthrough: str | None = None) -> None:
+                 passthrough: str | None = None,
+                 large_bodies: Mapping[str, Callable[[], int]] | None = None) -> None:
         self.app, self.portal, self.passthrough = app, portal, passthrough
+        self.large_bodies = dict(large_bodies or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -137,13 +144,17 @@ class RequestGuard:
                 await self.app(scope, receive, send)
                 return
             upload = description = False
+            large = self.large_bodies.get(local_path_of(scope)) \
+                if scope["method"] == "POST" else None
         else:
+            large = None
             if self.portal.stale():
                 await run_in_threadpool(self.portal.reload)
             own = local_path_of(scope)  # the route's own path, under any mount prefix
             upload = scope["method"] == "POST" and own in UPLOAD_PATHS
             description = own in DESCRIPTION_PATHS
         cap = upload_body_cap(self.portal) if upload and self.portal else \
+            large() if large is not None else \
             DESCRIPTION_BODY_CAP if description else FORM_BODY_CAP
         headers = Headers(scope=scope)
         length = declared_length(headers)
@@ -156,14 +167,18 @@ class RequestGuard:
             await _refuse(scope, receive, send, 400, "send either Content-Length or "
                                                      "Transfer-Encoding, not both")
             return
-        await _Capped(self.app, cap, length, upload=upload)(scope, receive, send)
+        await _Capped(self.app, cap, length, upload=upload,
+                      what=None if large is None else "the source zip and the form")(
+            scope, receive, send)
 
 
 class _Capped:
     """One request whose body may not pass `cap` bytes."""
 
-    def __init__(self, app: ASGIApp, cap: int, declared: int | None, *, upload: bool) -> None:
+    def __init__(self, app: ASGIApp, cap: int, declared: int | None, *, upload: bool,
+                 what: str | None = None) -> None:
         self.app, self.cap, self.declared, self.upload = app, cap, declared, upload
+        self.what = what
         self.received = 0
         self.responding = False
 
@@ -182,7 +197,7 @@ class _Capped:
                 # A response is under way (e.g. a stream that listens for the client going
                 # away): the body is simply not read further.
                 return {"type": "http.disconnect"}
-            raise too_large(self.cap, upload=self.upload)
+            raise too_large(self.cap, upload=self.upload, what=self.what)
 
         async def watched_send(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -15,7 +15,7 @@ import contextlib
 import shutil
 import tempfile
 import unicodedata
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -104,9 +104,15 @@ class _Parts:
     the file."""
 
     def __init__(self, folder: Path, max_file_bytes: int, max_message_chars: int,
-                 before_file: Callable[[dict[str, str]], None]):
+                 before_file: Callable[[dict[str, str]], None],
+                 extra: Mapping[str, int] | None = None, file_field: str = FILE_FIELD,
+                 file_required: bool = True):
         self.folder, self.max_file_bytes, self.before_file = folder, max_file_bytes, before_file
         self.max_message_chars = max_message_chars
+        # Other forms' fields (e.g. a course's new-competition form), each with its cap.
+        self.extra = dict(extra or {})
+        self.file_field, self.file_required = file_field, file_required
+        self.max_parts = MAX_PARTS + len(self.extra)
         self.fields: dict[str, str] = {}
         self.path: Path | None = None
         self.file: IO[bytes] | None = None
@@ -125,8 +131,8 @@ class _Parts:
 
     def on_part_begin(self) -> None:
         self.parts += 1
-        if self.parts > MAX_PARTS:
-            raise UploadRefused(400, f"the form has more than {MAX_PARTS} parts")
+        if self.parts > self.max_parts:
+            raise UploadRefused(400, f"the form has more than {self.max_parts} parts")
         self._reset()
 
     def _header_bytes(self, n: int) -> None:
@@ -154,8 +160,10 @@ class _Parts:
         self.name = _decode(options[b"name"], "field name")
         if b"filename" not in options:
             return
-        if self.name != FILE_FIELD:
-            raise UploadRefused(400, f"send the file in the field {FILE_FIELD!r}, "
+        if not options[b"filename"] and not self.file_required:
+            return  # a browser's empty file input (no file chosen): a field, ignored
+        if self.name != self.file_field:
+            raise UploadRefused(400, f"send the file in the field {self.file_field!r}, "
                                      f"not {self.name[:50]!r}")
         if self.path is not None:
             raise UploadRefused(400, "send one file at a time")
@@ -179,11 +187,13 @@ class _Parts:
             if len(self.data) > 4 * self.max_message_chars:
                 raise UploadRefused(422, f"the message is longer than "
                                          f"{self.max_message_chars} characters")
-        elif len(self.data) > MAX_TOKEN_BYTES:
-            raise UploadRefused(400, f"the field {str(self.name)[:50]!r} is too long")
+        elif len(self.data) > self.extra.get(str(self.name), MAX_TOKEN_BYTES):
+            raise UploadRefused(400, f"the field {str(self.name)[:50]!r} is too long (at "
+                                     f"most {self.extra.get(str(self.name), MAX_TOKEN_BYTES)} "
+                                     "bytes)")
 
     def on_part_end(self) -> None:
-        if not self.in_file and self.name in FIELDS:
+        if not self.in_file and (self.name in FIELDS or self.name in self.extra):
             text = _decode(bytes(self.data), str(self.name))
             self.fields[str(self.name)] = text if self.name != "message" else \
                 check_message(text, self.max_message_chars)
@@ -202,17 +212,38 @@ async def received_upload(request: Request, max_file_bytes: int, max_message_cha
                           on_bytes: Callable[[int], None] | None = None,
                           idle_seconds: float | None = None) -> AsyncIterator[Upload]:
     """The request's file, streamed into a temporary folder that is removed on leaving, with
+    the form's other fields (see `received_form`)."""
+    async with received_form(request, max_file_bytes, max_message_chars, before_file,
+                             on_bytes=on_bytes, idle_seconds=idle_seconds) as (path, fields):
+        assert path is not None  # required
+        yield Upload(path, fields)
+
+
+@contextlib.asynccontextmanager
+async def received_form(request: Request, max_file_bytes: int, max_message_chars: int,
+                        before_file: Callable[[dict[str, str]], None], *,
+                        on_bytes: Callable[[int], None] | None = None,
+                        idle_seconds: float | None = None,
+                        extra: Mapping[str, int] | None = None,
+                        file_field: str = FILE_FIELD, file_required: bool = True,
+                        folder_in: Path | None = None,
+                        ) -> AsyncIterator[tuple[Path | None, dict[str, str]]]:
+    """The request's file, streamed into a temporary folder that is removed on leaving, with
     the form's other fields (a message of at most `max_message_chars`). `before_file(fields)`
     runs when the file part begins (with the fields sent before it) and may refuse the upload
     by raising; `on_bytes(n)` runs as each piece of the body arrives, before it is written (it
     counts the temporary space, and may refuse). A body that stops arriving for
-    `idle_seconds` is a 408: a stalled client holds its upload slot no longer."""
+    `idle_seconds` is a 408: a stalled client holds its upload slot no longer. Other forms:
+    `extra` fields (name: most bytes), the file in `file_field`, which with `file_required`
+    False may be missing (its path is None then), the
+    temporary folder made in `folder_in` (so that the file can be renamed out of it)."""
     content_type, options = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not options.get(b"boundary"):
         raise UploadRefused(415, f"send the file as multipart/form-data, in a field named "
-                                 f"{FILE_FIELD!r}")
-    folder = Path(tempfile.mkdtemp(prefix="competition-upload-"))
-    parts = _Parts(folder, max_file_bytes, max_message_chars, before_file)
+                                 f"{file_field!r}")
+    folder = Path(tempfile.mkdtemp(prefix="competition-upload-", dir=folder_in))
+    parts = _Parts(folder, max_file_bytes, max_message_chars, before_file, extra, file_field,
+                   file_required)
     try:
         parser = MultipartParser(options[b"boundary"], {
             "on_part_begin": parts.on_part_begin, "on_part_data": parts.on_part_data,
@@ -231,9 +262,9 @@ async def received_upload(request: Request, max_file_bytes: int, max_message_cha
             raise UploadRefused(400, "the upload is not valid multipart/form-data") from None
         if parts.file is not None:
             parts.file.close()
-        if parts.path is None:
-            raise UploadRefused(422, f"no file: send it in a field named {FILE_FIELD!r}")
-        yield Upload(parts.path, parts.fields)
+        if parts.path is None and file_required:
+            raise UploadRefused(422, f"no file: send it in a field named {file_field!r}")
+        yield parts.path, parts.fields
     finally:
         if parts.file is not None:
             parts.file.close()

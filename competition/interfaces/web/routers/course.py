@@ -20,6 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from competition.board.rules import utcnow
 from competition.board.sessions import Session
 from competition.interfaces.web.catalog import competition_summary
+from competition.interfaces.web.course_organizer import (
+    COURSE_ORGANIZER_COOKIE,
+    course_organizer_of,
+)
 from competition.interfaces.web.course_state import COURSE_PREFIX, Course, course_of
 from competition.interfaces.web.dependencies import form_field
 from competition.interfaces.web.prefix import base
@@ -62,15 +66,20 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> An
     the course's pre-session token (sign-in), set as a cookie when new."""
     course = course_of(request)
     sessions = sessions_of(request, course)
+    organizing = course_organizer_of(request, course.organizer, course.site)
     new_token = None
-    if sessions:
-        token: str | None = next(iter(sessions.values())).csrf_token
+    if organizing is not None and organizing.via == "session":
+        token: str | None = organizing.csrf_token
+    elif sessions:
+        token = next(iter(sessions.values())).csrf_token
     else:
         token = course.site.cookie(request, CSRF_COOKIE)
         if not token or len(token) > MAX_CSRF_CHARS:
             token = new_token = new_csrf_token()
     response = TEMPLATES.TemplateResponse(request, name, {
-        "base": base(request), "sessions": sessions, "csrf_token": token or "", **context},
+        "base": base(request), "sessions": sessions, "csrf_token": token or "",
+        "course_organizer": organizing is not None,
+        "creating": course.creator is not None, **context},
         status_code=status)
     if new_token is not None:
         course.site.set_cookie(response, request, CSRF_COOKIE, new_token)
@@ -103,6 +112,9 @@ def _csrf_valid(request: Request, course: Course, supplied: str | None) -> bool:
     """The form's token is the course's pre-session one, or that of a session it holds."""
     expected = [course.site.cookie(request, CSRF_COOKIE)]
     expected += [s.csrf_token for s in sessions_of(request, course).values()]
+    organizing = course_organizer_of(request, course.organizer, course.site)
+    if organizing is not None:
+        expected.append(organizing.csrf_token)
     return any(tokens_match(e, supplied) for e in expected)
 
 
@@ -114,12 +126,16 @@ def course_login(request: Request, token: Annotated[str, Form(max_length=500)],
         return render(request, "course_login.html", status=403, error=CSRF_REFUSED)
     token = token.strip()
     opened: dict[str, str] = {}
+    organizer_session = None
     if len(token) <= MAX_TOKEN_CHARS:
         for slug, p in course.fresh().items():
             found = p.sessions.open(token, p.session_ttl)
             if found is not None:
                 opened[slug] = found[0]
-    if not opened:  # a failed sign-in: counted once for the course, or over the limits 429
+        if course.organizer is not None:
+            organizer_session = course.organizer.open(token)
+    # A failed sign-in: counted once for the course, or over the limits 429.
+    if not opened and organizer_session is None:
         refusal = course.sign_ins.refused(
             client_address(request, trust_proxy=course.site.trust_proxy), token,
             course.sign_in_rules())
@@ -130,7 +146,16 @@ def course_login(request: Request, token: Annotated[str, Form(max_length=500)],
         return render(request, "course_login.html", status=401, error="unknown token")
     # One person at a time in this browser: the sessions held before end everywhere, and
     # competitions the new token is unknown to are signed out of.
-    response = RedirectResponse(f"{base(request)}/", status_code=303)
+    response = RedirectResponse(f"{base(request)}/" + ("organizer" if organizer_session
+                                                       else ""), status_code=303)
+    if course.organizer is not None:
+        course.organizer.revoke(course.site.cookie(request, COURSE_ORGANIZER_COOKIE))
+        if organizer_session is not None:
+            course.site.set_cookie(response, request, COURSE_ORGANIZER_COOKIE,
+                                   organizer_session,
+                                   max_age=int(course.organizer.ttl_seconds))
+        else:
+            course.site.delete_cookie(response, request, COURSE_ORGANIZER_COOKIE)
     for slug, p in course.portals.items():
         p.sessions.revoke(p.site.cookie(request, SESSION_COOKIE))
         if slug in opened:
@@ -147,11 +172,16 @@ async def course_logout(request: Request) -> Any:
     """Ends the browser's session in every competition of the course."""
     course = course_of(request)
     held = await run_in_threadpool(sessions_of, request, course)
-    if held:
+    organizing = await run_in_threadpool(course_organizer_of, request, course.organizer,
+                                         course.site)
+    if held or organizing is not None:
         supplied = await form_field(request, CSRF_FIELD)
         if not await run_in_threadpool(_csrf_valid, request, course, supplied):
             return await run_in_threadpool(error_page, request, 403, CSRF_REFUSED)
     response = RedirectResponse(f"{base(request)}/", status_code=303)
+    if course.organizer is not None:
+        course.organizer.revoke(course.site.cookie(request, COURSE_ORGANIZER_COOKIE))
+        course.site.delete_cookie(response, request, COURSE_ORGANIZER_COOKIE)
     for p in course.portals.values():
         await run_in_threadpool(p.sessions.revoke, p.site.cookie(request, SESSION_COOKIE))
         p.site.delete_cookie(response, request, SESSION_COOKIE)
