@@ -1,11 +1,13 @@
 """A course run through a real browser (issue 28): one `competition serve COURSE` process
-serves two competitions (nuclei and em); the organizer has imported a roster of 60 students
-(teams of 2 and 3, and ten students without a team) into both with `competition roster
-import`. Through the pages, as people would:
+serves two competitions (nuclei, then em made from the portal); the organizer has imported a
+roster of 60 students (teams of 2 and 3, and ten students without a team) with `competition
+roster import`. Through the pages, as people would:
 
-- the organizer signs in (the course's sign-in) with the nuclei organizer token, moves the
-  deadline and sets a merger deadline and a team size limit on the rules page, and sees the
-  change and its history;
+- the course organizer (`competition organizer-token --course`) signs in and creates the
+  second competition (em) on the course's `/organizer` form; the roster is imported into it
+  too (no token changes); it moves em's deadline on em's rules page;
+- on nuclei's rules page it moves the deadline and sets a merger deadline and a team size
+  limit, and sees the change and its history;
 - students of two teams sign in once with their own tokens and submit each competition's
   public sample submission through its submit page, and see their scores;
 - on the Team page one student makes an invitation code, a student without a team joins with
@@ -28,8 +30,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from competition.board.board import Board
-from competition.board.prepared import PreparedCompetition
 from tests.browser import VIEWPORT, chromium, screenshot_dir, served, sign_in  # noqa: F401
 from tests.test_bad_input import run_cli
 from tests.test_roster import sheet_rows, write_roster
@@ -56,12 +56,22 @@ def roster_rows() -> list[dict[str, str]]:
     return rows
 
 
-def second_competition(course: Path, demo_dirs: dict[str, Path]) -> Path:
-    """The course's second competition (em). Today it is a prepared demo copied into the
-    course folder before the portal starts; the organizer's course form (`/organizer`, which
-    creates a competition from the portal) is where this step moves when it lands: the
-    organizer then makes it in the browser, and the roster is imported into it there."""
-    return Path(shutil.copytree(demo_dirs["demo-em"], course / "em"))
+def create_from_the_portal(boss: Any, url: str, slug: str, kind: str, title: str,
+                           deadline: str) -> None:
+    """The course organizer's form (`/organizer`): a synthetic kind needs no source; the
+    job's page refreshes itself until the competition is served at /c/SLUG/."""
+    from playwright.sync_api import expect
+
+    boss.goto(url + "/organizer")
+    boss.get_by_label("Kind").select_option(kind)
+    boss.get_by_label(re.compile("^Slug")).fill(slug)
+    boss.get_by_label("Title").fill(title)
+    boss.get_by_label("Deadline (UTC)").fill(deadline)
+    boss.get_by_role("button", name="Create").click()
+    expect(boss.locator("#status")).to_contain_text("done", timeout=180_000)
+    boss.get_by_role("link", name=f"/c/{slug}/").click()
+    expect(boss.get_by_role("heading", level=1).first).to_contain_text(title)
+    expect(boss.get_by_role("link", name="Organizer", exact=True)).to_be_visible()
 
 
 def utc(moment: datetime) -> str:
@@ -110,11 +120,13 @@ def test_a_course_runs_in_the_browser(chromium, demo_dirs, tmp_path, capsys):  #
     shots = screenshot_dir(tmp_path)
     course = tmp_path / "course"
     dirs = {"nuclei": Path(shutil.copytree(demo_dirs["demo-nuclei"], course / "nuclei")),
-            "em": second_competition(course, demo_dirs)}
-    organizer = Board(PreparedCompetition.open(dirs["nuclei"])).teams.issue_organizer_token()
+            "em": course / "em"}  # made from the portal below
+    code, out, err = run_cli(["organizer-token", "--course", course], capsys)
+    assert code == 0, err
+    organizer = re.search(r"course organizer token: (\S+)", out).group(1)
     people = roster_rows()
     roster = write_roster(tmp_path / "roster.csv", people)
-    code, out, err = run_cli(["roster", "import", dirs["nuclei"], dirs["em"], roster,
+    code, out, err = run_cli(["roster", "import", dirs["nuclei"], roster,
                               "--out", tmp_path / "tokens.csv"], capsys)
     assert code == 0, err
     assert "60 new account(s)" in out
@@ -127,14 +139,27 @@ def test_a_course_runs_in_the_browser(chromium, demo_dirs, tmp_path, capsys):  #
 
     with served([course], ready="/api/competitions") as url:
         nuclei = url + "/c/nuclei"
-        # --- the organizer: deadline, merger deadline and team size on the rules page ---------
+        # --- the course organizer creates the second competition from the portal --------------
         boss = person()
         sign_in(boss, url, organizer)
-        # The organizer token is nuclei's: signed in there only.
-        expect(boss.locator("#open li").filter(has_text="signed in")).to_have_count(1)
-        expect(boss.locator("#open li").filter(has_text=TITLES["nuclei"])).to_contain_text(
-            "signed in as organizer")
         now = datetime.now(UTC)
+        create_from_the_portal(boss, url, "em", "demo-em", TITLES["em"],
+                               utc(now + timedelta(days=21)))
+        boss.screenshot(path=str(shots / "course-created.png"))
+        # ... and gives the roster to it: every student keeps their token, now valid in both.
+        code, out, err = run_cli(["roster", "import", dirs["nuclei"], dirs["em"], roster,
+                                  "--out", tmp_path / "tokens-em.csv"], capsys)
+        assert code == 0, err
+        assert "0 new account(s)" in out
+        # The course organizer is the organizer of both competitions (the job's page signed
+        # it in to the new one); it moves the new one's deadline on its rules page.
+        boss.goto(url + "/")
+        expect(boss.locator("#open li").filter(has_text="signed in as organizer")
+               ).to_have_count(2)
+        em_deadline = utc(now + timedelta(days=28))
+        edit_rules(boss, url + "/c/em", deadline=em_deadline)
+        expect(boss.locator("#rule-deadline")).to_have_value(em_deadline)
+        # --- the organizer: deadline, merger deadline and team size on the rules page ---------
         deadline = utc(now + timedelta(days=14))
         edit_rules(boss, nuclei, deadline=deadline, team_size_limit="3",
                    merger_deadline=utc(now + timedelta(days=7)))

@@ -56,13 +56,18 @@ class Sessions:
     def open(self, token: str, ttl: timedelta = DEFAULT_TTL) -> tuple[str, Session] | None:
         """A new session for a valid token: (its id for the cookie, the session); None for an
         unknown token."""
-        who = self.teams.who(token)
+        return self.open_credential(token_hash(token), ttl)
+
+    def open_credential(self, credential: str, ttl: timedelta = DEFAULT_TTL
+                        ) -> tuple[str, Session] | None:
+        """`open` for a token known by its hash (the course organizer's session opens one in
+        a competition it has just created, whose organizer token is the course's)."""
+        who = self.teams.who_by_hash(credential)
         if who is None:
             return None
         role, team = who
         session_id = secrets.token_urlsafe(32)
         now = self.ctx.now()
-        credential = token_hash(token)
         with db.write(self.ctx.engine) as conn:
             # By the token, not the name: a name stored before a newer check still signs in.
             team_id = None

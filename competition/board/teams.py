@@ -194,7 +194,10 @@ class Teams:
         its students'), else None."""
         if not token:
             return None
-        digest = token_hash(token)
+        return self.who_by_hash(token_hash(token))
+
+    def who_by_hash(self, digest: str) -> tuple[str, str | None] | None:
+        """`who` for a token known by its hash only (a course organizer's session)."""
         with db.read(self.ctx.engine) as conn:
             if store.credential_named(conn, digest) == "organizer":
                 return ("organizer", None)

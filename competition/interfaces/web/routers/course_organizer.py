@@ -26,7 +26,11 @@ from competition.interfaces.web.course_create import (
     check_zip,
     kinds,
 )
-from competition.interfaces.web.course_organizer import Organizing, course_organizer_of
+from competition.interfaces.web.course_organizer import (
+    COURSE_ORGANIZER_COOKIE,
+    Organizing,
+    course_organizer_of,
+)
 from competition.interfaces.web.course_state import Course, course_of
 from competition.interfaces.web.guard import FORM_BODY_CAP
 from competition.interfaces.web.prefix import base
@@ -35,6 +39,7 @@ from competition.interfaces.web.security import (
     CSRF_FIELD,
     CSRF_HEADER,
     CSRF_REFUSED,
+    SESSION_COOKIE,
     bearer_token,
     tokens_match,
 )
@@ -146,10 +151,29 @@ async def create_from_form(request: Request) -> Any:
 
 @router.get("/organizer/jobs/{job_id}", response_class=HTMLResponse, include_in_schema=False)
 def job_page(request: Request, job_id: str) -> Any:
-    _, creator, _ = _organizing(request)
+    course, creator, who = _organizing(request)
     job = creator.job(job_id)
-    return render(request, "course_job.html", job=job,
-                  refresh=job.status in ("queued", "running"))
+    response = render(request, "course_job.html", job=job,
+                      refresh=job.status in ("queued", "running"))
+    if job.status == "done" and who.via == "session":
+        _sign_in_to_the_new_one(request, response, course, job.slug)
+    return response
+
+
+def _sign_in_to_the_new_one(request: Request, response: Any, course: Course, slug: str) -> None:
+    """The course organizer signed in before the competition existed, so the sign-in opened
+    no session there: open one now (its organizer token is the course's), so that the page's
+    link leads to the new competition signed in rather than to the sign-in form."""
+    assert course.organizer is not None
+    portal = course.portals.get(slug)
+    held = course.organizer.session(course.site.cookie(request, COURSE_ORGANIZER_COOKIE))
+    if portal is None or held is None or \
+            portal.sessions.get(portal.site.cookie(request, SESSION_COOKIE)) is not None:
+        return
+    opened = portal.sessions.open_credential(held.credential, portal.session_ttl)
+    if opened is not None:
+        portal.site.set_cookie(response, request, SESSION_COOKIE, opened[0],
+                               max_age=int(portal.session_ttl.total_seconds()))
 
 
 _TEXT = {"type": "string"}
