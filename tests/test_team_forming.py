@@ -110,12 +110,34 @@ def test_codes_expired_revoked_unknown_own_refused(made):
 def test_a_team_left_without_students_keeps_its_submissions_not_its_codes(made, tmp_path):
     comp, board, who, _ = made
     forming = board.team_forming
-    board.submissions.submit(variant(comp, tmp_path, 0), "Ed")
-    left_open, _ = forming.invite(who["Ed"])
-    forming.join(who["Ed"], forming.invite(who["Ana"])[0])
-    assert "Ed" in {t["team"] for t in board.teams.overview()}  # its submission is kept
+    # A team of the organizer's (`team add`, a token of its own) keeps its submissions when
+    # its last student joins another team.
+    board.teams.issue_token("herons")
+    board.accounts.move("g1", "herons")
+    board.submissions.submit(variant(comp, tmp_path, 0), "herons")
+    left_open, _ = forming.invite(who["Gus"])
+    forming.join(who["Gus"], forming.invite(who["Ana"])[0])
+    assert "herons" in {t["team"] for t in board.teams.overview()}  # its submission is kept
     with pytest.raises(RuleError, match="revoked"):
         forming.join(who["Flo"], left_open)
+
+
+def test_the_last_student_joining_takes_the_submissions_under_the_merge_rule(made, tmp_path):
+    """Joining alone from a team of one with submissions is a merge: it may not pass the merge
+    rule, nor leave a team without students on the boards (a second entry for the student)."""
+    comp, board, who, clock = made
+    forming = board.team_forming
+    board.submissions.submit(variant(comp, tmp_path, 0), "owls")
+    board.submissions.submit(variant(comp, tmp_path, 1), "owls")
+    board.submissions.submit(variant(comp, tmp_path, 2), "Ed")
+    code, _ = forming.invite(who["Ana"])
+    with pytest.raises(RuleError, match="3 counted submissions together"):
+        forming.join(who["Ed"], code)
+    assert team_of(board, "Ed") == "Ed"
+    clock.set(clock.t + dt.timedelta(days=1))
+    assert forming.join(who["Ed"], code) == "owls"
+    assert "Ed" not in {t["team"] for t in board.teams.overview()}
+    assert len(board.submissions.of_team("owls")) == 3
 
 
 def test_the_size_limit_is_kept(made):

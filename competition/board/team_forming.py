@@ -4,7 +4,10 @@ invitation codes, until the merger deadline, within the team size limit.
 - `invite`: a student makes a code for their team (random, 144 bits, shown once, kept as a
   SHA-256 only; it admits once, for INVITATION_DAYS, unless the team revokes it first).
 - `join`: a student presents a code and moves, alone, into its team (leaving their old team,
-  and their submissions with it: submissions are the team's).
+  and their submissions with it: submissions are the team's). The last student of a team
+  with submissions (and no shared token) joining is a `merge`: the submissions come along,
+  under the merge rule (a team without students left on the boards would be a second entry
+  for one student, and joining would pass the merge rule).
 - `merge`: a student presents a code and moves their WHOLE team into the code's team: every
   student, every submission and upload; the code is the other team's consent. Refused where
   the two teams together would be over the size limit, or would hold more submissions than
@@ -160,6 +163,11 @@ class TeamForming:
                 raise RuleError(f"team {me['team']!r} has a shared team token (`competition "
                                 "team add`), which would stop working: it cannot be merged "
                                 "away (join alone, or ask the organizer to move its students)")
+            # The last student of a team with submissions joining another is a merge: else
+            # the team stayed on the boards without students, beside the one the student
+            # joined (two teams' probes, two entries on the private board for one student),
+            # and the merge rule below was passed by joining instead of merging.
+            whole_team = whole_team or _last_with_submissions(conn, old)
             moving = store.students(conn, old) if whole_team else [me]
             self._check_room(conn, new, invitation["team"], len(moving))
             if whole_team:
@@ -278,6 +286,14 @@ def _lock(conn: Connection, me: dict[str, Any], *team_ids: int) -> None:
 def _move(conn: Connection, moving: list[dict[str, Any]], team_id: int) -> None:
     store.move_accounts(conn, [m["id"] for m in moving], team_id)
     end_old_sessions(conn, moving, team_id)
+
+
+def _last_with_submissions(conn: Connection, team_id: int) -> bool:
+    """The team has one student, submissions or uploads, and no shared token of its own
+    (a team the organizer made with `team add` stays, its token acting for it)."""
+    kept = team_store.kept_rows(conn, team_id)
+    return kept["students"] == 1 and bool(kept["submissions"] or kept["uploads"]) and \
+        not team_store.has_token(conn, team_id)
 
 
 def _drop_if_empty(conn: Connection, team_id: int, now: datetime) -> None:
