@@ -403,3 +403,41 @@ def test_an_upload_arriving_while_its_team_merges_away_is_refused(made, tmp_path
     made_now = board.submissions.submit(variant(comp, tmp_path, 2), "owls", queue=True,
                                         create_team=False)
     assert made_now.team == "owls"
+
+
+def test_guessing_invitation_codes_is_limited_per_student(demo_dirs, tmp_path):
+    """Unknown codes count like failed sign-ins, by student: past the limit (the sign-in
+    settings' window and attempts per token prefix, 10 by default) the student's codes are
+    refused with a 429 before they are tried, a real one too; other students are not held
+    up, and codes that were real (used, revoked) are no guesses."""
+    root = make_comp(demo_dirs, tmp_path, team_size_limit=3)
+    portal = Portal(root)
+    who = students(board_of(root, None))
+    c = portal.client
+
+    def bearer(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {who[name + '!token']}"}
+
+    code = c.post("/api/team/invitations", headers=bearer("Ana")).json()["code"]
+    for k in range(10):
+        guess = c.post("/api/team/merge", json={"code": f"guess-{k}"}, headers=bearer("Ed"))
+        assert guess.status_code == 400, (k, guess.text)
+    refused = c.post("/api/team/join", json={"code": code}, headers=bearer("Ed"))
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "invitation codes" in refused.json()["detail"]
+    # The page refuses alike.
+    login = c.get("/login")
+    c.post("/login", data={"token": who["Ed!token"], "csrf_token": form_token(login.text)})
+    page = c.get("/team")
+    assert c.post("/team/join", data={"csrf_token": form_token(page.text),
+                                      "code": code}).status_code == 429
+    # Another student is not held up; the code is still good.
+    assert c.post("/api/team/join", json={"code": code},
+                  headers=bearer("Flo")).json() == {"team": "owls"}
+    # A used code is no guess (Gus: refused 400 as often as he likes, then joins).
+    for _ in range(12):
+        assert c.post("/api/team/join", json={"code": code},
+                      headers=bearer("Gus")).status_code == 400
+    fresh = c.post("/api/team/invitations", headers=bearer("Cy")).json()["code"]
+    assert c.post("/api/team/join", json={"code": fresh},
+                  headers=bearer("Gus")).json() == {"team": "bats"}

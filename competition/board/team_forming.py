@@ -62,6 +62,11 @@ class NotYours(RuleError):
     """An invitation that is not the asking student's team's (an API answers 404)."""
 
 
+class UnknownCode(RuleError):
+    """A code that is no invitation at all (a guess, or a typing error): the portal limits
+    how many of these a student may try (routers/team.py)."""
+
+
 class NotAStudent(RuleError):
     """A token that is not a student's own (a team's shared one): it forms no teams (403)."""
 
@@ -257,7 +262,7 @@ def _usable(conn: Connection, code: str, now: datetime) -> dict[str, Any]:
     given = code.strip()
     found = store.by_code(conn, code_hash(given)) if 0 < len(given) <= 200 else None
     if found is None:
-        raise RuleError("no such invitation code: check it, or ask the team for a new one")
+        raise UnknownCode("no such invitation code: check it, or ask the team for a new one")
     if found["revoked_at"] is not None:
         raise RuleError("this invitation code was revoked by its team")
     if found["used_at"] is not None:
