@@ -401,3 +401,22 @@ def test_links_are_refused_and_never_followed(tmp_path):
     with pytest.raises(CompetitionError, match="leads outside"):
         extract(archive, tmp_path / "out")
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["..", ".", "...", ".ssh", "", "/"])
+def test_the_default_download_folder_is_never_the_working_folder_or_above(
+        name, stub, capsys, tmp_path, monkeypatch):
+    """A portal naming its competition `..` or `.` does not choose where its files go."""
+    Stub.answers["/api/competition"] = (200, {"Content-Type": "application/json"},
+                                        json.dumps({"name": name}).encode())
+    Stub.answers["/api/files"] = (200, {"Content-Type": "application/json"},
+                                  b'[{"path": ".ssh/authorized_keys", "size": 1}]')
+    Stub.answers["/api/files.zip"] = (200, {}, crafted_zip([".ssh/authorized_keys"]))
+    work = tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, _, err = cli(capsys, "download", "--server", stub, "--token", "t")
+    assert code == 0, err
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("authorized_keys"))
+    expected = "ssh" if name == ".ssh" else "competition"
+    assert written == [f"home/work/{expected}/.ssh/authorized_keys"]
