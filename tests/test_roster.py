@@ -332,3 +332,11 @@ def test_migration_up_and_down_on_an_old_store(comp, tmp_path, store_url, capsys
     assert board.teams.who(token) == ("team", "owls")  # the team's token throughout
     assert board.teams.who(ana["token"]) is None and board.accounts.every() == []
     board.engine.dispose()
+
+
+def test_a_roster_the_csv_module_cannot_read_is_refused_naming_the_line():
+    """A cell over the csv module's size limit (a pasted file, a hostile form answer) is a
+    RosterError naming its line, not a crash."""
+    text = "name,id\nAna,a1\n" + "B" * 200_000 + ",b1\n"
+    with pytest.raises(RosterError, match=r"r\.csv:3: not readable as CSV"):
+        read_roster(text, "r.csv")
