@@ -441,3 +441,14 @@ def test_guessing_invitation_codes_is_limited_per_student(demo_dirs, tmp_path):
     fresh = c.post("/api/team/invitations", headers=bearer("Cy")).json()["code"]
     assert c.post("/api/team/join", json={"code": fresh},
                   headers=bearer("Gus")).json() == {"team": "bats"}
+
+
+def test_a_team_of_one_is_never_named_with_the_students_id_or_email(made):
+    """Team names are on the public boards: where the student's name is taken, leaving
+    numbers the new team instead of naming it with the student's id or email."""
+    _, board, who, _ = made
+    forming = board.team_forming
+    forming.join(who["Flo"], forming.invite(who["Ana"])[0])
+    board.teams.ensure("Flo", START)  # the name is taken meanwhile
+    name = forming.leave(who["Flo"])
+    assert name == "Flo 2" and "f1" not in name

@@ -17,7 +17,9 @@ invitation codes, until the merger deadline, within the team size limit.
   with it). A team with a shared token of its own (`team add`) is not merged away: that
   token would stop working (the organizer moves its students instead).
 - `leave`: a student leaves a team of several for a new team of one named after them (as
-  the roster import does), their submissions staying with the old team.
+  the roster import does; numbered where the name is taken, never with the student's id or
+  email, which the boards would show everyone), their submissions staying with the old
+  team.
 
 Organizers' baseline teams are never joined or merged. From the merger deadline (or the
 deadline, where none is set) nothing changes any more; the organizer's `team move`
@@ -190,7 +192,7 @@ class TeamForming:
 
     def leave(self, credential: str) -> str:
         """Move the student out of a team of several into a new team of one, named after
-        them (or, where that name is taken, after them and their id); its name."""
+        them (or, where that name is taken, numbered: `Ana 2`); its name."""
         now = self.ctx.now()
         self._check_open(now)
         with db.write(self.ctx.engine) as conn:
@@ -317,11 +319,11 @@ def _drop_if_empty(conn: Connection, team_id: int, now: datetime) -> None:
 
 
 def _free_name(conn: Connection, me: dict[str, Any]) -> str:
-    """A name for a team of one: the student's, else with their id or email, else numbered;
-    a name that looks like another team's counts as taken."""
+    """A name for a team of one: the student's, else numbered; a name that looks like
+    another team's counts as taken. Never with the student's id or email: team names are
+    shown to every participant on the boards."""
     name = me["name"].strip()
-    candidates = [name, f"{name} ({me['student_id'] or me['email'] or me['id']})"] + \
-        [f"{name} {k}" for k in range(2, 50)]
+    candidates = [name] + [f"{name} {k}" for k in range(2, 50)]
     for candidate in candidates:
         try:
             candidate = checked_name(candidate)
