@@ -111,6 +111,16 @@ def test_a_token_sheet_is_never_overwritten(comp, tmp_path, capsys):
     assert board_of(comp).accounts.every() == []  # nothing imported
 
 
+def test_a_token_sheet_is_never_written_where_the_portal_publishes(comp, tmp_path, capsys):
+    """public/ is served to everyone: a sheet there would hand every student's token out."""
+    roster = write_roster(tmp_path / "roster.csv", sixty()[:3])
+    sheet = Path(comp) / "public" / "tokens.csv"
+    code, _, err = run_cli(["roster", "import", comp, roster, "--out", sheet], capsys)
+    assert code == 2 and "serves to everyone" in err
+    assert not (Path(comp) / "public" / "tokens.csv").exists()
+    assert board_of(comp).accounts.every() == []  # nothing imported
+
+
 def test_bad_rows_are_refused_with_file_line_and_field(comp, tmp_path, capsys):
     roster = tmp_path / "roster.csv"
     roster.write_text("Name,E-mail,Student ID,Team,notes\n"
