@@ -36,7 +36,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from competition.board.context import BoardContext, Closed, RuleError
+from competition.board.context import BoardContext, Closed, LimitReached, RuleError
 from competition.board.names import checked_name, name_key
 from competition.board.rules import utc_day
 from competition.board.store import db
@@ -49,6 +49,9 @@ INVITATION_DAYS = 7
 CODE_BYTES = 18  # 144 random bits: 24 URL-safe characters
 # Open codes per team: enough for any team, too few to fill the store.
 MAX_OPEN_INVITATIONS = 20
+# Codes a team may make per UTC day, revoked and used ones included: making and revoking
+# codes in a loop would otherwise fill the store (and hold its write lock) all the same.
+MAX_INVITATIONS_PER_DAY = 50
 
 
 def code_hash(code: str) -> str:
@@ -131,6 +134,11 @@ class TeamForming:
             if len(store.open_of_team(conn, me["team_id"], now)) >= MAX_OPEN_INVITATIONS:
                 raise RuleError(f"team {me['team']!r} has {MAX_OPEN_INVITATIONS} open "
                                 "invitation codes: revoke one first")
+            day, next_day = utc_day(now)
+            if store.made_since(conn, me["team_id"], day) >= MAX_INVITATIONS_PER_DAY:
+                raise LimitReached(f"team {me['team']!r} made {MAX_INVITATIONS_PER_DAY} "
+                                   "invitation codes today (UTC), the most a team may: use "
+                                   f"an open one, or make more from {next_day.isoformat()}Z")
             expires = now + timedelta(days=INVITATION_DAYS)
             invitation_id = store.insert_invitation(conn, me["team_id"], code_hash(code),
                                                     me["id"], now, expires)
