@@ -332,3 +332,11 @@ def test_the_course_reads_rules_changed_since(course):
     assert listed["em"]["status"] == "closed" and listed["nuclei"]["status"] == "open"
     assert 'href="/c/em/"' in re.search(r'<section id="closed">(.*?)</section>',
                                         c.get("/").text, re.S).group(1)
+
+
+def test_the_courses_signed_in_pages_are_kept_by_no_cache(course):
+    c = course.client
+    assert "no-store" not in c.get("/").headers.get("cache-control", "")
+    assert course.sign_in(c, course.students["Ana"]).status_code == 303
+    assert c.get("/").headers["cache-control"] == "no-store"
+    assert c.get("/c/em/submissions").headers["cache-control"] == "no-store"

@@ -469,3 +469,19 @@ def test_making_and_revoking_codes_in_a_loop_is_limited_per_day(made):
     forming.invite(who["Cy"])  # another team is not held up
     clock.set(clock.t + dt.timedelta(days=1))
     forming.invite(who["Ana"])
+
+
+def test_signed_in_pages_are_kept_by_no_cache(demo_dirs, tmp_path):
+    """A new invitation code (or any signed-in page) must not come back from a browser's
+    cache to the next student at a shared computer."""
+    root = make_comp(demo_dirs, tmp_path, team_size_limit=3)
+    portal = Portal(root)
+    who = students(board_of(root, None))
+    c = portal.client
+    assert "no-store" not in c.get("/login").headers.get("cache-control", "")
+    login = c.get("/login")
+    c.post("/login", data={"token": who["Ana!token"], "csrf_token": form_token(login.text)})
+    page = c.get("/team")
+    assert page.headers["cache-control"] == "no-store"
+    shown = c.post("/team/invitations", data={"csrf_token": form_token(page.text)})
+    assert shown.status_code == 201 and shown.headers["cache-control"] == "no-store"
