@@ -205,6 +205,25 @@ def test_course_sign_in_is_rate_limited(demo_dirs, tmp_path, capsys):
     assert course.sign_in(c, course.students["Bo"]).status_code == 303
 
 
+def test_a_competitions_own_sign_in_keeps_to_the_courses_strictest_limits(demo_dirs, tmp_path,
+                                                                         capsys):
+    """A roster token is valid in every competition: guessing at the most lenient one's own
+    sign-in (or API) would find tokens for all, so each keeps to the strictest limits."""
+    course = Course(demo_dirs, tmp_path, capsys)
+    for slug, limit in (("nuclei", 3), ("em", 1000)):
+        config = yaml.safe_load((course.dirs[slug] / "competition.yaml").read_text())
+        config.setdefault("portal", {})["sign_in_failures_per_address"] = limit
+        (course.dirs[slug] / "competition.yaml").write_text(yaml.safe_dump(config))
+    c = TestClient(create_course_app(course_members([course.folder])))
+    page = c.get("/c/em/login")
+    codes = [c.post("/c/em/login", data={"token": f"guess-{k}",
+                                         "csrf_token": form_token(page.text)}).status_code
+             for k in range(4)]
+    assert codes == [401, 401, 401, 429]
+    assert c.get("/c/em/api/submissions",
+                 headers={"Authorization": "Bearer guess-9"}).status_code == 429
+
+
 def test_duplicate_folder_names_and_ids_are_refused(demo_dirs, tmp_path, capsys):
     a = Path(shutil.copytree(demo_dirs["demo-nuclei"], tmp_path / "one" / "nuclei"))
     b = Path(shutil.copytree(demo_dirs["demo-em"], tmp_path / "two" / "nuclei"))
@@ -313,3 +332,11 @@ def test_the_course_reads_rules_changed_since(course):
     assert listed["em"]["status"] == "closed" and listed["nuclei"]["status"] == "open"
     assert 'href="/c/em/"' in re.search(r'<section id="closed">(.*?)</section>',
                                         c.get("/").text, re.S).group(1)
+
+
+def test_the_courses_signed_in_pages_are_kept_by_no_cache(course):
+    c = course.client
+    assert "no-store" not in c.get("/").headers.get("cache-control", "")
+    assert course.sign_in(c, course.students["Ana"]).status_code == 303
+    assert c.get("/").headers["cache-control"] == "no-store"
+    assert c.get("/c/em/submissions").headers["cache-control"] == "no-store"

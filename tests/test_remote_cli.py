@@ -401,3 +401,40 @@ def test_links_are_refused_and_never_followed(tmp_path):
     with pytest.raises(CompetitionError, match="leads outside"):
         extract(archive, tmp_path / "out")
     assert list(outside.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["..", ".", "...", ".ssh", "", "/"])
+def test_the_default_download_folder_is_never_the_working_folder_or_above(
+        name, stub, capsys, tmp_path, monkeypatch):
+    """A portal naming its competition `..` or `.` does not choose where its files go."""
+    Stub.answers["/api/competition"] = (200, {"Content-Type": "application/json"},
+                                        json.dumps({"name": name}).encode())
+    Stub.answers["/api/files"] = (200, {"Content-Type": "application/json"},
+                                  b'[{"path": ".ssh/authorized_keys", "size": 1}]')
+    Stub.answers["/api/files.zip"] = (200, {}, crafted_zip([".ssh/authorized_keys"]))
+    work = tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    code, _, err = cli(capsys, "download", "--server", stub, "--token", "t")
+    assert code == 0, err
+    written = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("authorized_keys"))
+    expected = "ssh" if name == ".ssh" else "competition"
+    assert written == [f"home/work/{expected}/.ssh/authorized_keys"]
+
+
+def test_a_portals_text_cannot_send_control_sequences_to_the_terminal(stub, capsys,
+                                                                      monkeypatch):
+    """Team names, titles and messages from a portal are printed with their control
+    characters shown as escapes: an ESC sequence could retitle the terminal, move the cursor
+    or write the clipboard (OSC 52)."""
+    evil = "owls\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\x9b31m[bold]x[/bold]"
+    Stub.answers["/api/leaderboard/late"] = (
+        200, {"Content-Type": "application/json"},
+        json.dumps([{"team": evil, "baseline": False, "submission_id": 1,
+                     "submitted_at": "2026-12-01T00:00:00Z", "public_score": 0.5}]).encode())
+    monkeypatch.setenv("COLUMNS", "300")  # one line per row
+    code, out, err = cli(capsys, "leaderboard", "--server", stub, "--late")
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
+    assert "owls\\x1b]52;c;" in out  # shown, not sent
+    assert "[bold]x[/bold]" in out  # no markup either

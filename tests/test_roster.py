@@ -111,6 +111,16 @@ def test_a_token_sheet_is_never_overwritten(comp, tmp_path, capsys):
     assert board_of(comp).accounts.every() == []  # nothing imported
 
 
+def test_a_token_sheet_is_never_written_where_the_portal_publishes(comp, tmp_path, capsys):
+    """public/ is served to everyone: a sheet there would hand every student's token out."""
+    roster = write_roster(tmp_path / "roster.csv", sixty()[:3])
+    sheet = Path(comp) / "public" / "tokens.csv"
+    code, _, err = run_cli(["roster", "import", comp, roster, "--out", sheet], capsys)
+    assert code == 2 and "serves to everyone" in err
+    assert not (Path(comp) / "public" / "tokens.csv").exists()
+    assert board_of(comp).accounts.every() == []  # nothing imported
+
+
 def test_bad_rows_are_refused_with_file_line_and_field(comp, tmp_path, capsys):
     roster = tmp_path / "roster.csv"
     roster.write_text("Name,E-mail,Student ID,Team,notes\n"
@@ -332,3 +342,11 @@ def test_migration_up_and_down_on_an_old_store(comp, tmp_path, store_url, capsys
     assert board.teams.who(token) == ("team", "owls")  # the team's token throughout
     assert board.teams.who(ana["token"]) is None and board.accounts.every() == []
     board.engine.dispose()
+
+
+def test_a_roster_the_csv_module_cannot_read_is_refused_naming_the_line():
+    """A cell over the csv module's size limit (a pasted file, a hostile form answer) is a
+    RosterError naming its line, not a crash."""
+    text = "name,id\nAna,a1\n" + "B" * 200_000 + ",b1\n"
+    with pytest.raises(RosterError, match=r"r\.csv:3: not readable as CSV"):
+        read_roster(text, "r.csv")

@@ -110,12 +110,34 @@ def test_codes_expired_revoked_unknown_own_refused(made):
 def test_a_team_left_without_students_keeps_its_submissions_not_its_codes(made, tmp_path):
     comp, board, who, _ = made
     forming = board.team_forming
-    board.submissions.submit(variant(comp, tmp_path, 0), "Ed")
-    left_open, _ = forming.invite(who["Ed"])
-    forming.join(who["Ed"], forming.invite(who["Ana"])[0])
-    assert "Ed" in {t["team"] for t in board.teams.overview()}  # its submission is kept
+    # A team of the organizer's (`team add`, a token of its own) keeps its submissions when
+    # its last student joins another team.
+    board.teams.issue_token("herons")
+    board.accounts.move("g1", "herons")
+    board.submissions.submit(variant(comp, tmp_path, 0), "herons")
+    left_open, _ = forming.invite(who["Gus"])
+    forming.join(who["Gus"], forming.invite(who["Ana"])[0])
+    assert "herons" in {t["team"] for t in board.teams.overview()}  # its submission is kept
     with pytest.raises(RuleError, match="revoked"):
         forming.join(who["Flo"], left_open)
+
+
+def test_the_last_student_joining_takes_the_submissions_under_the_merge_rule(made, tmp_path):
+    """Joining alone from a team of one with submissions is a merge: it may not pass the merge
+    rule, nor leave a team without students on the boards (a second entry for the student)."""
+    comp, board, who, clock = made
+    forming = board.team_forming
+    board.submissions.submit(variant(comp, tmp_path, 0), "owls")
+    board.submissions.submit(variant(comp, tmp_path, 1), "owls")
+    board.submissions.submit(variant(comp, tmp_path, 2), "Ed")
+    code, _ = forming.invite(who["Ana"])
+    with pytest.raises(RuleError, match="3 counted submissions together"):
+        forming.join(who["Ed"], code)
+    assert team_of(board, "Ed") == "Ed"
+    clock.set(clock.t + dt.timedelta(days=1))
+    assert forming.join(who["Ed"], code) == "owls"
+    assert "Ed" not in {t["team"] for t in board.teams.overview()}
+    assert len(board.submissions.of_team("owls")) == 3
 
 
 def test_the_size_limit_is_kept(made):
@@ -381,3 +403,84 @@ def test_an_upload_arriving_while_its_team_merges_away_is_refused(made, tmp_path
     made_now = board.submissions.submit(variant(comp, tmp_path, 2), "owls", queue=True,
                                         create_team=False)
     assert made_now.team == "owls"
+
+
+def test_guessing_invitation_codes_is_limited_per_student(demo_dirs, tmp_path):
+    """Unknown codes count like failed sign-ins, by student: past the limit (the sign-in
+    settings' window and attempts per token prefix, 10 by default) the student's codes are
+    refused with a 429 before they are tried, a real one too; other students are not held
+    up, and codes that were real (used, revoked) are no guesses."""
+    root = make_comp(demo_dirs, tmp_path, team_size_limit=3)
+    portal = Portal(root)
+    who = students(board_of(root, None))
+    c = portal.client
+
+    def bearer(name: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {who[name + '!token']}"}
+
+    code = c.post("/api/team/invitations", headers=bearer("Ana")).json()["code"]
+    for k in range(10):
+        guess = c.post("/api/team/merge", json={"code": f"guess-{k}"}, headers=bearer("Ed"))
+        assert guess.status_code == 400, (k, guess.text)
+    refused = c.post("/api/team/join", json={"code": code}, headers=bearer("Ed"))
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "invitation codes" in refused.json()["detail"]
+    # The page refuses alike.
+    login = c.get("/login")
+    c.post("/login", data={"token": who["Ed!token"], "csrf_token": form_token(login.text)})
+    page = c.get("/team")
+    assert c.post("/team/join", data={"csrf_token": form_token(page.text),
+                                      "code": code}).status_code == 429
+    # Another student is not held up; the code is still good.
+    assert c.post("/api/team/join", json={"code": code},
+                  headers=bearer("Flo")).json() == {"team": "owls"}
+    # A used code is no guess (Gus: refused 400 as often as he likes, then joins).
+    for _ in range(12):
+        assert c.post("/api/team/join", json={"code": code},
+                      headers=bearer("Gus")).status_code == 400
+    fresh = c.post("/api/team/invitations", headers=bearer("Cy")).json()["code"]
+    assert c.post("/api/team/join", json={"code": fresh},
+                  headers=bearer("Gus")).json() == {"team": "bats"}
+
+
+def test_a_team_of_one_is_never_named_with_the_students_id_or_email(made):
+    """Team names are on the public boards: where the student's name is taken, leaving
+    numbers the new team instead of naming it with the student's id or email."""
+    _, board, who, _ = made
+    forming = board.team_forming
+    forming.join(who["Flo"], forming.invite(who["Ana"])[0])
+    board.teams.ensure("Flo", START)  # the name is taken meanwhile
+    name = forming.leave(who["Flo"])
+    assert name == "Flo 2" and "f1" not in name
+
+
+def test_making_and_revoking_codes_in_a_loop_is_limited_per_day(made):
+    """Open codes are limited (20), and so are codes made per UTC day (50, revoked and used
+    ones too): a loop making and revoking codes would fill the store."""
+    from competition.board.context import LimitReached
+
+    _, board, who, clock = made
+    forming = board.team_forming
+    for _ in range(50):
+        forming.revoke(who["Ana"], forming.invite(who["Ana"])[1]["id"])
+    with pytest.raises(LimitReached, match="made 50 invitation codes today"):
+        forming.invite(who["Ana"])
+    forming.invite(who["Cy"])  # another team is not held up
+    clock.set(clock.t + dt.timedelta(days=1))
+    forming.invite(who["Ana"])
+
+
+def test_signed_in_pages_are_kept_by_no_cache(demo_dirs, tmp_path):
+    """A new invitation code (or any signed-in page) must not come back from a browser's
+    cache to the next student at a shared computer."""
+    root = make_comp(demo_dirs, tmp_path, team_size_limit=3)
+    portal = Portal(root)
+    who = students(board_of(root, None))
+    c = portal.client
+    assert "no-store" not in c.get("/login").headers.get("cache-control", "")
+    login = c.get("/login")
+    c.post("/login", data={"token": who["Ana!token"], "csrf_token": form_token(login.text)})
+    page = c.get("/team")
+    assert page.headers["cache-control"] == "no-store"
+    shown = c.post("/team/invitations", data={"csrf_token": form_token(page.text)})
+    assert shown.status_code == 201 and shown.headers["cache-control"] == "no-store"

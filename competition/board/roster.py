@@ -12,7 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from competition.board.context import RuleError
 from competition.board.names import checked_name, name_key
@@ -47,7 +49,8 @@ class RosterError(RuleError):
 def read_roster(text: str, source: str) -> list[Student]:
     """The roster's students in file order, or a RosterError listing every problem."""
     reader = csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
-    header = next(reader, None)
+    rows = _rows(reader, source)
+    header = next(rows, None)
     if header is None or not any(cell.strip() for cell in header):
         raise RosterError(f"{source}:1: the roster is empty: a header line naming the columns "
                           "`name`, `email` or `id`, and optionally `team`, is needed")
@@ -57,7 +60,7 @@ def read_roster(text: str, source: str) -> list[Student]:
     first_line: dict[tuple[str, str], int] = {}
     team_spelling: dict[str, tuple[str, int]] = {}
     line = reader.line_num
-    for row in reader:
+    for row in rows:
         start, line = line + 1, reader.line_num
         if not any(cell.strip() for cell in row):
             continue
@@ -94,6 +97,20 @@ def read_roster(text: str, source: str) -> list[Student]:
         raise RosterError("the roster was not imported (nothing changed):\n" + "\n".join(shown)
                           + (f"\n... and {more} more" if more else ""))
     return students
+
+
+def _rows(reader: Any, source: str) -> Iterator[list[str]]:
+    """The reader's rows; a line the csv module cannot read (a cell over its size limit,
+    say) is a RosterError naming the line, not a crash."""
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise RosterError(f"the roster was not imported (nothing changed):\n{source}:"
+                              f"{reader.line_num}: not readable as CSV ({e})") from None
+        yield row
 
 
 def _columns(header: list[str], source: str) -> dict[str, int]:

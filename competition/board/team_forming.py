@@ -4,7 +4,10 @@ invitation codes, until the merger deadline, within the team size limit.
 - `invite`: a student makes a code for their team (random, 144 bits, shown once, kept as a
   SHA-256 only; it admits once, for INVITATION_DAYS, unless the team revokes it first).
 - `join`: a student presents a code and moves, alone, into its team (leaving their old team,
-  and their submissions with it: submissions are the team's).
+  and their submissions with it: submissions are the team's). The last student of a team
+  with submissions (and no shared token) joining is a `merge`: the submissions come along,
+  under the merge rule (a team without students left on the boards would be a second entry
+  for one student, and joining would pass the merge rule).
 - `merge`: a student presents a code and moves their WHOLE team into the code's team: every
   student, every submission and upload; the code is the other team's consent. Refused where
   the two teams together would be over the size limit, or would hold more submissions than
@@ -14,7 +17,9 @@ invitation codes, until the merger deadline, within the team size limit.
   with it). A team with a shared token of its own (`team add`) is not merged away: that
   token would stop working (the organizer moves its students instead).
 - `leave`: a student leaves a team of several for a new team of one named after them (as
-  the roster import does), their submissions staying with the old team.
+  the roster import does; numbered where the name is taken, never with the student's id or
+  email, which the boards would show everyone), their submissions staying with the old
+  team.
 
 Organizers' baseline teams are never joined or merged. From the merger deadline (or the
 deadline, where none is set) nothing changes any more; the organizer's `team move`
@@ -31,7 +36,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from competition.board.context import BoardContext, Closed, RuleError
+from competition.board.context import BoardContext, Closed, LimitReached, RuleError
 from competition.board.names import checked_name, name_key
 from competition.board.rules import utc_day
 from competition.board.store import db
@@ -44,6 +49,9 @@ INVITATION_DAYS = 7
 CODE_BYTES = 18  # 144 random bits: 24 URL-safe characters
 # Open codes per team: enough for any team, too few to fill the store.
 MAX_OPEN_INVITATIONS = 20
+# Codes a team may make per UTC day, revoked and used ones included: making and revoking
+# codes in a loop would otherwise fill the store (and hold its write lock) all the same.
+MAX_INVITATIONS_PER_DAY = 50
 
 
 def code_hash(code: str) -> str:
@@ -57,6 +65,11 @@ def new_code() -> str:
 
 class NotYours(RuleError):
     """An invitation that is not the asking student's team's (an API answers 404)."""
+
+
+class UnknownCode(RuleError):
+    """A code that is no invitation at all (a guess, or a typing error): the portal limits
+    how many of these a student may try (routers/team.py)."""
 
 
 class NotAStudent(RuleError):
@@ -121,6 +134,11 @@ class TeamForming:
             if len(store.open_of_team(conn, me["team_id"], now)) >= MAX_OPEN_INVITATIONS:
                 raise RuleError(f"team {me['team']!r} has {MAX_OPEN_INVITATIONS} open "
                                 "invitation codes: revoke one first")
+            day, next_day = utc_day(now)
+            if store.made_since(conn, me["team_id"], day) >= MAX_INVITATIONS_PER_DAY:
+                raise LimitReached(f"team {me['team']!r} made {MAX_INVITATIONS_PER_DAY} "
+                                   "invitation codes today (UTC), the most a team may: use "
+                                   f"an open one, or make more from {next_day.isoformat()}Z")
             expires = now + timedelta(days=INVITATION_DAYS)
             invitation_id = store.insert_invitation(conn, me["team_id"], code_hash(code),
                                                     me["id"], now, expires)
@@ -160,6 +178,11 @@ class TeamForming:
                 raise RuleError(f"team {me['team']!r} has a shared team token (`competition "
                                 "team add`), which would stop working: it cannot be merged "
                                 "away (join alone, or ask the organizer to move its students)")
+            # The last student of a team with submissions joining another is a merge: else
+            # the team stayed on the boards without students, beside the one the student
+            # joined (two teams' probes, two entries on the private board for one student),
+            # and the merge rule below was passed by joining instead of merging.
+            whole_team = whole_team or _last_with_submissions(conn, old)
             moving = store.students(conn, old) if whole_team else [me]
             self._check_room(conn, new, invitation["team"], len(moving))
             if whole_team:
@@ -177,7 +200,7 @@ class TeamForming:
 
     def leave(self, credential: str) -> str:
         """Move the student out of a team of several into a new team of one, named after
-        them (or, where that name is taken, after them and their id); its name."""
+        them (or, where that name is taken, numbered: `Ana 2`); its name."""
         now = self.ctx.now()
         self._check_open(now)
         with db.write(self.ctx.engine) as conn:
@@ -249,7 +272,7 @@ def _usable(conn: Connection, code: str, now: datetime) -> dict[str, Any]:
     given = code.strip()
     found = store.by_code(conn, code_hash(given)) if 0 < len(given) <= 200 else None
     if found is None:
-        raise RuleError("no such invitation code: check it, or ask the team for a new one")
+        raise UnknownCode("no such invitation code: check it, or ask the team for a new one")
     if found["revoked_at"] is not None:
         raise RuleError("this invitation code was revoked by its team")
     if found["used_at"] is not None:
@@ -280,6 +303,14 @@ def _move(conn: Connection, moving: list[dict[str, Any]], team_id: int) -> None:
     end_old_sessions(conn, moving, team_id)
 
 
+def _last_with_submissions(conn: Connection, team_id: int) -> bool:
+    """The team has one student, submissions or uploads, and no shared token of its own
+    (a team the organizer made with `team add` stays, its token acting for it)."""
+    kept = team_store.kept_rows(conn, team_id)
+    return kept["students"] == 1 and bool(kept["submissions"] or kept["uploads"]) and \
+        not team_store.has_token(conn, team_id)
+
+
 def _drop_if_empty(conn: Connection, team_id: int, now: datetime) -> None:
     """A team left with nothing of its own (no students, submissions, uploads, shared token
     or members) is deleted, as Kaggle does: the board is not littered with empty teams. One
@@ -296,11 +327,11 @@ def _drop_if_empty(conn: Connection, team_id: int, now: datetime) -> None:
 
 
 def _free_name(conn: Connection, me: dict[str, Any]) -> str:
-    """A name for a team of one: the student's, else with their id or email, else numbered;
-    a name that looks like another team's counts as taken."""
+    """A name for a team of one: the student's, else numbered; a name that looks like
+    another team's counts as taken. Never with the student's id or email: team names are
+    shown to every participant on the boards."""
     name = me["name"].strip()
-    candidates = [name, f"{name} ({me['student_id'] or me['email'] or me['id']})"] + \
-        [f"{name} {k}" for k in range(2, 50)]
+    candidates = [name] + [f"{name} {k}" for k in range(2, 50)]
     for candidate in candidates:
         try:
             candidate = checked_name(candidate)

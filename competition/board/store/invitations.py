@@ -53,6 +53,12 @@ def open_of_team(conn: Connection, team_id: int, now: datetime) -> list[dict[str
     return [dict(r) for r in rows]
 
 
+def made_since(conn: Connection, team_id: int, since: datetime) -> int:
+    """How many invitations the team made from `since` on (used and revoked ones too)."""
+    return int(conn.execute(select(func.count()).where(
+        inv.c.team_id == team_id, inv.c.created_at >= since)).scalar_one())
+
+
 def revoke(conn: Connection, invitation_id: int, team_id: int, now: datetime) -> bool:
     """Revoke one open invitation of the team; False where there is none such."""
     result = conn.execute(update(inv).where(

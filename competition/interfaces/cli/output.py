@@ -28,9 +28,18 @@ def err(*parts: Any, **kwargs: Any) -> None:
 
 
 def escape(text: str) -> str:
+    """Text from elsewhere (a file, a store, a portal), printed as it is: no rich markup, and
+    no control characters, which rich passes on to the terminal (ESC sequences could move
+    the cursor, retitle the window or write the clipboard): each is shown as its escape,
+    `\\x1b`. Line ends and tabs stay."""
+    import unicodedata
+
     from rich.markup import escape as rich_escape
 
-    return rich_escape(text)
+    shown = "".join(c.encode("unicode_escape").decode("ascii")
+                    if unicodedata.category(c) == "Cc" and c not in "\n\t" else c
+                    for c in text)
+    return rich_escape(shown)
 
 
 def print_json(value: Any) -> None:

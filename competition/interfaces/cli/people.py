@@ -184,6 +184,7 @@ def roster_import(
     if sheet.exists():
         raise CompetitionError(f"{sheet} exists already: a token sheet is never overwritten "
                                "(its tokens cannot be shown again); choose another --out")
+    _not_published(sheet, [m.directory for m in members])
     written: list[Path] = []
 
     def keep_sheet(issued: list[Issued]) -> None:
@@ -236,6 +237,17 @@ def _roster_text(roster: Path) -> str:
     except UnicodeDecodeError as e:
         raise CompetitionError(f"{roster}: not UTF-8 text (byte {e.start}); save the roster "
                                "as CSV UTF-8") from None
+
+
+def _not_published(sheet: Path, directories: list[Path]) -> None:
+    """Refuse a token sheet inside a competition's public/ folder: the portal serves every
+    file there to anyone (the students' tokens with it)."""
+    where = sheet.parent.resolve() / sheet.name
+    for directory in directories:
+        public = (directory / "public").resolve()
+        if where.is_relative_to(public):
+            raise CompetitionError(f"{sheet} is inside {directory / 'public'}, which the portal "
+                                   "serves to everyone: write the token sheet elsewhere")
 
 
 def _write_sheet(sheet: Path, issued: list[Issued]) -> None:

@@ -139,7 +139,6 @@ def download(
 ) -> None:
     """Download the competition's public files (data, sample submission, README)."""
     from competition.interfaces.unzip import extract, member_path, targets, zip_bytes
-    from competition.interfaces.web.exports import safe_file_name
 
     remote = connect(remote_server(False, server) or "", token)
     about = remote.get("/api/competition")
@@ -147,7 +146,7 @@ def download(
     if not isinstance(about, dict):
         raise CompetitionError(f"{remote.server} answered /api/competition with something "
                                "else than a competition")
-    root = out_dir or Path(safe_file_name(str(about.get("name") or "competition")))
+    root = out_dir or Path(folder_name(about.get("name")))
     names = [str(f.get("path", "")) for f in listing]
     for name in names:
         member_path(name)
@@ -163,6 +162,17 @@ def download(
     finally:
         Path(part).unlink(missing_ok=True)
     out(f"{len(written)} file(s), {total / 1e6:.1f} MB, in {escape(str(root))}")
+
+
+def folder_name(name: object) -> str:
+    """The default download folder, from the name the portal gives its competition: a plain
+    name in the working folder, never `.`, `..` or a hidden one (a portal naming itself `.`
+    or `..` would have its files written into the working folder or the one above it, such
+    as `.ssh/authorized_keys` in a home folder)."""
+    from competition.interfaces.web.exports import safe_file_name
+
+    found = safe_file_name(str(name or "")).lstrip(".")
+    return found if found and found != "file" else "competition"
 
 
 def _fetch(remote: Remote, f: BinaryIO, total: int, most: int) -> None:

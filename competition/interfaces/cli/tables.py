@@ -47,7 +47,7 @@ def board_table(entries: list[Row], title: str, private: bool) -> None:
     # The task's item metrics (means over the board's items) and the mean rank, where given.
     labels = list(entries[0].get("metrics") or {}) if entries else []
     ranked = any(e.get("mean_rank") is not None for e in entries)
-    columns[3:3] = labels + (["mean rank"] if ranked else [])
+    columns[3:3] = [escape(str(label)) for label in labels] + (["mean rank"] if ranked else [])
     table = Table(*columns, title=title, caption="~leader: not significantly different from "
                   "the leader (paired bootstrap over test items)")
     for e in entries:

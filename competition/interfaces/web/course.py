@@ -65,6 +65,8 @@ def create_course_app(members: list[Member], store_url: str | None = None, *,
     portals: dict[str, Portal] = {slug: a.state.portal for slug, a in apps.items()}
     check_ids(members, [p.comp.config.id for p in portals.values()])
     course = Course(portals, Site(trust_proxy=trust), sign_ins, shared)
+    sign_ins.strictest = course.sign_in_rules  # at every competition's sign-in too
+
     started = threading.Event()  # the lifespan ran: a competition mounted later starts now
     mounting = threading.Lock()
 

@@ -34,6 +34,11 @@ def page(request: Request, name: str, status: int = 200, **context: Any) -> Any:
         **context}, status_code=status)
     if new_token is not None:
         p.site.set_cookie(response, request, CSRF_COOKIE, new_token)
+    if v is not None:
+        # A signed-in page (a team's submissions, a new invitation code, a new team token) is
+        # kept by no cache: on a shared lab computer, Back after signing out must not show
+        # it to the next student.
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 

@@ -105,6 +105,10 @@ class SignInLimits:
     def __init__(self, clock: Callable[[], float] = time.monotonic,
                  max_keys: int = MAX_KEYS) -> None:
         self.clock = clock
+        # In a course: the strictest limits of its competitions (course_state.Course), which
+        # every competition's own sign-in keeps to as well: a student's token is valid in all
+        # of them, so guesses at the most lenient one would find tokens for the others.
+        self.strictest: Callable[[], PortalConfig] | None = None
         self._lock = threading.Lock()
         self._failures = _Windows(max_keys)  # by client address
         self._attempts = _Windows(max_keys)  # by token prefix
@@ -112,28 +116,55 @@ class SignInLimits:
     def refused(self, address: str, token: str, rules: PortalConfig) -> Refusal | None:
         """An unknown `token` was tried from `address`: why it is answered 429 and for how
         long, when a limit was already reached; else None, and the failure is counted."""
-        window = rules.sign_in_window_seconds
-        prefix = token[:PREFIX_CHARS]
+        rules = self._rules(rules)
         with self._lock:
             now = self.clock()
-            failures = self._failures.count(address, now, window)
-            attempts = self._attempts.count(prefix, now, window)
-            waits = []
-            if len(failures) >= rules.sign_in_failures_per_address:
-                waits.append((failures[-rules.sign_in_failures_per_address][0], "too many "
-                              f"failed sign-ins from your address in {window} s"))
-            if len(attempts) >= rules.sign_in_attempts_per_token_prefix:
-                waits.append((attempts[-rules.sign_in_attempts_per_token_prefix][0], "too many "
-                              f"failed sign-ins with tokens beginning like this one in "
-                              f"{window} s"))
-            if waits:
-                oldest, reason = max(waits)
-                return Refusal(max(1, math.ceil(oldest + window - now)), reason)
+            refusal = self._refusal(address, token, rules, now)
+            if refusal is not None:
+                return refusal
             self._note(self._failures, address, now, token,
                        rules.sign_in_failures_per_address, f"address {address}")
-            self._note(self._attempts, prefix, now, token,
+            self._note(self._attempts, token[:PREFIX_CHARS], now, token,
                        rules.sign_in_attempts_per_token_prefix, "token prefix")
         return None
+
+    def blocked(self, address: str, token: str, rules: PortalConfig) -> Refusal | None:
+        """Why an attempt would be refused now (a limit already reached), counting nothing:
+        for guesses that are refused before they are tried (invitation codes)."""
+        rules = self._rules(rules)
+        with self._lock:
+            return self._refusal(address, token, rules, self.clock())
+
+    def _rules(self, rules: PortalConfig) -> PortalConfig:
+        if self.strictest is None:
+            return rules
+        floor = self.strictest()
+        return rules.model_copy(update={
+            "sign_in_window_seconds": max(rules.sign_in_window_seconds,
+                                          floor.sign_in_window_seconds),
+            "sign_in_failures_per_address": min(rules.sign_in_failures_per_address,
+                                                floor.sign_in_failures_per_address),
+            "sign_in_attempts_per_token_prefix": min(
+                rules.sign_in_attempts_per_token_prefix,
+                floor.sign_in_attempts_per_token_prefix)})
+
+    def _refusal(self, address: str, token: str, rules: PortalConfig,
+                 now: float) -> Refusal | None:
+        window = rules.sign_in_window_seconds
+        failures = self._failures.count(address, now, window)
+        attempts = self._attempts.count(token[:PREFIX_CHARS], now, window)
+        waits = []
+        if len(failures) >= rules.sign_in_failures_per_address:
+            waits.append((failures[-rules.sign_in_failures_per_address][0], "too many "
+                          f"failed sign-ins from your address in {window} s"))
+        if len(attempts) >= rules.sign_in_attempts_per_token_prefix:
+            waits.append((attempts[-rules.sign_in_attempts_per_token_prefix][0], "too many "
+                          f"failed sign-ins with tokens beginning like this one in "
+                          f"{window} s"))
+        if not waits:
+            return None
+        oldest, reason = max(waits)
+        return Refusal(max(1, math.ceil(oldest + window - now)), reason)
 
     @staticmethod
     def _note(windows: _Windows, key: str, now: float, token: str, limit: int,

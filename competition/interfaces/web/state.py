@@ -81,6 +81,8 @@ class Portal:
         # Failed sign-ins, kept across reloads (a course shares one count: guessing at one
         # competition's API is guessing at all of them).
         self.sign_ins = sign_ins or SignInLimits()
+        # Unknown invitation codes tried, by student (routers/team.py).
+        self.code_guesses = SignInLimits()
         self.scorer = ChildScorer("forkserver")
         self._lock = threading.Lock()
         self._refused: tuple[int, int, int] | None = None

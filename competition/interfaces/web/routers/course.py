@@ -83,6 +83,8 @@ def render(request: Request, name: str, status: int = 200, **context: Any) -> An
         status_code=status)
     if new_token is not None:
         course.site.set_cookie(response, request, CSRF_COOKIE, new_token)
+    if sessions:  # as a competition's signed-in pages (rendering.page): kept by no cache
+        response.headers["Cache-Control"] = "no-store"
     return response
 
 

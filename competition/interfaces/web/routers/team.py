@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from competition.board.context import RuleError
-from competition.board.team_forming import NotAStudent, NotYours
+from competition.board.team_forming import NotAStudent, NotYours, UnknownCode
 from competition.interfaces.web.dependencies import PortalDep, TeamOnly
 from competition.interfaces.web.guard import refusal_status
 from competition.interfaces.web.rendering import page
@@ -90,14 +90,43 @@ def api_revoke(invitation_id: InvitationId, p: PortalDep, v: TeamOnly) -> Any:
     return Response(status_code=204)
 
 
-def _api_change(p: Portal, v: Viewer, action: str, code: str | None) -> Any:
+def _guessing(p: Portal, v: Viewer, code: str | None) -> HTTPException | None:
+    """A 429 for a student who tried too many unknown invitation codes lately (each counted
+    once, by student: the sign-in limits' window, at most `sign_in_attempts_per_token_prefix`
+    of them), refused before the code is tried; None otherwise. Codes are unguessable; this
+    keeps a script from hammering the store's write lock with guesses."""
+    if code is None:
+        return None
+    key = _credential(v)
+    refusal = p.code_guesses.blocked(key, f"{key}\0{code.strip()}", p.comp.config.portal)
+    if refusal is None:
+        return None
+    return HTTPException(429, f"too many unknown invitation codes tried lately: try again in "
+                              f"{refusal.retry_after} s",
+                         headers={"Retry-After": str(refusal.retry_after)})
+
+
+def _attempt(p: Portal, v: Viewer, action: str, code: str | None) -> str:
+    """The change (`join`, `merge` or `leave`); the team's name. An unknown code is counted
+    (see `_guessing`)."""
     forming = p.board.team_forming
     try:
         if action == "leave":
-            team = forming.leave(_credential(v))
-        else:
-            assert code is not None
-            team = getattr(forming, action)(_credential(v), code)
+            return forming.leave(_credential(v))
+        assert code is not None
+        return str(getattr(forming, action)(_credential(v), code))
+    except UnknownCode:
+        key = _credential(v)
+        p.code_guesses.refused(key, f"{key}\0{code and code.strip()}", p.comp.config.portal)
+        raise
+
+
+def _api_change(p: Portal, v: Viewer, action: str, code: str | None) -> Any:
+    refused = _guessing(p, v, code)
+    if refused is not None:
+        raise refused
+    try:
+        team = _attempt(p, v, action, code)
     except RuleError as e:
         raise HTTPException(_status(e), str(e)) from None
     return {"team": team}
@@ -159,13 +188,15 @@ def revoke_page(request: Request, invitation_id: InvitationId, p: PortalDep,
 
 async def _page_change(request: Request, p: Portal, v: Viewer, action: str,
                        code: str | None) -> Any:
-    forming = p.board.team_forming
+    refused = _guessing(p, v, code)
+    if refused is not None:
+        response = await run_in_threadpool(_page, request, p, v, refused.status_code,
+                                           refusal=refused.detail)
+        response.headers.update(refused.headers or {})
+        return response
     held = await run_in_threadpool(p.sessions.held, p.site.cookie(request, SESSION_COOKIE))
     try:
-        if action == "leave":
-            team = await run_in_threadpool(forming.leave, _credential(v))
-        else:
-            team = await run_in_threadpool(getattr(forming, action), _credential(v), code)
+        team = await run_in_threadpool(_attempt, p, v, action, code)
     except RuleError as e:
         return await run_in_threadpool(_page, request, p, v, _status(e), refusal=str(e))
     # The move ended this browser's session (it was the old team's): the student goes on
