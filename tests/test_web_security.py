@@ -579,3 +579,23 @@ def test_grades_and_submissions_csv_escape_team_names_and_messages(portal, tmp_p
     assert page.status_code == 200 and "attachment" in page.headers["content-disposition"]
     assert portal.client.get("/api/organizer/submissions.csv",
                              headers=portal.auth("owls")).status_code == 403
+
+
+def test_public_files_are_published_when_the_competition_opens(portal):
+    """Before the rule `start` a team sees the competition's page and rules, not its data
+    (no team works on it ahead of the others); the organizer sees the files; from the start
+    on, everyone signed in does."""
+    edit_rules(portal.root, start="2999-01-01T00:00:00")
+    team, organizer = portal.auth("owls"), portal.auth("organizer")
+    for path in ("/files.zip", "/files/sample_submission.csv", "/api/files", "/api/files.zip"):
+        refused = portal.client.get(path, headers=team)
+        assert refused.status_code == 403, path
+        assert "opens at 2999-01-01T00:00:00Z" in refused.json()["detail"]
+        assert portal.client.get(path, headers=organizer).status_code == 200, path
+    assert portal.client.get("/api/competition", headers=team).json()["public_files"] == []
+    page = portal.client.get("/", headers=team).text
+    assert 'id="unpublished"' in page and "/files.zip" not in page
+    edit_rules(portal.root, start="2000-01-01T00:00:00")
+    assert portal.client.get("/files.zip", headers=team).status_code == 200
+    assert portal.client.get("/api/competition", headers=team).json()["public_files"]
+    assert "/files.zip" in portal.client.get("/", headers=team).text

@@ -149,3 +149,23 @@ PortalDep = Annotated[Portal, Depends(portal)]
 SignedIn = Annotated[Viewer, Depends(signed_in)]
 TeamOnly = Annotated[Viewer, Depends(team_only)]
 OrganizerOnly = Annotated[Viewer, Depends(organizer_only)]
+
+
+def unpublished(p: Portal, v: Viewer) -> str | None:
+    """Why the public files are not yet this viewer's (None: they are). They are published
+    when the competition opens, as its data appears on Kaggle at launch: before the rule
+    `start` only the organizer sees them, so no team works on the data ahead of the others."""
+    start = p.comp.rules.start
+    if v.role != "organizer" and start is not None and p.board.ctx.now() < start:
+        return f"the competition opens at {start.isoformat()}Z; its files are published then"
+    return None
+
+
+def file_viewer(p: PortalDep, v: SignedIn) -> Viewer:
+    why = unpublished(p, v)
+    if why is not None:
+        raise HTTPException(403, why)
+    return v
+
+
+FileViewer = Annotated[Viewer, Depends(file_viewer)]

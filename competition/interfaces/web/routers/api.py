@@ -15,7 +15,14 @@ from competition.board.status import WAITING
 from competition.board.views import Entry, LateEntry, Outcome
 from competition.errors import SubmissionError
 from competition.interfaces.web.catalog import competition_summary
-from competition.interfaces.web.dependencies import PortalDep, SignedIn, TeamOnly, upload_csrf
+from competition.interfaces.web.dependencies import (
+    FileViewer,
+    PortalDep,
+    SignedIn,
+    TeamOnly,
+    unpublished,
+    upload_csrf,
+)
 from competition.interfaces.web.exports import safe_file_name
 from competition.interfaces.web.guard import admitted_upload, refusal_status
 from competition.interfaces.web.prefix import url
@@ -41,7 +48,7 @@ def api_competition(p: PortalDep, v: SignedIn) -> Any:
     return CompetitionOut(name=p.comp.name, title=p.comp.title, task=p.comp.task.name,
                           metric=p.comp.task.metric, rules=rules,
                           deadline_passed=p.board.private_visible,
-                          public_files=p.public_files(),
+                          public_files=[] if unpublished(p, v) else p.public_files(),
                           rule_changes=rule_edits.history_json(
                               rule_edits.history(p.board.engine), who=False))
 
@@ -56,7 +63,7 @@ def api_competitions(request: Request, p: PortalDep) -> Any:
 
 
 @router.get("/files", response_model=list[PublicFile], responses=ERRORS)
-def api_files(p: PortalDep, v: SignedIn) -> Any:
+def api_files(p: PortalDep, v: FileViewer) -> Any:
     """The public files with their sizes: what `/api/files.zip` holds (a client shows its
     progress and checks for files it would overwrite before downloading)."""
     return [PublicFile(path=f, size=(p.public_root / f).stat().st_size)
@@ -64,7 +71,7 @@ def api_files(p: PortalDep, v: SignedIn) -> Any:
 
 
 @router.get("/files.zip", responses={**ERRORS, 200: {"content": {"application/zip": {}}}})
-def api_files_zip(p: PortalDep, v: SignedIn) -> Any:
+def api_files_zip(p: PortalDep, v: FileViewer) -> Any:
     """Every public file in one zip, streamed (the page `/files.zip` behind a token)."""
     name = f"{safe_file_name(p.comp.name)}-public.zip"
     return StreamingResponse(stream_zip(p.public_root, p.public_files()),

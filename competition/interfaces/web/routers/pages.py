@@ -15,9 +15,11 @@ from competition.board.context import RuleError
 from competition.board.status import WAITING
 from competition.errors import SubmissionError
 from competition.interfaces.web.dependencies import (
+    FileViewer,
     PortalDep,
     SignedIn,
     TeamOnly,
+    unpublished,
     upload_csrf,
     viewer,
 )
@@ -38,17 +40,19 @@ SubmissionId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 @router.get("/", response_class=HTMLResponse)
 def home(request: Request, p: PortalDep, v: SignedIn) -> Any:
     readme = p.comp.public_dir / "README.md"
-    files = p.public_files()
+    closed = unpublished(p, v)
+    files = [] if closed else p.public_files()
     top, folders = folder_summary(files)
     size = sum((p.public_root / f).stat().st_size for f in files)
     return page(request, "home.html",
                 description=description_html(readme.read_text()) if readme.exists() else "",
                 top_files=top, folders=folders, n_files=len(files), total_mb=size / 1e6,
+                unpublished=closed,
                 history=rule_edits.history(p.board.engine))
 
 
 @router.get("/files.zip")
-def download_all(p: PortalDep, v: SignedIn) -> Any:
+def download_all(p: PortalDep, v: FileViewer) -> Any:
     """Every public file in one zip, streamed."""
     name = f"{safe_file_name(p.comp.name)}-public.zip"
     return StreamingResponse(stream_zip(p.public_root, p.public_files()),
@@ -57,7 +61,7 @@ def download_all(p: PortalDep, v: SignedIn) -> Any:
 
 
 @router.get("/files/{path:path}")
-def download(request: Request, path: str, p: PortalDep, v: SignedIn) -> Any:
+def download(request: Request, path: str, p: PortalDep, v: FileViewer) -> Any:
     """A public file, or a public folder's listing."""
     clean = path.strip("/")
     folder = p.public_path(clean) if clean else None
