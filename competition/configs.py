@@ -91,6 +91,8 @@ def _fields_at(model: type[BaseModel], path: list[str]) -> list[str]:
     """The field names of the (nested) model at `path`."""
     current: Any = model
     for part in path:
+        if part.isdigit():  # an item of a list of models (e.g. grading.steps.0)
+            continue
         fields = getattr(current, "model_fields", None)
         if fields is None or part not in fields:
             return []
@@ -273,6 +275,100 @@ class CodeConfig(BaseModel):
     sandbox: Literal["bwrap", "none"] = "bwrap"
 
 
+def _grade_text(value: Any) -> Any:
+    # `grade: 10` in YAML is a number; grades are text (letters or points) either way.
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else value
+
+
+class GradeStep(BaseModel):
+    """One step of a grade rule: the bound a team must reach, and its grade. Which key bounds
+    it is the scheme's (GradingConfig)."""
+
+    model_config = STRICT
+    grade: str
+    min: float | None = None  # thresholds, higher-is-better score: at least this
+    max: float | None = None  # thresholds, lower-is-better score: at most this
+    top: float | None = Field(default=None, gt=0, le=1)  # ranks: rank/teams at most this
+    beat: str | None = None  # baselines: a private score better than this baseline team's
+
+    @field_validator("min", "max")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{value} is not a finite number")
+        return value
+
+    _text = field_validator("grade", mode="before")(_grade_text)
+
+
+SCHEME_KEY = {"thresholds": ("min", "max"), "ranks": ("top",), "baselines": ("beat",)}
+
+
+class GradingConfig(BaseModel):
+    """The grade rule (issue 28): each student gets the grade of their team's final private
+    score, by the first step (best first) the team reaches; `below` if it reaches none,
+    `missing` if the team has no private score (no valid submission). Baselines get none.
+
+    - thresholds: steps of `{min: 0.8, grade: A}` on the private score (`max` for a
+      lower-is-better score), best first: each bound stricter than the next.
+    - ranks: steps of `{top: 0.1, grade: A}`: the team's private rank among participant
+      teams, divided by their number, is at most `top` (0.1: the top 10 %).
+    - baselines: steps of `{beat: baseline-strong, grade: "10"}`: the team's private score is
+      better than (not equal to) the organizers' baseline team's; the hardest baseline first.
+    """
+
+    model_config = STRICT
+    scheme: Literal["thresholds", "ranks", "baselines"]
+    steps: list[GradeStep] = Field(min_length=1)
+    below: str = ""
+    missing: str = ""
+
+    _text = field_validator("below", "missing", mode="before")(_grade_text)
+
+    @model_validator(mode="after")
+    def _monotone(self) -> GradingConfig:
+        # Steps are tried in order, so one easier than a later step would hide it: refused.
+        allowed = SCHEME_KEY[self.scheme]
+        for k, step in enumerate(self.steps):
+            given = [key for key in ("min", "max", "top", "beat")
+                     if getattr(step, key) is not None]
+            if len(given) != 1 or given[0] not in allowed:
+                raise ValueError(f"steps.{k}: a {self.scheme} step has one of "
+                                 f"{' or '.join(allowed)} and a grade (got "
+                                 f"{', '.join(given) or 'none'})")
+        keys = {next(key for key in allowed if getattr(s, key) is not None) for s in self.steps}
+        if len(keys) > 1:
+            raise ValueError("steps: use min on every step (higher is better) or max on "
+                             "every step (lower is better), not both")
+        key = keys.pop()
+        values = [getattr(s, key) for s in self.steps]
+        if key == "beat":
+            if len(set(values)) < len(values):
+                raise ValueError("steps: a baseline team is named twice")
+            return self
+        # min: each bound above the next; max and top: each below the next.
+        falling = key == "min"
+        for k in range(1, len(values)):
+            if (values[k] >= values[k - 1]) if falling else (values[k] <= values[k - 1]):
+                raise ValueError(
+                    f"steps are not monotone: steps.{k}.{key} ({values[k]:g}) must be "
+                    f"{'below' if falling else 'above'} steps.{k - 1}.{key} "
+                    f"({values[k - 1]:g}); list the best grade first")
+        return self
+
+    def direction_problem(self, higher_is_better: bool) -> str | None:
+        """Why the thresholds do not fit the task's score direction (None: they do)."""
+        if self.scheme != "thresholds":
+            return None
+        want, other = ("min", "max") if higher_is_better else ("max", "min")
+        if getattr(self.steps[0], want) is None:
+            better = "higher" if higher_is_better else "lower"
+            return (f"grading.steps: the task's score is {better}-is-better, so each step "
+                    f"bounds it with {want}, not {other}")
+        return None
+
+
 # A competition's id: what MLflow keys its experiments and runs by (letters, digits, - and _,
 # so that it can stand in an experiment's name).
 ID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"
@@ -306,10 +402,15 @@ class CompetitionConfig(BaseModel):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     portal: PortalConfig = Field(default_factory=PortalConfig)
+    # The grade rule of the grades export (GradingConfig); null: the grade column is empty.
+    grading: GradingConfig | None = None
 
     def to_yaml(self) -> bytes:
-        """Stable bytes (no timestamps, keys in declaration order)."""
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False).encode()
+        """Stable bytes (no timestamps, keys in declaration order); no grade rule, no key."""
+        doc = self.model_dump(mode="json")
+        if doc["grading"] is None:
+            del doc["grading"]
+        return yaml.safe_dump(doc, sort_keys=False).encode()
 
 
 def give_id(path: Path) -> str | None:

@@ -130,8 +130,8 @@ def test_private_board_and_organizer_tools(portal):
     assert private.status_code == 200 and private.json()[0]["team"] == "owls"
     grades = portal.client.get("/api/organizer/grades.csv", headers=portal.auth("organizer"))
     assert grades.text.splitlines() == [
-        "rank,team,private_score,submission_id,public_rank,name,student_id,email",
-        "1,owls,1.0,1,1,,,"]  # a team with nobody in it: one row, no name
+        "rank,team,private_score,submission_id,public_rank,name,student_id,email,grade",
+        "1,owls,1.0,1,1,,,,"]  # a team with nobody in it: one row, no name
     assert portal.client.get("/api/organizer/grades.csv",
                              headers=portal.auth("owls")).status_code == 403
     issued = portal.client.post("/api/organizer/teams/moths/token",
@@ -332,7 +332,8 @@ def test_baselines_are_marked_and_left_out_of_the_grades(portal, tmp_path):
                                                                  ("owls", False)]
     assert "baseline</span>" in portal.client.get("/leaderboard").text
     grades = portal.client.get("/api/organizer/grades.csv", headers=headers).text.splitlines()
-    assert grades[0] == "rank,team,private_score,submission_id,public_rank,name,student_id,email"
+    assert grades[0] == \
+        "rank,team,private_score,submission_id,public_rank,name,student_id,email,grade"
     assert [row.split(",")[:2] for row in grades[1:]] == [["1", "owls"]]
     assert grades[1].split(",")[4] == "1"  # its public rank among participants
 

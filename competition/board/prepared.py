@@ -38,7 +38,12 @@ class PreparedCompetition:
             config = configs.load(configs.CompetitionConfig, config_path)
         except ConfigError as e:
             raise CompetitionDirError(str(e)) from None
-        get_task(config.task)  # an unknown task is a clear error now, not at first use
+        task = get_task(config.task)  # an unknown task is a clear error now, not at first use
+        # Only the task knows its score's direction, which the grade thresholds must follow.
+        problem = config.grading and config.grading.direction_problem(
+            task.direction.higher_is_better)
+        if problem:
+            raise CompetitionDirError(f"{config_path}: {problem}")
         comp = cls(root, config)
         if not public_only and not comp.solution_path.is_file():
             raise CompetitionDirError(f"{root}: the solution {comp.solution_path} is missing")

@@ -162,6 +162,31 @@ def list_submissions(
         submissions_table(rows, team)
 
 
+@app.command("grades")
+def grades(
+    directory: Path = typer.Argument(..., help="A prepared competition."),
+    out_file: Path | None = typer.Option(None, "--out", help="Write it to this file "
+                                         "(default: print it)."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON list, one object per "
+                                 "student, instead of CSV."),
+) -> None:
+    """The grades export: one row per student, with the team's private score and rank and
+    the grade rule's outcome (competition.yaml `grading:`), as the organizer's page gives it."""
+    import json
+    import sys
+
+    from competition.interfaces.web.exports import GRADE_COLUMNS, grade_rows, grades_csv
+
+    board = board_of(directory)
+    text = json.dumps([dict(zip(GRADE_COLUMNS, row, strict=True)) for row in grade_rows(board)],
+                      allow_nan=False) + "\n" if as_json else grades_csv(board)
+    if out_file is None:
+        sys.stdout.write(text)
+    else:
+        out_file.write_text(text, encoding="utf-8")
+        out(f"grades written to {escape(str(out_file))}")
+
+
 @app.command("select")
 def select_final(
     args: list[str] = typer.Argument(..., metavar="[DIR] ID",

@@ -10,6 +10,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse
 
 from competition.board import rule_edits
 from competition.board.context import RuleError
+from competition.errors import ConfigError
 from competition.interfaces.web.dependencies import OrganizerOnly, PortalDep
 from competition.interfaces.web.exports import grades_csv, safe_file_name, submissions_csv
 from competition.interfaces.web.rendering import page
@@ -58,6 +59,13 @@ def organizer_rescore(request: Request, p: PortalDep, v: OrganizerOnly) -> Any:
     return _organizer(request, p, changes=changes)
 
 
+def _grades(p: Portal) -> str:
+    try:
+        return grades_csv(p.board)
+    except ConfigError as e:  # a grade rule that cannot be applied (e.g. a missing baseline)
+        raise HTTPException(400, str(e)) from None
+
+
 def _csv(text: str, name: str) -> PlainTextResponse:
     return PlainTextResponse(text, media_type="text/csv", headers={
         "Content-Disposition": f'attachment; filename="{name}"'})
@@ -65,7 +73,7 @@ def _csv(text: str, name: str) -> PlainTextResponse:
 
 @pages.get("/grades.csv")
 def organizer_grades(p: PortalDep, v: OrganizerOnly) -> Any:
-    return _csv(grades_csv(p.board), f"{safe_file_name(p.comp.name)}-grades.csv")
+    return _csv(_grades(p), f"{safe_file_name(p.comp.name)}-grades.csv")
 
 
 @pages.get("/submissions.csv")
@@ -86,7 +94,7 @@ def api_rescore(p: PortalDep, v: OrganizerOnly) -> Any:
 
 @api.get("/grades.csv", response_class=PlainTextResponse, responses=ERRORS)
 def api_grades(p: PortalDep, v: OrganizerOnly) -> Any:
-    return PlainTextResponse(grades_csv(p.board), media_type="text/csv")
+    return PlainTextResponse(_grades(p), media_type="text/csv")
 
 
 @api.get("/submissions.csv", response_class=PlainTextResponse, responses=ERRORS)
