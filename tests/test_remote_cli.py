@@ -323,6 +323,8 @@ def stub():
         "/api/submissions": (302, {"Location": "http://elsewhere.example/api/submissions"},
                              b""),
         "/api/competition": (200, JSON, b'{"name": "evil"}'),
+        # a course portal's root, asked for a competition's API: FastAPI's own 404
+        "/api/leaderboard/private": (404, JSON, b'{"detail": "Not Found"}'),
         "/c/two/api/competitions": (200, JSON, json.dumps([
             {"id": i, "slug": i, "title": i.title(), "kind": "nuclei", "status": "open",
              "start": None, "deadline": None, "url": f"/c/{i}"} for i in ("one", "two")
@@ -344,6 +346,8 @@ def test_refusals_are_one_line_each(stub, capsys, tmp_path):
     assert code == 2 and "redirected" in err and BAD_TOKEN not in err
     code, _, err = cli(capsys, "leaderboard", "--server", stub + "/c/none", "--late")
     assert code == 2 and "has no /c/none/api/leaderboard/late (404)" in err
+    code, _, err = cli(capsys, "leaderboard", "--server", stub, "--private")
+    assert code == 2 and "has no /api/leaderboard/private (404): is it a competition" in err
     code, _, err = cli(capsys, "submit", "--server", stub, __file__)
     assert code == 2 and "needs a token to submit" in err  # before any upload
     code, out, err = cli(capsys, "competitions", "--server", stub + "/c/two/", "--json")

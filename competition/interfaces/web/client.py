@@ -117,7 +117,7 @@ class Remote:
             target = response.headers.get("Location", "?")[:200]
             return (f"{where} redirected ({code}) to {target}: give the portal's own address "
                     "as --server")
-        if code == 404 and not detail:
+        if code == 404 and detail in ("", "Not Found"):  # no route (FastAPI's own answer)
             return (f"{where} has no {response.request.url.path} (404): is it a competition "
                     "portal's address (http://HOST:8000, or http://HOST:8000/c/SLUG on a "
                     "course portal)?")
