@@ -228,11 +228,11 @@ def test_an_older_store_gets_the_payload_table(tmp_path):
     """A store made before payloads were kept (and before schema versions) is refused until
     `competition migrate` gives it their table; opening it changes nothing."""
     url = f"sqlite:///{tmp_path / 'old.sqlite'}"
-    migrations.upgrade(url)
     engine = db.make_engine(url)
     with engine.begin() as conn:
-        # code_runs (revision 0002) came after payloads: such a store had neither.
-        conn.exec_driver_sql("DROP TABLE code_runs")
+        # The baseline (0001) without payloads: every later revision's tables came after
+        # payloads, so such a store had none of them either.
+        migrations._alembic(conn, "upgrade", "0001")
         conn.exec_driver_sql("DROP TABLE tracking_payloads")
         conn.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
     engine.dispose()
