@@ -122,6 +122,19 @@ def test_a_team_left_without_students_keeps_its_submissions_not_its_codes(made, 
         forming.join(who["Flo"], left_open)
 
 
+def test_the_organizers_move_tidies_the_team_left_as_a_join_does(made, tmp_path):
+    """`team move` of a team's last student: the team's open codes end (nobody is left to
+    have invited anyone into its submissions); the team stays for `team remove`."""
+    comp, board, who, _ = made
+    forming = board.team_forming
+    board.submissions.submit(variant(comp, tmp_path, 0), "Ed")
+    left_open, _ = forming.invite(who["Ed"])
+    board.accounts.move("e1", "owls")
+    assert "Ed" in {t["team"] for t in board.teams.overview()}  # its submission is kept
+    with pytest.raises(RuleError, match="revoked"):
+        forming.join(who["Flo"], left_open)
+
+
 def test_the_last_student_joining_takes_the_submissions_under_the_merge_rule(made, tmp_path):
     """Joining alone from a team of one with submissions is a merge: it may not pass the merge
     rule, nor leave a team without students on the boards (a second entry for the student)."""

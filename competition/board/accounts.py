@@ -20,7 +20,12 @@ from competition.board.store import accounts as store
 from competition.board.store import db
 from competition.board.store import teams as team_store
 from competition.board.store.db import Connection
-from competition.board.team_forming import check_size, end_old_sessions, lock_teams
+from competition.board.team_forming import (
+    check_size,
+    lock_student,
+    move_students,
+    tidy_left_team,
+)
 from competition.board.teams import Teams, new_token, token_hash
 
 
@@ -156,11 +161,12 @@ class Accounts:
             if team_id != account["team_id"]:
                 values["team_id"] = team_id
                 said.append(f"{who}: moved from team {account['team']!r} to {s.team!r}")
+        moved_to = values.pop("team_id", None)
         if values:
             store.change(conn, account["id"], **values)
-        if "team_id" in values:  # its sessions of the old team end for good
-            end_old_sessions(conn, [{"token_sha256": store.token_of(conn, account["id"])}],
-                             values["team_id"])
+        if moved_to is not None:  # as the organizer's move does (its sessions there end)
+            move_students(conn, [account["id"]], moved_to)
+            tidy_left_team(conn, account["team_id"], self.ctx.now(), drop_empty=False)
         return said
 
     def find(self, conn: Connection, text: str) -> dict[str, Any]:
@@ -208,15 +214,17 @@ class Accounts:
             team_id = _participant_team(conn, given, self.ctx.now())
             if team_id == account["team_id"]:
                 raise RuleError(f"{account['name']} is in team {account['team']!r} already")
-            lock_teams(conn, account["team_id"], team_id)
+            # Locked, then the student's team read again: a join meanwhile is not undone.
+            lock_student(conn, account, account["team_id"], team_id)
             if not force:
                 try:
                     check_size(conn, self.ctx.rules.team_size_limit, team_id, given, 1)
                 except RuleError as e:
                     raise RuleError(f"{e} (--force moves the student anyway)") from None
-            store.change(conn, account["id"], team_id=team_id)
-            end_old_sessions(conn, [{"token_sha256": store.token_of(conn, account["id"])}],
-                             team_id)
+            move_students(conn, [account["id"]], team_id)
+            # The team left behind: its open codes end if nobody is left to have made them
+            # (an empty team stays until the organizer's `team remove`).
+            tidy_left_team(conn, account["team_id"], self.ctx.now(), drop_empty=False)
             return account, team_store.names(conn)[team_id]
 
     def people_by_team(self) -> dict[str, list[dict[str, Any]]]:

@@ -130,6 +130,7 @@ class TeamForming:
         with db.write(self.ctx.engine) as conn:
             me = _account(conn, credential)
             _not_baseline(me["baseline"], me["team"])
+            lock_student(conn, me, me["team_id"])  # the counts below hold until the insert
             self._check_room(conn, me["team_id"], me["team"], 1)
             if len(store.open_of_team(conn, me["team_id"], now)) >= MAX_OPEN_INVITATIONS:
                 raise RuleError(f"team {me['team']!r} has {MAX_OPEN_INVITATIONS} open "
@@ -173,7 +174,7 @@ class TeamForming:
                                 f"{me['team']!r}")
             _not_baseline(invitation["baseline"], invitation["team"])
             _not_baseline(me["baseline"], me["team"])
-            _lock(conn, me, old, new)
+            lock_student(conn, me, old, new)
             if whole_team and team_store.has_token(conn, old):
                 raise RuleError(f"team {me['team']!r} has a shared team token (`competition "
                                 "team add`), which would stop working: it cannot be merged "
@@ -190,12 +191,12 @@ class TeamForming:
             if not store.use(conn, int(invitation["id"]), me["id"], now):
                 raise RuleError("this invitation code was used or revoked meanwhile: ask "
                                 "the team for a new one")
-            _move(conn, moving, new)
+            move_students(conn, [m["id"] for m in moving], new)
             if whole_team:
                 store.move_team_rows(conn, old, new)
                 team_store.delete_team(conn, old)
             else:
-                _drop_if_empty(conn, old, now)
+                tidy_left_team(conn, old, now)
             return str(invitation["team"])
 
     def leave(self, credential: str) -> str:
@@ -205,13 +206,13 @@ class TeamForming:
         self._check_open(now)
         with db.write(self.ctx.engine) as conn:
             me = _account(conn, credential)
-            _lock(conn, me, me["team_id"])
+            lock_student(conn, me, me["team_id"])
             if len(store.students(conn, me["team_id"])) < 2:
                 raise RuleError(f"you are the only student of team {me['team']!r}: there is "
                                 "no team to leave")
             name = _free_name(conn, me)
             team_id = team_store.insert_team(conn, name, name_key(name), now, False)
-            _move(conn, [me], team_id)
+            move_students(conn, [me["id"]], team_id)
             return name
 
     # --- checks -----------------------------------------------------------------------------
@@ -247,9 +248,12 @@ def check_size(conn: Connection, limit: int | None, team_id: int, team: str,
                         f"be over the team size limit of {limit}")
 
 
-def end_old_sessions(conn: Connection, moved: list[dict[str, Any]], team_id: int) -> None:
-    """The moved students' browser sessions of any other team end (deleted)."""
-    store.end_sessions(conn, [m["token_sha256"] for m in moved if m["token_sha256"]], team_id)
+def move_students(conn: Connection, account_ids: list[int], team_id: int) -> None:
+    """Students into a team (the teams locked by the caller); their browser sessions of any
+    other team end (deleted)."""
+    credentials = store.tokens_of(conn, account_ids)
+    store.move_accounts(conn, account_ids, team_id)
+    store.end_sessions(conn, credentials, team_id)
 
 
 def lock_teams(conn: Connection, *team_ids: int) -> None:
@@ -290,17 +294,12 @@ def _not_baseline(baseline: Any, team: str) -> None:
                         "joined, merged or left")
 
 
-def _lock(conn: Connection, me: dict[str, Any], *team_ids: int) -> None:
+def lock_student(conn: Connection, me: dict[str, Any], *team_ids: int) -> None:
     """Lock the teams, then check that the student is still where they were read (a
     concurrent change that moved them first wins; this one is refused, nothing changed)."""
     lock_teams(conn, *team_ids)
     if store.team_of_account(conn, me["id"]) != me["team_id"]:
         raise RuleError("your team changed meanwhile: reload and try again")
-
-
-def _move(conn: Connection, moving: list[dict[str, Any]], team_id: int) -> None:
-    store.move_accounts(conn, [m["id"] for m in moving], team_id)
-    end_old_sessions(conn, moving, team_id)
 
 
 def _last_with_submissions(conn: Connection, team_id: int) -> bool:
@@ -311,19 +310,21 @@ def _last_with_submissions(conn: Connection, team_id: int) -> bool:
         not team_store.has_token(conn, team_id)
 
 
-def _drop_if_empty(conn: Connection, team_id: int, now: datetime) -> None:
-    """A team left with nothing of its own (no students, submissions, uploads, shared token
-    or members) is deleted, as Kaggle does: the board is not littered with empty teams. One
-    left without students but with submissions stays; its open codes are revoked (nobody is
-    left to have invited anyone into its submissions)."""
+def tidy_left_team(conn: Connection, team_id: int, now: datetime,
+                   drop_empty: bool = True) -> None:
+    """A team some students just left. One left without students keeps its submissions but
+    its open codes are revoked (nobody is left to have invited anyone into them). With
+    `drop_empty`, one left with nothing of its own (no students, submissions, uploads, shared
+    token or members) is deleted, as Kaggle does, so the board is not littered with empty
+    teams; the organizer's moves leave that to `team remove`."""
     kept = team_store.kept_rows(conn, team_id)
     if kept["students"]:
         return
-    if any(kept.values()) or team_store.has_token(conn, team_id) or \
-            team_store.member_names(conn, team_id):
-        store.revoke_all(conn, team_id, now)
+    if drop_empty and not any(kept.values()) and not team_store.has_token(conn, team_id) \
+            and not team_store.member_names(conn, team_id):
+        team_store.delete_team(conn, team_id)
         return
-    team_store.delete_team(conn, team_id)
+    store.revoke_all(conn, team_id, now)
 
 
 def _free_name(conn: Connection, me: dict[str, Any]) -> str:

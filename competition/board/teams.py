@@ -112,6 +112,9 @@ class Teams:
         a team with students is refused until they are moved (`competition team move`)."""
         with db.write(self.ctx.engine) as conn:
             team_id = self._existing(conn, name)
+            # Locked first: a submission being admitted holds this lock, so it is counted
+            # below or finds the team gone (and is refused), never the other way round.
+            store.lock(conn, team_id)
             kept = store.kept_rows(conn, team_id)
             given = name.strip()
             if kept["submissions"] or kept["uploads"]:

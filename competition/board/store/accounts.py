@@ -53,15 +53,7 @@ def change(conn: Connection, account_id: int, **values: Any) -> None:
     conn.execute(update(accounts).where(accounts.c.id == account_id).values(**values))
 
 
-
 def token_hashes(conn: Connection) -> dict[int, str | None]:
     """Every account's token hash by account id (None: revoked)."""
     return {r.id: r.token_sha256 for r in conn.execute(select(accounts.c.id,
                                                               accounts.c.token_sha256))}
-
-
-def token_of(conn: Connection, account_id: int) -> str | None:
-    """The hash of the account's token (None: revoked)."""
-    found: str | None = conn.execute(select(accounts.c.token_sha256)
-                                     .where(accounts.c.id == account_id)).scalar()
-    return found

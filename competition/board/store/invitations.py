@@ -108,6 +108,15 @@ def team_of_account(conn: Connection, account_id: int) -> int:
                .scalar_one())
 
 
+def tokens_of(conn: Connection, account_ids: list[int]) -> list[str]:
+    """The token hashes of these accounts (revoked ones have none)."""
+    if not account_ids:
+        return []
+    rows = conn.execute(select(accounts.c.token_sha256).where(accounts.c.id.in_(account_ids)))
+    found: list[str | None] = list(rows.scalars())
+    return [h for h in found if h]
+
+
 def move_accounts(conn: Connection, account_ids: list[int], team_id: int) -> None:
     if account_ids:
         conn.execute(update(accounts).where(accounts.c.id.in_(account_ids))
