@@ -245,24 +245,32 @@ def test_the_api_edits_rules_with_the_models_messages_and_records_them(stored_po
     assert {(x["field"], x["old"], x["new"]) for x in r.json()["changed"]} == {
         ("daily_limit", 3, 1), ("late_submissions", False, True)}
     assert portal.submit("owls", portal.variant(1)).status_code == 429
-    assert c.patch("/api/organizer/rules", json={"deadline": PAST, "daily_limit": 5},
+    assert c.patch("/api/organizer/rules", json={"deadline": PAST, "daily_limit": 4},
                    headers=h).status_code == 200
     late = portal.submit("owls", portal.variant(2))  # taken late, under the rule
     assert late.status_code == 201 and late.json()["late"] is True
+    # Turning the rule off would rank the late one (lateness is read from the rule): refused,
+    # and it stays off the board.
+    off = c.put("/api/organizer/rules", json={"deadline": PAST}, headers=h)
+    assert off.status_code == 422
+    assert "rules.late_submissions: 2 submission(s) were made after the deadline" in \
+        off.json()["detail"]
+    assert c.get("/api/leaderboard", headers=h).json() == []
     # PUT sets every editable rule: those not given return to their defaults.
-    r = c.put("/api/organizer/rules", json={"deadline": PAST}, headers=h)
-    assert r.status_code == 200 and r.json()["rules"]["late_submissions"] is False
+    r = c.put("/api/organizer/rules", json={"deadline": PAST, "late_submissions": True},
+              headers=h)
+    assert r.status_code == 200 and r.json()["rules"]["late_submissions"] is True
     assert r.json()["rules"]["daily_limit"] == 5  # the default
-    assert portal.submit("owls", portal.variant(3)).status_code == 403
+    assert portal.submit("owls", portal.variant(3)).json()["late"] is True
     # Nothing to change: nothing written, nothing recorded.
     signature = r.json()["signature"]
     same = c.patch("/api/organizer/rules", json={"deadline": "2020-01-01"}, headers=h)
     assert same.json()["changed"] == [] and same.json()["signature"] == signature
 
     changes = history(portal)
-    # Newest first; one row per rule changed (the PUT changed late_submissions alone).
+    # Newest first; one row per rule changed (the PUT changed daily_limit alone).
     assert [(x["field"], x["old"], x["new"]) for x in changes] == [
-        ("late_submissions", True, False), ("daily_limit", 1, 5), ("deadline", None, PAST),
+        ("daily_limit", 4, 5), ("daily_limit", 1, 4), ("deadline", None, PAST),
         ("late_submissions", False, True), ("daily_limit", 3, 1)]
     assert {x["who"] for x in changes} == {"organizer (API)"}
     assert all(x["changed_at"].endswith("Z") for x in changes)

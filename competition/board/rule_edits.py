@@ -39,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sqlalchemy import func, select
 
 from competition.board.rules import utcnow
 from competition.board.store import db
 from competition.board.store import rule_changes as store
+from competition.board.store.schema import submissions
 from competition.configs import CompetitionConfig, RulesConfig, parse
 from competition.errors import CompetitionError, ConfigError
 
@@ -203,12 +205,30 @@ def edit_rules(root: Path, engine: db.Engine, values: Mapping[str, Any], who: st
         changes = [Change(key, old[key], new[key]) for key in new if old[key] != new[key]]
         if not changes:
             return []
+        _keep_late_unranked(engine, old, new)
         # The validated values are written (times as ISO text in UTC), not the text given.
         updates = {c.field: c.new for c in changes}
         text = _edited_yaml(data.decode("utf-8"), {**doc, "rules": {**raw, **updates}},
                             updates, root)
         _commit(engine, path, data, text.encode("utf-8"), who, now(), changes)
     return changes
+
+
+def _keep_late_unranked(engine: db.Engine, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """Lateness is read from the rule and the deadline in force (board.rules.Rules.is_late):
+    turning `late_submissions` off while submissions made after the deadline exist would
+    rank them on the boards and in the grades. Refused, naming the rule."""
+    if not old["late_submissions"] or new["late_submissions"] or new["deadline"] is None:
+        return
+    deadline = RulesConfig.model_validate({"deadline": new["deadline"]}).deadline
+    with db.read(engine) as conn:
+        late = conn.execute(select(func.count()).select_from(submissions)
+                            .where(submissions.c.submitted_at >= deadline)).scalar_one()
+    if late:
+        raise _config_error({"rules.late_submissions": (
+            f"rules.late_submissions: {late} submission(s) were made after the deadline "
+            "under this rule; turning it off would rank them: keep it on (they stay on the "
+            "late board, unranked)")})
 
 
 def edit_description(root: Path, engine: db.Engine, markdown: str, who: str, *,
