@@ -442,3 +442,20 @@ def test_a_portals_text_cannot_send_control_sequences_to_the_terminal(stub, caps
     assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out
     assert "owls\\x1b]52;c;" in out  # shown, not sent
     assert "[bold]x[/bold]" in out  # no markup either
+
+
+def test_an_answer_is_read_only_up_to_its_bound(stub, capsys, monkeypatch):
+    """Whatever answers at --server, no more of its reply is read than a board or a refusal
+    could need: a longer one is refused in one line, unparsed."""
+    from competition.interfaces.web import client
+
+    monkeypatch.setattr(client, "MAX_REPLY_BYTES", 1000)
+    monkeypatch.setattr(client, "MAX_REFUSAL_BYTES", 100)
+    huge = json.dumps([{"team": "x" * 50}] * 50).encode()
+    Stub.answers["/api/leaderboard"] = (200, {"Content-Type": "application/json"}, huge)
+    Stub.answers["/api/leaderboard/late"] = (
+        400, {"Content-Type": "application/json"}, b'{"detail": "' + b"y" * 500 + b'"}')
+    code, _, err = cli(capsys, "leaderboard", "--server", stub)
+    assert code == 2 and "with more than 1,000 bytes" in err
+    code, _, err = cli(capsys, "leaderboard", "--server", stub, "--late")
+    assert code == 2 and "with more than 100 bytes" in err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,10 @@ from competition.interfaces.credentials import Token
 
 WAITING = ("queued", "scoring", "pending")
 MAX_DETAIL_CHARS = 300
+# What is read of an answer before it is parsed (the portal may be anything): a board or a
+# listing of any class fits many times over; a refusal is a line.
+MAX_REPLY_BYTES = 64 * 2**20
+MAX_REFUSAL_BYTES = 64 * 2**10
 
 
 class RemoteError(CompetitionError):
@@ -56,12 +60,33 @@ class Remote:
 
     def call(self, method: str, path: str, ok: tuple[int, ...] = (200,), **kwargs: Any) -> Any:
         """The JSON body of an answer whose status is in `ok` (None for 204)."""
-        response = self._send(lambda: httpx.request(method, self.url(path), headers=self.headers,
-                                                    timeout=kwargs.pop("timeout", self.timeout),
-                                                    **kwargs))
-        if response.status_code not in ok:
+        timeout = kwargs.pop("timeout", self.timeout)
+        try:
+            with httpx.stream(method, self.url(path), headers=self.headers, timeout=timeout,
+                              **kwargs) as streamed:
+                refused = streamed.status_code not in ok
+                response = self._read(streamed, MAX_REFUSAL_BYTES if refused
+                                      else MAX_REPLY_BYTES)
+        except httpx.HTTPError as e:
+            raise self.unreachable(e) from None
+        if refused:
             raise self.refusal(response)
         return None if response.status_code == 204 else self.json(response)
+
+    def _read(self, response: httpx.Response, most: int) -> httpx.Response:
+        """The answer with its body read, at most `most` bytes of it (decoded)."""
+        body = bytearray()
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > most:
+                raise RemoteError(f"{self.server} answered {response.status_code} with more "
+                                  f"than {most:,} bytes: is it a competition portal?")
+        # Its body decoded already: the headers that describe the encoded one are left out.
+        headers = {k: v for k, v in response.headers.items()
+                   if k.lower() not in ("content-encoding", "content-length",
+                                        "transfer-encoding")}
+        return httpx.Response(response.status_code, headers=headers, content=bytes(body),
+                              request=response.request)
 
     @contextlib.contextmanager
     def stream(self, path: str) -> Iterator[httpx.Response]:
@@ -70,15 +95,8 @@ class Remote:
             with httpx.stream("GET", self.url(path), headers=self.headers,
                               timeout=self.timeout) as response:
                 if response.status_code != 200:
-                    response.read()
-                    raise self.refusal(response)
+                    raise self.refusal(self._read(response, MAX_REFUSAL_BYTES))
                 yield response
-        except httpx.HTTPError as e:
-            raise self.unreachable(e) from None
-
-    def _send(self, send: Callable[[], httpx.Response]) -> httpx.Response:
-        try:
-            return send()
         except httpx.HTTPError as e:
             raise self.unreachable(e) from None
 
@@ -139,7 +157,7 @@ def _detail(response: httpx.Response) -> str:
                            for d in detail)
     if not isinstance(detail, str):
         return ""
-    text = "".join(c if c.isprintable() else " " for c in detail)
+    text = "".join(c if c.isprintable() else " " for c in detail[:MAX_DETAIL_CHARS + 1])
     return text if len(text) <= MAX_DETAIL_CHARS else text[:MAX_DETAIL_CHARS] + "…"
 
 

@@ -34,6 +34,7 @@ from competition.interfaces.web.course_organizer import (
 from competition.interfaces.web.course_state import Course, course_of
 from competition.interfaces.web.guard import FORM_BODY_CAP
 from competition.interfaces.web.prefix import base
+from competition.interfaces.web.routers.auth import MAX_TOKEN_CHARS
 from competition.interfaces.web.routers.course import render, sessions_of
 from competition.interfaces.web.security import (
     CSRF_FIELD,
@@ -67,13 +68,15 @@ def _organizing(request: Request) -> tuple[Course, Creator, Organizing]:
     course.organizer.config()  # a 503 naming course.yaml's problem, if it has one
     who = course_organizer_of(request, course.organizer, course.site)
     token = bearer_token(request)
-    if who is None and token is not None and not any(p.board.teams.who(token) for p in
-                                                     course.portals.values()):
+    if who is None and token is not None:
         # A token nobody issued is a failed sign-in, counted as the course's sign-in counts
-        # them (guessing here is guessing there): over the limits a 429.
-        refusal = course.sign_ins.refused(
-            client_address(request, trust_proxy=course.site.trust_proxy), token,
-            course.sign_in_rules())
+        # them (guessing here is guessing there): over the limits a 429, before any store is
+        # asked; a token longer than any issued one is unknown without asking.
+        address = client_address(request, trust_proxy=course.site.trust_proxy)
+        refusal = course.sign_ins.blocked(address, token, course.sign_in_rules())
+        if refusal is None and (len(token) > MAX_TOKEN_CHARS or not any(
+                p.board.teams.who(token) for p in course.portals.values())):
+            refusal = course.sign_ins.refused(address, token, course.sign_in_rules())
         if refusal is not None:
             raise HTTPException(429, refusal.message,
                                 headers={"Retry-After": str(refusal.retry_after)})
