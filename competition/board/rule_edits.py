@@ -146,7 +146,7 @@ def from_text(values: Mapping[str, str]) -> dict[str, Any]:
 def rules_in_force(root: Path) -> tuple[RulesConfig, str]:
     """The rules competition.yaml holds now, and the file's signature."""
     data = (Path(root) / CONFIG).read_bytes()
-    return _parsed(_mapping(data, root), root).rules, signature(data)
+    return _parsed(_mapping(data)).rules, signature(data)
 
 
 def description(root: Path) -> tuple[str, str]:
@@ -189,11 +189,11 @@ def edit_rules(root: Path, engine: db.Engine, values: Mapping[str, Any], who: st
     with _locked(root):
         data = path.read_bytes()
         _check_expected(data, expected, "competition.yaml (the rules)")
-        doc = _mapping(data, root)
+        doc = _mapping(data)
         raw = doc.get("rules") or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{CONFIG}: rules: expected a mapping of rules to values")
-        old = _old_values(doc, raw, root)
+        old = _old_values(doc, raw)
         wanted = dict(values)
         if replace:  # the rules not given return to their defaults
             defaults = RulesConfig().model_dump(mode="json")
@@ -209,7 +209,7 @@ def edit_rules(root: Path, engine: db.Engine, values: Mapping[str, Any], who: st
         # The validated values are written (times as ISO text in UTC), not the text given.
         updates = {c.field: c.new for c in changes}
         text = _edited_yaml(data.decode("utf-8"), {**doc, "rules": {**raw, **updates}},
-                            updates, root)
+                            updates)
         _commit(engine, path, data, text.encode("utf-8"), who, now(), changes)
     return changes
 
@@ -333,7 +333,7 @@ def _read_or_empty(path: Path) -> bytes:
         return b""
 
 
-def _mapping(data: bytes, root: Path) -> dict[str, Any]:
+def _mapping(data: bytes) -> dict[str, Any]:
     try:
         doc = yaml.safe_load(data.decode("utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as e:
@@ -343,16 +343,16 @@ def _mapping(data: bytes, root: Path) -> dict[str, Any]:
     return doc
 
 
-def _parsed(doc: dict[str, Any], root: Path) -> CompetitionConfig:
+def _parsed(doc: dict[str, Any]) -> CompetitionConfig:
     return parse(CompetitionConfig, doc, CONFIG)
 
 
-def _old_values(doc: dict[str, Any], raw: dict[str, Any], root: Path) -> dict[str, Any]:
+def _old_values(doc: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
     """The rules before the edit, as JSON values. A file broken by hand (say `daily_limit:
     -3`) can be corrected by an edit: each rule is then read alone, an invalid value kept
     as its text (the history shows what it was)."""
     try:
-        return _parsed(doc, root).rules.model_dump(mode="json")
+        return _parsed(doc).rules.model_dump(mode="json")
     except ConfigError:
         pass
     values = RulesConfig().model_dump(mode="json")
@@ -371,14 +371,14 @@ def _config_error(problems: dict[str, str]) -> ConfigError:
     return error
 
 
-def _edited_yaml(text: str, doc: dict[str, Any], updates: dict[str, Any], root: Path) -> str:
+def _edited_yaml(text: str, doc: dict[str, Any], updates: dict[str, Any]) -> str:
     """competition.yaml's text with the rules `updates` set, line by line (the rest of the
     file as it was); if that does not read back as `doc`, the whole of `doc` (every key, in
     its order; comments lost)."""
     edited = _set_rule_lines(text, updates)
     if edited is not None:
         try:
-            if _mapping(edited.encode("utf-8"), root) == doc:
+            if _mapping(edited.encode("utf-8")) == doc:
                 return edited
         except ConfigError:
             pass

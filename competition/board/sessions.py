@@ -110,17 +110,11 @@ class Sessions:
         """A student changed teams in their browser (team forming): the move ended the
         session of the old team; this is a new one (a new id) for the team the student's
         token acts as now, expiring when the old one would have. None where the token no
-        longer acts as any team."""
-        now = self.ctx.now()
-        session_id = secrets.token_urlsafe(32)
-        with db.write(self.ctx.engine) as conn:
-            team = team_of_token(conn, credential)
-            if team is None or expires_at <= now:
-                return None
-            store.insert_session(conn, session_hash(session_id), "team", team[0], credential,
-                                 now, expires_at)
-        return session_id, Session("team", team[1], expires_at, csrf_token_of(session_id),
-                                   credential)
+        longer acts as any team. Opened as any session is (ended ones dropped, the live
+        ones of a token capped), so changing teams again and again piles none up."""
+        left = expires_at - self.ctx.now()
+        opened = self.open_credential(credential, left) if left > timedelta(0) else None
+        return opened if opened is not None and opened[1].role == "team" else None
 
     def revoke(self, session_id: str | None) -> bool:
         """End a session now (logout): its row is deleted; True if there was one."""

@@ -113,8 +113,7 @@ class Submissions:
         try:
             # (Without create_team the team was there above; _admit's lock finds it gone
             # where it was merged away since.)
-            team_id = known if known is not None and not create_team else \
-                self.teams.ensure(team, now, baseline)
+            team_id = self.teams.ensure(team, now, baseline) if known is None else known
             team = team.strip()  # the team's name exactly (ensure refuses look-alikes)
             submission_id, duplicate = self._admit(staged, suffix, Path(path).name, team_id,
                                                    team, message, now)

@@ -138,7 +138,7 @@ def download(
     force: bool = typer.Option(False, "--force", help="Replace files already there."),
 ) -> None:
     """Download the competition's public files (data, sample submission, README)."""
-    from competition.interfaces.unzip import extract, member_path, targets, zip_bytes
+    from competition.interfaces.unzip import extract, targets, zip_bytes
 
     remote = connect(remote_server(False, server) or "", token)
     about = remote.get("/api/competition")
@@ -148,8 +148,6 @@ def download(
                                "else than a competition")
     root = out_dir or Path(folder_name(about.get("name")))
     names = [str(f.get("path", "")) for f in listing]
-    for name in names:
-        member_path(name)
     targets(root, names, force)  # refused before a byte is downloaded
     total = sum(int(f.get("size") or 0) for f in listing)
     root.mkdir(parents=True, exist_ok=True)

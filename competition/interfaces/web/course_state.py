@@ -8,15 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import HTTPException, Request
+from fastapi import Request
 
 from competition.configs import PortalConfig
-from competition.interfaces.web.security import (
-    UNSAFE_METHODS,
-    Site,
-    normal_origin,
-    request_origin,
-)
+from competition.interfaces.web.security import Site, check_same_origin
 from competition.interfaces.web.sign_in_limits import SignInLimits
 from competition.interfaces.web.state import Portal
 from competition.jobs.runners import SharedRunner
@@ -75,12 +70,4 @@ def course_of(request: Request) -> Course:
 def same_origin(request: Request) -> None:
     """As a competition's (dependencies.same_origin): a state-changing request from a page
     of another origin is refused."""
-    if request.method not in UNSAFE_METHODS:
-        return
-    origin = request_origin(request)
-    if origin is None:
-        return
-    own = course_of(request).site.own_origin(request)
-    if origin.strip().lower() == "null" or normal_origin(origin) != own:
-        raise HTTPException(403, f"a request from another site ({origin[:100]}) may not change "
-                                 f"anything here; use this portal's own pages ({own})")
+    check_same_origin(request, course_of(request).site)

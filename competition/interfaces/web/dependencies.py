@@ -22,8 +22,7 @@ from competition.interfaces.web.security import (
     UNSAFE_METHODS,
     Viewer,
     bearer_token,
-    normal_origin,
-    request_origin,
+    check_same_origin,
     tokens_match,
 )
 from competition.interfaces.web.sign_in_limits import client_address
@@ -122,15 +121,7 @@ def upload_csrf(request: Request) -> Callable[[dict[str, str]], None]:
 def same_origin(request: Request) -> None:
     """Every state-changing request: an `Origin` (or, without one, a `Referer`) naming
     another origin, the same host on another port included, is refused."""
-    if request.method not in UNSAFE_METHODS:
-        return
-    origin = request_origin(request)
-    if origin is None:
-        return  # not from a browser page (scripts, the CLI): tokens decide
-    own = portal(request).site.own_origin(request)
-    if origin.strip().lower() == "null" or normal_origin(origin) != own:
-        raise HTTPException(403, f"a request from another site ({origin[:100]}) may not change "
-                                 f"anything here; use this portal's own pages ({own})")
+    check_same_origin(request, portal(request).site)
 
 
 def team_only(v: Annotated[Viewer, Depends(signed_in)]) -> Viewer:

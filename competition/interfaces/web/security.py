@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import Request
+from fastapi import HTTPException, Request
 from pydantic import BaseModel, Field
 
 SESSION_COOKIE = "competition_session"
@@ -126,3 +126,17 @@ def normal_origin(origin: str) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"{parts.scheme}://{host}" + (f":{port}" if port and port != default else "")
+
+
+def check_same_origin(request: Request, site: Site) -> None:
+    """Every state-changing request: an `Origin` (or, without one, a `Referer`) naming
+    another origin than `site`'s, the same host on another port included, is refused."""
+    if request.method not in UNSAFE_METHODS:
+        return
+    origin = request_origin(request)
+    if origin is None:
+        return  # not from a browser page (scripts, the CLI): tokens decide
+    own = site.own_origin(request)
+    if origin.strip().lower() == "null" or normal_origin(origin) != own:
+        raise HTTPException(403, f"a request from another site ({origin[:100]}) may not change "
+                                 f"anything here; use this portal's own pages ({own})")

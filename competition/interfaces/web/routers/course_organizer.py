@@ -117,12 +117,15 @@ async def _create(request: Request) -> tuple[Creator, str]:
     course, creator, who = await run_in_threadpool(_organizing, request)
     plans: list[Plan] = []
 
-    def before_zip(fields: dict[str, str]) -> None:
-        # A session's form must be the portal's own; then the fields sent before the zip
-        # are checked before a byte of it is received.
+    def check_csrf(fields: dict[str, str]) -> None:
+        """A session's form must be the portal's own."""
         if who.via == "session" and not tokens_match(
                 who.csrf_token, request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD)):
             raise HTTPException(403, CSRF_REFUSED)
+
+    def before_zip(fields: dict[str, str]) -> None:
+        # The fields sent before the zip are checked before a byte of it is received.
+        check_csrf(fields)
         if "kind" not in fields:
             raise HTTPException(422, f"{ZIP_FIELD}: send the zip after the other fields "
                                      "(kind, slug, ...), which are checked before it")
@@ -134,9 +137,7 @@ async def _create(request: Request) -> tuple[Creator, str]:
     async with received_form(request, int(config.max_source_upload_mb * MB), 0, before_zip,
                              extra={**FIELDS, CSRF_FIELD: 200}, file_field=ZIP_FIELD,
                              file_required=False, folder_in=folder) as (path, fields):
-        if who.via == "session" and not tokens_match(
-                who.csrf_token, request.headers.get(CSRF_HEADER) or fields.get(CSRF_FIELD)):
-            raise HTTPException(403, CSRF_REFUSED)
+        check_csrf(fields)
         if path is not None and path.stat().st_size == 0:
             raise HTTPException(422, f"{ZIP_FIELD}: the zip is empty")
         if path is not None:
