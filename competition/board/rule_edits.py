@@ -39,12 +39,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import func, select
 
 from competition.board.rules import utcnow
 from competition.board.store import db
 from competition.board.store import rule_changes as store
-from competition.board.store.schema import submissions
+from competition.board.store import submissions as submission_store
 from competition.configs import CompetitionConfig, RulesConfig, parse
 from competition.errors import CompetitionError, ConfigError
 
@@ -218,12 +217,11 @@ def _keep_late_unranked(engine: db.Engine, old: dict[str, Any], new: dict[str, A
     """Lateness is read from the rule and the deadline in force (board.rules.Rules.is_late):
     turning `late_submissions` off while submissions made after the deadline exist would
     rank them on the boards and in the grades. Refused, naming the rule."""
-    if not old["late_submissions"] or new["late_submissions"] or new["deadline"] is None:
-        return
     deadline = RulesConfig.model_validate({"deadline": new["deadline"]}).deadline
+    if not old["late_submissions"] or new["late_submissions"] or deadline is None:
+        return
     with db.read(engine) as conn:
-        late = conn.execute(select(func.count()).select_from(submissions)
-                            .where(submissions.c.submitted_at >= deadline)).scalar_one()
+        late = submission_store.made_since(conn, deadline)
     if late:
         raise _config_error({"rules.late_submissions": (
             f"rules.late_submissions: {late} submission(s) were made after the deadline "

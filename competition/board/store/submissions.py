@@ -58,6 +58,12 @@ def overview(conn: Connection) -> list[dict[str, Any]]:
         .order_by(submissions.c.id)).mappings()]
 
 
+def made_since(conn: Connection, moment: datetime) -> int:
+    """How many submissions (any status) were made at or after `moment`."""
+    return int(conn.execute(select(func.count()).select_from(submissions)
+                            .where(submissions.c.submitted_at >= moment)).scalar_one())
+
+
 def counted_between(conn: Connection, team_id: int, start: datetime, end: datetime) -> int:
     """The team's submissions made in [start, end) that count toward its daily limit (a
     failed one only where its code's own failure counts: issue 32)."""
