@@ -276,3 +276,54 @@ def test_a_split_that_would_leave_a_fold_empty_fills_every_fold():
     folds = make_folds(items, 5, seed=0)
     assert sorted(len({items[p].group for p in f.held}) for f in folds) == [1] * 5
     assert sorted(p for f in folds for p in f.held) == list(range(len(items)))
+
+
+def test_an_interrupted_cross_validation_resumes_its_unfinished_folds(cv_copies, capsys,
+                                                                     monkeypatch):
+    from competition.training import cv as cv_module
+
+    comp_dir = cv_copies["demo-nuclei"]
+    smoke = THRESHOLD / "smoke.yaml"
+    whole = cross_validate(comp_dir, THRESHOLD, smoke, folds=3)
+    real = cv_module._one_fold
+    ran: list[int] = []
+    stop = [True]
+
+    def stopped_at_fold_3(setup, train, items, fold, tracked):
+        ran.append(fold.number)
+        if fold.number == 3 and stop[0]:
+            (setup.out_dir / "fold-3" / "half-written").parent.mkdir()
+            (setup.out_dir / "fold-3" / "half-written").write_text("x")
+            raise KeyboardInterrupt
+        return real(setup, train, items, fold, tracked)
+
+    monkeypatch.setattr(cv_module, "_one_fold", stopped_at_fold_3)
+    with pytest.raises(KeyboardInterrupt):
+        cross_validate(comp_dir, THRESHOLD, smoke, folds=3)
+    folder = max((comp_dir / "cv").glob("threshold-*"), key=lambda p: p.stat().st_mtime)
+    assert not (folder / "cv.json").exists() and (folder / "fold-2" / "fold.json").is_file()
+    # Another configuration, fold count or seed is refused, naming what differs.
+    code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds", "4",
+                               "--resume", folder], capsys)
+    assert code == 2 and "another assignment, k;" in stderr
+    code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--folds", "3", "--resume",
+                               folder], capsys)
+    assert code == 2 and "another config" in stderr
+
+    ran.clear()
+    stop[0] = False
+    code, stdout, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds",
+                                    "3", "--resume", folder, "--json"], capsys)
+    assert code == 0, stderr
+    assert ran == [3]  # folds 1 and 2 were kept
+    record = json.loads(stdout)
+    assert record["out_dir"] == str(folder) and not (folder / "fold-3" / "half-written").exists()
+    # The threshold entry is deterministic: the same folds and scores as the unbroken run.
+    assert [f["score"] for f in record["folds"]] == [f["score"] for f in whole["folds"]]
+    assert record["pooled"] == whole["pooled"] and record["assignment"] == whole["assignment"]
+    maps = maps_format.from_npz(Path(record["oof_maps"]).read_bytes())
+    assert set(maps) == set(record["assignment"])
+    assert not list(folder.glob("fold-*/oof_maps.npz"))  # kept once, in the whole set
+    code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds", "3",
+                               "--resume", folder], capsys)
+    assert code == 2 and "finished" in stderr

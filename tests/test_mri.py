@@ -590,27 +590,53 @@ def test_smoke_run_of_the_mri_baseline(comp, config, capsys):
 
 
 def readme_tools_on_a_run(comp, run_dir, capsys):
-    """report.py chooses the post-processing on out-of-fold maps, then scores the hidden
-    patients once; curves.py draws the run."""
+    """report.py chooses the recipe and the post-processing on out-of-fold maps, then scores
+    the hidden patients once; curves.py draws the run."""
     from competition.training.cv import cross_validate
 
     folder = REPO / "submissions" / "unet_mri"
     cv = cross_validate(comp.root, folder, folder / "smoke.yaml", folds=2, curves=True)
+    other = cross_validate(comp.root, folder, folder / "smoke.yaml", ["mri.crop=32"], folds=2)
     capsys.readouterr()
-    load_script(folder / "report.py").main(str(comp.root), str(run_dir), cv["out_dir"])
-    rows = {k: v for line in capsys.readouterr().out.splitlines()
-            for k, v in json.loads(line).items()}
-    assert list(rows) == ["cv", "comparison", "hidden"]
-    chosen = rows["comparison"]["difference"] > 0
-    assert rows["cv"]["largest_component"] is chosen is rows["hidden"]["largest_component"]
+    report = load_script(folder / "report.py")
+
+    def rows_of(*args):
+        report.main(str(comp.root), *args)
+        return {k: v for line in capsys.readouterr().out.splitlines()
+                for k, v in json.loads(line).items()}
+
+    # Two recipes, two post-processings each: the best out-of-fold mean Dice is chosen and
+    # compared with the other three over the same patients.
+    rows = rows_of([cv["out_dir"], other["out_dir"]])
+    assert list(rows) == ["candidates", "comparisons", "cv"]
+    dice = [c["dice"] for c in rows["candidates"]]
+    assert len(dice) == 4 and [c["chosen"] for c in rows["candidates"]].count(True) == 1
+    chosen = next(c for c in rows["candidates"] if c["chosen"])
+    assert chosen["dice"] == max(dice) == pytest.approx(rows["cv"]["dice"])
+    assert len(rows["comparisons"]) == 3
+    for comparison in rows["comparisons"]:
+        assert comparison["difference"] >= 0  # the chosen one against each other
+        assert comparison["low"] <= comparison["difference"] <= comparison["high"]
+        assert 0 <= comparison["wilcoxon_p"] <= 1 and "Wilcoxon p" in comparison["sentence"]
     assert rows["cv"]["patients"] == len(TASK.load_train(comp.public_dir).cases)
+    # One recipe (the run's): its post-processing chosen, then the hidden patients once.
+    rows = rows_of([cv["out_dir"]], str(run_dir))
+    assert list(rows) == ["candidates", "comparisons", "cv", "hidden"]
+    chosen = next(c for c in rows["candidates"] if c["chosen"])
+    assert rows["cv"]["largest_component"] is chosen["largest_component"] is \
+        rows["hidden"]["largest_component"]
     assert rows["hidden"]["patients"] == len(truths(comp.root))
-    if chosen is bool(cv["config"]["largest_component"]):
+    if chosen["largest_component"] is bool(cv["config"]["largest_component"]):
         # The same masks as the cross-validation scored: its pooled mean Dice.
         assert rows["cv"]["dice"] == pytest.approx(cv["pooled"]["score"], abs=1e-9)
-    comparison = rows["comparison"]
-    assert comparison["low"] <= comparison["difference"] <= comparison["high"]
-    assert 0 <= comparison["wilcoxon_p"] <= 1 and "Wilcoxon p" in comparison["sentence"]
+    # A run of another recipe than the chosen one is refused, naming what differs.
+    cropped = report.candidates(TASK, comp, [other["out_dir"]])[0]
+    with pytest.raises(SystemExit, match="not the chosen recipe.*: crop differ"):
+        report.hidden_row(TASK, comp, str(run_dir), cropped)
+    # Cross-validations with other folds are not paired: refused.
+    three = cross_validate(comp.root, folder, folder / "smoke.yaml", folds=3)
+    with pytest.raises(SystemExit, match="folds differ"):
+        report.main(str(comp.root), [cv["out_dir"], three["out_dir"]])
     curves = load_script(folder / "curves.py")
     epochs, loss, score = curves.fold_curves(cv)
     assert loss.shape == score.shape == (2, cv["config"]["epochs"])
@@ -632,3 +658,30 @@ def test_learning_rate_schedules():
     assert float(cosine(100)) == pytest.approx(0.00001, rel=1e-4)
     with pytest.raises(ValueError, match="lr_schedule: 'step' is not one of"):
         learning_rate({**config, "lr_schedule": "step"})
+
+
+def test_training_windows_hold_the_object_and_stay_inside_the_slice():
+    from models.slices import SliceDataset, crop_window
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        r, c = int(rng.integers(40)), int(rng.integers(56))
+        top, left = crop_window((40, 56), 16, np.array([[r, c]]), rng)
+        assert 0 <= top <= 24 and 0 <= left <= 40
+        assert top <= r < top + 16 and left <= c < left + 16
+    assert crop_window((16, 16), 16, np.zeros((0, 2), int), rng) == (0, 0)
+    volume = np.zeros((6, 64, 64, 3), np.uint8)
+    volume[:, 8:56, 8:56] = 90  # the head
+    mask = np.zeros((6, 64, 64, 1), np.float16)
+    mask[2, 50:53, 10:13] = 1  # a small object near the edge
+    volume[2, 50:53, 10:13] = 250
+    batches = SliceDataset([volume], [mask], [0, 1, 2], 1, batch_size=8, steps=3,
+                           positive_fraction=1.0, augment=True, seed=0, crop=32)
+    for k in range(3):
+        x, y = batches[k]
+        assert x.shape == (8, 32, 32, 9) and y.shape == (8, 32, 32, 1)
+        assert (y.reshape(8, -1).sum(axis=1) == 9).all()  # every window holds the object
+    anywhere = SliceDataset([volume], [mask], [1], 0, batch_size=8, steps=1,
+                            positive_fraction=0.0, augment=False, seed=0, crop=32)
+    x, _ = anywhere[0]
+    assert x.shape == (8, 32, 32, 1) and (x.reshape(8, -1).max(axis=1) > 0).all()  # head

@@ -9,6 +9,11 @@ written in the hidden solution's own layout (`write_solution`). Out-of-fold pred
 kept: each fold's submission, and the prediction maps of every training item (`oof_maps.npz`)
 for entries that make maps, which is what choices (thresholds, ensembles) are made on.
 
+A long cross-validation can be stopped and taken up again (`--resume DIR`): each finished
+fold leaves `fold-N/fold.json` (and its maps), and `plan.json`, written first, holds what
+the folds depend on (entry, configuration, K, seed, the assignment of items); a resumed run
+refuses a folder whose plan differs and reruns only the folds without `fold.json`.
+
 Only the competition's configuration and `public/` are read: this is the local validation a
 participant has. Everything lands in `DIR/cv/<entry>-<time>/` (`cv.json`, the folds'
 submissions and truths); MLflow gets a parent run with a child run per fold.
@@ -17,6 +22,7 @@ submissions and truths); MLflow gets a parent run with a child run per fold.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 import warnings
 from collections import Counter
@@ -113,10 +119,12 @@ class _Setup:
 
 def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
                    overrides: list[str] | None = None, *, folds: int = DEFAULT_FOLDS,
-                   seed: int = 0, curves: bool = False) -> dict[str, Any]:
+                   seed: int = 0, curves: bool = False,
+                   resume: Path | None = None) -> dict[str, Any]:
     """Cross-validate the entry; returns what `cv.json` holds. `curves`: each fold's
     learning curve, its held-out items scored after the epochs the entry reports with its
-    model (every epoch, or each `snapshot_every`-th)."""
+    model (every epoch, or each `snapshot_every`-th). `resume`: an earlier, unfinished (or
+    finished) cross-validation's folder of the same plan; its finished folds are kept."""
     comp = PreparedCompetition.open(comp_dir, public_only=True)
     task = comp.task
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
@@ -127,7 +135,16 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
         items = task.cv_items(train)
     plan = make_folds(items, folds, seed, contiguous=task.cv_contiguous, gap=task.cv_gap,
                       kind=task.item_kind)
-    out_dir = fresh_folder(comp.root / "cv", name)
+    plan_record = {"entry": name, "competition": comp.name, "config": config, "k": folds,
+                   "fold_seed": seed, "curves": curves,
+                   "assignment": {items[p].key: fold.number for fold in plan
+                                  for p in fold.held}}
+    plan_record = json.loads(json.dumps(jsonable(plan_record)))
+    if resume is None:
+        out_dir = fresh_folder(comp.root / "cv", name)
+        (out_dir / "plan.json").write_text(json.dumps(plan_record, indent=1) + "\n")
+    else:
+        out_dir = _resumable(Path(resume), plan_record)
     setup = _Setup(comp, task, entry, config, name, out_dir, curves)
     tags = {"kind": "cv", "competition": comp.name, "task": task.name, "entry": name,
             "team": f"baseline-{name}"}
@@ -136,18 +153,24 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
                            "fold_seed": seed})
         results, oof = [], {}
         for fold in plan:
-            child_tags = {**tags, "fold": fold.number}
-            if parent.run_id:
-                child_tags["mlflow.parentRunId"] = parent.run_id
-            with tracking.training_run(comp.key, f"cv {name} fold {fold.number}",
-                                       child_tags) as child:
-                record, maps = _one_fold(setup, train, items, fold, child)
+            done = _finished_fold(setup, fold)
+            if done is not None:
+                record, maps = done
+            else:
+                child_tags = {**tags, "fold": fold.number}
+                if parent.run_id:
+                    child_tags["mlflow.parentRunId"] = parent.run_id
+                with tracking.training_run(comp.key, f"cv {name} fold {fold.number}",
+                                           child_tags) as child:
+                    record, maps = _one_fold(setup, train, items, fold, child)
             results.append(record)
             oof.update(maps or {})
         record = _summary(setup, items, plan, results, seed)
         if oof:
             path = out_dir / "oof_maps.npz"
             path.write_bytes(maps_format.to_npz(oof, task.map_dtype))
+            for fold in plan:  # kept once, in the whole set, now that it is written
+                (out_dir / f"fold-{fold.number}" / "oof_maps.npz").unlink(missing_ok=True)
             record["oof_maps"] = str(path)
             parent.log_file(path, "predictions")
         pooled = record["pooled"]
@@ -163,9 +186,43 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
     return record
 
 
+def _resumable(folder: Path, plan_record: dict[str, Any]) -> Path:
+    """The folder of the cross-validation to take up again, after checking that it was
+    made with the same plan (nothing else would make its finished folds comparable)."""
+    path = folder / "plan.json"
+    if not path.is_file():
+        raise CompetitionError(f"--resume {folder}: no plan.json there (not a cross-"
+                               "validation folder, or one made before --resume existed)")
+    if (folder / "cv.json").exists():
+        raise CompetitionError(f"--resume {folder}: this cross-validation is finished "
+                               "(its cv.json is there)")
+    before = json.loads(path.read_text())
+    differ = sorted(k for k in plan_record if before.get(k) != plan_record[k])
+    if differ:
+        raise CompetitionError(f"--resume {folder}: made with another "
+                               f"{', '.join(differ)}; start a new cross-validation instead")
+    return folder
+
+
+def _finished_fold(setup: _Setup, fold: Fold) -> tuple[dict[str, Any], Maps | None] | None:
+    """A fold a resumed cross-validation already finished (its record and maps), or None
+    after clearing what an interrupted attempt left."""
+    folder = setup.out_dir / f"fold-{fold.number}"
+    done = folder / "fold.json"
+    if done.is_file():
+        maps_path = folder / "oof_maps.npz"
+        maps = maps_format.from_npz(maps_path.read_bytes()) if maps_path.is_file() else None
+        return json.loads(done.read_text()), maps
+    if folder.exists():
+        shutil.rmtree(folder)
+    return None
+
+
 def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
               tracked: tracking.TrainingRun) -> tuple[dict[str, Any], Maps | None]:
-    """Fit on the fold's training items, predict its held-out inputs, score the file."""
+    """Fit on the fold's training items, predict its held-out inputs, score the file; the
+    record (and maps) saved in the fold's folder, `fold.json` last, as the mark of a
+    finished fold."""
     task, entry, config = setup.task, setup.entry, setup.config
     folder = setup.out_dir / f"fold-{fold.number}"
     folder.mkdir()
@@ -217,7 +274,12 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
     tracked.log(metrics={"score": result.score, "fit_seconds": fit_seconds,
                          "predict_seconds": predict_seconds, **fields})
     tracked.log_file(path, "submission")
-    return record, None if maps is None else {renamed.get(k, k): m for k, m in maps.items()}
+    kept = None if maps is None else {renamed.get(k, k): m for k, m in maps.items()}
+    if kept is not None:
+        (folder / "oof_maps.npz").write_bytes(maps_format.to_npz(kept, task.map_dtype))
+    record = json.loads(json.dumps(jsonable(record, max_items=100_000)))
+    (folder / "fold.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record, kept
 
 
 def _score(setup: _Setup, inputs: Any, solution: Any, predictions: Any,

@@ -1,24 +1,34 @@
-"""The README row of an MRI run: post-processing chosen on cross-validation, hidden split once.
+"""The README rows of MRI recipes: the recipe and its post-processing chosen on
+cross-validation, the hidden split scored once.
 
-    competition cv data/lgg-mri submissions/unet_mri --config CONFIG     # -> DIR/cv/unet_mri-T
-    competition run data/lgg-mri submissions/unet_mri --config CONFIG    # -> DIR/runs/unet_mri-T
-    python submissions/unet_mri/report.py data/lgg-mri DIR/runs/unet_mri-T DIR/cv/unet_mri-T
+    competition cv data/lgg-mri submissions/unet_mri --config A.yaml      # -> DIR/cv/unet_mri-T1
+    competition cv data/lgg-mri submissions/unet_mri --config B.yaml      # -> DIR/cv/unet_mri-T2
+    python submissions/unet_mri/report.py data/lgg-mri DIR/cv/unet_mri-T1 DIR/cv/unet_mri-T2
+    competition run data/lgg-mri submissions/unet_mri --config CHOSEN.yaml  # -> DIR/runs/...-T
+    python submissions/unet_mri/report.py data/lgg-mri DIR/cv/... DIR/cv/... --run DIR/runs/...-T
 
-1. The choice, on training data only: the cross-validation's out-of-fold maps of
-   the training patients are turned into masks with and without the per-patient largest
-   connected component and scored against the training masks; the two are compared per
-   patient (`competition.tasks.comparison.paired`: the paired bootstrap of the mean Dice and
-   a Wilcoxon p), and the better mean Dice is chosen. Its cross-validated mean per-patient
-   Dice, HD95 and ASSD come with bootstrap 95 % intervals over the training patients.
-2. Then, once (organizers only: it reads the hidden solution), the run's test maps
-   (`predictions.npz`) are post-processed the chosen way and scored on every hidden patient:
-   the same three figures with their intervals, plus the run's training time.
+1. The choice, on training data only. Each cross-validation's out-of-fold maps of the
+   training patients are turned into masks with and without the per-patient largest
+   connected component and scored against the training masks: two candidates per recipe.
+   The candidate with the best mean per-patient Dice is chosen; it is compared with every
+   other candidate over the same patients (`competition.tasks.comparison.paired`: the paired
+   bootstrap of the mean Dice and a Wilcoxon p). The cross-validations must share their
+   folds (the same patients held out together), so that they are paired. The chosen
+   candidate's cross-validated mean per-patient Dice, HD95 and ASSD come with bootstrap 95 %
+   intervals over the training patients.
+2. Then, once (organizers only: it reads the hidden solution), with `--run`: a run of the
+   chosen recipe on all training patients (its configuration is checked against the chosen
+   cross-validation's) has its test maps (`predictions.npz`) post-processed the chosen way
+   and scored on every hidden patient: the same three figures with their intervals, plus
+   the run's training time.
 
-Prints one JSON object per line: {"cv": ...}, {"comparison": ...}, {"hidden": ...}.
+Prints one JSON object per line: {"candidates": [...]}, {"comparisons": [...]}, {"cv": ...}
+and, with --run, {"hidden": ...}.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import tempfile
@@ -33,6 +43,8 @@ from competition.formats.files import SubmissionFile
 from competition.tasks.comparison import paired, percentile_interval, resampling_weights
 
 METRICS = ("dice", "hd", "hd95", "assd")  # the task's item values, in order
+# Keys that change neither the trained model nor its masks before post-processing.
+NOT_RECIPE = {"largest_component", "snapshot_every", "verbose", "workers"}
 
 
 def item_table(task: Any, comp: PreparedCompetition, maps: dict[str, np.ndarray],
@@ -59,42 +71,89 @@ def summary(table: np.ndarray) -> dict[str, Any]:
     return row
 
 
-def main(comp_dir: str, run_dir: str, cv_dir: str) -> None:
-    comp = PreparedCompetition.open(comp_dir)
-    task = comp.task
-    run = json.loads((Path(run_dir) / "run.json").read_text())
-    cv = json.loads((Path(cv_dir) / "cv.json").read_text())
-    if (cv["entry"], cv["competition"]) != (run["entry"], run["competition"]):
-        sys.exit(f"{cv_dir}: a cross-validation of {cv['entry']} on {cv['competition']}, not "
-                 f"of the run's {run['entry']} on {run['competition']}")
+def recipe(config: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in NOT_RECIPE}
+
+
+def candidates(task: Any, comp: PreparedCompetition, cv_dirs: list[str]) -> list[dict[str, Any]]:
+    """Two candidates per cross-validation (all components, largest component), each with
+    its per-patient table over the training patients in one order."""
     train = task.load_train(comp.public_dir)
-    oof = maps_format.from_npz((Path(cv_dir) / "oof_maps.npz").read_bytes())
     with tempfile.TemporaryDirectory() as tmp:
         truths = task.load_solution(task.write_solution(train, Path(tmp) / "truth"))
-    train_inputs = task.inputs_of(train)
-    tables = {largest: item_table(task, comp, oof, train_inputs, truths,
-                                  {**cv["config"], "largest_component": largest})[0]
-              for largest in (False, True)}
-    comparison = paired(task, tables[True], tables[False])
-    largest = comparison.difference > 0
-    print(json.dumps({"cv": {"folds": cv["k"], "largest_component": largest,
-                             "fold_scores": [f["score"] for f in cv["folds"]],
-                             **summary(tables[largest])}}))
-    print(json.dumps({"comparison": {
-        "a": "largest component", "b": "all components", **comparison.as_json(),
-        "sentence": comparison.sentence("largest component", "all components")}}))
-    # Chosen: the hidden patients are scored once.
+    inputs = task.inputs_of(train)
+    out: list[dict[str, Any]] = []
+    first: dict[str, Any] | None = None
+    for cv_dir in cv_dirs:
+        cv = json.loads((Path(cv_dir) / "cv.json").read_text())
+        if (cv["entry"], cv["competition"]) != ("unet_mri", comp.name):
+            sys.exit(f"{cv_dir}: a cross-validation of {cv['entry']} on {cv['competition']}, "
+                     f"not of unet_mri on {comp.name}")
+        if first is not None and cv["assignment"] != first["assignment"]:
+            sys.exit(f"{cv_dir}: its folds differ from {cv_dirs[0]}'s (another --folds or "
+                     "--seed): the candidates would not be paired")
+        first = first or cv
+        oof = maps_format.from_npz((Path(cv_dir) / "oof_maps.npz").read_bytes())
+        for largest in (False, True):
+            table = item_table(task, comp, oof, inputs, truths,
+                               {**cv["config"], "largest_component": largest})[0]
+            out.append({"cv": str(cv_dir), "cv_record": cv, "largest_component": largest,
+                        "table": table,
+                        "name": f"{Path(cv_dir).name} "
+                                f"({'largest component' if largest else 'all components'})"})
+    return out
+
+
+def hidden_row(task: Any, comp: PreparedCompetition, run_dir: str,
+               chosen: dict[str, Any]) -> dict[str, Any]:
+    run = json.loads((Path(run_dir) / "run.json").read_text())
+    cv = chosen["cv_record"]
+    if (run["entry"], run["competition"]) != (cv["entry"], cv["competition"]):
+        sys.exit(f"{run_dir}: a run of {run['entry']} on {run['competition']}, not of "
+                 f"{cv['entry']} on {cv['competition']}")
+    differ = sorted(k for k in set(recipe(run["config"])) | set(recipe(cv["config"]))
+                    if run["config"].get(k) != cv["config"].get(k))
+    if differ:
+        sys.exit(f"{run_dir}: not the chosen recipe ({chosen['cv']}): {', '.join(differ)} "
+                 "differ; run `competition run` with that cross-validation's configuration")
+    largest = chosen["largest_component"]
     maps = maps_format.from_npz((Path(run_dir) / "predictions.npz").read_bytes())
     table, result = item_table(task, comp, maps, task.load_inputs(comp.public_dir),
                                comp.load_solution(),
                                {**run["config"], "largest_component": largest})
-    print(json.dumps({"hidden": {"run": Path(run_dir).name, "largest_component": largest,
-                                 "fit_minutes": round(run["fit_seconds"] / 60, 1),
-                                 **summary(table),
-                                 "infinite_distances": result.fields["n_infinite_distances"]}}))
+    return {"run": Path(run_dir).name, "largest_component": largest,
+            "fit_minutes": round(run["fit_seconds"] / 60, 1), **summary(table),
+            "infinite_distances": result.fields["n_infinite_distances"]}
+
+
+def main(comp_dir: str, cv_dirs: list[str], run_dir: str | None = None) -> None:
+    comp = PreparedCompetition.open(comp_dir)
+    task = comp.task
+    found = candidates(task, comp, cv_dirs)
+    chosen = max(found, key=lambda c: float(c["table"][:, 0].mean()))
+    print(json.dumps({"candidates": [
+        {"name": c["name"], "cv": c["cv"], "largest_component": c["largest_component"],
+         "dice": float(c["table"][:, 0].mean()), "chosen": c is chosen} for c in found]}))
+    comparisons = []
+    for other in (c for c in found if c is not chosen):
+        comparison = paired(task, chosen["table"], other["table"])
+        comparisons.append({"a": chosen["name"], "b": other["name"], **comparison.as_json(),
+                            "sentence": comparison.sentence(chosen["name"], other["name"])})
+    print(json.dumps({"comparisons": comparisons}))
+    cv = chosen["cv_record"]
+    print(json.dumps({"cv": {"cv": chosen["cv"], "folds": cv["k"],
+                             "largest_component": chosen["largest_component"],
+                             "fold_scores": [f["score"] for f in cv["folds"]],
+                             **summary(chosen["table"])}}))
+    if run_dir is not None:  # chosen: the hidden patients are scored once
+        print(json.dumps({"hidden": hidden_row(task, comp, run_dir, chosen)}))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit(__doc__)
-    main(*sys.argv[1:4])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("competition")
+    parser.add_argument("cv", nargs="+", help="`competition cv` folders, one per recipe")
+    parser.add_argument("--run", help="a run of the chosen recipe: score its hidden "
+                        "patients once")
+    args = parser.parse_args()
+    main(args.competition, args.cv, args.run)

@@ -66,6 +66,10 @@ def cross_validate(
                                 "with its model (slower)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: `folds` "
                                  "(per-fold results), `mean` and the rest of cv.json."),
+    resume: Path | None = typer.Option(None, "--resume", help="Take up an unfinished "
+                                       "cross-validation (its folder under DIR/cv) with the "
+                                       "same entry, configuration, folds and seed: finished "
+                                       "folds are kept, the others run."),
 ) -> None:
     """K-fold cross-validation of an entry on the public training data.
 
@@ -77,7 +81,8 @@ def cross_validate(
     from competition.formats.jsonsafe import jsonable
     from competition.training.cv import cross_validate as run_cv
 
-    record = run_cv(directory, entry, config, set_, folds=folds, seed=seed, curves=curves)
+    record = run_cv(directory, entry, config, set_, folds=folds, seed=seed, curves=curves,
+                    resume=resume)
     if as_json:
         print_json(jsonable(record))
         return

@@ -1,0 +1,90 @@
+"""Scores weighed toward a test set drawn otherwise: adversarial importance weights
+(`competition.tasks.shift`) and the DSB validation script built on them."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from competition.tasks import get_task, shift
+from competition.tasks.comparison import estimate
+from competition.training.cv import cross_validate
+from tests.conftest import REPO, load_script
+
+NUCLEI = get_task("nuclei")
+
+
+def test_alike_sets_give_even_weights_and_the_plain_mean():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(400, 3)), rng.normal(size=(200, 3))
+    found = shift.adversarial_weights(train, test)
+    assert found.auc < 0.6 and found.effective_items > 0.9 * len(train)
+    assert found.weights.mean() == pytest.approx(1.0)
+    values = rng.uniform(size=(400, 1))
+    weighted = shift.weighted_estimate(NUCLEI, values, found.weights)
+    assert weighted.score == pytest.approx(values.mean(), abs=0.01)
+
+
+def test_weights_recover_the_mean_under_the_test_distribution():
+    # Training x ~ N(0, 1), test x ~ N(1, 1): the density ratio is exp(x - 1/2), which a
+    # logistic regression on x represents exactly. An item's score rising with x averages
+    # 0.5 over training items and about 0.73 over test-like ones.
+    rng = np.random.default_rng(1)
+    train, test = rng.normal(0, 1, (2000, 1)), rng.normal(1, 1, (400, 1))
+    values = 1 / (1 + np.exp(-train))
+    truth = float(np.mean(1 / (1 + np.exp(-rng.normal(1, 1, 200_000)))))
+    found = shift.adversarial_weights(train, test)
+    assert 0.7 < found.auc < 0.8
+    weighted = shift.weighted_estimate(NUCLEI, values, found.weights)
+    assert abs(values.mean() - truth) > 0.15  # the plain mean is far off
+    assert weighted.score == pytest.approx(truth, abs=0.02)
+    assert weighted.low < truth < weighted.high
+    assert found.effective_items < 0.8 * len(train)
+
+
+def test_even_weights_are_the_plain_estimate_and_bad_weights_are_refused():
+    values = np.random.default_rng(2).uniform(size=(50, 1))
+    even = shift.weighted_estimate(NUCLEI, values, np.full(50, 3.0))
+    plain = estimate(NUCLEI, values)
+    assert (even.score, even.low, even.high) == pytest.approx((plain.score, plain.low,
+                                                               plain.high))
+    for bad in (np.ones(49), -np.ones(50), np.zeros(50)):
+        with pytest.raises(ValueError, match="one non-negative weight per item"):
+            shift.weighted_estimate(NUCLEI, values, bad)
+    with pytest.raises(ValueError, match="the same features"):
+        shift.adversarial_weights(np.zeros((5, 2)), np.zeros((5, 3)))
+
+
+def test_dsb_validation_weighs_out_of_fold_scores_toward_the_test_images(demo_dirs, capsys,
+                                                                          tmp_path):
+    comp = demo_dirs["demo-nuclei"]
+    threshold = REPO / "submissions" / "threshold"
+    record = cross_validate(comp, threshold, threshold / "smoke.yaml", folds=2)
+    capsys.readouterr()
+    script = load_script(REPO / "benchmarks" / "dsb_validation.py")
+    out = tmp_path / "validation.json"
+    results = script.main([str(comp), str(comp / "public" / "test"), record["out_dir"],
+                           "--board", "threshold=0.3", "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text()) == results
+    (result,) = results
+    assert result["entry"] == "threshold" and result["board"] == 0.3
+    assert result["images"] == len(record["assignment"])
+    assert result["cv_mean"] == record["pooled"]
+    for key in ("type_mix", "adversarial"):
+        est = result[key]
+        assert est["low"] <= est["score"] <= est["high"]
+    row = next(line for line in printed.splitlines() if line.startswith("| threshold"))
+    assert f"{result['adversarial']['score'] - 0.3:+.3f}" in row
+    assert re.search(r"ROC AUC 0\.\d{3}", printed)
+    # A cross-validation of another competition is refused.
+    other = dict(json.loads((Path(record["out_dir"]) / "cv.json").read_text()),
+                 competition="elsewhere")
+    (tmp_path / "cv").mkdir()
+    (tmp_path / "cv" / "cv.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="not"):
+        script.main([str(comp), str(comp / "public" / "test"), str(tmp_path / "cv")])
