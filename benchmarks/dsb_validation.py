@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     board = {}
     for pair in args.board:
         entry, _, value = pair.partition("=")
-        board[entry] = float(value)
+        try:
+            board[entry] = float(value)
+        except ValueError:
+            parser.error(f"--board {pair!r}: ENTRY=SCORE, e.g. threshold=0.347")
     comp = PreparedCompetition.open(args.competition, public_only=True)
     task = comp.task
     if task.name != "nuclei":

@@ -35,6 +35,7 @@ import numpy as np
 
 from models import scale, threads, tta
 from models.losses import combined
+from models.snapshots import snapshot_callback
 from models.tiling import predict_tiled
 from models.training import PatchDataset, arm_channels, normalise, predict_batches
 from models.weights import unet_weight_map
@@ -177,14 +178,7 @@ def fit(images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                       threads=thread_info)
     callbacks = []
     if on_epoch is not None:  # the model so far goes with an epoch's logs (snapshots)
-        every = max(int(config.get("snapshot_every", 1)), 1)
-        last = config["epochs"] - 1
-
-        def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
-            shown = trained if (epoch + 1) % every == 0 or epoch == last else None
-            on_epoch(epoch, dict(logs or {}), shown)
-
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=epoch_end))
+        callbacks.append(snapshot_callback(on_epoch, trained, config))
     mark = time.perf_counter()
     # Validation pictures during training are drawn without test-time augmentation (one
     # prediction, not `tta`); the trained model predicts with it.

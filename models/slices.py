@@ -21,6 +21,7 @@ import numpy as np
 from scipy import ndimage
 
 from models.losses import combined, with_boundary
+from models.snapshots import snapshot_callback
 from models.unet import build_unet
 
 CHANNELS = {"flair": [1], "all": [0, 1, 2]}
@@ -74,8 +75,8 @@ def signed_distance(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> 
 def crop_window(shape: Sequence[int], size: int, around: np.ndarray,
                 rng: np.random.Generator) -> tuple[int, int]:
     """The top-left corner of a `size` x `size` window inside an image of `shape` (H, W)
-    that holds one of the `around` pixels ((N, 2) rows, columns; none: anywhere) at a
-    uniformly random place in it."""
+    that holds one of the `around` pixels ((N, 2) rows, columns; none: anywhere), drawn at a
+    random place in the window (then moved inside the image, which keeps the pixel in)."""
     h, w = int(shape[0]), int(shape[1])
     if len(around):
         r, c = around[int(rng.integers(len(around)))]
@@ -142,6 +143,19 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
         return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
 
 
+def check_crop(config: dict[str, Any], volumes: Sequence[np.ndarray]) -> None:
+    """`crop` fits the network (a multiple of 2**depth) and every slice."""
+    crop = config.get("crop")
+    if not crop:
+        return
+    unit = 2 ** int(config["depth"])
+    if int(crop) % unit:
+        raise ValueError(f"crop: {crop} is not a multiple of 2**depth = {unit}")
+    smallest = min(min(v.shape[1:3]) for v in volumes)
+    if int(crop) > smallest:
+        raise ValueError(f"crop: {crop} is larger than the smallest slice side ({smallest})")
+
+
 def training_targets(masks: Sequence[np.ndarray], spacing: Sequence[Sequence[float]],
                      boundary: bool) -> list[np.ndarray]:
     """(S, H, W, 1) labels, or (S, H, W, 2) labels and signed distances (float16), computed
@@ -189,6 +203,7 @@ def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
         "mixed_float16" if config.get("mixed_precision") else "float32")
     channels = CHANNELS[config["channels"]]
     context = int(config["context"])
+    check_crop(config, volumes)
     names = list(config["loss"])
     boundary = "boundary" in names
     normalised = [case_normalise(v) for v in volumes]
@@ -213,14 +228,7 @@ def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                            use_multiprocessing=False)
     trained = SliceTrained(model, config)
     if on_epoch is not None:  # the model so far goes with an epoch's logs (snapshots)
-        every = max(int(config.get("snapshot_every", 1)), 1)
-        last = int(config["epochs"]) - 1
-
-        def epoch_end(epoch: int, logs: dict[str, Any] | None) -> None:
-            shown = trained if (epoch + 1) % every == 0 or epoch == last else None
-            on_epoch(epoch, dict(logs or {}), shown)
-
-        callbacks.append(keras.callbacks.LambdaCallback(on_epoch_end=epoch_end))
+        callbacks.append(snapshot_callback(on_epoch, trained, config))
     start = time.perf_counter()
     history = model.fit(dataset, epochs=config["epochs"], verbose=config["verbose"],
                         callbacks=callbacks)

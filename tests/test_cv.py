@@ -308,14 +308,23 @@ def test_an_interrupted_cross_validation_resumes_its_unfinished_folds(cv_copies,
     assert code == 2 and "another assignment, k;" in stderr
     code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--folds", "3", "--resume",
                                folder], capsys)
-    assert code == 2 and "another config" in stderr
+    assert code == 2 and "another config (" in stderr
+    # While another process runs it, a resume is refused (it would clear its fold).
+    from competition.outputs import exclusive
+
+    with exclusive(folder, "x"):
+        code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds",
+                                   "3", "--resume", folder], capsys)
+    assert code == 2 and "running in another process" in stderr
+    # A finished fold whose maps are gone is run again (its maps belong in the whole set).
+    (folder / "fold-1" / "oof_maps.npz").unlink()
 
     ran.clear()
     stop[0] = False
     code, stdout, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds",
                                     "3", "--resume", folder, "--json"], capsys)
     assert code == 0, stderr
-    assert ran == [3]  # folds 1 and 2 were kept
+    assert ran == [1, 3]  # fold 2 was kept
     record = json.loads(stdout)
     assert record["out_dir"] == str(folder) and not (folder / "fold-3" / "half-written").exists()
     # The threshold entry is deterministic: the same folds and scores as the unbroken run.

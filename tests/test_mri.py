@@ -671,17 +671,26 @@ def test_training_windows_hold_the_object_and_stay_inside_the_slice():
         assert top <= r < top + 16 and left <= c < left + 16
     assert crop_window((16, 16), 16, np.zeros((0, 2), int), rng) == (0, 0)
     volume = np.zeros((6, 64, 64, 3), np.uint8)
-    volume[:, 8:56, 8:56] = 90  # the head
+    volume[:, 2:8, 2:8] = 90  # a small head in a corner: a window anywhere would miss it
     mask = np.zeros((6, 64, 64, 1), np.float16)
-    mask[2, 50:53, 10:13] = 1  # a small object near the edge
-    volume[2, 50:53, 10:13] = 250
+    mask[2, 60, 3] = 1  # a one-pixel object at the edge, far from the head
+    volume[2, 60, 3] = 250
     batches = SliceDataset([volume], [mask], [0, 1, 2], 1, batch_size=8, steps=3,
-                           positive_fraction=1.0, augment=True, seed=0, crop=32)
+                           positive_fraction=1.0, augment=True, seed=0, crop=16)
     for k in range(3):
         x, y = batches[k]
-        assert x.shape == (8, 32, 32, 9) and y.shape == (8, 32, 32, 1)
-        assert (y.reshape(8, -1).sum(axis=1) == 9).all()  # every window holds the object
-    anywhere = SliceDataset([volume], [mask], [1], 0, batch_size=8, steps=1,
-                            positive_fraction=0.0, augment=False, seed=0, crop=32)
-    x, _ = anywhere[0]
-    assert x.shape == (8, 32, 32, 1) and (x.reshape(8, -1).max(axis=1) > 0).all()  # head
+        assert x.shape == (8, 16, 16, 9) and y.shape == (8, 16, 16, 1)
+        assert (y.reshape(8, -1).sum(axis=1) == 1).all()  # every window holds the object
+    around_head = SliceDataset([volume], [mask], [1], 0, batch_size=8, steps=4,
+                               positive_fraction=0.0, augment=False, seed=0, crop=16)
+    for k in range(4):
+        x, _ = around_head[k]
+        assert x.shape == (8, 16, 16, 1) and (x.reshape(8, -1).max(axis=1) > 0).all()
+    # A window the network cannot take, or larger than a slice, is refused before training.
+    from models.slices import check_crop
+
+    with pytest.raises(ValueError, match="not a multiple of 2\\*\\*depth = 16"):
+        check_crop({"crop": 40, "depth": 4}, [volume])
+    with pytest.raises(ValueError, match="larger than the smallest slice side"):
+        check_crop({"crop": 128, "depth": 4}, [volume])
+    check_crop({"crop": 64, "depth": 4}, [volume])

@@ -52,7 +52,7 @@ def test_even_weights_are_the_plain_estimate_and_bad_weights_are_refused():
     plain = estimate(NUCLEI, values)
     assert (even.score, even.low, even.high) == pytest.approx((plain.score, plain.low,
                                                                plain.high))
-    for bad in (np.ones(49), -np.ones(50), np.zeros(50)):
+    for bad in (np.ones(49), -np.ones(50), np.zeros(50), np.r_[np.ones(49), np.nan]):
         with pytest.raises(ValueError, match="one non-negative weight per item"):
             shift.weighted_estimate(NUCLEI, values, bad)
     with pytest.raises(ValueError, match="the same features"):
@@ -86,5 +86,5 @@ def test_dsb_validation_weighs_out_of_fold_scores_toward_the_test_images(demo_di
                  competition="elsewhere")
     (tmp_path / "cv").mkdir()
     (tmp_path / "cv" / "cv.json").write_text(json.dumps(other))
-    with pytest.raises(SystemExit, match="not"):
+    with pytest.raises(SystemExit, match="a cross-validation on elsewhere, not"):
         script.main([str(comp), str(comp / "public" / "test"), str(tmp_path / "cv")])

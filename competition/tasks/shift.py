@@ -87,11 +87,13 @@ class WeightedEstimate:
 def weighted_estimate(task: Scoring[Any, Any], values: np.ndarray,
                       weights: np.ndarray) -> WeightedEstimate:
     """The task's score of items with `values` (n, k) under importance `weights` (n,), and a
-    95 % bootstrap interval (items resampled, each keeping its weight)."""
+    95 % bootstrap interval (items resampled, each keeping its weight: the classifier's own
+    variability, which the weights carry, is not in it)."""
     values = np.asarray(values, np.float64)
     weights = np.asarray(weights, np.float64)
     n = len(values)
-    if weights.shape != (n,) or not n or np.any(weights < 0) or not weights.sum():
+    if weights.shape != (n,) or not n or not np.all(np.isfinite(weights)) or \
+            np.any(weights < 0) or not weights.sum():
         raise ValueError("one non-negative weight per item, not all zero, is needed")
     one = weights * n / weights.sum()
     resampled = resampling_weights(n) * weights

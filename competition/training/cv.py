@@ -40,7 +40,7 @@ from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
 from competition.formats.jsonsafe import jsonable
-from competition.outputs import fresh_folder
+from competition.outputs import exclusive, fresh_folder, write_atomic
 from competition.progress import bar
 from competition.tasks.base import AnyTask, CvItem, Maps, ScoreResult
 from competition.tasks.comparison import estimate
@@ -48,6 +48,9 @@ from competition.tracking import runs as tracking
 from competition.training.run import flat_config, predictions_of
 
 DEFAULT_FOLDS = 5
+# Configuration keys that change neither a fold's model nor its scores: a resumed run may
+# set them otherwise.
+RUN_ONLY = frozenset({"verbose", "workers"})
 
 
 @dataclass(frozen=True)
@@ -140,16 +143,27 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
                    "assignment": {items[p].key: fold.number for fold in plan
                                   for p in fold.held}}
     plan_record = json.loads(json.dumps(jsonable(plan_record)))
-    if resume is None:
-        out_dir = fresh_folder(comp.root / "cv", name)
-        (out_dir / "plan.json").write_text(json.dumps(plan_record, indent=1) + "\n")
-    else:
-        out_dir = _resumable(Path(resume), plan_record)
-    setup = _Setup(comp, task, entry, config, name, out_dir, curves)
+    out_dir = fresh_folder(comp.root / "cv", name) if resume is None else Path(resume)
+    with exclusive(out_dir, "this cross-validation"):
+        if resume is None:
+            _write_json(out_dir / "plan.json", plan_record)
+        else:
+            _check_resumable(out_dir, plan_record)
+        return _folds(_Setup(comp, task, entry, config, name, out_dir, curves), train,
+                      items, plan, seed, resumed=resume is not None)
+
+
+def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold], seed: int,
+           *, resumed: bool) -> dict[str, Any]:
+    """Every fold (those a resumed run finished before kept), the summary, cv.json."""
+    comp, task, name, out_dir = setup.comp, setup.task, setup.name, setup.out_dir
+    folds = len(plan)
     tags = {"kind": "cv", "competition": comp.name, "task": task.name, "entry": name,
             "team": f"baseline-{name}"}
+    if resumed:  # the folds finished before have their child runs under the first parent
+        tags["resumed"] = out_dir.name
     with tracking.training_run(comp.key, f"cv {out_dir.name}", tags) as parent:
-        parent.log(params={**flat_config(config), "entry": name, "folds": folds,
+        parent.log(params={**flat_config(setup.config), "entry": name, "folds": folds,
                            "fold_seed": seed})
         results, oof = [], {}
         for fold in plan:
@@ -168,9 +182,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
         record = _summary(setup, items, plan, results, seed)
         if oof:
             path = out_dir / "oof_maps.npz"
-            path.write_bytes(maps_format.to_npz(oof, task.map_dtype))
-            for fold in plan:  # kept once, in the whole set, now that it is written
-                (out_dir / f"fold-{fold.number}" / "oof_maps.npz").unlink(missing_ok=True)
+            write_atomic(path, maps_format.to_npz(oof, task.map_dtype))
             record["oof_maps"] = str(path)
             parent.log_file(path, "predictions")
         pooled = record["pooled"]
@@ -180,15 +192,21 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
                    tags={"mlflow.note.content": f"`competition cv` of {name} on {comp.name}: "
                          f"{folds} folds"})
         record["mlflow_run_id"] = parent.run_id
-        (out_dir / "cv.json").write_text(json.dumps(jsonable(record, max_items=100_000),
-                                                    indent=1) + "\n")
+        _write_json(out_dir / "cv.json", jsonable(record, max_items=100_000))
+        for fold in plan:  # kept once, in the whole set, now that cv.json says where
+            (out_dir / f"fold-{fold.number}" / "oof_maps.npz").unlink(missing_ok=True)
         parent.log_file(out_dir / "cv.json")
     return record
 
 
-def _resumable(folder: Path, plan_record: dict[str, Any]) -> Path:
-    """The folder of the cross-validation to take up again, after checking that it was
-    made with the same plan (nothing else would make its finished folds comparable)."""
+def _write_json(path: Path, value: Any) -> None:
+    write_atomic(path, (json.dumps(value, indent=1) + "\n").encode())
+
+
+def _check_resumable(folder: Path, plan_record: dict[str, Any]) -> None:
+    """The folder of the cross-validation to take up again was made with the same plan
+    (nothing else makes its finished folds comparable; keys that change neither the model
+    nor the scores, `RUN_ONLY`, may differ)."""
     path = folder / "plan.json"
     if not path.is_file():
         raise CompetitionError(f"--resume {folder}: no plan.json there (not a cross-"
@@ -197,22 +215,27 @@ def _resumable(folder: Path, plan_record: dict[str, Any]) -> Path:
         raise CompetitionError(f"--resume {folder}: this cross-validation is finished "
                                "(its cv.json is there)")
     before = json.loads(path.read_text())
-    differ = sorted(k for k in plan_record if before.get(k) != plan_record[k])
+    differ = sorted(k for k in plan_record if k != "config" and before.get(k) != plan_record[k])
+    old, new = before.get("config", {}), plan_record["config"]
+    differ += [f"config ({k})" for k in sorted(set(old) | set(new))
+               if k not in RUN_ONLY and old.get(k) != new.get(k)]
     if differ:
         raise CompetitionError(f"--resume {folder}: made with another "
                                f"{', '.join(differ)}; start a new cross-validation instead")
-    return folder
 
 
 def _finished_fold(setup: _Setup, fold: Fold) -> tuple[dict[str, Any], Maps | None] | None:
     """A fold a resumed cross-validation already finished (its record and maps), or None
     after clearing what an interrupted attempt left."""
     folder = setup.out_dir / f"fold-{fold.number}"
-    done = folder / "fold.json"
-    if done.is_file():
-        maps_path = folder / "oof_maps.npz"
-        maps = maps_format.from_npz(maps_path.read_bytes()) if maps_path.is_file() else None
-        return json.loads(done.read_text()), maps
+    maps_path = folder / "oof_maps.npz"
+    makes_maps = callable(getattr(setup.entry, "probabilities", None))
+    try:
+        record = json.loads((folder / "fold.json").read_text())
+        maps = maps_format.from_npz(maps_path.read_bytes()) if makes_maps else None
+        return record, maps
+    except (OSError, ValueError, CompetitionError):  # unfinished, or its maps are gone
+        pass
     if folder.exists():
         shutil.rmtree(folder)
     return None
@@ -276,9 +299,11 @@ def _one_fold(setup: _Setup, train: Any, items: Sequence[CvItem], fold: Fold,
     tracked.log_file(path, "submission")
     kept = None if maps is None else {renamed.get(k, k): m for k, m in maps.items()}
     if kept is not None:
-        (folder / "oof_maps.npz").write_bytes(maps_format.to_npz(kept, task.map_dtype))
+        write_atomic(folder / "oof_maps.npz", maps_format.to_npz(kept, task.map_dtype))
+    # As a resumed run reads it back (plain JSON: an infinite value becomes null), so
+    # that a fresh and a resumed run summarise the same numbers.
     record = json.loads(json.dumps(jsonable(record, max_items=100_000)))
-    (folder / "fold.json").write_text(json.dumps(record, indent=1) + "\n")
+    _write_json(folder / "fold.json", record)
     return record, kept
 
 

@@ -86,9 +86,10 @@ def candidates(task: Any, comp: PreparedCompetition, cv_dirs: list[str]) -> list
     first: dict[str, Any] | None = None
     for cv_dir in cv_dirs:
         cv = json.loads((Path(cv_dir) / "cv.json").read_text())
-        if (cv["entry"], cv["competition"]) != ("unet_mri", comp.name):
+        entry = first["entry"] if first is not None else cv["entry"]
+        if (cv["entry"], cv["competition"], cv["task"]) != (entry, comp.name, "mri"):
             sys.exit(f"{cv_dir}: a cross-validation of {cv['entry']} on {cv['competition']}, "
-                     f"not of unet_mri on {comp.name}")
+                     f"not of {entry} on the MRI competition {comp.name}")
         if first is not None and cv["assignment"] != first["assignment"]:
             sys.exit(f"{cv_dir}: its folds differ from {cv_dirs[0]}'s (another --folds or "
                      "--seed): the candidates would not be paired")
@@ -127,7 +128,8 @@ def hidden_row(task: Any, comp: PreparedCompetition, run_dir: str,
 
 
 def main(comp_dir: str, cv_dirs: list[str], run_dir: str | None = None) -> None:
-    comp = PreparedCompetition.open(comp_dir)
+    # The choice reads public/ only; the hidden solution only with a run to score.
+    comp = PreparedCompetition.open(comp_dir, public_only=run_dir is None)
     task = comp.task
     found = candidates(task, comp, cv_dirs)
     chosen = max(found, key=lambda c: float(c["table"][:, 0].mean()))
@@ -143,7 +145,8 @@ def main(comp_dir: str, cv_dirs: list[str], run_dir: str | None = None) -> None:
     cv = chosen["cv_record"]
     print(json.dumps({"cv": {"cv": chosen["cv"], "folds": cv["k"],
                              "largest_component": chosen["largest_component"],
-                             "fold_scores": [f["score"] for f in cv["folds"]],
+                             # as the cross-validation post-processed its folds
+                             "fold_scores_as_run": [f["score"] for f in cv["folds"]],
                              **summary(chosen["table"])}}))
     if run_dir is not None:  # chosen: the hidden patients are scored once
         print(json.dumps({"hidden": hidden_row(task, comp, run_dir, chosen)}))

@@ -68,7 +68,8 @@ def cross_validate(
                                  "(per-fold results), `mean` and the rest of cv.json."),
     resume: Path | None = typer.Option(None, "--resume", help="Take up an unfinished "
                                        "cross-validation (its folder under DIR/cv) with the "
-                                       "same entry, configuration, folds and seed: finished "
+                                       "same entry, configuration, folds, seed and "
+                                       "--curves: finished "
                                        "folds are kept, the others run."),
 ) -> None:
     """K-fold cross-validation of an entry on the public training data.
