@@ -112,9 +112,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             parser.error(f"--board {pair!r}: ENTRY=SCORE, e.g. threshold=0.347")
     comp = PreparedCompetition.open(args.competition, public_only=True)
     task = comp.task
-    if task.name != "nuclei":
-        raise SystemExit(f"{args.competition}: a {task.name} competition, not nuclei")
     train = task.load_train(comp.public_dir)
+    if not hasattr(train, "images"):
+        raise SystemExit(f"{args.competition}: not a competition of nuclei images")
     described = describe_all(list(train.ids), list(train.images))
     test = describe_all(*kaggle_images(args.test))
     results = []
