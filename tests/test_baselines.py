@@ -15,6 +15,7 @@ from competition.tasks.nuclei.data import kaggle_images
 from competition.tasks.nuclei.postprocess import boundary_target, instances_from_probabilities
 from models.tiling import predict_tiled
 from models.weights import unet_weight_map
+from tests.test_bad_input import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 ENTRIES = ["threshold", "unet", "multiarm_unet"]
@@ -187,3 +188,59 @@ def test_mixed_precision_and_xla_switches(demo_copies):
         assert all(m.dtype == np.float32 and np.isfinite(m).all() for m in maps)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def test_a_final_fit_trains_on_the_hidden_images_too_and_writes_the_other_folder_only(
+        demo_copies, tmp_path, monkeypatch, capsys):
+    from competition.board.board import Board
+    from competition.errors import CompetitionError
+    from competition.training import run as run_module
+
+    comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
+    folder = tmp_path / "stage1_test"
+    ids = sorted(p.name for p in (comp.public_dir / "train").iterdir())[:2]
+    for i in ids:
+        shutil.copytree(comp.public_dir / "train" / i / "images", folder / i / "images")
+    entry = REPO / "submissions" / "threshold"
+    seen: list[list[str]] = []
+    real_load = run_module.load_entry
+
+    def spied(path):
+        module = real_load(path)
+        real_fit = module.fit
+
+        def fit(task, train, config, on_epoch=None):
+            seen.append(list(train.ids))
+            return real_fit(task, train, config, on_epoch=on_epoch)
+
+        monkeypatch.setattr(module, "fit", fit)
+        return module
+
+    monkeypatch.setattr(run_module, "load_entry", spied)
+    before = len(Board(comp).submissions.all())
+    code, stdout, stderr = run_cli(["run", comp.root, entry, "--config", entry / "smoke.yaml",
+                                    "--final", "--also-predict", folder], capsys)
+    assert code == 0, stderr
+    train_ids = set(comp.task.load_train(comp.public_dir).ids)
+    hidden_ids = set(comp.task.load_inputs(comp.public_dir).ids)
+    (fitted,) = seen
+    # All of both but the one validation image the run holds out.
+    assert set(fitted) <= train_ids | hidden_ids and set(fitted) & hidden_ids
+    assert len(fitted) == len(train_ids) + len(hidden_ids) - 1
+    assert "final fit" in stdout and "also predicted" in stdout
+    run_dir = max((comp.root / "runs").glob("threshold-*"), key=lambda p: p.stat().st_mtime)
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["final"] and record["submission"] is None and record["predictions"] is None
+    assert not (run_dir / "submission.csv").exists()
+    written = Path(record["also_predicted"]).read_text().splitlines()
+    assert {line.split(",")[0] for line in written[1:]} == set(ids)
+    assert len(Board(comp).submissions.all()) == before  # nothing submitted or scored
+    # Only with a folder to predict, only the organizers', and only where the task can.
+    for extra in ([], ["--also-predict", str(folder), "--as-participant"],
+                  ["--also-predict", str(folder), "--inputs", str(folder)]):
+        code, _, stderr = run_cli(["run", comp.root, entry, "--config", entry / "smoke.yaml",
+                                   "--final", *extra], capsys)
+        assert code == 2 and "--final" in stderr and "Traceback" not in stderr
+    em = demo_copies["demo-em"]
+    with pytest.raises(CompetitionError, match="the em task has no final fit"):
+        run_module.run(em, entry, entry / "smoke.yaml", final=True, also_predict=folder)

@@ -288,6 +288,12 @@ class DataFiles(TaskInfo, Generic[D, P]):
         """Training data less one validation item, or unchanged with None."""
         return train, None
 
+    def with_hidden(self, train: D, inputs: D, solution: Any) -> D:
+        """The training data joined with the hidden items (their `inputs` and the hidden
+        `solution`'s labels): what an organizers' final fit trains on (`competition run
+        --final`), once every choice is made. Tasks without one refuse."""
+        raise CompetitionError(f"the {self.name} task has no final fit (--final)")
+
     def pixel_items(self, data: D) -> list[PixelItem]:
         """Training data or inputs as images (with targets where labels are known)."""
         raise CompetitionError(f"the {self.name} task has no pixel maps")

@@ -23,6 +23,7 @@ from typing import Any
 
 from competition.board.prepared import PreparedCompetition
 from competition.entries import load_entry, resolve_config
+from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.jsonsafe import jsonable
 from competition.formats.pictures import gif
@@ -41,6 +42,7 @@ class RunOptions:
     submit: bool = True
     also_predict: Path | None = None  # a further folder the same model predicts
     baseline: bool = True  # submitted as the organizers' baseline
+    final: bool = False  # trained on the hidden items too; writes the also_predict file only
 
 
 @dataclass(frozen=True)
@@ -60,11 +62,18 @@ class _Run:
 def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
         overrides: list[str] | None = None, *, inputs: Path | None = None,
         team: str | None = None, submit: bool = True, also_predict: Path | None = None,
-        baseline: bool = True) -> dict[str, Any]:
+        baseline: bool = True, final: bool = False) -> dict[str, Any]:
     """Train, predict, write and (for the competition's own test set) submit, as an
     organizers' baseline unless `baseline` is False; with `also_predict`, the same model also
-    predicts that folder (e.g. DSB's stage1_test)."""
-    options = RunOptions(inputs, team, submit, also_predict, baseline)
+    predicts that folder (e.g. DSB's stage1_test). `final`: the organizers' final fit, once
+    every choice is made on cross-validation: trained on the training data and the hidden
+    items with their labels (the task's `with_hidden`), it predicts the `also_predict`
+    folder only; the hidden split, trained on, is neither predicted nor scored."""
+    if final and (also_predict is None or inputs is not None or not baseline):
+        raise CompetitionError("--final trains on the hidden items too: it writes only the "
+                               "--also-predict folder's file (required), and is the "
+                               "organizers' (not with --inputs or --as-participant)")
+    options = RunOptions(inputs, team, submit and not final, also_predict, baseline, final)
     comp = PreparedCompetition.open(comp_dir)
     task = comp.task
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
@@ -75,11 +84,14 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     timings: dict[str, Any] = {}
     run_start = time.perf_counter()
     with bar("Loading the training data"), _timed(timings, "load_data"):
-        train, validation = task.hold_out(task.load_train(comp.public_dir),
-                                          config.get("seed", 0))
+        train = task.load_train(comp.public_dir)
+        if final:
+            train = task.with_hidden(train, task.load_inputs(comp.public_dir),
+                                     comp.load_solution())
+        train, validation = task.hold_out(train, config.get("seed", 0))
     # `team`: who made the run (an ensemble combines only its own team's runs).
     tags = {"kind": "training", "competition": comp.name, "task": task.name, "entry": name,
-            "team": team or f"baseline-{name}"}
+            "team": team or f"baseline-{name}", **({"final": "true"} if final else {})}
     with tracking.training_run(comp.key, f"{name}-{stamp}", tags) as tracked:
         tracked.log(params={**flat_config(config), "entry": name, "competition": comp.name,
                             "task": task.name, "validation_item": validation.name
@@ -161,6 +173,57 @@ def _train_predict_submit(the_run: _Run, train: Any,
         _save_model(entry, model, out_dir / "model")
     tracked.log_file(out_dir / "model", "model")
 
+    final = the_run.options.final
+    path, predict_seconds = None, 0.0
+    if not final:  # a final fit trained on the test items: they are not predicted
+        path, predict_seconds = _predict_test_inputs(the_run, model, has_maps)
+    extra_path = None
+    if also_predict is not None:
+        with _timed(timings, "also_predict"):
+            extra_inputs = task.load_inputs(comp.public_dir, also_predict)
+            extra_path = out_dir / (f"{Path(also_predict).name}_submission"
+                                    + task.submission_suffix)
+            extra_path.write_bytes(task.write_submission(
+                extra_inputs, entry.predict(task, model, extra_inputs, config)))
+        tracked.log_file(extra_path, "submission")
+    record: dict[str, Any] = {
+        "entry": name, "competition": comp.name, "task": task.name, "config": config,
+        "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
+        "images_per_second": getattr(model, "images_per_second", None),
+        "speeds": _speeds(model),
+        "validation_item": validation.name if validation else None, "val_score": val_score,
+        "report": getattr(model, "report", None),
+        "history": history, "submission": None if path is None else str(path),
+        "inputs": str(inputs or "test"), "final": final,
+        "predictions": str(out_dir / "predictions.npz")
+        if has_maps and inputs is None and not final else None,
+        "also_predicted": str(extra_path) if extra_path else None,
+        "hardware": f"{platform.machine()}, {_cpu_count()} CPU cores",
+    }
+    if the_run.options.submit and inputs is None and path is not None:
+        from competition.board.board import Board
+        from competition.board.scorer_process import ChildScorer
+
+        # Training libraries leave threads running: score in processes from a fork server.
+        board = Board(comp, scorer=ChildScorer("forkserver"))
+        with bar("Scoring the submission"), _timed(timings, "score"):
+            outcome = board.submissions.submit(path, the_run.options.team or
+                                               f"baseline-{name}", f"competition run {name}",
+                                               baseline=the_run.options.baseline)
+        record["submission_id"] = outcome.id
+        record["status"] = outcome.status
+        record["public_score"] = outcome.public_score
+        if outcome.error:
+            record["error"] = outcome.error
+    return record
+
+
+def _predict_test_inputs(the_run: _Run, model: Any, has_maps: bool) -> tuple[Path, float]:
+    """The test inputs (or `inputs`) predicted and written as the submission file, their
+    maps kept; the file and the prediction's seconds."""
+    comp, entry, config, out_dir = the_run.comp, the_run.entry, the_run.config, the_run.out_dir
+    task, timings, tracked, inputs = comp.task, the_run.timings, the_run.tracked, \
+        the_run.options.inputs
     with _timed(timings, "load_inputs"):
         test_inputs = task.load_inputs(comp.public_dir, inputs)
     start = time.perf_counter()
@@ -179,44 +242,7 @@ def _train_predict_submit(the_run: _Run, train: Any,
     with _timed(timings, "write_submission"):
         path.write_bytes(task.write_submission(test_inputs, predictions))
     tracked.log_file(path, "submission")
-    extra_path = None
-    if also_predict is not None:
-        with _timed(timings, "also_predict"):
-            extra_inputs = task.load_inputs(comp.public_dir, also_predict)
-            extra_path = out_dir / (f"{Path(also_predict).name}_submission"
-                                    + task.submission_suffix)
-            extra_path.write_bytes(task.write_submission(
-                extra_inputs, entry.predict(task, model, extra_inputs, config)))
-        tracked.log_file(extra_path, "submission")
-    record: dict[str, Any] = {
-        "entry": name, "competition": comp.name, "task": task.name, "config": config,
-        "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
-        "images_per_second": getattr(model, "images_per_second", None),
-        "speeds": _speeds(model),
-        "validation_item": validation.name if validation else None, "val_score": val_score,
-        "report": getattr(model, "report", None),
-        "history": history, "submission": str(path), "inputs": str(inputs or "test"),
-        "predictions": str(out_dir / "predictions.npz") if has_maps and inputs is None
-        else None,
-        "also_predicted": str(extra_path) if extra_path else None,
-        "hardware": f"{platform.machine()}, {_cpu_count()} CPU cores",
-    }
-    if the_run.options.submit and inputs is None:
-        from competition.board.board import Board
-        from competition.board.scorer_process import ChildScorer
-
-        # Training libraries leave threads running: score in processes from a fork server.
-        board = Board(comp, scorer=ChildScorer("forkserver"))
-        with bar("Scoring the submission"), _timed(timings, "score"):
-            outcome = board.submissions.submit(path, the_run.options.team or
-                                               f"baseline-{name}", f"competition run {name}",
-                                               baseline=the_run.options.baseline)
-        record["submission_id"] = outcome.id
-        record["status"] = outcome.status
-        record["public_score"] = outcome.public_score
-        if outcome.error:
-            record["error"] = outcome.error
-    return record
+    return path, predict_seconds
 
 
 def predictions_of(task: AnyTask, entry: ModuleType, model: Any, inputs: Any,

@@ -33,16 +33,26 @@ def run_entry(
     as_participant: bool = typer.Option(False, "--as-participant", help="Submit as a "
                                         "participant team, not as a baseline (baselines "
                                         "are marked on the board and left out of grades)."),
+    final: bool = typer.Option(False, "--final", help="The organizers' final fit, once "
+                               "every choice is made: train on the training data and the "
+                               "hidden items with their labels, and write only the "
+                               "--also-predict folder's file (the hidden split is neither "
+                               "predicted nor scored)."),
 ) -> None:
     """Train an entry on the public training data, predict, write and submit the file."""
     from competition.training.run import run
 
     record = run(directory, entry, config, set_, inputs=inputs, team=team,
-                 submit=not no_submit, also_predict=also_predict, baseline=not as_participant)
+                 submit=not no_submit, also_predict=also_predict, baseline=not as_participant,
+                 final=final)
     if record.get("also_predicted"):
         out(f"also predicted {also_predict}: {record['also_predicted']}")
-    out(f"trained {record['entry']} in {record['fit_seconds']:.1f} s, predicted in "
-        f"{record['predict_seconds']:.1f} s; wrote {record['submission']}")
+    if record["final"]:
+        out(f"trained {record['entry']} on the training and hidden items in "
+            f"{record['fit_seconds']:.1f} s (final fit)")
+    else:
+        out(f"trained {record['entry']} in {record['fit_seconds']:.1f} s, predicted in "
+            f"{record['predict_seconds']:.1f} s; wrote {record['submission']}")
     if "public_score" in record:
         out(f"submission {record['submission_id']}: {record['status']}, public score "
             f"{fmt(record['public_score'])}")

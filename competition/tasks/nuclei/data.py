@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +110,17 @@ class NucleiFiles(DataFiles[NucleiData, Instances]):
 
     def load_inputs(self, public: Path, folder: Path | None = None) -> NucleiData:
         return NucleiData(*kaggle_images(folder or public / "test"))
+
+    def with_hidden(self, train: NucleiData, inputs: NucleiData,
+                    solution: Mapping[str, nuclei_csv.NucleiImage]) -> NucleiData:
+        """The training images and the hidden ones, each with its instance labels."""
+        if train.labels is None:
+            raise CompetitionError("a final fit needs the training labels")
+        missing = sorted(set(inputs.ids) - set(solution))
+        if missing:
+            raise CompetitionError(f"hidden image {missing[0]} has no labels in the solution")
+        return NucleiData(train.ids + inputs.ids, train.images + inputs.images,
+                          train.labels + [solution[i].label_image(i) for i in inputs.ids])
 
     def write_submission(self, inputs: NucleiData, predictions: Instances) -> bytes:
         """Instance label images by ImageId -> Kaggle's RLE CSV (a row per nucleus)."""
