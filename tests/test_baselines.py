@@ -125,14 +125,19 @@ def test_threshold_baseline_beats_the_empty_sample(demo_copies, tmp_path):
     assert result.score > 0.3
 
 
+def images_folder(comp, folder: Path, n: int) -> tuple[Path, list[str]]:
+    """A folder in Kaggle's layout (images only) of the first `n` training images."""
+    ids = sorted(p.name for p in (comp.public_dir / "train").iterdir())[:n]
+    for i in ids:
+        shutil.copytree(comp.public_dir / "train" / i / "images", folder / i / "images")
+    return folder, ids
+
+
 def test_predicting_any_folder_in_kaggle_layout(demo_copies, tmp_path):
     from competition.training.run import run
 
     comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
-    folder = tmp_path / "stage1_test"
-    ids = sorted(p.name for p in (comp.public_dir / "train").iterdir())[:3]
-    for i in ids:
-        shutil.copytree(comp.public_dir / "train" / i / "images", folder / i / "images")
+    folder, ids = images_folder(comp, tmp_path / "stage1_test", 3)
     entry = REPO / "submissions" / "threshold"
     record = run(comp.root, entry, entry / "smoke.yaml", inputs=folder)
     assert "submission_id" not in record  # not the competition's test set: not submitted
@@ -197,10 +202,7 @@ def test_a_final_fit_trains_on_the_hidden_images_too_and_writes_the_other_folder
     from competition.training import run as run_module
 
     comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
-    folder = tmp_path / "stage1_test"
-    ids = sorted(p.name for p in (comp.public_dir / "train").iterdir())[:2]
-    for i in ids:
-        shutil.copytree(comp.public_dir / "train" / i / "images", folder / i / "images")
+    folder, ids = images_folder(comp, tmp_path / "stage1_test", 2)
     entry = REPO / "submissions" / "threshold"
     seen: list[list[str]] = []
     real_load = run_module.load_entry
