@@ -65,14 +65,19 @@ def estimates(task: Any, record: dict[str, Any], described: dict[str, Any],
     values = np.array([row["values"] for row in rows], np.float64)
     types = [described[k].type for k in keys]
     test_types = [a.type for a in test.values()]
-    found = shift.adversarial_weights(np.array([described[k].vector() for k in keys]),
+    # In the training images' own order, as `competition cv --toward` weighs them (the
+    # classifier's folds are drawn by position), then in the rows' order.
+    order = list(described)
+    found = shift.adversarial_weights(np.array([described[k].vector() for k in order]),
                                       np.array([a.vector() for a in test.values()]))
+    position = {k: p for p, k in enumerate(order)}
+    weights = found.weights[[position[k] for k in keys]]
     out: dict[str, Any] = {
         "entry": record["entry"], "cv": record["out_dir"], "images": len(keys),
         "cv_mean": record["pooled"],
         "type_mix": shift.weighted_estimate(task, values,
                                             type_mix_weights(types, test_types)).as_json(),
-        "adversarial": shift.weighted_estimate(task, values, found.weights).as_json(),
+        "adversarial": shift.weighted_estimate(task, values, weights).as_json(),
         "shift": found.as_json(),
     }
     if record["entry"] in board:

@@ -63,7 +63,7 @@ def test_dsb_validation_weighs_out_of_fold_scores_toward_the_test_images(demo_di
                                                                           tmp_path):
     comp = demo_dirs["demo-nuclei"]
     threshold = REPO / "submissions" / "threshold"
-    record = cross_validate(comp, threshold, threshold / "smoke.yaml", folds=2)
+    record = cross_validate(comp, threshold, threshold / "smoke.yaml", folds=2, toward="test")
     capsys.readouterr()
     script = load_script(REPO / "benchmarks" / "dsb_validation.py")
     out = tmp_path / "validation.json"
@@ -78,6 +78,12 @@ def test_dsb_validation_weighs_out_of_fold_scores_toward_the_test_images(demo_di
     for key in ("type_mix", "adversarial"):
         est = result[key]
         assert est["low"] <= est["score"] <= est["high"]
+    # `competition cv --toward` weighs the same scores the same way.
+    weighed = record["toward"]
+    assert weighed["folder"] == "test" and weighed["items"] == result["images"]
+    assert weighed["score"] == pytest.approx(result["adversarial"]["score"], abs=1e-12)
+    assert weighed["auc"] == pytest.approx(result["shift"]["auc"])
+    assert weighed["low"] <= weighed["score"] <= weighed["high"]
     row = next(line for line in printed.splitlines() if line.startswith("| threshold"))
     assert f"{result['adversarial']['score'] - 0.3:+.3f}" in row
     assert re.search(r"ROC AUC 0\.\d{3}", printed)
@@ -88,3 +94,22 @@ def test_dsb_validation_weighs_out_of_fold_scores_toward_the_test_images(demo_di
     (tmp_path / "cv" / "cv.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="a cross-validation on elsewhere, not"):
         script.main([str(comp), str(comp / "public" / "test"), str(tmp_path / "cv")])
+
+
+def test_cv_toward_a_folder_is_printed_and_refused_where_items_are_not_described(
+        demo_dirs, capsys):
+    from competition.errors import CompetitionError
+    from tests.test_bad_input import run_cli
+
+    threshold = REPO / "submissions" / "threshold"
+    code, stdout, stderr = run_cli(["cv", demo_dirs["demo-nuclei"], threshold, "--config",
+                                    threshold / "smoke.yaml", "--folds", "2", "--toward",
+                                    demo_dirs["demo-nuclei"] / "public" / "test"], capsys)
+    assert code == 0, stderr
+    assert re.search(r"weighed toward .*test \(adversarial validation\): 0\.\d{4}", stdout)
+    # Refused before anything is trained or written (EM does not describe its slices).
+    em = demo_dirs["demo-em"]
+    before = sorted((em / "cv").glob("*")) if (em / "cv").exists() else []
+    with pytest.raises(CompetitionError, match="does not describe its items"):
+        cross_validate(em, threshold, threshold / "smoke.yaml", folds=2, toward="test")
+    assert (sorted((em / "cv").glob("*")) if (em / "cv").exists() else []) == before

@@ -317,6 +317,13 @@ class DataFiles(TaskInfo, Generic[D, P]):
         """The training items in order, with the group and stratum each belongs to."""
         raise CompetitionError(f"the {self.name} task has no cross-validation")
 
+    def item_features(self, data: D) -> np.ndarray:
+        """What can be seen of each item without its labels, (items, features) in
+        `cv_items`' order (inputs alike): what `competition cv --toward` tells training
+        from test items by, to weigh the folds toward the test items."""
+        raise CompetitionError(f"the {self.name} task does not describe its items "
+                               "(--toward)")
+
     def take(self, data: D, positions: Sequence[int]) -> D:
         """The items at `positions` (of `cv_items`' order), labels included where known."""
         raise CompetitionError(f"the {self.name} task has no cross-validation")

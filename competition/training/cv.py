@@ -42,6 +42,7 @@ from competition.formats.files import SubmissionFile
 from competition.formats.jsonsafe import jsonable
 from competition.outputs import exclusive, fresh_folder, write_atomic
 from competition.progress import bar
+from competition.tasks import shift
 from competition.tasks.base import AnyTask, CvItem, Maps, ScoreResult
 from competition.tasks.comparison import estimate
 from competition.tracking import runs as tracking
@@ -118,16 +119,21 @@ class _Setup:
     name: str
     out_dir: Path
     curves: bool  # score the held-out fold whenever the entry hands its model to on_epoch
+    # The folder of test inputs the folds are weighed toward, and each training item's
+    # weight (in `cv_items`' order)
+    toward: tuple[str, shift.Shift] | None = None
 
 
 def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
                    overrides: list[str] | None = None, *, folds: int = DEFAULT_FOLDS,
-                   seed: int = 0, curves: bool = False,
-                   resume: Path | None = None) -> dict[str, Any]:
+                   seed: int = 0, curves: bool = False, resume: Path | None = None,
+                   toward: str | Path | None = None) -> dict[str, Any]:
     """Cross-validate the entry; returns what `cv.json` holds. `curves`: each fold's
     learning curve, its held-out items scored after the epochs the entry reports with its
     model (every epoch, or each `snapshot_every`-th). `resume`: an earlier, unfinished (or
-    finished) cross-validation's folder of the same plan; its finished folds are kept."""
+    finished) cross-validation's folder of the same plan; its finished folds are kept.
+    `toward`: a folder of test inputs (in the data set's layout; "test": the competition's
+    public test inputs) that the out-of-fold scores are also weighed toward (`shift`)."""
     comp = PreparedCompetition.open(comp_dir, public_only=True)
     task = comp.task
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
@@ -143,14 +149,16 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
                    "assignment": {items[p].key: fold.number for fold in plan
                                   for p in fold.held}}
     plan_record = json.loads(json.dumps(jsonable(plan_record)))
+    weighed = None if toward is None else (str(toward), _weights(comp, task, train,
+                                                                 str(toward)))
     out_dir = fresh_folder(comp.root / "cv", name) if resume is None else Path(resume)
     with exclusive(out_dir, "this cross-validation"):
         if resume is None:
             _write_json(out_dir / "plan.json", plan_record)
         else:
             _check_resumable(out_dir, plan_record)
-        return _folds(_Setup(comp, task, entry, config, name, out_dir, curves), train,
-                      items, plan, seed, resumed=resume is not None)
+        setup = _Setup(comp, task, entry, config, name, out_dir, curves, weighed)
+        return _folds(setup, train, items, plan, seed, resumed=resume is not None)
 
 
 def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold], seed: int,
@@ -180,6 +188,8 @@ def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold],
             results.append(record)
             oof.update(maps or {})
         record = _summary(setup, items, plan, results, seed)
+        if setup.toward is not None:
+            record["toward"] = _toward(setup, items, results)
         if oof:
             path = out_dir / "oof_maps.npz"
             write_atomic(path, maps_format.to_npz(oof, task.map_dtype))
@@ -197,6 +207,31 @@ def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold],
             (out_dir / f"fold-{fold.number}" / "oof_maps.npz").unlink(missing_ok=True)
         parent.log_file(out_dir / "cv.json")
     return record
+
+
+def _weights(comp: PreparedCompetition, task: AnyTask, train: Any, toward: str) -> shift.Shift:
+    """Each training item's importance toward the test inputs in `toward` (adversarial
+    validation, `competition.tasks.shift`), found before any fold is trained: a task that
+    cannot describe its items is refused at once."""
+    folder = None if toward == "test" else Path(toward)
+    with bar("Describing the training and test items"):
+        described = task.item_features(train)
+        test = task.item_features(task.load_inputs(comp.public_dir, folder))
+    return shift.adversarial_weights(described, test)
+
+
+def _toward(setup: _Setup, items: Sequence[CvItem],
+            results: list[dict[str, Any]]) -> dict[str, Any]:
+    """The out-of-fold scores weighed toward the test inputs: what the folds say of items
+    drawn like those."""
+    assert setup.toward is not None
+    folder, found = setup.toward
+    position = {item.key: p for p, item in enumerate(items)}
+    rows = [row for r in results for row in r["item_values"]]
+    values = np.array([row["values"] for row in rows], np.float64)
+    weights = found.weights[[position[row["key"]] for row in rows]]
+    return {"folder": folder, **found.as_json(),
+            **shift.weighted_estimate(setup.task, values, weights).as_json()}
 
 
 def _write_json(path: Path, value: Any) -> None:

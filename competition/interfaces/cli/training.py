@@ -76,6 +76,11 @@ def cross_validate(
                                 "with its model (slower)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: `folds` "
                                  "(per-fold results), `mean` and the rest of cv.json."),
+    toward: str | None = typer.Option(None, "--toward", help="Also weigh the out-of-fold "
+                                      "scores toward these test inputs (a folder in the "
+                                      "data set's layout, or `test`: the competition's "
+                                      "public test inputs) by adversarial validation: an "
+                                      "estimate for items drawn like them."),
     resume: Path | None = typer.Option(None, "--resume", help="Take up an unfinished "
                                        "cross-validation (its folder under DIR/cv) with the "
                                        "same entry, configuration, folds, seed and "
@@ -93,7 +98,7 @@ def cross_validate(
     from competition.training.cv import cross_validate as run_cv
 
     record = run_cv(directory, entry, config, set_, folds=folds, seed=seed, curves=curves,
-                    resume=resume)
+                    resume=resume, toward=toward)
     if as_json:
         print_json(jsonable(record))
         return
@@ -109,6 +114,13 @@ def cross_validate(
     out(f"mean over folds {record['mean']:.4f} (sd {record['std']:.4f}); all "
         f"{pooled['n']} out-of-fold items {pooled['score']:.4f}, 95 % bootstrap interval "
         f"{pooled['low']:.4f} to {pooled['high']:.4f}")
+    if record.get("toward"):
+        weighed = record["toward"]
+        out(f"weighed toward {escape(weighed['folder'])} (adversarial validation): "
+            f"{weighed['score']:.4f}, 95 % bootstrap interval {weighed['low']:.4f} to "
+            f"{weighed['high']:.4f}; training and test items told apart with ROC AUC "
+            f"{weighed['auc']:.3f}, {weighed['effective_items']:.0f} effective items of "
+            f"{weighed['items']}")
     out(f"wrote {escape(record['out_dir'])}/cv.json"
         + (f" and {escape(record['oof_maps'])}" if record.get("oof_maps") else ""))
     if record.get("mlflow_run_id"):

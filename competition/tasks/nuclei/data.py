@@ -149,6 +149,11 @@ class NucleiFiles(DataFiles[NucleiData, Instances]):
         return [CvItem(i, i, appearance.describe(rgb).type)
                 for i, rgb in zip(train.ids, train.images, strict=True)]
 
+    def item_features(self, data: NucleiData) -> np.ndarray:
+        """Each image's appearance (`Appearance.vector`: nucleus scale, crowding, clumps,
+        contrast, background texture, brightness, colour)."""
+        return np.array([appearance.describe(rgb).vector() for rgb in data.images])
+
     def take(self, data: NucleiData, positions: Sequence[int]) -> NucleiData:
         return NucleiData([data.ids[k] for k in positions], [data.images[k] for k in positions],
                           None if data.labels is None else [data.labels[k] for k in positions])
