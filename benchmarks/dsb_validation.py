@@ -70,8 +70,7 @@ def estimates(task: Any, record: dict[str, Any], described: dict[str, Any],
     order = list(described)
     found = shift.adversarial_weights(np.array([described[k].vector() for k in order]),
                                       np.array([a.vector() for a in test.values()]))
-    position = {k: p for p, k in enumerate(order)}
-    weights = found.weights[[position[k] for k in keys]]
+    weights = found.weights_of(order, keys)
     out: dict[str, Any] = {
         "entry": record["entry"], "cv": record["out_dir"], "images": len(keys),
         "cv_mean": record["pooled"],

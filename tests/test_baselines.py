@@ -226,13 +226,14 @@ def test_a_final_fit_trains_on_the_hidden_images_too_and_writes_the_other_folder
     train_ids = set(comp.task.load_train(comp.public_dir).ids)
     hidden_ids = set(comp.task.load_inputs(comp.public_dir).ids)
     (fitted,) = seen
-    # All of both but the one validation image the run holds out.
-    assert set(fitted) <= train_ids | hidden_ids and set(fitted) & hidden_ids
-    assert len(fitted) == len(train_ids) + len(hidden_ids) - 1
+    # Every labelled image: no validation image is held out (nor drawn among the hidden).
+    assert sorted(fitted) == sorted(train_ids | hidden_ids)
     assert "final fit" in stdout and "also predicted" in stdout
     run_dir = max((comp.root / "runs").glob("threshold-*"), key=lambda p: p.stat().st_mtime)
     record = json.loads((run_dir / "run.json").read_text())
     assert record["final"] and record["submission"] is None and record["predictions"] is None
+    assert record["validation_item"] is None and record["val_score"] is None
+    assert not (run_dir / "validation.gif").exists()
     assert not (run_dir / "submission.csv").exists()
     written = Path(record["also_predicted"]).read_text().splitlines()
     assert {line.split(",")[0] for line in written[1:]} == set(ids)
@@ -244,5 +245,24 @@ def test_a_final_fit_trains_on_the_hidden_images_too_and_writes_the_other_folder
                                    "--final", *extra], capsys)
         assert code == 2 and "--final" in stderr and "Traceback" not in stderr
     em = demo_copies["demo-em"]
+    runs_before = sorted((em / "runs").glob("*")) if (em / "runs").exists() else []
     with pytest.raises(CompetitionError, match="the em task has no final fit"):
         run_module.run(em, entry, entry / "smoke.yaml", final=True, also_predict=folder)
+    assert (sorted((em / "runs").glob("*")) if (em / "runs").exists() else []) == runs_before
+
+
+def test_a_final_fit_is_tracked_for_the_organizers_only(demo_copies, tmp_path, monkeypatch):
+    from competition.tracking import runs as tracking
+    from competition.training.run import run
+    from tests.test_tracking import EMBEDDED, switch_on
+
+    config = switch_on(dict(EMBEDDED), tmp_path, monkeypatch)
+    comp = PreparedCompetition.open(demo_copies["demo-nuclei"])
+    folder, _ = images_folder(comp, tmp_path / "stage1_test", 2)
+    entry = REPO / "submissions" / "threshold"
+    record = run(comp.root, entry, entry / "smoke.yaml", final=True, also_predict=folder)
+    assert record["mlflow_run_id"]
+    found = {audience: [r.info.run_id for r in tracking.Tracker(config, audience).runs(
+        comp.key, "tags.final = 'true'")] for audience in ("participants", "organizers")}
+    # Its model learnt the hidden labels: participants never see the run.
+    assert found == {"participants": [], "organizers": [record["mlflow_run_id"]]}

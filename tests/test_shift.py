@@ -57,6 +57,12 @@ def test_even_weights_are_the_plain_estimate_and_bad_weights_are_refused():
             shift.weighted_estimate(NUCLEI, values, bad)
     with pytest.raises(ValueError, match="the same features"):
         shift.adversarial_weights(np.zeros((5, 2)), np.zeros((5, 3)))
+    found = shift.Shift(0.6, np.array([0.5, 1.0, 1.5]), 2.6)
+    assert found.weights_of(["a", "b", "c"], ["c", "a", "c"]).tolist() == [1.5, 0.5, 1.5]
+    with pytest.raises(ValueError, match="'d' has no weight"):
+        found.weights_of(["a", "b", "c"], ["d"])
+    with pytest.raises(ValueError, match="2 keys for 3 weights"):
+        found.weights_of(["a", "b"], ["a"])
 
 
 def test_dsb_validation_weighs_out_of_fold_scores_toward_the_test_images(demo_dirs, capsys,

@@ -16,6 +16,7 @@ Only the test items' descriptions are used, never their labels: a participant ca
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +40,17 @@ class Shift:
     def as_json(self) -> dict[str, Any]:
         return {"auc": self.auc, "effective_items": self.effective_items,
                 "items": len(self.weights)}
+
+    def weights_of(self, order: Sequence[str], keys: Sequence[str]) -> np.ndarray:
+        """The weights of the items `keys`, the weights being in `order` (their keys)."""
+        if len(order) != len(self.weights):
+            raise ValueError(f"{len(order)} keys for {len(self.weights)} weights")
+        position = {k: p for p, k in enumerate(order)}
+        unknown = [k for k in keys if k not in position]
+        if unknown:
+            raise ValueError(f"item {unknown[0]!r} has no weight")
+        out: np.ndarray = self.weights[[position[k] for k in keys]]
+        return out
 
 
 def adversarial_weights(train: np.ndarray, test: np.ndarray, *, folds: int = 5,

@@ -407,17 +407,21 @@ class TrainingRun:
 
 @contextlib.contextmanager
 def training_run(competition: CompetitionKey, run_name: str, tags: dict[str, Any],
-                 config: TrackingConfig | None = None) -> Iterator[TrainingRun]:
+                 config: TrackingConfig | None = None,
+                 audience: str = "participants") -> Iterator[TrainingRun]:
     """A participants' run around training (tag `team`: the team that made it, whose
-    experiment it goes to with team experiments); ended KILLED when the process is interrupted
-    or terminated (Ctrl-C, SIGTERM), FAILED if the body raises, not left RUNNING. A
-    competition without an id is refused before any training (see CompetitionKey)."""
+    experiment it goes to with team experiments), or an organizers' one (a final fit, which
+    trained on hidden labels: logged where participants cannot read, or nowhere when the
+    organizers have no store); ended KILLED when the process is interrupted or terminated
+    (Ctrl-C, SIGTERM), FAILED if the body raises, not left RUNNING. A competition without an
+    id is refused before any training (see CompetitionKey)."""
     config = config or load_config()
     run = TrainingRun(None, None)
-    if config.enabled:
+    if config.enabled and config.uri(audience) is not None:
         competition.required_id()
         # With team experiments, in the experiment of the team the run is tagged with.
-        tracker = Tracker(config, "participants", tags.get("team"))
+        tracker = Tracker(config, audience, tags.get("team") if audience == "participants"
+                          else None)
         try:
             run = TrainingRun(tracker, tracker.start(competition, run_name, tags))
         except Exception as e:

@@ -149,7 +149,9 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
                    "assignment": {items[p].key: fold.number for fold in plan
                                   for p in fold.held}}
     plan_record = json.loads(json.dumps(jsonable(plan_record)))
-    weighed = None if toward is None else (str(toward), _weights(comp, task, train,
+    if resume is not None:  # refused before the items are described
+        _check_resumable(Path(resume), plan_record)
+    weighed = None if toward is None else (str(toward), _weights(comp, task, train, items,
                                                                  str(toward)))
     out_dir = fresh_folder(comp.root / "cv", name) if resume is None else Path(resume)
     with exclusive(out_dir, "this cross-validation"):
@@ -209,7 +211,8 @@ def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold],
     return record
 
 
-def _weights(comp: PreparedCompetition, task: AnyTask, train: Any, toward: str) -> shift.Shift:
+def _weights(comp: PreparedCompetition, task: AnyTask, train: Any, items: Sequence[CvItem],
+             toward: str) -> shift.Shift:
     """Each training item's importance toward the test inputs in `toward` (adversarial
     validation, `competition.tasks.shift`), found before any fold is trained: a task that
     cannot describe its items is refused at once."""
@@ -217,7 +220,13 @@ def _weights(comp: PreparedCompetition, task: AnyTask, train: Any, toward: str) 
     with bar("Describing the training and test items"):
         described = task.item_features(train)
         test = task.item_features(task.load_inputs(comp.public_dir, folder))
-    return shift.adversarial_weights(described, test)
+    if len(described) != len(items):
+        raise CompetitionError(f"the {task.name} task describes {len(described)} items of "
+                               f"{len(items)} (--toward needs one row per item)")
+    try:
+        return shift.adversarial_weights(described, test)
+    except ValueError as e:
+        raise CompetitionError(f"--toward {toward}: {e}") from None
 
 
 def _toward(setup: _Setup, items: Sequence[CvItem],
@@ -226,10 +235,12 @@ def _toward(setup: _Setup, items: Sequence[CvItem],
     drawn like those."""
     assert setup.toward is not None
     folder, found = setup.toward
-    position = {item.key: p for p, item in enumerate(items)}
     rows = [row for r in results for row in r["item_values"]]
     values = np.array([row["values"] for row in rows], np.float64)
-    weights = found.weights[[position[row["key"]] for row in rows]]
+    try:
+        weights = found.weights_of([item.key for item in items], [row["key"] for row in rows])
+    except ValueError as e:
+        raise CompetitionError(f"--toward {folder}: {e}") from None
     return {"folder": folder, **found.as_json(),
             **shift.weighted_estimate(setup.task, values, weights).as_json()}
 

@@ -79,20 +79,25 @@ def run(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
     entry = load_entry(entry_dir)
     name = Path(entry_dir).resolve().name
-    out_dir = fresh_folder(comp.root / "runs", name)
-    stamp = out_dir.name.removeprefix(f"{name}-")
     timings: dict[str, Any] = {}
     run_start = time.perf_counter()
     with bar("Loading the training data"), _timed(timings, "load_data"):
         train = task.load_train(comp.public_dir)
         if final:
-            train = task.with_hidden(train, task.load_inputs(comp.public_dir),
-                                     comp.load_solution())
-        train, validation = task.hold_out(train, config.get("seed", 0))
+            # Every labelled item is fitted: no validation item (one drawn among the hidden
+            # items would show its labels in the pictures and scores).
+            train, validation = task.with_hidden(train, task.load_inputs(comp.public_dir),
+                                                 comp.load_solution()), None
+        else:
+            train, validation = task.hold_out(train, config.get("seed", 0))
+    out_dir = fresh_folder(comp.root / "runs", name)
+    stamp = out_dir.name.removeprefix(f"{name}-")
     # `team`: who made the run (an ensemble combines only its own team's runs).
     tags = {"kind": "training", "competition": comp.name, "task": task.name, "entry": name,
             "team": team or f"baseline-{name}", **({"final": "true"} if final else {})}
-    with tracking.training_run(comp.key, f"{name}-{stamp}", tags) as tracked:
+    # A final fit learnt the hidden labels: its model is the organizers' alone.
+    with tracking.training_run(comp.key, f"{name}-{stamp}", tags,
+                               audience="organizers" if final else "participants") as tracked:
         tracked.log(params={**flat_config(config), "entry": name, "competition": comp.name,
                             "task": task.name, "validation_item": validation.name
                             if validation else "none"})
@@ -188,13 +193,14 @@ def _train_predict_submit(the_run: _Run, train: Any,
         tracked.log_file(extra_path, "submission")
     record: dict[str, Any] = {
         "entry": name, "competition": comp.name, "task": task.name, "config": config,
-        "fit_seconds": round(fit_seconds, 2), "predict_seconds": round(predict_seconds, 2),
+        "fit_seconds": round(fit_seconds, 2),
+        "predict_seconds": None if final else round(predict_seconds, 2),
         "images_per_second": getattr(model, "images_per_second", None),
         "speeds": _speeds(model),
         "validation_item": validation.name if validation else None, "val_score": val_score,
         "report": getattr(model, "report", None),
         "history": history, "submission": None if path is None else str(path),
-        "inputs": str(inputs or "test"), "final": final,
+        "inputs": None if final else str(inputs or "test"), "final": final,
         "predictions": str(out_dir / "predictions.npz")
         if has_maps and inputs is None and not final else None,
         "also_predicted": str(extra_path) if extra_path else None,

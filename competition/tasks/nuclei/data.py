@@ -119,6 +119,9 @@ class NucleiFiles(DataFiles[NucleiData, Instances]):
         missing = sorted(set(inputs.ids) - set(solution))
         if missing:
             raise CompetitionError(f"hidden image {missing[0]} has no labels in the solution")
+        both = sorted(set(inputs.ids) & set(train.ids))
+        if both:
+            raise CompetitionError(f"image {both[0]} is both a training and a hidden image")
         return NucleiData(train.ids + inputs.ids, train.images + inputs.images,
                           train.labels + [solution[i].label_image(i) for i in inputs.ids])
 
