@@ -87,6 +87,29 @@ def crop_window(shape: Sequence[int], size: int, around: np.ndarray,
     return min(max(top, 0), max(h - size, 0)), min(max(left, 0), max(w - size, 0))
 
 
+def random_affine(x: np.ndarray, y: np.ndarray, rng: np.random.Generator,
+                  zoom: tuple[float, float] | None, rotate: float) -> tuple[np.ndarray, np.ndarray]:
+    """The slice and its targets zoomed by a factor drawn log-uniformly in `zoom` and turned
+    by an angle drawn in +-`rotate` degrees about the centre (bilinear; the labels
+    thresholded back to 0/1, a signed distance channel scaled with the zoom)."""
+    import cv2
+
+    scale = float(np.exp(rng.uniform(*np.log(zoom)))) if zoom else 1.0
+    angle = float(rng.uniform(-rotate, rotate)) if rotate else 0.0
+    h, w = x.shape[:2]
+    matrix = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), angle, scale)
+
+    def warp(channel: np.ndarray, border: int) -> np.ndarray:
+        out: np.ndarray = cv2.warpAffine(np.ascontiguousarray(channel, np.float32), matrix,
+                                         (w, h), flags=cv2.INTER_LINEAR, borderMode=border)
+        return out
+
+    x = np.stack([warp(x[..., c], cv2.BORDER_CONSTANT) for c in range(x.shape[-1])], -1)
+    labels = (warp(y[..., 0], cv2.BORDER_CONSTANT) > 0.5).astype(np.float32)
+    rest = [warp(y[..., c], cv2.BORDER_REPLICATE) * scale for c in range(1, y.shape[-1])]
+    return x, np.stack([labels, *rest], -1)
+
+
 class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is untyped
     """Batches of slices: `positive_fraction` of them drawn among slices with an object
     (the rest among all), flipped and rotated by multiples of 90 degrees with their targets,
@@ -94,11 +117,14 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
     window of the slice instead of the whole: around an object pixel for a slice drawn for
     its object, around a head pixel (non-zero input) otherwise. The network is fully
     convolutional, so it still predicts whole slices; a 128 px window costs a quarter of a
-    256 px slice, so the same time sees four times as many."""
+    256 px slice, so the same time sees four times as many. With `augment` and `zoom`
+    (low, high) or `rotate` (degrees), each slice is first zoomed and turned at random
+    (`random_affine`): heads differ in size and pose between patients and sites."""
 
     def __init__(self, volumes: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                  channels: Sequence[int], context: int, batch_size: int, steps: int,
                  positive_fraction: float, augment: bool, seed: int, crop: int | None = None,
+                 zoom: Sequence[float] | None = None, rotate: float = 0.0,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.volumes, self.targets = volumes, targets
@@ -106,6 +132,8 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
         self.batch_size, self.steps = batch_size, steps
         self.positive_fraction, self.augment, self.seed = positive_fraction, augment, seed
         self.crop = int(crop) if crop else None
+        self.zoom = (float(zoom[0]), float(zoom[1])) if zoom else None
+        self.rotate = float(rotate or 0.0)
         self.all = [(k, z) for k, v in enumerate(volumes) for z in range(len(v))]
         self.positive = [(k, z) for k, z in self.all if targets[k][z, ..., 0].any()]
         self.epoch = 0
@@ -126,6 +154,8 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
             k, z = pool[int(rng.integers(len(pool)))]
             x = slice_input(self.volumes[k], z, self.channels, self.context)
             y = self.targets[k][z].astype(np.float32)
+            if self.augment and (self.zoom or self.rotate):
+                x, y = random_affine(x, y, rng, self.zoom, self.rotate)
             if self.crop is not None:
                 where = y[..., 0] > 0 if positive else self.volumes[k][z].any(axis=-1)
                 top, left = crop_window(y.shape, self.crop, np.argwhere(where), rng)
@@ -224,6 +254,7 @@ def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     dataset = SliceDataset(normalised, targets, channels, context, config["batch_size"],
                            config["steps_per_epoch"], config["positive_fraction"],
                            config["augment"], config["seed"], crop=config.get("crop"),
+                           zoom=config.get("zoom"), rotate=config.get("rotate", 0.0),
                            workers=config["workers"],
                            use_multiprocessing=False)
     trained = SliceTrained(model, config)

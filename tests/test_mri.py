@@ -694,3 +694,37 @@ def test_training_windows_hold_the_object_and_stay_inside_the_slice():
     with pytest.raises(ValueError, match="larger than the smallest slice side"):
         check_crop({"crop": 128, "depth": 4}, [volume])
     check_crop({"crop": 64, "depth": 4}, [volume])
+
+
+def test_random_zoom_and_turn_keep_labels_binary_and_distances_in_scale():
+    from models.slices import SliceDataset, random_affine, signed_distance
+
+    mask = np.zeros((64, 64), bool)
+    mask[24:40, 28:36] = True  # 16 x 8 pixels
+    distance = signed_distance(mask)
+    x = np.stack([mask * 0.8, mask * 0.5], -1).astype(np.float32)
+    y = np.stack([mask, distance], -1).astype(np.float32)
+    rng = np.random.default_rng(0)
+    areas = []
+    for _ in range(20):
+        wx, wy = random_affine(x, y, rng, (0.8, 1.25), 20.0)
+        assert wx.shape == x.shape and wy.shape == y.shape
+        assert set(np.unique(wy[..., 0])) <= {0.0, 1.0}
+        inside = wy[..., 0] > 0
+        areas.append(inside.sum())
+        # The distance channel still says inside (< 0.5) from outside (> 0), scaled along.
+        assert (wy[..., 1][inside] < 0.5).mean() > 0.95
+        assert (wy[..., 1][~inside] > -0.5).mean() > 0.95
+    assert min(areas) < 128 * 0.85 and max(areas) > 128 * 1.15  # zoomed both ways
+    exact = random_affine(x, y, np.random.default_rng(1), None, 0.0)
+    assert np.allclose(exact[0], x, atol=1e-5) and np.array_equal(exact[1][..., 0], y[..., 0])
+    # In the batches, only with augmentation on and the keys set.
+    volume = np.zeros((4, 64, 64, 3), np.uint8)
+    volume[:, 16:48, 16:48] = 80
+    masks = np.zeros((4, 64, 64, 1), np.float16)
+    masks[1, 24:40, 28:36] = 1
+    plain = SliceDataset([volume], [masks], [1], 0, 4, 1, 1.0, False, 0, zoom=(0.5, 0.6))[0]
+    same = SliceDataset([volume], [masks], [1], 0, 4, 1, 1.0, False, 0)[0]
+    assert np.array_equal(plain[1], same[1])
+    zoomed = SliceDataset([volume], [masks], [1], 0, 4, 1, 1.0, True, 0, zoom=(0.5, 0.6))[0]
+    assert (zoomed[1].reshape(4, -1).sum(axis=1) < 128 * 0.4).all()
