@@ -51,6 +51,9 @@ def load_run(folder: Path, keys: tuple[str, ...]) -> dict[str, Any]:
     from competition.formats import maps as maps_format
 
     record = json.loads((folder / "run.json").read_text())
+    if record.get("final"):
+        raise SystemExit(f"{folder}: a final fit (trained on the hidden images too): it has "
+                         "no hidden-image maps to ensemble; give the runs made without --final")
     return {"folder": folder, "record": record, "entry": record["entry"],
             "maps": maps_format.from_npz((folder / "predictions.npz").read_bytes(),
                                          str(folder / "predictions.npz")),

@@ -538,3 +538,13 @@ def test_tensorflow_pools_are_sized_in_a_fresh_process():
                          text=True, check=True, timeout=300).stdout
     report = json.loads(out.strip().splitlines()[-1])
     assert report["intra_op"] == 1 and report["inter_op"] == 1
+
+
+def test_ensemble_script_refuses_a_final_fit(tmp_path):
+    from tests.conftest import load_script
+
+    script = load_script(REPO / "benchmarks" / "dsb_ensemble.py")
+    (tmp_path / "run.json").write_text(json.dumps({"final": True, "entry": "unet",
+                                                   "config": {}}))
+    with pytest.raises(SystemExit, match="a final fit .* no hidden-image maps"):
+        script.load_run(tmp_path, ())

@@ -618,7 +618,16 @@ def readme_tools_on_a_run(comp, run_dir, capsys):
         assert comparison["difference"] >= 0  # the chosen one against each other
         assert comparison["low"] <= comparison["difference"] <= comparison["high"]
         assert 0 <= comparison["wilcoxon_p"] <= 1 and "Wilcoxon p" in comparison["sentence"]
-    assert rows["cv"]["patients"] == len(TASK.load_train(comp.public_dir).cases)
+    train = TASK.load_train(comp.public_dir)
+    assert rows["cv"]["patients"] == len(train.cases)
+    # Where it loses: by reference volume and institution, each patient counted once.
+    quarters, sites = rows["cv"]["by_volume_quarter"], rows["cv"]["by_institution"]
+    assert sum(q["patients"] for q in quarters) == len(train.cases) == \
+        sum(v["patients"] for v in sites.values())
+    assert sum(q["dice"] * q["patients"] for q in quarters) / len(train.cases) == \
+        pytest.approx(rows["cv"]["dice"])
+    assert [q["voxels"][0] for q in quarters] == sorted(q["voxels"][0] for q in quarters)
+    assert set(rows["cv"]["zero_dice"]) <= set(train.cases)
     # One recipe (the run's): its post-processing chosen, then the hidden patients once.
     rows = rows_of([cv["out_dir"]], str(run_dir))
     assert list(rows) == ["candidates", "comparisons", "cv", "hidden"]

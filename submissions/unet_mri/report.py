@@ -71,6 +71,27 @@ def summary(table: np.ndarray) -> dict[str, Any]:
     return row
 
 
+def breakdown(table: np.ndarray, cases: list[str], voxels: dict[str, int]) -> dict[str, Any]:
+    """Where a candidate loses, patient by patient: mean Dice by quarter of the reference
+    volume and by institution, and the patients at Dice 0 (fold-level evidence)."""
+    from competition.tasks.mri.layout import institution
+
+    dice = table[:, 0]
+    sizes = np.array([voxels[c] for c in cases], np.float64)
+    edges = np.quantile(sizes, [0.25, 0.5, 0.75])
+    quarter = np.searchsorted(edges, sizes, side="right")  # 0..3, each patient once
+    quarters = [{"voxels": [int(sizes[quarter == q].min()), int(sizes[quarter == q].max())],
+                 "patients": int((quarter == q).sum()), "dice": float(dice[quarter == q].mean())}
+                for q in range(4) if (quarter == q).any()]
+    sites: dict[str, list[float]] = {}
+    for case, value in zip(cases, dice, strict=True):
+        sites.setdefault(institution(case), []).append(float(value))
+    return {"by_volume_quarter": quarters,
+            "by_institution": {k: {"patients": len(v), "dice": float(np.mean(v))}
+                               for k, v in sorted(sites.items())},
+            "zero_dice": [c for c, value in zip(cases, dice, strict=True) if value == 0]}
+
+
 def recipe(config: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in config.items() if k not in NOT_RECIPE}
 
@@ -96,10 +117,10 @@ def candidates(task: Any, comp: PreparedCompetition, cv_dirs: list[str]) -> list
         first = first or cv
         oof = maps_format.from_npz((Path(cv_dir) / "oof_maps.npz").read_bytes())
         for largest in (False, True):
-            table = item_table(task, comp, oof, inputs, truths,
-                               {**cv["config"], "largest_component": largest})[0]
+            table, result = item_table(task, comp, oof, inputs, truths,
+                                       {**cv["config"], "largest_component": largest})
             out.append({"cv": str(cv_dir), "cv_record": cv, "largest_component": largest,
-                        "table": table,
+                        "table": table, "cases": [str(result.item_id(r)) for r in result.items],
                         "name": f"{Path(cv_dir).name} "
                                 f"({'largest component' if largest else 'all components'})"})
     return out
@@ -143,11 +164,15 @@ def main(comp_dir: str, cv_dirs: list[str], run_dir: str | None = None) -> None:
                             "sentence": comparison.sentence(chosen["name"], other["name"])})
     print(json.dumps({"comparisons": comparisons}))
     cv = chosen["cv_record"]
+    train = task.load_train(comp.public_dir)
+    voxels = {case: int(np.count_nonzero(mask)) for case, mask in
+              zip(train.cases, train.masks, strict=True)}
     print(json.dumps({"cv": {"cv": chosen["cv"], "folds": cv["k"],
                              "largest_component": chosen["largest_component"],
                              # as the cross-validation post-processed its folds
                              "fold_scores_as_run": [f["score"] for f in cv["folds"]],
-                             **summary(chosen["table"])}}))
+                             **summary(chosen["table"]),
+                             **breakdown(chosen["table"], chosen["cases"], voxels)}}))
     if run_dir is not None:  # chosen: the hidden patients are scored once
         print(json.dumps({"hidden": hidden_row(task, comp, run_dir, chosen)}))
 
