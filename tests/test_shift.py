@@ -119,3 +119,37 @@ def test_cv_toward_a_folder_is_printed_and_refused_where_items_are_not_described
     with pytest.raises(CompetitionError, match="does not describe its items"):
         cross_validate(em, threshold, threshold / "smoke.yaml", folds=2, toward="test")
     assert (sorted((em / "cv").glob("*")) if (em / "cv").exists() else []) == before
+
+
+def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_dirs, tmp_path,
+                                                                          capsys):
+    import shutil
+
+    from competition.training.run import run
+
+    comp = Path(shutil.copytree(demo_dirs["demo-nuclei"], tmp_path / "demo"))
+    threshold = REPO / "submissions" / "threshold"
+    cv = cross_validate(comp, threshold, threshold / "smoke.yaml", folds=2)
+    test = comp / "public" / "test"
+    made = run(comp, threshold, threshold / "smoke.yaml", submit=False, also_predict=test)
+    capsys.readouterr()
+    script = load_script(REPO / "benchmarks" / "dsb_prediction_shift.py")
+    out = tmp_path / "shift.json"
+    result = script.main([str(comp), cv["out_dir"], str(Path(made["submission"]).parent),
+                          str(test), "--json", str(out)])
+    printed = capsys.readouterr().out
+    assert json.loads(out.read_text()) == result
+    assert {r["id"] for r in result["out_of_fold"]} == set(cv["assignment"])
+    assert {r["id"] for r in result["test"]} == {p.name for p in test.iterdir()}
+    for row in result["out_of_fold"] + result["test"]:
+        assert row["nuclei"] >= 0 and 0 <= row["foreground"] <= 1
+        assert row["empty"] is (row["nuclei"] == 0)
+    # The out-of-fold rows carry the images' own scores; their mean is the cv's.
+    scores = [r["score"] for r in result["out_of_fold"]]
+    assert np.mean(scores) == pytest.approx(cv["pooled"]["score"])
+    assert "| out-of-fold |" in printed and "| test |" in printed
+    plain = tmp_path / "plain-run"
+    plain.mkdir()
+    (plain / "run.json").write_text(json.dumps({"entry": "threshold", "also_predicted": None}))
+    with pytest.raises(SystemExit, match="with --also-predict"):
+        script.main([str(comp), cv["out_dir"], str(plain), str(test)])

@@ -1,0 +1,124 @@
+"""DSB 2018: how an entry's predictions on the test images differ from its out-of-fold
+predictions on the training images, type by type, from the images and predictions alone (no
+test labels): where a model that validates well goes wrong on the test images.
+
+    competition cv data/dsb2018-mirrored submissions/unet            # -> .../cv/unet-T
+    competition run data/dsb2018-mirrored submissions/unet --also-predict \
+        ../shared/data/dsb2018/stage1_test                          # -> .../runs/unet-T
+    python benchmarks/dsb_prediction_shift.py data/dsb2018-mirrored \
+        data/dsb2018-mirrored/cv/unet-T data/dsb2018-mirrored/runs/unet-T \
+        ../shared/data/dsb2018/stage1_test [--json shift.json]
+
+Per image: how many nuclei were predicted, their median equivalent diameter against the
+diameter the image itself suggests (`appearance.blob_diameter`: a scale mismatch shows as a
+ratio far from 1), the share of the image predicted as nucleus against the share an Otsu
+mask sees (`appearance.foreground`), and whether nothing was predicted. Medians per
+appearance type, out-of-fold (with the images' own scores) beside test; with `--json`,
+every image's row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from competition.board.prepared import PreparedCompetition  # noqa: E402
+from competition.formats import nuclei_csv  # noqa: E402
+from competition.tasks.nuclei import appearance  # noqa: E402
+from competition.tasks.nuclei.data import kaggle_images  # noqa: E402
+
+
+def predicted(path: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
+    """The label images of a submission file, for the images in `shapes`."""
+    rows = nuclei_csv.read_csv_rows(path.read_bytes(), nuclei_csv.SUBMISSION_HEADER)
+    held = {i for _, (i, _) in rows}
+    images = nuclei_csv.read_submission(path.read_bytes(), {i: shapes[i] for i in held})
+    return {i: images[i].label_image(i) for i in held}
+
+
+def image_row(image_id: str, rgb: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    looks = appearance.describe(rgb)
+    areas = np.bincount(labels.ravel())[1:]
+    areas = areas[areas > 0]
+    diameter = float(2 * np.sqrt(np.median(areas) / np.pi)) if len(areas) else 0.0
+    return {"id": image_id, "type": looks.type, "nuclei": int(len(areas)),
+            "diameter": diameter, "diameter_ratio": diameter / max(looks.diameter, 1e-9),
+            "foreground": float((labels > 0).mean()), "otsu_foreground": looks.foreground,
+            "empty": not len(areas)}
+
+
+def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def med(key: str) -> float:
+        return float(np.median([r[key] for r in rows]))
+
+    out = {"images": len(rows), "nuclei": med("nuclei"), "diameter_ratio": med("diameter_ratio"),
+           "foreground_ratio": float(np.median([r["foreground"] / max(r["otsu_foreground"],
+                                                                       1e-9) for r in rows])),
+           "empty": sum(r["empty"] for r in rows)}
+    if all("score" in r for r in rows):
+        out["score"] = float(np.mean([r["score"] for r in rows]))
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("competition", type=Path)
+    parser.add_argument("cv", type=Path, help="a `competition cv` folder of the entry")
+    parser.add_argument("run", type=Path, help="a `competition run` folder of the entry, "
+                        "made with --also-predict TEST")
+    parser.add_argument("test", type=Path, help="the test images (Kaggle's layout)")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    comp = PreparedCompetition.open(args.competition, public_only=True)
+    record = json.loads((args.cv / "cv.json").read_text())
+    run = json.loads((args.run / "run.json").read_text())
+    if record["entry"] != run["entry"] or not run.get("also_predicted"):
+        raise SystemExit(f"{args.run}: not a run of {record['entry']} with --also-predict")
+    train = comp.task.load_train(comp.public_dir)
+    rgb = dict(zip(train.ids, train.images, strict=True))
+    shapes = {i: im.shape[:2] for i, im in rgb.items()}
+    scores = {row["key"]: row["values"][0] for f in record["folds"] for row in f["item_values"]}
+    oof = []
+    for fold in record["folds"]:
+        for image_id, labels in predicted(Path(fold["submission"]), shapes).items():
+            oof.append({**image_row(image_id, rgb[image_id], labels),
+                        "score": scores[image_id]})
+    test_ids, test_images = kaggle_images(args.test)
+    test_rgb = dict(zip(test_ids, test_images, strict=True))
+    found = predicted(Path(run["also_predicted"]), {i: im.shape[:2] for i, im in
+                                                     test_rgb.items()})
+    test = [image_row(i, test_rgb[i], labels) for i, labels in found.items()]
+    table: dict[str, Any] = {}
+    for kind in appearance.TYPES:
+        a = [r for r in oof if r["type"] == kind]
+        b = [r for r in test if r["type"] == kind]
+        if a or b:
+            table[kind] = {"out_of_fold": medians(a) if a else None,
+                           "test": medians(b) if b else None}
+    print("| type | set | images | score | nuclei (median) | diameter / image's estimate | "
+          "predicted / Otsu share | empty |")
+    print("|---|---|---|---|---|---|---|---|")
+    for kind, sets in table.items():
+        for name, m in sets.items():
+            if m is None:
+                continue
+            score = f"{m['score']:.3f}" if "score" in m else "-"
+            print(f"| {kind} | {name.replace('_', '-')} | {m['images']} | {score} | "
+                  f"{m['nuclei']:.0f} | {m['diameter_ratio']:.2f} | "
+                  f"{m['foreground_ratio']:.2f} | {m['empty']} |")
+    result = {"entry": record["entry"], "types": table, "out_of_fold": oof, "test": test}
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()
