@@ -49,7 +49,7 @@ def image_row(image_id: str, rgb: np.ndarray, labels: np.ndarray) -> dict[str, A
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     diameter = float(2 * np.sqrt(np.median(areas) / np.pi)) if len(areas) else 0.0
-    return {"id": image_id, "type": looks.type, "nuclei": int(len(areas)),
+    return {"id": image_id, "type": looks.type, "objects": int(len(areas)),
             "diameter": diameter, "diameter_ratio": diameter / max(looks.diameter, 1e-9),
             "foreground": float((labels > 0).mean()), "otsu_foreground": looks.foreground,
             "empty": not len(areas)}
@@ -59,7 +59,7 @@ def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def med(key: str) -> float:
         return float(np.median([r[key] for r in rows]))
 
-    out = {"images": len(rows), "nuclei": med("nuclei"), "diameter_ratio": med("diameter_ratio"),
+    out = {"images": len(rows), "objects": med("objects"), "diameter_ratio": med("diameter_ratio"),
            "foreground_ratio": float(np.median([r["foreground"] / max(r["otsu_foreground"],
                                                                        1e-9) for r in rows])),
            "empty": sum(r["empty"] for r in rows)}
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 continue
             score = f"{m['score']:.3f}" if "score" in m else "-"
             print(f"| {kind} | {name.replace('_', '-')} | {m['images']} | {score} | "
-                  f"{m['nuclei']:.0f} | {m['diameter_ratio']:.2f} | "
+                  f"{m['objects']:.0f} | {m['diameter_ratio']:.2f} | "
                   f"{m['foreground_ratio']:.2f} | {m['empty']} |")
     result = {"entry": record["entry"], "types": table, "out_of_fold": oof, "test": test}
     if args.json:

@@ -142,8 +142,8 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
     assert {r["id"] for r in result["out_of_fold"]} == set(cv["assignment"])
     assert {r["id"] for r in result["test"]} == {p.name for p in test.iterdir()}
     for row in result["out_of_fold"] + result["test"]:
-        assert row["nuclei"] >= 0 and 0 <= row["foreground"] <= 1
-        assert row["empty"] is (row["nuclei"] == 0)
+        assert row["objects"] >= 0 and 0 <= row["foreground"] <= 1
+        assert row["empty"] is (row["objects"] == 0)
     # The out-of-fold rows carry the images' own scores; their mean is the cv's.
     scores = [r["score"] for r in result["out_of_fold"]]
     assert np.mean(scores) == pytest.approx(cv["pooled"]["score"])
