@@ -72,6 +72,20 @@ def signed_distance(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> 
     return out
 
 
+def fill_channels(x: np.ndarray, channels: Sequence[int], fill: int) -> np.ndarray:
+    """A slice input (H, W, n * len(channels)) as a case missing every channel but `fill`
+    looks: each slice's other channels replaced by its `fill` channel, as data sets store a
+    sequence that was not acquired (LGG: FLAIR in place of pre- and post-contrast). Per-case
+    normalisation makes the copy exact: identical raw channels normalise alike."""
+    channels = list(channels)
+    if fill not in channels or len(channels) == 1:
+        return x
+    c = len(channels)
+    out = x.reshape(*x.shape[:2], -1, c).copy()
+    out[...] = out[..., channels.index(fill)][..., None]
+    return out.reshape(x.shape)
+
+
 def crop_window(shape: Sequence[int], size: int, around: np.ndarray,
                 rng: np.random.Generator) -> tuple[int, int]:
     """The top-left corner of a `size` x `size` window inside an image of `shape` (H, W)
@@ -125,6 +139,7 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
                  channels: Sequence[int], context: int, batch_size: int, steps: int,
                  positive_fraction: float, augment: bool, seed: int, crop: int | None = None,
                  zoom: Sequence[float] | None = None, rotate: float = 0.0,
+                 missing_channels: float = 0.0, missing_fill: int = 1,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.volumes, self.targets = volumes, targets
@@ -134,6 +149,8 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
         self.crop = int(crop) if crop else None
         self.zoom = (float(zoom[0]), float(zoom[1])) if zoom else None
         self.rotate = float(rotate or 0.0)
+        self.missing_channels = float(missing_channels or 0.0)
+        self.missing_fill = int(missing_fill)
         self.all = [(k, z) for k, v in enumerate(volumes) for z in range(len(v))]
         self.positive = [(k, z) for k, z in self.all if targets[k][z, ..., 0].any()]
         self.epoch = 0
@@ -154,6 +171,9 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
             k, z = pool[int(rng.integers(len(pool)))]
             x = slice_input(self.volumes[k], z, self.channels, self.context)
             y = self.targets[k][z].astype(np.float32)
+            # Drawn only when set: recipes without it keep their random stream.
+            if self.augment and self.missing_channels and rng.random() < self.missing_channels:
+                x = fill_channels(x, self.channels, self.missing_fill)
             if self.augment and (self.zoom or self.rotate):
                 x, y = random_affine(x, y, rng, self.zoom, self.rotate)
             if self.crop is not None:
@@ -255,6 +275,8 @@ def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
                            config["steps_per_epoch"], config["positive_fraction"],
                            config["augment"], config["seed"], crop=config.get("crop"),
                            zoom=config.get("zoom"), rotate=config.get("rotate", 0.0),
+                           missing_channels=config.get("missing_channels", 0.0),
+                           missing_fill=config.get("missing_fill", 1),
                            workers=config["workers"],
                            use_multiprocessing=False)
     trained = SliceTrained(model, config)

@@ -737,3 +737,35 @@ def test_random_zoom_and_turn_keep_labels_binary_and_distances_in_scale():
     assert np.array_equal(plain[1], same[1])
     zoomed = SliceDataset([volume], [masks], [1], 0, 4, 1, 1.0, True, 0, zoom=(0.5, 0.6))[0]
     assert (zoomed[1].reshape(4, -1).sum(axis=1) < 128 * 0.4).all()
+
+
+def test_missing_channels_show_slices_as_flair_only_cases():
+    from models.slices import SliceDataset, case_normalise, fill_channels, slice_input
+
+    volume = np.zeros((5, 32, 32, 3), np.uint8)
+    volume[..., 0], volume[..., 1], volume[..., 2] = 40, 120, 200
+    volume += np.arange(5, dtype=np.uint8)[:, None, None, None]  # slices told apart
+    x = slice_input(volume, 2, [0, 1, 2], 1)  # 2.5D: 3 slices x 3 channels
+    filled = fill_channels(x, [0, 1, 2], 1)
+    # Each slice's channels all become its FLAIR channel; the slices stay in their order.
+    assert np.allclose(filled * 255, np.repeat([121, 122, 123], 3)[None, None])
+    # As the data set stores a case without contrast sequences: FLAIR copied, then
+    # normalised per case and channel, gives the same input.
+    stored = volume.copy()
+    stored[..., 0] = stored[..., 2] = stored[..., 1]
+    assert np.array_equal(slice_input(case_normalise(stored), 2, [0, 1, 2], 1),
+                          fill_channels(slice_input(case_normalise(volume), 2, [0, 1, 2], 1),
+                                        [0, 1, 2], 1))
+    assert np.array_equal(fill_channels(x[..., 1::3], [1], 1), x[..., 1::3])  # FLAIR alone
+    masks = np.zeros((5, 32, 32, 1), np.float16)
+
+    def batch(**keys):
+        return SliceDataset([volume], [masks], [0, 1, 2], 1, 64, 1, 0.0, True, 0,
+                            **keys)[0][0].reshape(64, 32, 32, 3, 3)
+
+    flair_only = np.array([np.allclose(b[..., 0], b[..., 1]) and
+                           np.allclose(b[..., 2], b[..., 1]) for b in batch(missing_channels=0.5)])
+    assert 0.3 < flair_only.mean() < 0.7
+    # Unset, nothing is drawn for it: earlier recipes keep their batches.
+    assert np.array_equal(batch(), batch(missing_channels=0.0))
+    assert not any(np.allclose(b[..., 0], b[..., 1]) for b in batch())
