@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import importlib.util
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -128,6 +129,21 @@ def _flatten(doc: dict[str, Any], task: str, tasks: list[str]) -> dict[str, Any]
     out = {k: v for k, v in doc.items() if k not in tasks and k != RESERVED}
     out.update(doc.get(task) or {})
     return out
+
+
+def config_differences(old: Mapping[str, Any], new: Mapping[str, Any],
+                       defaults: Mapping[str, Any], ignore: Collection[str] = ()) -> list[str]:
+    """The settings in which two resolved configurations of one entry differ. A key that
+    one of them lacks (a record written before the entry had the key) counts as the
+    entry's default (`defaults`: `resolve_config` of the entry alone): an entry gains a key
+    with the default that keeps what it did before."""
+    absent = object()
+
+    def value(config: Mapping[str, Any], key: str) -> Any:
+        return config[key] if key in config else defaults.get(key, absent)
+
+    return sorted(k for k in set(old) | set(new)
+                  if k not in ignore and value(old, k) != value(new, k))
 
 
 def resolve_config(folder: Path, task: str, config_file: Path | None = None,

@@ -73,17 +73,35 @@ def signed_distance(mask: np.ndarray, spacing: Sequence[float] = (1.0, 1.0)) -> 
 
 
 def fill_channels(x: np.ndarray, channels: Sequence[int], fill: int) -> np.ndarray:
-    """A slice input (H, W, n * len(channels)) as a case missing every channel but `fill`
-    looks: each slice's other channels replaced by its `fill` channel, as data sets store a
-    sequence that was not acquired (LGG: FLAIR in place of pre- and post-contrast). Per-case
-    normalisation makes the copy exact: identical raw channels normalise alike."""
+    """A slice input (H, W, n * len(channels)) made to look like a case in which only
+    channel `fill` was acquired: each slice's other channels become copies of its `fill`
+    channel, as data sets store a sequence that was not acquired (LGG: FLAIR in place of
+    pre- and post-contrast). Normalising per case and channel keeps the copy exact:
+    identical raw channels normalise alike."""
     channels = list(channels)
-    if fill not in channels or len(channels) == 1:
-        return x
     c = len(channels)
     out = x.reshape(*x.shape[:2], -1, c).copy()
     out[...] = out[..., channels.index(fill)][..., None]
     return out.reshape(x.shape)
+
+
+def check_missing_channels(config: dict[str, Any]) -> None:
+    """`missing_channels` is a share, applied in training (`augment`), and `missing_fill`
+    is one of several chosen channels: otherwise the setting would change nothing."""
+    share = float(config.get("missing_channels") or 0.0)
+    if not share:
+        return
+    channels = CHANNELS[config["channels"]]
+    fill = config.get("missing_fill", 1)
+    if not 0 < share <= 1:
+        raise ValueError(f"missing_channels: {share} is not a share in (0, 1]")
+    if not config.get("augment"):
+        raise ValueError("missing_channels: applies to augmented training (augment: true)")
+    if len(channels) == 1:
+        raise ValueError(f"missing_channels: channels: {config['channels']} has one channel, "
+                         "none to replace")
+    if fill not in channels:
+        raise ValueError(f"missing_fill: {fill} is not one of the channels {channels}")
 
 
 def crop_window(shape: Sequence[int], size: int, around: np.ndarray,
@@ -133,7 +151,9 @@ class SliceDataset(keras.utils.PyDataset):  # type: ignore[misc]  # keras is unt
     convolutional, so it still predicts whole slices; a 128 px window costs a quarter of a
     256 px slice, so the same time sees four times as many. With `augment` and `zoom`
     (low, high) or `rotate` (degrees), each slice is first zoomed and turned at random
-    (`random_affine`): heads differ in size and pose between patients and sites."""
+    (`random_affine`): heads differ in size and pose between patients and sites. With
+    `augment` and `missing_channels` (a share), that share of slices is shown as a case
+    with channel `missing_fill` alone (`fill_channels`)."""
 
     def __init__(self, volumes: Sequence[np.ndarray], targets: Sequence[np.ndarray],
                  channels: Sequence[int], context: int, batch_size: int, steps: int,
@@ -254,6 +274,7 @@ def fit(volumes: Sequence[np.ndarray], masks: Sequence[np.ndarray],
     channels = CHANNELS[config["channels"]]
     context = int(config["context"])
     check_crop(config, volumes)
+    check_missing_channels(config)
     names = list(config["loss"])
     boundary = "boundary" in names
     normalised = [case_normalise(v) for v in volumes]

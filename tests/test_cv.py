@@ -316,6 +316,14 @@ def test_an_interrupted_cross_validation_resumes_its_unfinished_folds(cv_copies,
         code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds",
                                    "3", "--resume", folder], capsys)
     assert code == 2 and "running in another process" in stderr
+    # A folder made before the entry had a key (here: min_size) resumes when the key is at
+    # the entry's default, and is refused naming it when it is set otherwise.
+    plan = json.loads((folder / "plan.json").read_text())
+    del plan["config"]["min_size"]
+    (folder / "plan.json").write_text(json.dumps(plan))
+    code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds", "3",
+                               "--set", "nuclei.min_size=7", "--resume", folder], capsys)
+    assert code == 2 and "another config (min_size)" in stderr
     # A finished fold whose maps are gone is run again (its maps belong in the whole set).
     (folder / "fold-1" / "oof_maps.npz").unlink()
 

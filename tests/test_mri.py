@@ -740,7 +740,13 @@ def test_random_zoom_and_turn_keep_labels_binary_and_distances_in_scale():
 
 
 def test_missing_channels_show_slices_as_flair_only_cases():
-    from models.slices import SliceDataset, case_normalise, fill_channels, slice_input
+    from models.slices import (
+        SliceDataset,
+        case_normalise,
+        check_missing_channels,
+        fill_channels,
+        slice_input,
+    )
 
     volume = np.zeros((5, 32, 32, 3), np.uint8)
     volume[..., 0], volume[..., 1], volume[..., 2] = 40, 120, 200
@@ -766,6 +772,21 @@ def test_missing_channels_show_slices_as_flair_only_cases():
     flair_only = np.array([np.allclose(b[..., 0], b[..., 1]) and
                            np.allclose(b[..., 2], b[..., 1]) for b in batch(missing_channels=0.5)])
     assert 0.3 < flair_only.mean() < 0.7
-    # Unset, nothing is drawn for it: earlier recipes keep their batches.
-    assert np.array_equal(batch(), batch(missing_channels=0.0))
     assert not any(np.allclose(b[..., 0], b[..., 1]) for b in batch())
+    # Unset, nothing is drawn for it: earlier recipes keep their batches. The sums were
+    # those of models/slices.py before it had the key (commit 1ab1456), same inputs.
+    volume[:, 8:20, 10:24] += 30
+    masks[2, 8:20, 10:24] = 1
+    x, y = SliceDataset([volume], [masks], [0, 1, 2], 1, 16, 1, 0.5, True, 3, crop=16)[0]
+    assert np.isclose(x.astype(np.float64).sum(), 19228.78450626135, rtol=1e-9)
+    assert y.sum() == 903
+    with pytest.raises(ValueError, match="missing_fill: 5 is not one of the channels"):
+        check_missing_channels({"missing_channels": 0.2, "missing_fill": 5,
+                                "channels": "all", "augment": True})
+    with pytest.raises(ValueError, match="has one channel"):
+        check_missing_channels({"missing_channels": 0.2, "channels": "flair", "augment": True})
+    with pytest.raises(ValueError, match="augment: true"):
+        check_missing_channels({"missing_channels": 0.2, "channels": "all", "augment": False})
+    with pytest.raises(ValueError, match="not a share"):
+        check_missing_channels({"missing_channels": 2, "channels": "all", "augment": True})
+    check_missing_channels({"missing_channels": 0.0, "channels": "flair", "augment": False})

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from competition.board.prepared import PreparedCompetition
-from competition.entries import load_entry, resolve_config
+from competition.entries import config_differences, load_entry, resolve_config
 from competition.errors import CompetitionError
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
@@ -149,8 +149,9 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
                    "assignment": {items[p].key: fold.number for fold in plan
                                   for p in fold.held}}
     plan_record = json.loads(json.dumps(jsonable(plan_record)))
+    defaults = json.loads(json.dumps(jsonable(resolve_config(entry_dir, task.name))))
     if resume is not None:  # refused before the items are described
-        _check_resumable(Path(resume), plan_record)
+        _check_resumable(Path(resume), plan_record, defaults)
     weighed = None if toward is None else (str(toward), _weights(comp, task, train, items,
                                                                  str(toward)))
     out_dir = fresh_folder(comp.root / "cv", name) if resume is None else Path(resume)
@@ -158,7 +159,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
         if resume is None:
             _write_json(out_dir / "plan.json", plan_record)
         else:
-            _check_resumable(out_dir, plan_record)
+            _check_resumable(out_dir, plan_record, defaults)
         setup = _Setup(comp, task, entry, config, name, out_dir, curves, weighed)
         return _folds(setup, train, items, plan, seed, resumed=resume is not None)
 
@@ -249,10 +250,12 @@ def _write_json(path: Path, value: Any) -> None:
     write_atomic(path, (json.dumps(value, indent=1) + "\n").encode())
 
 
-def _check_resumable(folder: Path, plan_record: dict[str, Any]) -> None:
+def _check_resumable(folder: Path, plan_record: dict[str, Any],
+                     defaults: dict[str, Any]) -> None:
     """The folder of the cross-validation to take up again was made with the same plan
     (nothing else makes its finished folds comparable; keys that change neither the model
-    nor the scores, `RUN_ONLY`, may differ)."""
+    nor the scores, `RUN_ONLY`, may differ; a key the entry gained since counts as its
+    default)."""
     path = folder / "plan.json"
     if not path.is_file():
         raise CompetitionError(f"--resume {folder}: no plan.json there (not a cross-"
@@ -263,8 +266,7 @@ def _check_resumable(folder: Path, plan_record: dict[str, Any]) -> None:
     before = json.loads(path.read_text())
     differ = sorted(k for k in plan_record if k != "config" and before.get(k) != plan_record[k])
     old, new = before.get("config", {}), plan_record["config"]
-    differ += [f"config ({k})" for k in sorted(set(old) | set(new))
-               if k not in RUN_ONLY and old.get(k) != new.get(k)]
+    differ += [f"config ({k})" for k in config_differences(old, new, defaults, RUN_ONLY)]
     if differ:
         raise CompetitionError(f"--resume {folder}: made with another "
                                f"{', '.join(differ)}; start a new cross-validation instead")

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from competition.board.prepared import PreparedCompetition
+from competition.entries import config_differences, resolve_config
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
 from competition.tasks.comparison import paired, percentile_interval, resampling_weights
@@ -92,10 +93,6 @@ def breakdown(table: np.ndarray, cases: list[str], voxels: dict[str, int]) -> di
             "zero_dice": [c for c, value in zip(cases, dice, strict=True) if value == 0]}
 
 
-def recipe(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in config.items() if k not in NOT_RECIPE}
-
-
 def candidates(task: Any, comp: PreparedCompetition, cv_dirs: list[str]) -> list[dict[str, Any]]:
     """Two candidates per cross-validation (all components, largest component), each with
     its per-patient table over the training patients in one order."""
@@ -133,8 +130,9 @@ def hidden_row(task: Any, comp: PreparedCompetition, run_dir: str,
     if (run["entry"], run["competition"]) != (cv["entry"], cv["competition"]):
         sys.exit(f"{run_dir}: a run of {run['entry']} on {run['competition']}, not of "
                  f"{cv['entry']} on {cv['competition']}")
-    differ = sorted(k for k in set(recipe(run["config"])) | set(recipe(cv["config"]))
-                    if run["config"].get(k) != cv["config"].get(k))
+    # A key the entry gained after one of the two was made counts as its default.
+    defaults = resolve_config(Path(__file__).parent, "mri")
+    differ = config_differences(run["config"], cv["config"], defaults, NOT_RECIPE)
     if differ:
         sys.exit(f"{run_dir}: not the chosen recipe ({chosen['cv']}): {', '.join(differ)} "
                  "differ; run `competition run` with that cross-validation's configuration")
