@@ -553,6 +553,19 @@ def test_largest_component_keeps_one_component_per_case():
     assert both.sum() == 19 and one.sum() == 18 and not one[0, 6, 6]
 
 
+def test_sequences_stored_as_flair_copies_are_named():
+    from competition.tasks.mri.data import stored_as_flair
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    assert stored_as_flair(volume) == []
+    volume[..., 2] = volume[..., 1]
+    assert stored_as_flair(volume) == ["post-contrast"]
+    volume[..., 0] = volume[..., 1]
+    volume[0, 0, 0, 0] ^= 1  # a grey level apart on one voxel: still a copy
+    assert stored_as_flair(volume) == ["pre-contrast", "post-contrast"]
+
+
 def test_boundary_losses():
     from models.losses import boundary_loss, generalized_dice
     from models.slices import signed_distance
@@ -628,6 +641,8 @@ def readme_tools_on_a_run(comp, run_dir, capsys):
         pytest.approx(rows["cv"]["dice"])
     assert [q["voxels"][0] for q in quarters] == sorted(q["voxels"][0] for q in quarters)
     assert set(rows["cv"]["zero_dice"]) <= set(train.cases)
+    assert sum(v["patients"] for v in rows["cv"]["by_stored_as_flair"].values()) == \
+        len(train.cases)
     # One recipe (the run's): its post-processing chosen, then the hidden patients once.
     rows = rows_of([cv["out_dir"]], str(run_dir))
     assert list(rows) == ["candidates", "comparisons", "cv", "hidden"]
@@ -635,6 +650,9 @@ def readme_tools_on_a_run(comp, run_dir, capsys):
     assert rows["cv"]["largest_component"] is chosen["largest_component"] is \
         rows["hidden"]["largest_component"]
     assert rows["hidden"]["patients"] == len(truths(comp.root))
+    hidden_quarters = rows["hidden"]["by_volume_quarter"]
+    assert sum(q["dice"] * q["patients"] for q in hidden_quarters) / \
+        rows["hidden"]["patients"] == pytest.approx(rows["hidden"]["dice"])
     if chosen["largest_component"] is bool(cv["config"]["largest_component"]):
         # The same masks as the cross-validation scored: its pooled mean Dice.
         assert rows["cv"]["dice"] == pytest.approx(cv["pooled"]["score"], abs=1e-9)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,14 @@ def label(run: dict[str, Any]) -> str:
         parts.append(f"2.5D (±{config['context']})")
     if config.get("lr_schedule", "constant") != "constant":
         parts.append(f"{config['lr_schedule']} lr")
-    return f"{', '.join(parts)}, {config['epochs']} epochs"
+    if config.get("crop"):
+        parts.append(f"{config['crop']} px windows")
+    if config.get("zoom") or config.get("rotate"):
+        parts.append("zoom and turn")
+    if config.get("missing_channels"):
+        parts.append(f"{config['missing_channels']:.0%} FLAIR-only")
+    # wrapped: a legend line as long as the recipe would push the axes aside
+    return textwrap.fill(f"{', '.join(parts)}, {config['epochs']} epochs", 60)
 
 
 def running_mean(values: np.ndarray) -> np.ndarray:

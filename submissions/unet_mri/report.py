@@ -42,6 +42,7 @@ from competition.entries import config_differences, resolve_config
 from competition.formats import maps as maps_format
 from competition.formats.files import SubmissionFile
 from competition.tasks.comparison import paired, percentile_interval, resampling_weights
+from competition.tasks.mri.data import stored_as_flair
 
 METRICS = ("dice", "hd", "hd95", "assd")  # the task's item values, in order
 # Keys that change neither the trained model nor its masks before post-processing.
@@ -72,9 +73,11 @@ def summary(table: np.ndarray) -> dict[str, Any]:
     return row
 
 
-def breakdown(table: np.ndarray, cases: list[str], voxels: dict[str, int]) -> dict[str, Any]:
+def breakdown(table: np.ndarray, cases: list[str], voxels: dict[str, int],
+              copies: dict[str, list[str]]) -> dict[str, Any]:
     """Where a candidate loses, patient by patient: mean Dice by quarter of the reference
-    volume and by institution, and the patients at Dice 0 (fold-level evidence)."""
+    volume, by institution and by the sequences the data set stores as FLAIR copies (not
+    acquired), and the patients at Dice 0 (fold-level evidence)."""
     from competition.tasks.mri.layout import institution
 
     dice = table[:, 0]
@@ -85,11 +88,17 @@ def breakdown(table: np.ndarray, cases: list[str], voxels: dict[str, int]) -> di
                  "patients": int((quarter == q).sum()), "dice": float(dice[quarter == q].mean())}
                 for q in range(4) if (quarter == q).any()]
     sites: dict[str, list[float]] = {}
+    stored: dict[str, list[float]] = {}
     for case, value in zip(cases, dice, strict=True):
         sites.setdefault(institution(case), []).append(float(value))
-    return {"by_volume_quarter": quarters,
-            "by_institution": {k: {"patients": len(v), "dice": float(np.mean(v))}
-                               for k, v in sorted(sites.items())},
+        stored.setdefault(" and ".join(copies[case]) or "none", []).append(float(value))
+
+    def means(groups: dict[str, list[float]]) -> dict[str, Any]:
+        return {k: {"patients": len(v), "dice": float(np.mean(v))}
+                for k, v in sorted(groups.items())}
+
+    return {"by_volume_quarter": quarters, "by_institution": means(sites),
+            "by_stored_as_flair": means(stored),
             "zero_dice": [c for c, value in zip(cases, dice, strict=True) if value == 0]}
 
 
@@ -138,12 +147,21 @@ def hidden_row(task: Any, comp: PreparedCompetition, run_dir: str,
                  "differ; run `competition run` with that cross-validation's configuration")
     largest = chosen["largest_component"]
     maps = maps_format.from_npz((Path(run_dir) / "predictions.npz").read_bytes())
-    table, result = item_table(task, comp, maps, task.load_inputs(comp.public_dir),
-                               comp.load_solution(),
+    inputs, solution = task.load_inputs(comp.public_dir), comp.load_solution()
+    table, result = item_table(task, comp, maps, inputs, solution,
                                {**run["config"], "largest_component": largest})
+    cases = [str(result.item_id(r)) for r in result.items]
+    voxels = {case: int(np.count_nonzero(solution[case].truth)) for case in cases}
     return {"run": Path(run_dir).name, "largest_component": largest,
             "fit_minutes": round(run["fit_seconds"] / 60, 1), **summary(table),
-            "infinite_distances": result.fields["n_infinite_distances"]}
+            "infinite_distances": result.fields["n_infinite_distances"],
+            # reported after the choice, never used for it
+            **breakdown(table, cases, voxels, flair_copies(inputs))}
+
+
+def flair_copies(data: Any) -> dict[str, list[str]]:
+    return {case: stored_as_flair(volume)
+            for case, volume in zip(data.cases, data.volumes, strict=True)}
 
 
 def main(comp_dir: str, cv_dirs: list[str], run_dir: str | None = None) -> None:
@@ -170,7 +188,8 @@ def main(comp_dir: str, cv_dirs: list[str], run_dir: str | None = None) -> None:
                              # as the cross-validation post-processed its folds
                              "fold_scores_as_run": [f["score"] for f in cv["folds"]],
                              **summary(chosen["table"]),
-                             **breakdown(chosen["table"], chosen["cases"], voxels)}}))
+                             **breakdown(chosen["table"], chosen["cases"], voxels,
+                                         flair_copies(train))}}))
     if run_dir is not None:  # chosen: the hidden patients are scored once
         print(json.dumps({"hidden": hidden_row(task, comp, run_dir, chosen)}))
 

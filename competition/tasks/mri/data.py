@@ -103,6 +103,17 @@ def volumes_from_maps(maps: Maps) -> dict[str, np.ndarray]:
             for case, slices in by_case.items()}
 
 
+SEQUENCES = ("pre-contrast", "FLAIR", "post-contrast")  # the channels, in order
+
+
+def stored_as_flair(volume: np.ndarray) -> list[str]:
+    """The sequences of an (S, H, W, 3) volume that are FLAIR copies: the data set stores a
+    sequence that was not acquired that way (mean absolute difference under one grey level)."""
+    flair = volume[..., FLAIR].astype(np.int16)
+    return [name for c, name in enumerate(SEQUENCES) if c != FLAIR
+            and float(np.mean(np.abs(volume[..., c].astype(np.int16) - flair))) < 1.0]
+
+
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 3D connected component (face-connected) of a case's mask."""
     labels, n = ndimage.label(mask)
