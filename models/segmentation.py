@@ -14,6 +14,8 @@ Optional steps, each a configuration key (absent: off, as before):
   they are; a new image whose estimated object diameter lies outside the range is rescaled
   to its nearer end (multi-scale only where the training set has few objects that size).
 - `zoom: [LOW, HIGH]`: random rescaling of training patches (scale augmentation).
+- `percentiles: [LOW, HIGH]`: the contrast stretch's percentiles (default 1 and 99;
+  `models.training.normalise`).
 - `tta: N`: maps averaged over N flips and rotations (1, 2, 4 or 8; `models.tta`).
 - `threads: auto`: TensorFlow's thread pools sized to the usable cores (`models.threads`).
 - `snapshot_every: N`: the model goes with every Nth epoch's logs to `on_epoch` (the
@@ -72,7 +74,8 @@ class Trained:
 def channels(gray: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     """The network's input channels: the contrast-stretched image (and, for the multi-arm
     U-Net, its CLAHE and adaptive-threshold versions)."""
-    raw = normalise(gray, invert=config.get("invert", False))
+    raw = normalise(gray, invert=config.get("invert", False),
+                    percentiles=tuple(config.get("percentiles") or (1.0, 99.0)))
     return arm_channels(raw) if config["arms"] else raw[..., None]
 
 

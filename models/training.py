@@ -19,10 +19,17 @@ import numpy as np
 from models.unet import ARMS
 
 
-def normalise(gray: np.ndarray, invert: bool = False) -> np.ndarray:
-    """Percentile contrast stretch to [0, 1]; optionally inverted (bright background)."""
+def normalise(gray: np.ndarray, invert: bool = False,
+              percentiles: tuple[float, float] = (1.0, 99.0)) -> np.ndarray:
+    """Percentile contrast stretch to [0, 1]; optionally inverted (bright background).
+    Where objects cover less of the image than 100 - the upper percentile, that percentile
+    falls in the background and the stretch saturates the objects and amplifies their halo
+    (StarDist and CSBDeep stretch between 1 and 99.8)."""
+    if not (len(percentiles) == 2 and 0 <= percentiles[0] < percentiles[1] <= 100):
+        raise ValueError(f"percentiles: {list(percentiles)} is not [low, high] with "
+                         "0 <= low < high <= 100")
     gray = np.asarray(gray, np.float32)
-    low, high = np.percentile(gray, (1, 99))
+    low, high = np.percentile(gray, percentiles)
     out: np.ndarray = np.clip((gray - low) / max(high - low, 1e-6), 0, 1)
     return 1 - out if invert else out
 

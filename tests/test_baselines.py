@@ -34,6 +34,30 @@ def test_unet_and_multiarm_shapes():
     assert multi.count_params() > build_unet(1, 1, depth=2, base_filters=4).count_params()
 
 
+def test_contrast_stretch_percentiles_keep_sparse_nuclei_unsaturated():
+    from models.segmentation import channels
+    from models.training import normalise
+
+    # A dark noisy background with two nuclei (0.6 % of the image) and a dimmer halo around
+    # them: the 99th percentile lies in the halo.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:256, :256]
+    image = rng.normal(10, 2, (256, 256))
+    for cy, cx in ((60, 60), (180, 190)):
+        r = np.hypot(yy - cy, xx - cx)
+        image += 40 * np.exp(-((r - 5).clip(0) / 3) ** 2) * (r > 5) + 150 * (r <= 5)
+    nuclei = np.hypot(yy - 60, xx - 60) <= 5
+    halo = (np.hypot(yy - 60, xx - 60) > 6) & (np.hypot(yy - 60, xx - 60) <= 8)
+    default, robust = normalise(image), normalise(image, percentiles=(1, 99.8))
+    assert np.all(default[nuclei] == 1) and not np.all(robust[nuclei] == 1)
+    assert default[halo].mean() > 2 * robust[halo].mean()  # the halo looked like nucleus
+    config = {"arms": False, "percentiles": [1, 99.8]}
+    assert np.array_equal(channels(image, config)[..., 0], robust)
+    assert np.array_equal(channels(image, {"arms": False})[..., 0], default)  # absent: 1-99
+    with pytest.raises(ValueError, match="percentiles"):
+        normalise(image, percentiles=(99, 1))
+
+
 def test_losses():
     from models import losses
 
