@@ -148,6 +148,11 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
     scores = [r["score"] for r in result["out_of_fold"]]
     assert np.mean(scores) == pytest.approx(cv["pooled"]["score"])
     assert "| out-of-fold |" in printed and "| test |" in printed
+    # Fluorescence images by Otsu nucleus share: each counted once.
+    for name in ("out_of_fold", "test"):
+        grey = [r for r in result[name] if r["type"].startswith("fluorescence")]
+        assert sum(m["images"] for m in result["by_share"][name].values()) == len(grey)
+    assert "| fluorescence, Otsu nucleus share |" in printed
     plain = tmp_path / "plain-run"
     plain.mkdir()
     (plain / "run.json").write_text(json.dumps({"entry": "threshold", "also_predicted": None}))
