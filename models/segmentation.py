@@ -75,7 +75,7 @@ def channels(gray: np.ndarray, config: dict[str, Any]) -> np.ndarray:
     """The network's input channels: the contrast-stretched image (and, for the multi-arm
     U-Net, its CLAHE and adaptive-threshold versions)."""
     raw = normalise(gray, invert=config.get("invert", False),
-                    percentiles=tuple(config.get("percentiles") or (1.0, 99.0)))
+                    percentiles=config.get("percentiles", (1.0, 99.0)))
     return arm_channels(raw) if config["arms"] else raw[..., None]
 
 

@@ -25,8 +25,11 @@ def normalise(gray: np.ndarray, invert: bool = False,
     Where objects cover less of the image than 100 - the upper percentile, that percentile
     falls in the background and the stretch saturates the objects and amplifies their halo
     (StarDist and CSBDeep stretch between 1 and 99.8)."""
-    if not (len(percentiles) == 2 and 0 <= percentiles[0] < percentiles[1] <= 100):
-        raise ValueError(f"percentiles: {list(percentiles)} is not [low, high] with "
+    numbers = (isinstance(percentiles, (list, tuple)) and len(percentiles) == 2
+               and all(isinstance(p, (int, float)) and not isinstance(p, bool)
+                       for p in percentiles))
+    if not (numbers and 0 <= percentiles[0] < percentiles[1] <= 100):
+        raise ValueError(f"percentiles: {percentiles!r} is not [low, high] with "
                          "0 <= low < high <= 100")
     gray = np.asarray(gray, np.float32)
     low, high = np.percentile(gray, percentiles)

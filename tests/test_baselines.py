@@ -38,7 +38,7 @@ def test_contrast_stretch_percentiles_keep_sparse_nuclei_unsaturated():
     from models.segmentation import channels
     from models.training import normalise
 
-    # A dark noisy background with two nuclei (0.6 % of the image) and a dimmer halo around
+    # A dark noisy background with two nuclei (0.25 % of the image) and a dimmer halo around
     # them: the 99th percentile lies in the halo.
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:256, :256]
@@ -54,8 +54,9 @@ def test_contrast_stretch_percentiles_keep_sparse_nuclei_unsaturated():
     config = {"arms": False, "percentiles": [1, 99.8]}
     assert np.array_equal(channels(image, config)[..., 0], robust)
     assert np.array_equal(channels(image, {"arms": False})[..., 0], default)  # absent: 1-99
-    with pytest.raises(ValueError, match="percentiles"):
-        normalise(image, percentiles=(99, 1))
+    for bad in ((99, 1), (1, 101), [], 99, (1, "99"), (True, 99)):
+        with pytest.raises(ValueError, match="percentiles"):
+            normalise(image, percentiles=bad)
 
 
 def test_losses():

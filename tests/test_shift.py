@@ -121,6 +121,24 @@ def test_cv_toward_a_folder_is_printed_and_refused_where_items_are_not_described
     assert (sorted((em / "cv").glob("*")) if (em / "cv").exists() else []) == before
 
 
+def test_prediction_shift_bins_fluorescence_by_otsu_share():
+    script = load_script(REPO / "benchmarks" / "dsb_prediction_shift.py")
+
+    def row(kind, share):
+        return {"type": kind, "otsu_foreground": share, "foreground": 2 * share,
+                "objects": 1, "diameter_ratio": 1.0, "empty": False}
+
+    rows = [row("fluorescence-small", s) for s in (0.0, 0.005, 0.01, 0.05, 1.0)] + \
+        [row("fluorescence-crowded", 0.3), row("stained", 0.004)]
+    bins = script.by_share(rows)
+    # Each fluorescence image once (a bin's upper edge belongs to the next; 100 % to the
+    # last), stained ones left out, empty bins absent.
+    assert {k: m["images"] for k, m in bins.items()} == {"0%-1%": 2, "1%-2%": 1,
+                                                         "5%-100%": 3}
+    assert {k: m["foreground_ratio"] for k, m in bins.items() if k != "0%-1%"} == \
+        {"1%-2%": 2.0, "5%-100%": 2.0}
+
+
 def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_dirs, tmp_path,
                                                                           capsys):
     import shutil

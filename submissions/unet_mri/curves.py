@@ -34,8 +34,10 @@ def label(run: dict[str, Any]) -> str:
         parts.append(f"{config['lr_schedule']} lr")
     if config.get("crop"):
         parts.append(f"{config['crop']} px windows")
-    if config.get("zoom") or config.get("rotate"):
-        parts.append("zoom and turn")
+    if config.get("zoom"):
+        parts.append("zoom")
+    if config.get("rotate"):
+        parts.append("turn")
     if config.get("missing_channels"):
         parts.append(f"{config['missing_channels']:.0%} FLAIR-only")
     # wrapped: a legend line as long as the recipe would push the axes aside

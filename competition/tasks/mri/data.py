@@ -110,6 +110,8 @@ def stored_as_flair(volume: np.ndarray) -> list[str]:
     """The sequences of an (S, H, W, 3) volume that are FLAIR copies: the data set stores a
     sequence that was not acquired that way (mean absolute difference under one grey level)."""
     flair = volume[..., FLAIR].astype(np.int16)
+    if not flair.any():  # a blank FLAIR copies nothing (and an empty volume has no mean)
+        return []
     return [name for c, name in enumerate(SEQUENCES) if c != FLAIR
             and float(np.mean(np.abs(volume[..., c].astype(np.int16) - flair))) < 1.0]
 
