@@ -7,7 +7,7 @@ test labels): where a model that validates well goes wrong on the test images.
         ../shared/data/dsb2018/stage1_test                          # -> .../runs/unet-T
     python benchmarks/dsb_prediction_shift.py data/dsb2018-mirrored \
         data/dsb2018-mirrored/cv/unet-T data/dsb2018-mirrored/runs/unet-T \
-        ../shared/data/dsb2018/stage1_test [--json shift.json]
+        ../shared/data/dsb2018/stage1_test [--json shift.json] [--stretch 1 99.8]
 
 Per image: how many nuclei were predicted, their median equivalent diameter against the
 diameter the image itself suggests (`appearance.blob_diameter`: a scale mismatch shows as a
@@ -16,7 +16,9 @@ mask sees (`appearance.foreground`), and whether nothing was predicted. Medians 
 appearance type, out-of-fold (with the images' own scores) beside test, then the
 fluorescence images by the share of the image an Otsu mask calls nucleus (a sparse image's
 99th percentile lies outside its nuclei, where a percentile contrast stretch misleads); with
-`--json`, every image's row.
+`--json`, every image's row. `--stretch LOW HIGH` predicts the test images again with the run's
+saved U-Net (its `model/` folder) and the contrast stretch between those percentiles, at test
+time only: what the stretch alone changes, before any training with it.
 """
 
 from __future__ import annotations
@@ -57,6 +59,24 @@ def image_row(image_id: str, rgb: np.ndarray, labels: np.ndarray) -> dict[str, A
             "empty": not len(areas)}
 
 
+def restretched(task: Any, model_dir: Path, data: Any,
+                 percentiles: tuple[float, float]) -> dict[str, np.ndarray]:
+    """Instances of `data`'s images from a U-Net family model saved by `competition run`,
+    its input stretched between `percentiles` instead of the ones it was trained with."""
+    from models import segmentation
+
+    if not (model_dir / segmentation.STATE_FILE).is_file():
+        raise SystemExit(f"{model_dir.parent}: --stretch needs a run of a U-Net family entry "
+                         f"(its model/ folder)")
+    trained = segmentation.load_trained(model_dir)
+    trained.config["percentiles"] = list(percentiles)
+    items = task.pixel_items(data, **(trained.config.get("pixels") or {}))
+    maps = {item.key: segmentation.probabilities(trained, item.image) for item in items}
+    found: dict[str, np.ndarray] = task.predictions_from_maps(
+        maps, {**trained.config, **trained.postprocess})
+    return found
+
+
 def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
     def med(key: str) -> float:
         return float(np.median([r[key] for r in rows]))
@@ -93,7 +113,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "made with --also-predict TEST")
     parser.add_argument("test", type=Path, help="the test images (Kaggle's layout)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--stretch", nargs=2, type=float, metavar=("LOW", "HIGH"),
+                        help="predict the test images again from the run's saved U-Net with "
+                        "the contrast stretch between these percentiles (test time only)")
     args = parser.parse_args(argv)
+    if args.stretch and not 0 <= args.stretch[0] < args.stretch[1] <= 100:
+        raise SystemExit(f"--stretch {args.stretch[0]:g} {args.stretch[1]:g}: not "
+                         "0 <= LOW < HIGH <= 100")
     comp = PreparedCompetition.open(args.competition, public_only=True)
     record = json.loads((args.cv / "cv.json").read_text())
     run = json.loads((args.run / "run.json").read_text())
@@ -110,8 +136,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "score": scores[image_id]})
     test_ids, test_images = kaggle_images(args.test)
     test_rgb = dict(zip(test_ids, test_images, strict=True))
-    found = predicted(Path(run["also_predicted"]), {i: im.shape[:2] for i, im in
-                                                     test_rgb.items()})
+    if args.stretch:
+        found = restretched(comp.task, args.run / "model",
+                            comp.task.load_inputs(comp.public_dir, args.test),
+                            tuple(args.stretch))
+        print(f"(test images predicted again, stretched between the {args.stretch[0]:g}th "
+              f"and {args.stretch[1]:g}th percentiles)\n")
+    else:
+        found = predicted(Path(run["also_predicted"]), {i: im.shape[:2] for i, im in
+                                                         test_rgb.items()})
     test = [image_row(i, test_rgb[i], labels) for i, labels in found.items()]
     table: dict[str, Any] = {}
     for kind in appearance.TYPES:
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             score = f"{m['score']:.3f}" if "score" in m else "-"
             print(f"| {share} | {name.replace('_', '-')} | {m['images']} | {score} | "
                   f"{m['foreground_ratio']:.2f} | {m['empty']} |")
-    result = {"entry": record["entry"], "types": table, "by_share": shares,
+    result = {"entry": record["entry"], "stretch": args.stretch, "types": table, "by_share": shares,
               "out_of_fold": oof, "test": test}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

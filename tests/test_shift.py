@@ -13,6 +13,7 @@ import pytest
 from competition.tasks import get_task, shift
 from competition.tasks.comparison import estimate
 from competition.training.cv import cross_validate
+from models.training import normalise
 from tests.conftest import REPO, load_script
 
 NUCLEI = get_task("nuclei")
@@ -171,8 +172,41 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
         grey = [r for r in result[name] if r["type"].startswith("fluorescence")]
         assert sum(m["images"] for m in result["by_share"][name].values()) == len(grey)
     assert "| fluorescence, Otsu nucleus share |" in printed
+    # --stretch predicts the test images again from the run's model/, its input stretched
+    # as asked: a U-Net family model that passes its input through shows the stretch itself.
+    run_dir = Path(made["submission"]).parent
+    args = [str(comp), cv["out_dir"], str(run_dir), str(test), "--stretch"]
+    with pytest.raises(SystemExit, match="needs a run of a U-Net family entry"):
+        script.main(args + ["1", "99.8"])
+    with pytest.raises(SystemExit, match="not 0 <= LOW < HIGH <= 100"):
+        script.main(args + ["99", "1"])
+    passthrough_model(run_dir / "model")
+    views = {i.key: i.image for i in NUCLEI.pixel_items(NUCLEI.load_inputs(comp / "public", test))}
+    for low, high in ((1, 99), (20, 60)):
+        again = script.main(args + [str(low), str(high)])
+        assert f"stretched between the {low}th and {high}th percentiles" in capsys.readouterr().out
+        for row in again["test"]:
+            stretched = normalise(views[row["id"]], percentiles=(low, high))
+            assert row["foreground"] == pytest.approx((stretched > 0.5).mean(), abs=0.005)
     plain = tmp_path / "plain-run"
     plain.mkdir()
     (plain / "run.json").write_text(json.dumps({"entry": "threshold", "also_predicted": None}))
     with pytest.raises(SystemExit, match="with --also-predict"):
         script.main([str(comp), cv["out_dir"], str(plain), str(test)])
+
+
+
+def passthrough_model(folder: Path) -> None:
+    """A saved U-Net family model whose one output map is its input (a 1x1 convolution of
+    weight 1), thresholded at 0.5, keeping every object."""
+    import keras
+
+    from models.segmentation import Trained, save_trained
+
+    inputs = keras.Input((None, None, 1))
+    layer = keras.layers.Conv2D(1, 1, kernel_initializer="ones", bias_initializer="zeros")
+    config = {"arms": False, "patch": 32, "tile_overlap": 8, "tta": 1, "threads": "auto",
+              "percentiles": [1, 99]}
+    save_trained(Trained(keras.Model(inputs, layer(inputs)), config,
+                         postprocess={"fg_threshold": 0.5, "marker_threshold": 0.5,
+                                      "min_size": 0}), folder)
