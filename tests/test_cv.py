@@ -344,3 +344,48 @@ def test_an_interrupted_cross_validation_resumes_its_unfinished_folds(cv_copies,
     code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds", "3",
                                "--resume", folder], capsys)
     assert code == 2 and "finished" in stderr
+
+
+def test_two_cross_validations_on_the_same_folds_compare_item_by_item(cv_copies, capsys):
+    comp_dir = cv_copies["demo-nuclei"]
+    smoke = THRESHOLD / "smoke.yaml"
+    a = cross_validate(comp_dir, THRESHOLD, smoke, folds=3)
+    b = cross_validate(comp_dir, THRESHOLD, smoke, ["nuclei.min_size=400"], folds=3)
+    code, stdout, stderr = run_cli(["cv-compare", a["out_dir"], b["out_dir"], "--json"], capsys)
+    assert code == 0, stderr
+    found = json.loads(stdout)
+    values = {name: {row["key"]: row["values"][0] for f in r["folds"] for row in f["item_values"]}
+              for name, r in (("a", a), ("b", b))}
+    assert found["items"] == len(a["assignment"]) and found["folds_compared"] == [1, 2, 3]
+    assert found["config_changes"] == {"min_size": [a["config"]["min_size"], 400]}
+    assert [(f["a"], f["b"]) for f in found["per_fold"]] == \
+        [(fa["score"], fb["score"]) for fa, fb in zip(a["folds"], b["folds"], strict=True)]
+    assert found["difference"] == pytest.approx(a["pooled"]["score"] - b["pooled"]["score"])
+    assert found["difference"] > 0 and found["low"] <= found["difference"] <= found["high"]
+    assert found["folds_left_out"] == [] and found["per_stratum"]
+    assert all(Path(r["out_dir"]).name in found["sentence"] for r in (a, b))
+    # B against A: the same comparison mirrored.
+    code, stdout, _ = run_cli(["cv-compare", b["out_dir"], a["out_dir"], "--json"], capsys)
+    back = json.loads(stdout)
+    assert (back["difference"], back["low"], back["high"]) == pytest.approx(
+        (-found["difference"], -found["high"], -found["low"]))
+    # A stopped cross-validation compares on the folds both finished, naming the others.
+    stopped = Path(b["out_dir"]).with_name("threshold-stopped")
+    shutil.copytree(b["out_dir"], stopped)
+    (stopped / "cv.json").unlink()
+    (stopped / "fold-2" / "fold.json").unlink()
+    code, stdout, stderr = run_cli(["cv-compare", a["out_dir"], stopped], capsys)
+    assert code == 0, stderr
+    assert "fold 2 left out" in stdout and "threshold-stopped" in stdout
+    partial = json.loads(run_cli(["cv-compare", a["out_dir"], stopped, "--json"], capsys)[1])
+    kept = [k for k, fold in a["assignment"].items() if fold != 2]
+    assert partial["folds_compared"] == [1, 3] and partial["items"] == len(kept)
+    assert partial["difference"] == pytest.approx(
+        np.mean([values["a"][k] - values["b"][k] for k in kept]))
+    # Other folds (another seed) or a folder that is no cross-validation: refused.
+    other = cross_validate(comp_dir, THRESHOLD, smoke, folds=3, seed=1)
+    code, _, stderr = run_cli(["cv-compare", a["out_dir"], other["out_dir"]], capsys)
+    assert code == 2 and "not cross-validated on the same folds (fold_seed, assignment " \
+        "differ)" in stderr
+    code, _, stderr = run_cli(["cv-compare", a["out_dir"], comp_dir], capsys)
+    assert code == 2 and "no readable plan.json" in stderr

@@ -127,6 +127,49 @@ def cross_validate(
         out(f"MLflow run {record['mlflow_run_id']} (a child run per fold)")
 
 
+@app.command("cv-compare")
+def compare_cvs(
+    first: Path = typer.Argument(..., help="A `competition cv` folder (A)."),
+    second: Path = typer.Argument(..., help="Another one on the same folds (B)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Two cross-validations on the same folds, paired item by item: A minus B.
+
+    The difference of their out-of-fold scores with a paired 95 % bootstrap interval and a
+    Wilcoxon signed-rank p, per fold and per stratum too; folds only one of them finished
+    are left out and named."""
+    from rich.table import Table
+
+    from competition.formats.jsonsafe import jsonable
+    from competition.training.cv_compare import compare
+
+    found = compare(first, second)
+    if as_json:
+        print_json(jsonable(found))
+        return
+    a, b = escape(found["a"]["name"]), escape(found["b"]["name"])
+    for key, (value_a, value_b) in found["config_changes"].items():
+        out(f"{escape(key)}: {escape(repr(value_a))} (A) -> {escape(repr(value_b))} (B)")
+    table = Table("fold", "items", f"A: {a}", f"B: {b}",
+                  title=f"{escape(found['competition'])}: {found['metric']}")
+    for fold in found["per_fold"]:
+        table.add_row(str(fold["fold"]), str(fold["items"]), f"{fold['a']:.4f}",
+                      f"{fold['b']:.4f}")
+    out(table)
+    if found["per_stratum"]:
+        strata = Table("stratum", "items", "A - B", "95 % paired bootstrap", "Wilcoxon p")
+        for name, row in found["per_stratum"].items():
+            strata.add_row(escape(name), str(row["n"]), f"{row['difference']:+.4f}",
+                           f"{row['low']:+.4f} to {row['high']:+.4f}",
+                           f"{row['wilcoxon_p']:.3g}")
+        out(strata)
+    left = found["folds_left_out"]
+    if left:
+        out(f"fold{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} left out (not "
+            "finished in both)")
+    out(escape(found["sentence"]))
+
+
 @app.command("pack")
 def pack(
     entry: Path = typer.Argument(..., help="An entry folder, e.g. submissions/unet."),
