@@ -15,7 +15,8 @@ ratio far from 1), the share of the image predicted as nucleus against the share
 mask sees (`appearance.foreground`), and whether nothing was predicted. Medians per
 appearance type, out-of-fold (with the images' own scores) beside test, then the
 fluorescence images by the share of the image an Otsu mask calls nucleus (a sparse image's
-99th percentile lies outside its nuclei, where a percentile contrast stretch misleads); with
+99th percentile lies outside its nuclei, where a percentile contrast stretch misleads), then
+each source (image size and modality) with its out-of-fold score and test count; with
 `--json`, every image's row. `--stretch LOW HIGH` predicts the test images again with the run's
 saved U-Net (its `model/` folder) and the contrast stretch between those percentiles, at test
 time only: what the stretch alone changes, before any training with it.
@@ -54,6 +55,7 @@ def image_row(image_id: str, rgb: np.ndarray, labels: np.ndarray) -> dict[str, A
     areas = areas[areas > 0]
     diameter = float(2 * np.sqrt(np.median(areas) / np.pi)) if len(areas) else 0.0
     return {"id": image_id, "type": looks.type, "objects": int(len(areas)),
+            "source": f"{rgb.shape[0]}x{rgb.shape[1]} {appearance.modality(rgb)}",
             "diameter": diameter, "diameter_ratio": diameter / max(looks.diameter, 1e-9),
             "foreground": float((labels > 0).mean()), "otsu_foreground": looks.foreground,
             "empty": not len(areas)}
@@ -105,6 +107,15 @@ def by_share(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return out
 
 
+def by_source(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Medians per source (image size and modality: an acquisition set shares both),
+    commonest first."""
+    sources: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        sources.setdefault(r["source"], []).append(r)
+    return {k: medians(v) for k, v in sorted(sources.items(), key=lambda kv: -len(kv[1]))}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("competition", type=Path)
@@ -140,8 +151,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         found = restretched(comp.task, args.run / "model",
                             comp.task.load_inputs(comp.public_dir, args.test),
                             tuple(args.stretch))
-        print(f"(test images predicted again, stretched between the {args.stretch[0]:g}th "
-              f"and {args.stretch[1]:g}th percentiles)\n")
+        print(f"(test images predicted again, stretched between percentiles "
+              f"{args.stretch[0]:g} and {args.stretch[1]:g})\n")
     else:
         found = predicted(Path(run["also_predicted"]), {i: im.shape[:2] for i, im in
                                                          test_rgb.items()})
@@ -173,8 +184,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             score = f"{m['score']:.3f}" if "score" in m else "-"
             print(f"| {share} | {name.replace('_', '-')} | {m['images']} | {score} | "
                   f"{m['foreground_ratio']:.2f} | {m['empty']} |")
-    result = {"entry": record["entry"], "stretch": args.stretch, "types": table, "by_share": shares,
-              "out_of_fold": oof, "test": test}
+    sources = {"out_of_fold": by_source(oof), "test": by_source(test)}
+    print("\n| source (size, modality) | out-of-fold images | score | test images |")
+    print("|---|---|---|---|")
+    for name in dict.fromkeys([*sources["out_of_fold"], *sources["test"]]):
+        a, b = sources["out_of_fold"].get(name), sources["test"].get(name)
+        score = f"{a['score']:.3f}" if a else "-"
+        print(f"| {name} | {a['images'] if a else 0} | {score} | {b['images'] if b else 0} |")
+    result = {"entry": record["entry"], "stretch": args.stretch, "types": table,
+              "by_share": shares, "by_source": sources, "out_of_fold": oof, "test": test}
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
     return result

@@ -12,6 +12,7 @@ import pytest
 
 from competition.tasks import get_task, shift
 from competition.tasks.comparison import estimate
+from competition.tasks.nuclei.data import kaggle_images
 from competition.training.cv import cross_validate
 from models.training import normalise
 from tests.conftest import REPO, load_script
@@ -172,6 +173,13 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
         grey = [r for r in result[name] if r["type"].startswith("fluorescence")]
         assert sum(m["images"] for m in result["by_share"][name].values()) == len(grey)
     assert "| fluorescence, Otsu nucleus share |" in printed
+    # Sources (size, modality): every image once, its own size in the name.
+    for name in ("out_of_fold", "test"):
+        assert sum(m["images"] for m in result["by_source"][name].values()) == len(result[name])
+    shapes = {r["id"]: r["source"].split()[0] for r in result["test"]}
+    ids, images = kaggle_images(test)
+    assert shapes == {i: f"{im.shape[0]}x{im.shape[1]}" for i, im in zip(ids, images, strict=True)}
+    assert "| source (size, modality) |" in printed
     # --stretch predicts the test images again from the run's model/, its input stretched
     # as asked: a U-Net family model that passes its input through shows the stretch itself.
     run_dir = Path(made["submission"]).parent
@@ -184,7 +192,7 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
     views = {i.key: i.image for i in NUCLEI.pixel_items(NUCLEI.load_inputs(comp / "public", test))}
     for low, high in ((1, 99), (20, 60)):
         again = script.main(args + [str(low), str(high)])
-        assert f"stretched between the {low}th and {high}th percentiles" in capsys.readouterr().out
+        assert f"stretched between percentiles {low} and {high}" in capsys.readouterr().out
         for row in again["test"]:
             stretched = normalise(views[row["id"]], percentiles=(low, high))
             assert row["foreground"] == pytest.approx((stretched > 0.5).mean(), abs=0.005)
