@@ -7,7 +7,8 @@ test labels): where a model that validates well goes wrong on the test images.
         ../shared/data/dsb2018/stage1_test                          # -> .../runs/unet-T
     python benchmarks/dsb_prediction_shift.py data/dsb2018-mirrored \
         data/dsb2018-mirrored/cv/unet-T data/dsb2018-mirrored/runs/unet-T \
-        ../shared/data/dsb2018/stage1_test [--json shift.json] [--stretch 1 99.8]
+        ../shared/data/dsb2018/stage1_test [--json shift.json] [--stretch 1 99.8] \
+        [--against data/dsb2018-mirrored/runs/threshold-T]
 
 Per image: how many nuclei were predicted, their median equivalent diameter against the
 diameter the image itself suggests (`appearance.blob_diameter`: a scale mismatch shows as a
@@ -17,7 +18,9 @@ appearance type, out-of-fold (with the images' own scores) beside test, then the
 fluorescence images by the share of the image an Otsu mask calls nucleus (a sparse image's
 99th percentile lies outside its nuclei, where a percentile contrast stretch misleads), then
 each source (image size and modality) with its out-of-fold score and test count; with
-`--json`, every image's row. `--stretch LOW HIGH` predicts the test images again with the run's
+`--json`, every image's row. `--against RUN` scores each test image's predictions against
+another entry's run's, as if they were labels: where two entries disagree, one is wrong.
+`--stretch LOW HIGH` predicts the test images again with the run's
 saved U-Net (its `model/` folder) and the contrast stretch between those percentiles, at test
 time only: what the stretch alone changes, before any training with it.
 """
@@ -37,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 from competition.board.prepared import PreparedCompetition  # noqa: E402
 from competition.formats import nuclei_csv  # noqa: E402
+from competition.metrics.nuclei import image_score  # noqa: E402
 from competition.tasks.nuclei import appearance  # noqa: E402
 from competition.tasks.nuclei.data import kaggle_images  # noqa: E402
 
@@ -87,8 +91,9 @@ def medians(rows: list[dict[str, Any]]) -> dict[str, Any]:
            "foreground_ratio": float(np.median([r["foreground"] / max(r["otsu_foreground"],
                                                                        1e-9) for r in rows])),
            "empty": sum(r["empty"] for r in rows)}
-    if all("score" in r for r in rows):
-        out["score"] = float(np.mean([r["score"] for r in rows]))
+    for key in ("score", "agreement"):
+        if all(key in r for r in rows):
+            out[key] = float(np.mean([r[key] for r in rows]))
     return out
 
 
@@ -124,6 +129,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         "made with --also-predict TEST")
     parser.add_argument("test", type=Path, help="the test images (Kaggle's layout)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--against", type=Path, help="another entry's run with --also-predict "
+                        "TEST: each test image's predictions scored against that run's as if "
+                        "they were labels (where two entries disagree, one is wrong)")
     parser.add_argument("--stretch", nargs=2, type=float, metavar=("LOW", "HIGH"),
                         help="predict the test images again from the run's saved U-Net with "
                         "the contrast stretch between these percentiles (test time only)")
@@ -157,6 +165,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         found = predicted(Path(run["also_predicted"]), {i: im.shape[:2] for i, im in
                                                          test_rgb.items()})
     test = [image_row(i, test_rgb[i], labels) for i, labels in found.items()]
+    if args.against:
+        other = json.loads((args.against / "run.json").read_text())
+        if not other.get("also_predicted"):
+            raise SystemExit(f"{args.against}: not a run with --also-predict")
+        theirs = predicted(Path(other["also_predicted"]), {i: im.shape[:2] for i, im in
+                                                            test_rgb.items()})
+        for row in test:
+            mine = found[row["id"]]
+            row["agreement"] = image_score(theirs.get(row["id"], np.zeros_like(mine)), mine)
     table: dict[str, Any] = {}
     for kind in appearance.TYPES:
         a = [r for r in oof if r["type"] == kind]
@@ -176,14 +193,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                   f"{m['objects']:.0f} | {m['diameter_ratio']:.2f} | "
                   f"{m['foreground_ratio']:.2f} | {m['empty']} |")
     shares = {"out_of_fold": by_share(oof), "test": by_share(test)}
+    against = f" agreement with {args.against.name} |" if args.against else ""
     print("\n| fluorescence, Otsu nucleus share | set | images | score | "
-          "predicted / Otsu share | empty |")
-    print("|---|---|---|---|---|---|")
+          f"predicted / Otsu share | empty |{against}")
+    print("|---|---|---|---|---|---|" + ("---|" if against else ""))
     for name, bins in shares.items():
         for share, m in bins.items():
             score = f"{m['score']:.3f}" if "score" in m else "-"
+            agreement = (f" {m['agreement']:.3f} |" if "agreement" in m else " - |"
+                         ) if against else ""
             print(f"| {share} | {name.replace('_', '-')} | {m['images']} | {score} | "
-                  f"{m['foreground_ratio']:.2f} | {m['empty']} |")
+                  f"{m['foreground_ratio']:.2f} | {m['empty']} |{agreement}")
     sources = {"out_of_fold": by_source(oof), "test": by_source(test)}
     print("\n| source (size, modality) | out-of-fold images | score | test images |")
     print("|---|---|---|---|")

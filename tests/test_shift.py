@@ -180,9 +180,14 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
     ids, images = kaggle_images(test)
     assert shapes == {i: f"{im.shape[0]}x{im.shape[1]}" for i, im in zip(ids, images, strict=True)}
     assert "| source (size, modality) |" in printed
+    # A run's predictions against themselves agree wherever there is a nucleus.
+    run_dir = Path(made["submission"]).parent
+    same = script.main([str(comp), cv["out_dir"], str(run_dir), str(test), "--against",
+                        str(run_dir)])
+    assert all(r["agreement"] == 1.0 for r in same["test"] if not r["empty"])
+    assert f"| agreement with {run_dir.name} |" in capsys.readouterr().out
     # --stretch predicts the test images again from the run's model/, its input stretched
     # as asked: a U-Net family model that passes its input through shows the stretch itself.
-    run_dir = Path(made["submission"]).parent
     args = [str(comp), cv["out_dir"], str(run_dir), str(test), "--stretch"]
     with pytest.raises(SystemExit, match="needs a run of a U-Net family entry"):
         script.main(args + ["1", "99.8"])
@@ -191,11 +196,13 @@ def test_prediction_shift_compares_test_predictions_with_out_of_fold_ones(demo_d
     passthrough_model(run_dir / "model")
     views = {i.key: i.image for i in NUCLEI.pixel_items(NUCLEI.load_inputs(comp / "public", test))}
     for low, high in ((1, 99), (20, 60)):
-        again = script.main(args + [str(low), str(high)])
+        again = script.main(args + [str(low), str(high), "--against", str(run_dir)])
         assert f"stretched between percentiles {low} and {high}" in capsys.readouterr().out
         for row in again["test"]:
             stretched = normalise(views[row["id"]], percentiles=(low, high))
             assert row["foreground"] == pytest.approx((stretched > 0.5).mean(), abs=0.005)
+        # --against: scored against the threshold run's own masks, as if they were labels
+        assert min(r["agreement"] for r in again["test"]) < 1.0
     plain = tmp_path / "plain-run"
     plain.mkdir()
     (plain / "run.json").write_text(json.dumps({"entry": "threshold", "also_predicted": None}))
