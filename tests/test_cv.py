@@ -374,9 +374,13 @@ def test_two_cross_validations_on_the_same_folds_compare_item_by_item(cv_copies,
     shutil.copytree(b["out_dir"], stopped)
     (stopped / "cv.json").unlink()
     (stopped / "fold-2" / "fold.json").unlink()
+    plan = json.loads((stopped / "plan.json").read_text())
+    del plan["config"]["min_size"]  # as a record made before the entry had the key
+    (stopped / "plan.json").write_text(json.dumps(plan))
     code, stdout, stderr = run_cli(["cv-compare", a["out_dir"], stopped], capsys)
     assert code == 0, stderr
     assert "fold 2 left out" in stdout and "threshold-stopped" in stdout
+    assert "min_size: " in stdout and "-> unset (the entry's default then) (B)" in stdout
     partial = json.loads(run_cli(["cv-compare", a["out_dir"], stopped, "--json"], capsys)[1])
     kept = [k for k, fold in a["assignment"].items() if fold != 2]
     assert partial["folds_compared"] == [1, 3] and partial["items"] == len(kept)

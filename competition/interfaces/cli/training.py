@@ -148,8 +148,11 @@ def compare_cvs(
         print_json(jsonable(found))
         return
     a, b = escape(found["a"]["name"]), escape(found["b"]["name"])
+    def setting(value: object) -> str:  # a key a record lacks: made before the entry had it
+        return "unset (the entry's default then)" if value is None else escape(repr(value))
+
     for key, (value_a, value_b) in found["config_changes"].items():
-        out(f"{escape(key)}: {escape(repr(value_a))} (A) -> {escape(repr(value_b))} (B)")
+        out(f"{escape(key)}: {setting(value_a)} (A) -> {setting(value_b)} (B)")
     table = Table("fold", "items", f"A: {a}", f"B: {b}",
                   title=f"{escape(found['competition'])}: {found['metric']}")
     for fold in found["per_fold"]:
