@@ -171,9 +171,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"{args.against}: not a run with --also-predict")
         theirs = predicted(Path(other["also_predicted"]), {i: im.shape[:2] for i, im in
                                                             test_rgb.items()})
+        missing = sorted(set(found) - set(theirs))
+        if missing:
+            raise SystemExit(f"{args.against}: predicted no row for test image {missing[0]} "
+                             f"({len(missing)} such images)")
         for row in test:
-            mine = found[row["id"]]
-            row["agreement"] = image_score(theirs.get(row["id"], np.zeros_like(mine)), mine)
+            row["agreement"] = image_score(theirs[row["id"]], found[row["id"]])
     table: dict[str, Any] = {}
     for kind in appearance.TYPES:
         a = [r for r in oof if r["type"] == kind]

@@ -380,10 +380,15 @@ def test_two_cross_validations_on_the_same_folds_compare_item_by_item(cv_copies,
     code, stdout, stderr = run_cli(["cv-compare", a["out_dir"], stopped], capsys)
     assert code == 0, stderr
     assert "fold 2 left out" in stdout and "threshold-stopped" in stdout
-    assert "min_size: " in stdout and "-> unset (the entry's default then) (B)" in stdout
+    assert f"min_size: {a['config']['min_size']} (A) -> (absent) (B)" in stdout
+    # B first: the unfinished one's task comes from its competition (public part only).
+    code, stdout, stderr = run_cli(["cv-compare", stopped, a["out_dir"], "--json"], capsys)
+    assert code == 0, stderr
+    assert json.loads(stdout)["difference"] == pytest.approx(-partial_difference(a, b))
     partial = json.loads(run_cli(["cv-compare", a["out_dir"], stopped, "--json"], capsys)[1])
     kept = [k for k, fold in a["assignment"].items() if fold != 2]
     assert partial["folds_compared"] == [1, 3] and partial["items"] == len(kept)
+    assert partial["difference"] == pytest.approx(partial_difference(a, b))
     assert partial["difference"] == pytest.approx(
         np.mean([values["a"][k] - values["b"][k] for k in kept]))
     # Other folds (another seed) or a folder that is no cross-validation: refused.
@@ -393,3 +398,59 @@ def test_two_cross_validations_on_the_same_folds_compare_item_by_item(cv_copies,
         "differ)" in stderr
     code, _, stderr = run_cli(["cv-compare", a["out_dir"], comp_dir], capsys)
     assert code == 2 and "no readable plan.json" in stderr
+
+
+def partial_difference(a, b):
+    """A's mean image score minus B's over folds 1 and 3 (computed here from the records)."""
+    scores = [{row["key"]: row["values"][0] for f in r["folds"] if f["fold"] != 2
+               for row in f["item_values"]} for r in (a, b)]
+    return np.mean([scores[0][k] - scores[1][k] for k in scores[0]])
+
+
+def fake_cv(folder: Path, errors: dict[str, float], folds: dict[str, int], task: str) -> Path:
+    """A cross-validation folder as cv writes it, of a task scored from each item's one
+    value (landmarks: the specimen's mean squared error)."""
+    plan = {"entry": "e", "competition": "c", "config": {}, "k": 2, "fold_seed": 0,
+            "assignment": folds}
+    folder.mkdir(parents=True)
+    (folder / "plan.json").write_text(json.dumps(plan))
+    (folder / "cv.json").write_text(json.dumps({"task": task}))
+    for number in (1, 2):
+        keys = [k for k, n in folds.items() if n == number]
+        record = {"fold": number, "score": float(np.sqrt(np.mean([errors[k] for k in keys]))),
+                  "item_values": [{"key": k, "group": k, "stratum": "", "values": [errors[k]]}
+                                  for k in keys]}
+        (folder / f"fold-{number}").mkdir()
+        (folder / f"fold-{number}" / "fold.json").write_text(json.dumps(record))
+    return folder
+
+
+def test_cv_compare_says_which_is_better_where_lower_is_better(tmp_path, capsys):
+    # Landmarks (RMSE, lower is better): A's errors are a quarter of B's, so A's RMSE is
+    # half B's; positive means A is better, as on the leaderboard.
+    rng = np.random.default_rng(0)
+    keys = [f"s{i}" for i in range(12)]
+    folds = {k: 1 + i % 2 for i, k in enumerate(keys)}
+    errors = {k: float(e) for k, e in zip(keys, rng.uniform(1, 2, 12), strict=True)}
+    a = fake_cv(tmp_path / "a", errors, folds, "landmarks")
+    b = fake_cv(tmp_path / "b", {k: 4 * e for k, e in errors.items()}, folds, "landmarks")
+    code, stdout, stderr = run_cli(["cv-compare", a, b, "--json"], capsys)
+    assert code == 0, stderr
+    found = json.loads(stdout)
+    rmse = np.sqrt(np.mean(list(errors.values())))
+    assert found["higher_is_better"] is False and found["per_stratum"] == {}
+    assert found["difference"] == pytest.approx(2 * rmse - rmse) and found["low"] > 0
+    assert found["sentence"].startswith("a beats b")
+    assert all(f["difference"] > 0 for f in found["per_fold"])
+    # A fold holding other items than its plan assigns, or an item without a finite value:
+    # refused, naming the file or the item.
+    record = json.loads((b / "fold-2" / "fold.json").read_text())
+    record["item_values"].append(dict(record["item_values"][0]))
+    (b / "fold-2" / "fold.json").write_text(json.dumps(record))
+    code, _, stderr = run_cli(["cv-compare", a, b], capsys)
+    assert code == 2 and "fold-2/fold.json: does not hold the items its plan assigns" in stderr
+    record["item_values"].pop()
+    record["item_values"][0]["values"] = [None]
+    (b / "fold-2" / "fold.json").write_text(json.dumps(record))
+    code, _, stderr = run_cli(["cv-compare", a, b], capsys)
+    assert code == 2 and f"item {record['item_values'][0]['key']} has no finite values" in stderr

@@ -133,11 +133,11 @@ def compare_cvs(
     second: Path = typer.Argument(..., help="Another one on the same folds (B)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Two cross-validations on the same folds, paired item by item: A minus B.
+    """Two cross-validations on the same folds, paired item by item: how much better A is.
 
-    The difference of their out-of-fold scores with a paired 95 % bootstrap interval and a
-    Wilcoxon signed-rank p, per fold and per stratum too; folds only one of them finished
-    are left out and named."""
+    The difference of their out-of-fold scores (positive: A better, whichever way the metric
+    runs) with a paired 95 % bootstrap interval and a Wilcoxon signed-rank p, overall, per
+    fold and per stratum; folds only one of them finished are left out and named."""
     from rich.table import Table
 
     from competition.formats.jsonsafe import jsonable
@@ -147,25 +147,30 @@ def compare_cvs(
     if as_json:
         print_json(jsonable(found))
         return
-    a, b = escape(found["a"]["name"]), escape(found["b"]["name"])
-    def setting(value: object) -> str:  # a key a record lacks: made before the entry had it
-        return "unset (the entry's default then)" if value is None else escape(repr(value))
+    for side in ("a", "b"):
+        out(f"{side.upper()}: {escape(found[side]['name'])} ({escape(found[side]['entry'])})")
+    for key, (value_a, value_b) in (found["config_changes"] or {}).items():
+        out(f"{escape(key)}: {escape(str(value_a))} (A) -> {escape(str(value_b))} (B)")
 
-    for key, (value_a, value_b) in found["config_changes"].items():
-        out(f"{escape(key)}: {setting(value_a)} (A) -> {setting(value_b)} (B)")
-    table = Table("fold", "items", f"A: {a}", f"B: {b}",
+    def better(row: dict[str, float]) -> tuple[str, str, str]:
+        return (f"{row['difference']:+.4f}", f"{row['low']:+.4f} to {row['high']:+.4f}",
+                f"{row['wilcoxon_p']:.3g}")
+
+    table = Table("fold", "items", "A", "B", "A better by", "95 % interval",
+                  "Wilcoxon p",
                   title=f"{escape(found['competition'])}: {found['metric']}")
     for fold in found["per_fold"]:
-        table.add_row(str(fold["fold"]), str(fold["items"]), f"{fold['a']:.4f}",
-                      f"{fold['b']:.4f}")
+        table.add_row(str(fold["fold"]), str(fold["n"]), f"{fold['a']:.4f}",
+                      f"{fold['b']:.4f}", *better(fold))
     out(table)
     if found["per_stratum"]:
-        strata = Table("stratum", "items", "A - B", "95 % paired bootstrap", "Wilcoxon p")
+        strata = Table("stratum", "items", "A better by", "95 % interval",
+                       "Wilcoxon p")
         for name, row in found["per_stratum"].items():
-            strata.add_row(escape(name), str(row["n"]), f"{row['difference']:+.4f}",
-                           f"{row['low']:+.4f} to {row['high']:+.4f}",
-                           f"{row['wilcoxon_p']:.3g}")
+            strata.add_row(escape(name), str(row["n"]), *better(row))
         out(strata)
+    if found["strata_too_small"]:
+        out(f"too few items for a row: {escape(', '.join(found['strata_too_small']))}")
     left = found["folds_left_out"]
     if left:
         out(f"fold{'s' if len(left) > 1 else ''} {', '.join(map(str, left))} left out (not "
