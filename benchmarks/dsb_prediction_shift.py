@@ -42,7 +42,6 @@ from competition.board.prepared import PreparedCompetition  # noqa: E402
 from competition.formats import nuclei_csv  # noqa: E402
 from competition.metrics.nuclei import image_score  # noqa: E402
 from competition.tasks.nuclei import appearance  # noqa: E402
-from competition.tasks.nuclei.data import kaggle_images  # noqa: E402
 
 
 def predicted(path: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray]:
@@ -153,12 +152,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         for image_id, labels in predicted(Path(fold["submission"]), shapes).items():
             oof.append({**image_row(image_id, rgb[image_id], labels),
                         "score": scores[image_id]})
-    test_ids, test_images = kaggle_images(args.test)
-    test_rgb = dict(zip(test_ids, test_images, strict=True))
+    test_data = comp.task.load_inputs(comp.public_dir, args.test)
+    test_rgb = dict(zip(test_data.ids, test_data.images, strict=True))
     if args.stretch:
-        found = restretched(comp.task, args.run / "model",
-                            comp.task.load_inputs(comp.public_dir, args.test),
-                            tuple(args.stretch))
+        found = restretched(comp.task, args.run / "model", test_data, tuple(args.stretch))
         print(f"(test images predicted again, stretched between percentiles "
               f"{args.stretch[0]:g} and {args.stretch[1]:g})\n")
     else:

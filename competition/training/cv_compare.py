@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from competition.entries import config_differences
 from competition.errors import CompetitionError
 from competition.tasks import get_task
 from competition.tasks.base import AnyTask
@@ -94,8 +95,8 @@ def config_changes(a: dict[str, Any], b: dict[str, Any]) -> dict[str, list[Any]]
     """Settings of one entry that differ between two configurations: key -> [A's, B's]
     (`ABSENT` where one lacks the key; settings that change neither model nor scores,
     `cv.RUN_ONLY`, left out)."""
-    return {k: [a.get(k, ABSENT), b.get(k, ABSENT)] for k in sorted(set(a) | set(b))
-            if k not in RUN_ONLY and a.get(k, ABSENT) != b.get(k, ABSENT)}
+    return {k: [a.get(k, ABSENT), b.get(k, ABSENT)]
+            for k in config_differences(a, b, {}, RUN_ONLY)}
 
 
 def _values(rows: dict[str, dict[str, Any]], keys: list[str], where: Path) -> list[Any]:
