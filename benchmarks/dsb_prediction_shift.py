@@ -58,7 +58,7 @@ def image_row(image_id: str, rgb: np.ndarray, labels: np.ndarray) -> dict[str, A
     areas = areas[areas > 0]
     diameter = float(2 * np.sqrt(np.median(areas) / np.pi)) if len(areas) else 0.0
     return {"id": image_id, "type": looks.type, "objects": int(len(areas)),
-            "source": f"{rgb.shape[0]}x{rgb.shape[1]} {appearance.modality(rgb)}",
+            "source": appearance.source(rgb),
             "diameter": diameter, "diameter_ratio": diameter / max(looks.diameter, 1e-9),
             "foreground": float((labels > 0).mean()), "otsu_foreground": looks.foreground,
             "empty": not len(areas)}

@@ -278,6 +278,42 @@ def test_a_split_that_would_leave_a_fold_empty_fills_every_fold():
     assert sorted(p for f in folds for p in f.held) == list(range(len(items)))
 
 
+def test_source_groups_hold_whole_acquisition_sets_out_of_training(cv_copies, capsys):
+    comp_dir = cv_copies["demo-nuclei"]
+    comp = PreparedCompetition.open(comp_dir)
+    train = comp.task.load_train(comp.public_dir)
+    source = {i: appearance.source(rgb) for i, rgb in zip(train.ids, train.images,
+                                                          strict=True)}
+    assert len(set(source.values())) >= 3  # the demo's sizes x modalities
+    code, stdout, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config",
+                                    THRESHOLD / "smoke.yaml", "--folds", "3", "--groups",
+                                    "source", "--json"], capsys)
+    assert code == 0, stderr
+    record = json.loads(stdout)
+    assert record["groups"] == "source" and set(record["assignment"]) == set(train.ids)
+    fold_of_source: dict[str, set[int]] = {}
+    for key, fold in record["assignment"].items():
+        fold_of_source.setdefault(source[key], set()).add(fold)
+    assert all(len(folds) == 1 for folds in fold_of_source.values())  # never split
+    assert {f["fold"] for f in record["folds"]} == {1, 2, 3}
+    # The strata are still the image types (what cv-compare breaks a difference down by).
+    types = {row["stratum"] for f in record["folds"] for row in f["item_values"]}
+    assert types <= set(appearance.TYPES)
+    # The plan remembers the grouping: resuming without it is refused.
+    folder = Path(record["out_dir"])
+    (folder / "cv.json").unlink()
+    code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", THRESHOLD / "smoke.yaml",
+                               "--folds", "3", "--resume", folder], capsys)
+    assert code == 2 and "another assignment, groups;" in stderr
+    # A grouping the task does not offer is refused before anything is read, naming those
+    # it has.
+    code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--groups", "microscope"], capsys)
+    assert code == 2 and "no such grouping (it has: source)" in stderr
+    code, _, stderr = run_cli(["cv", cv_copies["demo-em"], THRESHOLD, "--groups", "source"],
+                              capsys)
+    assert code == 2 and "(it has: none)" in stderr
+
+
 def test_an_interrupted_cross_validation_resumes_its_unfinished_folds(cv_copies, capsys,
                                                                      monkeypatch):
     from competition.training import cv as cv_module
@@ -320,6 +356,7 @@ def test_an_interrupted_cross_validation_resumes_its_unfinished_folds(cv_copies,
     # the entry's default, and is refused naming it when it is set otherwise.
     plan = json.loads((folder / "plan.json").read_text())
     del plan["config"]["min_size"]
+    del plan["groups"]  # nor had it --groups: the task's own grouping
     (folder / "plan.json").write_text(json.dumps(plan))
     code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", smoke, "--folds", "3",
                                "--set", "nuclei.min_size=7", "--resume", folder], capsys)

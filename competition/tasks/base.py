@@ -304,6 +304,9 @@ class DataFiles(TaskInfo, Generic[D, P]):
     # otherwise stratified folds of whole groups.
     cv_contiguous: ClassVar[bool] = False
     cv_gap: ClassVar[int] = 0
+    # Other ways the items may group (`competition cv --groups NAME`, `cv_grouped`): each
+    # name with what its folds hold out together.
+    cv_groupings: ClassVar[dict[str, str]] = {}
 
     def item_ids(self, data: D) -> list[str]:
         """The ids its maps are keyed by, in order (images, slices, specimens; an MRI
@@ -316,6 +319,11 @@ class DataFiles(TaskInfo, Generic[D, P]):
     def cv_items(self, train: D) -> list[CvItem]:
         """The training items in order, with the group and stratum each belongs to."""
         raise CompetitionError(f"the {self.name} task has no cross-validation")
+
+    def cv_grouped(self, train: D, groups: str) -> list[CvItem]:
+        """`cv_items` with the groups one of `cv_groupings` names (the strata kept)."""
+        raise CompetitionError(f"the {self.name} task has no other grouping of its "
+                               f"{self.item_kind}s")
 
     def item_features(self, data: D) -> np.ndarray:
         """What can be seen of each item without its labels, (items, features) in

@@ -122,35 +122,40 @@ class _Setup:
     # The folder of test inputs the folds are weighed toward, and each training item's
     # weight (in `cv_items`' order)
     toward: tuple[str, shift.Shift] | None = None
+    groups: str | None = None  # one of the task's `cv_groupings`, None for its own
 
 
 def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = None,
                    overrides: list[str] | None = None, *, folds: int = DEFAULT_FOLDS,
                    seed: int = 0, curves: bool = False, resume: Path | None = None,
-                   toward: str | Path | None = None) -> dict[str, Any]:
+                   toward: str | Path | None = None,
+                   groups: str | None = None) -> dict[str, Any]:
     """Cross-validate the entry; returns what `cv.json` holds. `curves`: each fold's
     learning curve, its held-out items scored after the epochs the entry reports with its
     model (every epoch, or each `snapshot_every`-th). `resume`: an earlier, unfinished (or
     finished) cross-validation's folder of the same plan; its finished folds are kept.
     `toward`: a folder of test inputs (in the data set's layout; "test": the competition's
-    public test inputs) that the out-of-fold scores are also weighed toward (`shift`)."""
+    public test inputs) that the out-of-fold scores are also weighed toward (`shift`).
+    `groups`: one of the task's other groupings (`cv_groupings`) instead of its own."""
     comp = PreparedCompetition.open(comp_dir, public_only=True)
     task = comp.task
     config = resolve_config(entry_dir, task.name, config_file, overrides or [])
     entry = load_entry(entry_dir)
     name = Path(entry_dir).resolve().name
+    _check_groups(task, groups)
     with bar("Loading the training data"):
         train = task.load_train(comp.public_dir)
-        items = task.cv_items(train)
+        items = _items(task, train, groups)
     plan = make_folds(items, folds, seed, contiguous=task.cv_contiguous, gap=task.cv_gap,
                       kind=task.item_kind)
     plan_record = {"entry": name, "competition": comp.name, "config": config, "k": folds,
-                   "fold_seed": seed, "curves": curves,
+                   "fold_seed": seed, "curves": curves, "groups": groups,
                    "assignment": {items[p].key: fold.number for fold in plan
                                   for p in fold.held}}
     plan_record = json.loads(json.dumps(jsonable(plan_record)))
     defaults = json.loads(json.dumps(jsonable(resolve_config(entry_dir, task.name))))
     if resume is not None:  # refused before the items are described
+        # (a plan made before --groups existed has no key: the task's own grouping, None)
         _check_resumable(Path(resume), plan_record, defaults)
     weighed = None if toward is None else (str(toward), _weights(comp, task, train, items,
                                                                  str(toward)))
@@ -160,7 +165,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
             _write_json(out_dir / "plan.json", plan_record)
         else:
             _check_resumable(out_dir, plan_record, defaults)
-        setup = _Setup(comp, task, entry, config, name, out_dir, curves, weighed)
+        setup = _Setup(comp, task, entry, config, name, out_dir, curves, weighed, groups)
         return _folds(setup, train, items, plan, seed, resumed=resume is not None)
 
 
@@ -175,7 +180,7 @@ def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold],
         tags["resumed"] = out_dir.name
     with tracking.training_run(comp.key, f"cv {out_dir.name}", tags) as parent:
         parent.log(params={**flat_config(setup.config), "entry": name, "folds": folds,
-                           "fold_seed": seed})
+                           "fold_seed": seed, "groups": setup.groups or "default"})
         results, oof = [], {}
         for fold in plan:
             done = _finished_fold(setup, fold)
@@ -210,6 +215,18 @@ def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold],
             (out_dir / f"fold-{fold.number}" / "oof_maps.npz").unlink(missing_ok=True)
         parent.log_file(out_dir / "cv.json")
     return record
+
+
+def _check_groups(task: AnyTask, groups: str | None) -> None:
+    if groups is not None and groups not in task.cv_groupings:
+        known = ", ".join(task.cv_groupings) or "none"
+        raise CompetitionError(f"--groups {groups}: the {task.name} task has no such grouping "
+                               f"(it has: {known})")
+
+
+def _items(task: AnyTask, train: Any, groups: str | None) -> list[CvItem]:
+    """The training items with the task's own groups, or those `groups` names."""
+    return task.cv_items(train) if groups is None else task.cv_grouped(train, groups)
 
 
 def _weights(comp: PreparedCompetition, task: AnyTask, train: Any, items: Sequence[CvItem],
@@ -398,7 +415,7 @@ def _summary(setup: _Setup, items: Sequence[CvItem], plan: list[Fold],
     return {
         "entry": setup.name, "competition": setup.comp.name, "task": task.name,
         "metric": task.metric_label, "higher_is_better": task.higher_is_better,
-        "k": len(plan), "fold_seed": seed, "config": setup.config,
+        "k": len(plan), "fold_seed": seed, "groups": setup.groups, "config": setup.config,
         "folds": results, "mean": float(scores.mean()),
         "std": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
         "pooled": estimate(task, values).as_json(),

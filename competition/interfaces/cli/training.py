@@ -81,6 +81,10 @@ def cross_validate(
                                       "data set's layout, or `test`: the competition's "
                                       "public test inputs) by adversarial validation: an "
                                       "estimate for items drawn like them."),
+    groups: str | None = typer.Option(None, "--groups", help="Group the training items "
+                                      "another way the task offers (nuclei: `source`, whole "
+                                      "acquisition sets held out together) instead of its "
+                                      "own (nuclei: one image each)."),
     resume: Path | None = typer.Option(None, "--resume", help="Take up an unfinished "
                                        "cross-validation (its folder under DIR/cv) with the "
                                        "same entry, configuration, folds, seed and "
@@ -98,13 +102,14 @@ def cross_validate(
     from competition.training.cv import cross_validate as run_cv
 
     record = run_cv(directory, entry, config, set_, folds=folds, seed=seed, curves=curves,
-                    resume=resume, toward=toward)
+                    resume=resume, toward=toward, groups=groups)
     if as_json:
         print_json(jsonable(record))
         return
     table = Table("fold", "trained on", "held out", "score", "fit (s)", "predict (s)",
                   title=f"{escape(record['entry'])} on {escape(record['competition'])}: "
-                  f"{record['metric']}, {record['k']} folds")
+                  f"{record['metric']}, {record['k']} folds"
+                  + (f" of {escape(record['groups'])} groups" if record.get("groups") else ""))
     for fold in record["folds"]:
         table.add_row(str(fold["fold"]), str(fold["train_items"]), str(fold["items"]),
                       f"{fold['score']:.4f}", f"{fold['fit_seconds']:.1f}",

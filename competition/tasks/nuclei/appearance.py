@@ -86,6 +86,13 @@ def modality(rgb: np.ndarray) -> str:
     return "brightfield" if rgb.mean() > 127 else "fluorescence"
 
 
+def source(rgb: np.ndarray) -> str:
+    """The acquisition set an image most likely comes from, seen without labels: its size
+    and modality (the data set's experiments each crop one microscope's frames to one size;
+    the stage-1 test's sets are mostly of sizes the training set lacks)."""
+    return f"{rgb.shape[0]}x{rgb.shape[1]} {modality(rgb)}"
+
+
 def colour_of(rgb: np.ndarray) -> float:
     rgb = np.asarray(rgb, np.int16)
     return float(np.abs(rgb[..., 0] - rgb[..., 1]).mean()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -151,6 +152,16 @@ class NucleiFiles(DataFiles[NucleiData, Instances]):
         kinds differ most in how hard they are."""
         return [CvItem(i, i, appearance.describe(rgb).type)
                 for i, rgb in zip(train.ids, train.images, strict=True)]
+
+    cv_groupings: ClassVar[dict[str, str]] = {
+        "source": "whole acquisition sets (image size and modality): each fold holds out "
+                  "sets the entry never trained on, as the stage-1 test does"}
+
+    def cv_grouped(self, train: NucleiData, groups: str) -> list[CvItem]:
+        if groups != "source":
+            return super().cv_grouped(train, groups)
+        return [CvItem(item.key, appearance.source(rgb), item.stratum)
+                for item, rgb in zip(self.cv_items(train), train.images, strict=True)]
 
     def item_features(self, data: NucleiData) -> np.ndarray:
         """Each image's appearance (`Appearance.vector`: nucleus scale, crowding, clumps,
