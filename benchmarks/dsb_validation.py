@@ -73,6 +73,7 @@ def estimates(task: Any, record: dict[str, Any], described: dict[str, Any],
     weights = found.weights_of(order, keys)
     out: dict[str, Any] = {
         "entry": record["entry"], "cv": record["out_dir"], "images": len(keys),
+        "groups": record.get("groups") or "image",
         "cv_mean": record["pooled"],
         "type_mix": shift.weighted_estimate(task, values,
                                             type_mix_weights(types, test_types)).as_json(),
@@ -85,15 +86,16 @@ def estimates(task: Any, record: dict[str, Any], described: dict[str, Any],
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    lines = ["| entry | cv (all out-of-fold images) | type mix | adversarial (95 % interval) "
-             "| board | adversarial - board |", "|---|---|---|---|---|---|"]
+    lines = ["| entry | folds hold out | cv (all out-of-fold images) | type mix | adversarial "
+             "(95 % interval) | board | adversarial - board |", "|---|---|---|---|---|---|---|"]
     for r in results:
         adv = r["adversarial"]
         board = r.get("board")
         shown = ("-", "-") if board is None else (f"{board:.3f}",
                                                    f"{adv['score'] - board:+.3f}")
         lines.append(
-            f"| {r['entry']} | {r['cv_mean']['score']:.3f} | {r['type_mix']['score']:.3f} | "
+            f"| {r['entry']} | {r['groups']} | {r['cv_mean']['score']:.3f} | "
+            f"{r['type_mix']['score']:.3f} | "
             f"{adv['score']:.3f} ({adv['low']:.3f}-{adv['high']:.3f}) | {shown[0]} | "
             f"{shown[1]} |")
     return "\n".join(lines)

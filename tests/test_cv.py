@@ -304,11 +304,11 @@ def test_source_groups_hold_whole_acquisition_sets_out_of_training(cv_copies, ca
     (folder / "cv.json").unlink()
     code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--config", THRESHOLD / "smoke.yaml",
                                "--folds", "3", "--resume", folder], capsys)
-    assert code == 2 and "another assignment, groups;" in stderr
+    assert code == 2 and "another assignment, groups (--groups source);" in stderr
     # A grouping the task does not offer is refused before anything is read, naming those
     # it has.
     code, _, stderr = run_cli(["cv", comp_dir, THRESHOLD, "--groups", "microscope"], capsys)
-    assert code == 2 and "no such grouping (it has: source)" in stderr
+    assert code == 2 and "no such grouping (it has: source: whole acquisition" in stderr
     code, _, stderr = run_cli(["cv", cv_copies["demo-em"], THRESHOLD, "--groups", "source"],
                               capsys)
     assert code == 2 and "(it has: none)" in stderr

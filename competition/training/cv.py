@@ -219,7 +219,7 @@ def _folds(setup: _Setup, train: Any, items: Sequence[CvItem], plan: list[Fold],
 
 def _check_groups(task: AnyTask, groups: str | None) -> None:
     if groups is not None and groups not in task.cv_groupings:
-        known = ", ".join(task.cv_groupings) or "none"
+        known = "; ".join(f"{k}: {v}" for k, v in task.cv_groupings.items()) or "none"
         raise CompetitionError(f"--groups {groups}: the {task.name} task has no such grouping "
                                f"(it has: {known})")
 
@@ -282,6 +282,9 @@ def _check_resumable(folder: Path, plan_record: dict[str, Any],
                                "(its cv.json is there)")
     before = json.loads(path.read_text())
     differ = sorted(k for k in plan_record if k != "config" and before.get(k) != plan_record[k])
+    if "groups" in differ:  # the one a user most easily forgets to pass again
+        made = before.get("groups")
+        differ[differ.index("groups")] = f"groups ({f'--groups {made}' if made else 'none'})"
     old, new = before.get("config", {}), plan_record["config"]
     differ += [f"config ({k})" for k in config_differences(old, new, defaults, RUN_ONLY)]
     if differ:

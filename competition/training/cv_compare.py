@@ -113,13 +113,13 @@ def compare(folder_a: Path, folder_b: Path) -> dict[str, Any]:
     """A against B over the items of the folds both finished (positive: A is better)."""
     folder_a, folder_b = Path(folder_a), Path(folder_b)
     plan_a, plan_b = _plan(folder_a), _plan(folder_b)
-    differ = [k for k in ("competition", "k", "fold_seed", "assignment")
+    differ = [k for k in ("competition", "k", "fold_seed", "groups", "assignment")
               if plan_a.get(k) != plan_b.get(k)]
     if differ:
         raise CompetitionError(f"{folder_a} and {folder_b} were not cross-validated on the same "
                                f"folds ({', '.join(differ)} differ): a paired comparison "
-                               "needs the same items in the same folds (same --folds and "
-                               "--seed on the same competition)")
+                               "needs the same items in the same folds (same --folds, "
+                               "--seed and --groups on the same competition)")
     assignment = plan_a.get("assignment") or {}
     task = _task_of((folder_a, folder_b), plan_a)
     done_a, done_b = _finished(folder_a, assignment), _finished(folder_b, assignment)

@@ -87,8 +87,8 @@ def cross_validate(
                                       "own (nuclei: one image each)."),
     resume: Path | None = typer.Option(None, "--resume", help="Take up an unfinished "
                                        "cross-validation (its folder under DIR/cv) with the "
-                                       "same entry, configuration, folds, seed and "
-                                       "--curves: finished "
+                                       "same entry, configuration, folds, seed, "
+                                       "--groups and --curves: finished "
                                        "folds are kept, the others run."),
 ) -> None:
     """K-fold cross-validation of an entry on the public training data.
