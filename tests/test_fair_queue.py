@@ -149,17 +149,11 @@ def scored(board: Board, sids: list[int]) -> int:
 
 # --- the issue's "done when" -------------------------------------------------------------------
 
-# What a job takes beyond JOB_S, counted twice (the job ahead and this one): opening the
-# competition and its store, checking the claim, recording the result (tens of ms each on an
-# idle machine), the dispatcher's claim once woken by a job's end, and this test's 50 ms
-# polling; generous, as other processes share the two cores.
-OVERHEAD_S = 1.0
-
-
 @pytest.mark.parametrize("cap", [None, 50 * 120], ids=["default-cap", "no-effective-cap"])
 def test_another_teams_job_waits_at_most_one_job_behind_a_backlog(demo_dirs, tmp_path, cap):
     """50 slow jobs of one team queued on two workers, then one job of another team: it is
-    scored within two jobs' time of being queued (one to free a worker, one to run), whether
+    scored with at most three of the backlog's jobs finished in between (the two running
+    when it came, one more on the other worker; measured 2 on an idle machine), whether
     or not the cap already keeps the backlog's team to two workers."""
     comp = demo_copy(demo_dirs, tmp_path, daily_limit=60, uploads_per_hour=60)
     comp = with_portal(comp, team_cpu_seconds_in_flight=cap)
@@ -193,4 +187,9 @@ def test_another_teams_job_waits_at_most_one_job_behind_a_backlog(demo_dirs, tmp
                 "jobs ended %.2f s apart on each worker, mean)", waited, JOB_S,
                 sum(gaps) / len(gaps) if gaps else float("nan"))
     assert board.submissions.get(late)["status"] == Status.SCORED
-    assert waited <= 2 * JOB_S + OVERHEAD_S
+    # Counted in jobs, not seconds (a loaded machine stretches every job alike): from its
+    # upload to its score, the backlog's team finishes at most the two jobs running when it
+    # came and one more on the worker it did not take; a first-come queue would finish ~48.
+    late_row = board.submissions.get(late)
+    ahead = [t for t in alpha_done if late_row["submitted_at"] < t <= late_row["scored_at"]]
+    assert len(ahead) <= 3, (len(ahead), waited)
