@@ -145,7 +145,7 @@ def cross_validate(comp_dir: Path, entry_dir: Path, config_file: Path | None = N
     _check_groups(task, groups)
     with bar("Loading the training data"):
         train = task.load_train(comp.public_dir)
-        items = _items(task, train, groups)
+        items = task.cv_items(train) if groups is None else task.cv_grouped(train, groups)
     plan = make_folds(items, folds, seed, contiguous=task.cv_contiguous, gap=task.cv_gap,
                       kind=task.item_kind)
     plan_record = {"entry": name, "competition": comp.name, "config": config, "k": folds,
@@ -222,11 +222,6 @@ def _check_groups(task: AnyTask, groups: str | None) -> None:
         known = "; ".join(f"{k}: {v}" for k, v in task.cv_groupings.items()) or "none"
         raise CompetitionError(f"--groups {groups}: the {task.name} task has no such grouping "
                                f"(it has: {known})")
-
-
-def _items(task: AnyTask, train: Any, groups: str | None) -> list[CvItem]:
-    """The training items with the task's own groups, or those `groups` names."""
-    return task.cv_items(train) if groups is None else task.cv_grouped(train, groups)
 
 
 def _weights(comp: PreparedCompetition, task: AnyTask, train: Any, items: Sequence[CvItem],
