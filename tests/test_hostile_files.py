@@ -609,20 +609,32 @@ def test_zarr_metadata_nested_thousands_deep_is_invalid(tomo_dir, tmp_path):
     assert ".zarray: JSON nested too deeply" in payload["error"]
 
 
-def test_every_member_of_a_20000_member_zip_is_read_in_one_pass(tmp_path):
-    """The zip's directory is parsed once per SubmissionFile, not once per member read."""
+def test_every_member_of_a_20000_member_zip_is_read_in_one_pass(tmp_path, monkeypatch):
+    """The zip's directory is parsed once per SubmissionFile, not once per member read
+    (which took hours on this file): counted, not timed, so a busy machine cannot fail it."""
+    import zipfile
+
+    opened = []
+
+    class CountingZipFile(zipfile.ZipFile):
+        def __init__(self, *args, **kwargs):
+            opened.append(args[0] if args else kwargs.get("file"))
+            super().__init__(*args, **kwargs)
+
     path = tmp_path / "many.zip"
     path.write_bytes(many_zarrays((1, 1, 1), 20_000))
+    monkeypatch.setattr(zipfile, "ZipFile", CountingZipFile)
     submission = SubmissionFile(path, Limits(max_files=20_000))
-    start = time.process_time()  # CPU time: the machine may be busy with other tests
     members = submission.members()
     assert sum(len(submission.read_member(m)) for m in members) == sum(m.size for m in members)
     for member in members:
         with submission.open_member(member) as stream:
             assert stream.read() == zarray((1, 1, 1))
-    assert time.process_time() - start < MAX_ARCHIVE_SECONDS  # before: hours
+    assert len(members) == 20_000
+    assert len(opened) == 1, f"the directory was parsed {len(opened)} times"
     submission.close()
     assert submission.read_member(members[-1]) == zarray((1, 1, 1))  # listed again
+    assert len(opened) == 2
 
 
 def test_a_directory_of_too_many_entries_is_refused_before_zipfile_lists_it(tmp_path,
